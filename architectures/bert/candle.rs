@@ -1,0 +1,393 @@
+//! The BERT family on candle. Ported from transformers' `modeling_bert.py` / `modeling_roberta.py`
+//! (<https://github.com/huggingface/transformers/blob/main/src/transformers/models/bert/modeling_bert.py>).
+//! Query, key and value projections are fused into one matrix multiply; hidden states stay
+//! `[tokens, hidden]` so every projection is a single GEMM.
+
+use super::{Activation, BertConfig, Flavor, Layout};
+use crate::backends::candle::{Weights, candle_core as candle, candle_nn, err, to_host};
+use crate::loader::LoadRequest;
+use crate::manifest::ArtifactRole;
+use crate::model::Model;
+use crate::tensor::{HostTensor, NamedTensors};
+use crate::{Error, Result};
+use candle::{DType, Device, Module, Tensor};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+fn linear(vb: VarBuilder, input: usize, output: usize) -> candle::Result<Linear> {
+    candle_nn::linear(input, output, vb)
+}
+
+fn layer_norm(vb: VarBuilder, size: usize, eps: f64) -> candle::Result<LayerNorm> {
+    candle_nn::layer_norm(size, eps, vb)
+}
+
+struct Embeddings {
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    norm: LayerNorm,
+}
+
+impl Embeddings {
+    fn load(vb: VarBuilder, cfg: &BertConfig) -> candle::Result<Self> {
+        let h = cfg.hidden_size;
+        Ok(Embeddings {
+            word: vb.get((cfg.vocab_size, h), "word_embeddings.weight")?,
+            position: vb.get(
+                (cfg.max_position_embeddings, h),
+                "position_embeddings.weight",
+            )?,
+            token_type: vb.get((cfg.type_vocab_size, h), "token_type_embeddings.weight")?,
+            norm: layer_norm(vb.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
+        })
+    }
+}
+
+struct Layer {
+    qkv: Linear,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+impl Layer {
+    fn load(vb: VarBuilder, cfg: &BertConfig) -> candle::Result<Self> {
+        let h = cfg.hidden_size;
+        let attn = vb.pp("attention");
+        let sa = attn.pp("self");
+        let parts: Vec<Linear> = ["query", "key", "value"]
+            .into_iter()
+            .map(|n| linear(sa.pp(n), h, h))
+            .collect::<candle::Result<_>>()?;
+        let weight = Tensor::cat(&parts.iter().map(|l| l.weight()).collect::<Vec<_>>(), 0)?;
+        let bias = Tensor::cat(
+            &parts
+                .iter()
+                .map(|l| l.bias().expect("linear has a bias"))
+                .collect::<Vec<_>>(),
+            0,
+        )?;
+        Ok(Layer {
+            qkv: Linear::new(weight, Some(bias)),
+            attention_out: linear(attn.pp("output.dense"), h, h)?,
+            attention_norm: layer_norm(attn.pp("output.LayerNorm"), h, cfg.layer_norm_eps)?,
+            intermediate: linear(vb.pp("intermediate.dense"), h, cfg.intermediate_size)?,
+            output: linear(vb.pp("output.dense"), cfg.intermediate_size, h)?,
+            output_norm: layer_norm(vb.pp("output.LayerNorm"), h, cfg.layer_norm_eps)?,
+        })
+    }
+}
+
+enum Classifier {
+    /// BERT: a linear layer on the pooler output.
+    Bert(Linear),
+    /// RoBERTa: dense + tanh + projection on the first token.
+    Roberta { dense: Linear, out_proj: Linear },
+}
+
+/// A BERT-family encoder with its optional pooler and classification head.
+pub struct Bert {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    pooler: Option<Linear>,
+    classifier: Option<Classifier>,
+    activation: Activation,
+    flavor: Flavor,
+    heads: usize,
+    head_dim: usize,
+    hidden: usize,
+    vocab_size: usize,
+    type_vocab_size: usize,
+    pad_id: i64,
+    dtype: DType,
+    device: Device,
+}
+
+/// The registry's loader for the candle backend.
+pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
+    let cfg: BertConfig = req.config()?;
+    let config_path = req.artifacts(ArtifactRole::Config)?.remove(0);
+    cfg.check().map_err(|message| Error::Config {
+        path: config_path,
+        message,
+    })?;
+    let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?)?;
+    let device = crate::backends::candle::device(req.options.device)?;
+    let dtype = crate::backends::candle::dtype(req.dtype())?;
+    if !dtype.is_float() {
+        return Err(Error::InvalidArgument(format!(
+            "compute dtype must be floating point, not {}",
+            req.dtype()
+        )));
+    }
+    let layout = Layout::detect(
+        &cfg,
+        |n| weights.contains(n),
+        |n| weights.shape(n).map(<[usize]>::to_vec),
+    );
+    let vb = weights.var_builder(dtype, &device);
+    let model = Bert::load(vb, &cfg, &layout, device).map_err(|e| weights.explain(e))?;
+    Ok(Box::new(model))
+}
+
+impl Bert {
+    fn load(
+        vb: VarBuilder,
+        cfg: &BertConfig,
+        layout: &Layout,
+        device: Device,
+    ) -> candle::Result<Self> {
+        let base = match layout.prefix.strip_suffix('.') {
+            Some(prefix) => vb.pp(prefix),
+            None => vb.clone(),
+        };
+        let h = cfg.hidden_size;
+        let embeddings = Embeddings::load(base.pp("embeddings"), cfg)?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Layer::load(base.pp(format!("encoder.layer.{i}")), cfg))
+            .collect::<candle::Result<Vec<_>>>()?;
+        let pooler = if layout.pooler {
+            Some(linear(base.pp("pooler.dense"), h, h)?)
+        } else {
+            None
+        };
+        let classifier = match (layout.num_labels, cfg.flavor()) {
+            (Some(n), Flavor::Bert) => Some(Classifier::Bert(linear(vb.pp("classifier"), h, n)?)),
+            (Some(n), Flavor::Roberta) => Some(Classifier::Roberta {
+                dense: linear(vb.pp("classifier.dense"), h, h)?,
+                out_proj: linear(vb.pp("classifier.out_proj"), h, n)?,
+            }),
+            (None, _) => None,
+        };
+        Ok(Bert {
+            embeddings,
+            layers,
+            pooler,
+            classifier,
+            activation: cfg.hidden_act,
+            flavor: cfg.flavor(),
+            heads: cfg.num_attention_heads,
+            head_dim: h / cfg.num_attention_heads,
+            hidden: h,
+            vocab_size: cfg.vocab_size,
+            type_vocab_size: cfg.type_vocab_size,
+            pad_id: cfg.pad_id() as i64,
+            dtype: vb.dtype(),
+            device,
+        })
+    }
+
+    /// Token ids as u32, each checked against `limit`.
+    fn indices(&self, name: &str, t: &HostTensor, limit: usize) -> Result<Tensor> {
+        let values = t.as_i64().ok_or_else(|| Error::Input {
+            name: name.into(),
+            message: format!("dtype is {}, expected int64", t.dtype()),
+        })?;
+        let mut out = Vec::with_capacity(values.len());
+        for &v in values {
+            if v < 0 || v as u64 >= limit as u64 {
+                return Err(Error::Input {
+                    name: name.into(),
+                    message: format!("holds {v}, outside 0..{limit}"),
+                });
+            }
+            out.push(v as u32);
+        }
+        Tensor::from_vec(out, values.len(), &self.device).map_err(err)
+    }
+
+    /// RoBERTa positions: real tokens count up from `pad_id + 1`, padding sits at `pad_id`.
+    fn roberta_positions(&self, ids: &[i64], batch: usize, seq: usize) -> Result<Tensor> {
+        let mut pos = Vec::with_capacity(ids.len());
+        for row in ids.chunks(seq).take(batch) {
+            let mut count = 0u32;
+            for &id in row {
+                if id == self.pad_id {
+                    pos.push(self.pad_id as u32);
+                } else {
+                    count += 1;
+                    pos.push(self.pad_id as u32 + count);
+                }
+            }
+        }
+        Tensor::from_vec(pos, ids.len(), &self.device).map_err(err)
+    }
+
+    /// The additive attention mask `[batch, 1, 1, seq]`, or `None` when nothing is masked.
+    fn attention_bias(
+        &self,
+        mask: Option<&HostTensor>,
+        batch: usize,
+        seq: usize,
+    ) -> Result<Option<Tensor>> {
+        let Some(mask) = mask else { return Ok(None) };
+        let values = mask.as_i64().ok_or_else(|| Error::Input {
+            name: "attention_mask".into(),
+            message: format!("dtype is {}, expected int64", mask.dtype()),
+        })?;
+        if let Some(bad) = values.iter().find(|&&m| m != 0 && m != 1) {
+            return Err(Error::Input {
+                name: "attention_mask".into(),
+                message: format!("holds {bad}; only 0 and 1 are allowed"),
+            });
+        }
+        if values.iter().all(|&m| m == 1) {
+            return Ok(None);
+        }
+        // transformers adds the compute dtype's minimum (finite, so a fully masked row stays
+        // finite too).
+        let min = match self.dtype {
+            DType::F16 => -65504.0,
+            DType::BF16 => -3.38e38,
+            _ => f32::MIN,
+        };
+        let bias: Vec<f32> = values
+            .iter()
+            .map(|&m| if m == 1 { 0.0 } else { min })
+            .collect();
+        let bias = Tensor::from_vec(bias, (batch, 1, 1, seq), &self.device)
+            .and_then(|t| t.to_dtype(self.dtype))
+            .map_err(err)?;
+        Ok(Some(bias))
+    }
+
+    fn activate(&self, x: &Tensor) -> candle::Result<Tensor> {
+        match self.activation {
+            Activation::Gelu => x.gelu_erf(),
+            Activation::GeluTanh => x.gelu(),
+            Activation::Relu => x.relu(),
+            Activation::Silu => x.silu(),
+        }
+    }
+
+    fn attention(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        bias: Option<&Tensor>,
+        batch: usize,
+        seq: usize,
+    ) -> candle::Result<Tensor> {
+        let (heads, hd) = (self.heads, self.head_dim);
+        let qkv = layer
+            .qkv
+            .forward(x)?
+            .reshape((batch, seq, 3, heads, hd))?
+            .permute((2, 0, 3, 1, 4))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let q = (qkv.get(0)? * scale)?.contiguous()?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let mut scores = q.matmul(&k.t()?)?;
+        if let Some(bias) = bias {
+            scores = scores.broadcast_add(bias)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((batch * seq, self.hidden))
+    }
+
+    fn encode(&self, inputs: &NamedTensors) -> Result<(Tensor, usize, usize)> {
+        let ids = inputs.get("input_ids").ok_or_else(|| Error::Input {
+            name: "input_ids".into(),
+            message: "missing (it is required)".into(),
+        })?;
+        let &[batch, seq] = ids.shape() else {
+            return Err(Error::Input {
+                name: "input_ids".into(),
+                message: format!("shape {:?} is not [batch, sequence]", ids.shape()),
+            });
+        };
+        let emb = &self.embeddings;
+        let n = batch * seq;
+        let word_ids = self.indices("input_ids", ids, self.vocab_size)?;
+        let mut x = emb.word.index_select(&word_ids, 0).map_err(err)?;
+        x = match inputs.get("token_type_ids") {
+            Some(tt) => {
+                let tt = self.indices("token_type_ids", tt, self.type_vocab_size)?;
+                (x + emb.token_type.index_select(&tt, 0).map_err(err)?).map_err(err)?
+            }
+            None => x
+                .broadcast_add(&emb.token_type.get(0).map_err(err)?)
+                .map_err(err)?,
+        };
+        x = match self.flavor {
+            Flavor::Bert => {
+                let pos = emb.position.narrow(0, 0, seq).map_err(err)?;
+                x.reshape((batch, seq, self.hidden))
+                    .and_then(|x| x.broadcast_add(&pos))
+                    .and_then(|x| x.reshape((n, self.hidden)))
+                    .map_err(err)?
+            }
+            Flavor::Roberta => {
+                let raw = ids.as_i64().expect("checked by indices");
+                let pos = self.roberta_positions(raw, batch, seq)?;
+                (x + emb.position.index_select(&pos, 0).map_err(err)?).map_err(err)?
+            }
+        };
+        let mut x = emb.norm.forward(&x).map_err(err)?;
+        let bias = self.attention_bias(inputs.get("attention_mask"), batch, seq)?;
+        for layer in &self.layers {
+            x = self
+                .layer(layer, &x, bias.as_ref(), batch, seq)
+                .map_err(err)?;
+        }
+        Ok((x, batch, seq))
+    }
+
+    fn layer(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        bias: Option<&Tensor>,
+        batch: usize,
+        seq: usize,
+    ) -> candle::Result<Tensor> {
+        let attn = self.attention(layer, x, bias, batch, seq)?;
+        let attn = layer.attention_out.forward(&attn)?;
+        let x = layer.attention_norm.forward(&(attn + x)?)?;
+        let inter = self.activate(&layer.intermediate.forward(&x)?)?;
+        let out = layer.output.forward(&inter)?;
+        layer.output_norm.forward(&(out + x)?)
+    }
+}
+
+impl Model for Bert {
+    fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
+        let (x, batch, seq) = self.encode(inputs)?;
+        let mut out = NamedTensors::new();
+        let hidden = x.reshape((batch, seq, self.hidden)).map_err(err)?;
+        let first = hidden
+            .narrow(1, 0, 1)
+            .and_then(|t| t.squeeze(1))
+            .map_err(err)?;
+        out.insert("last_hidden_state", to_host(&hidden)?);
+        let pooled = match &self.pooler {
+            Some(p) => {
+                let pooled = p.forward(&first).and_then(|t| t.tanh()).map_err(err)?;
+                out.insert("pooler_output", to_host(&pooled)?);
+                Some(pooled)
+            }
+            None => None,
+        };
+        let logits = match (&self.classifier, pooled) {
+            (Some(Classifier::Bert(linear)), Some(pooled)) => Some(linear.forward(&pooled)),
+            (Some(Classifier::Roberta { dense, out_proj }), _) => Some(
+                dense
+                    .forward(&first)
+                    .and_then(|t| t.tanh())
+                    .and_then(|t| out_proj.forward(&t)),
+            ),
+            _ => None,
+        };
+        if let Some(logits) = logits {
+            out.insert("logits", to_host(&logits.map_err(err)?)?);
+        }
+        Ok(out)
+    }
+}

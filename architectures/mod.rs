@@ -1,0 +1,5 @@
+//! Architectures: one folder per family, each owning its config, weight mapping, I/O-schema
+//! derivation, per-backend models and registration. Nothing outside this folder names a model
+//! type.
+
+pub mod bert;

@@ -1,0 +1,258 @@
+//! The candle backend: device and dtype mapping, host-tensor conversion, and safetensors weights
+//! that are memory-mapped, checked tensor by tensor with precise errors, and released from the
+//! page tables as soon as each tensor is copied (peak memory stays near one copy of the weights).
+
+pub use candle_core;
+pub use candle_nn;
+
+use crate::loader::Device;
+use crate::tensor::{DType, HostTensor, TensorData};
+use crate::weights::WeightIndex;
+use crate::{Error, Result};
+use candle_core as candle;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Converts a candle error into ours.
+pub fn err(e: candle::Error) -> Error {
+    Error::Backend {
+        backend: "candle",
+        message: e.to_string(),
+    }
+}
+
+/// The candle device for `device`, with a clear error when its feature is not compiled in.
+pub fn device(device: Device) -> Result<candle::Device> {
+    match device {
+        Device::Cpu => Ok(candle::Device::Cpu),
+        Device::Cuda(i) if cfg!(feature = "cuda") => candle::Device::new_cuda(i).map_err(err),
+        Device::Metal(i) if cfg!(feature = "metal") => candle::Device::new_metal(i).map_err(err),
+        Device::Cuda(_) => Err(Error::BackendNotCompiled {
+            backend: "candle with CUDA".into(),
+            feature: "cuda".into(),
+        }),
+        Device::Metal(_) => Err(Error::BackendNotCompiled {
+            backend: "candle with Metal".into(),
+            feature: "metal".into(),
+        }),
+    }
+}
+
+/// The candle dtype for a compute dtype.
+pub fn dtype(dtype: DType) -> Result<candle::DType> {
+    Ok(match dtype {
+        DType::Float32 => candle::DType::F32,
+        DType::Float16 => candle::DType::F16,
+        DType::BFloat16 => candle::DType::BF16,
+        DType::Float64 => candle::DType::F64,
+        DType::Int64 => candle::DType::I64,
+        DType::Int32 => candle::DType::I32,
+        DType::Uint8 => candle::DType::U8,
+        DType::Int8 => {
+            return Err(Error::Unsupported("candle has no int8 tensors".into()));
+        }
+    })
+}
+
+/// Copies a candle tensor to the host. Floating-point outputs are widened to float32, the dtype
+/// the schemas promise whatever the compute dtype.
+pub fn to_host(t: &candle::Tensor) -> Result<HostTensor> {
+    let shape = t.dims().to_vec();
+    let flat = t.flatten_all().map_err(err)?;
+    let data = match t.dtype() {
+        candle::DType::I64 => TensorData::Int64(flat.to_vec1().map_err(err)?),
+        candle::DType::I32 => TensorData::Int32(flat.to_vec1().map_err(err)?),
+        candle::DType::U8 => TensorData::Uint8(flat.to_vec1().map_err(err)?),
+        candle::DType::U32 => {
+            let v: Vec<u32> = flat.to_vec1().map_err(err)?;
+            TensorData::Int64(v.into_iter().map(i64::from).collect())
+        }
+        _ => TensorData::Float32(
+            flat.to_dtype(candle::DType::F32)
+                .and_then(|f| f.to_vec1())
+                .map_err(err)?,
+        ),
+    };
+    HostTensor::new(shape, data)
+}
+
+/// Safetensors weights for a candle `VarBuilder`.
+#[derive(Clone)]
+pub struct Weights(Arc<Inner>);
+
+struct Inner {
+    index: WeightIndex,
+    maps: Vec<memmap2::Mmap>,
+    /// The first structured failure seen while the model was being built.
+    failure: Mutex<Option<Error>>,
+}
+
+impl Weights {
+    /// Maps and indexes the weight files (headers are checked against file sizes).
+    pub fn open(files: &[PathBuf]) -> Result<Weights> {
+        let index = WeightIndex::read(files)?;
+        let maps = files
+            .iter()
+            .map(|path| {
+                let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+                // SAFETY: the package's files are not modified while it is loaded; the mapping
+                // is only read, and each tensor is copied out before the builder returns it.
+                unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Weights(Arc::new(Inner {
+            index,
+            maps,
+            failure: Mutex::new(None),
+        })))
+    }
+
+    /// Whether tensor `name` exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.index.contains(name)
+    }
+
+    /// The shape of tensor `name`, if present.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.0.index.tensors.get(name).map(|t| t.shape.as_slice())
+    }
+
+    /// A `VarBuilder` over these weights that loads tensors as `dtype` onto `device`.
+    pub fn var_builder(
+        &self,
+        dtype: candle::DType,
+        device: &candle::Device,
+    ) -> candle_nn::VarBuilder<'static> {
+        candle_nn::VarBuilder::from_backend(Box::new(self.clone()), dtype, device.clone())
+    }
+
+    /// Turns an error from building a model into the most precise error known: a recorded
+    /// missing tensor, dtype or shape mismatch, or the candle error itself.
+    pub fn explain(&self, e: candle::Error) -> Error {
+        self.0
+            .failure
+            .lock()
+            .ok()
+            .and_then(|mut f| f.take())
+            .unwrap_or_else(|| err(e))
+    }
+
+    fn fail<T>(&self, error: Error) -> candle::Result<T> {
+        let message = error.to_string();
+        if let Ok(mut slot) = self.0.failure.lock()
+            && slot.is_none()
+        {
+            *slot = Some(error);
+        }
+        Err(candle::Error::Msg(message))
+    }
+
+    fn load(
+        &self,
+        name: &str,
+        want: Option<&[usize]>,
+        dtype: candle::DType,
+        dev: &candle::Device,
+    ) -> candle::Result<candle::Tensor> {
+        let inner = &self.0;
+        let Some(info) = inner.index.tensors.get(name) else {
+            return self.fail(Error::MissingTensor {
+                tensor: name.to_string(),
+                files: inner.index.files.clone(),
+            });
+        };
+        let path = &inner.index.files[info.file];
+        if let Some(want) = want
+            && want != info.shape.as_slice()
+        {
+            return self.fail(Error::TensorShape {
+                tensor: name.to_string(),
+                path: path.clone(),
+                expected: want.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        let stored = match info.dtype.as_str() {
+            "F32" => candle::DType::F32,
+            "F16" => candle::DType::F16,
+            "BF16" => candle::DType::BF16,
+            "F64" => candle::DType::F64,
+            "I64" => candle::DType::I64,
+            "I32" => candle::DType::I32,
+            "U32" => candle::DType::U32,
+            "U8" => candle::DType::U8,
+            other => {
+                return self.fail(Error::TensorDtype {
+                    tensor: name.to_string(),
+                    path: path.clone(),
+                    expected: format!("{dtype:?}"),
+                    found: other.to_string(),
+                });
+            }
+        };
+        if dtype.is_float() != stored.is_float() {
+            return self.fail(Error::TensorDtype {
+                tensor: name.to_string(),
+                path: path.clone(),
+                expected: if dtype.is_float() {
+                    "a floating-point dtype".into()
+                } else {
+                    format!("{dtype:?}")
+                },
+                found: info.dtype.clone(),
+            });
+        }
+        let map = &inner.maps[info.file];
+        let (start, end) = (info.bytes.start as usize, info.bytes.end as usize);
+        let tensor = candle::Tensor::from_raw_buffer(&map[start..end], stored, &info.shape, dev)?
+            .to_dtype(dtype)?;
+        release(map, start, end);
+        Ok(tensor)
+    }
+}
+
+/// Drops the mapped pages of `start..end` (whole pages only) from this process: the data has
+/// been copied, and the pages would otherwise count twice towards resident memory.
+fn release(map: &memmap2::Mmap, start: usize, end: usize) {
+    #[cfg(unix)]
+    {
+        const PAGE: usize = 4096;
+        let first = start.div_ceil(PAGE) * PAGE;
+        let last = end / PAGE * PAGE;
+        if last > first {
+            // SAFETY: the mapping is read-only and file-backed; MADV_DONTNEED only drops the
+            // pages, which are read again from the file if touched later.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first)
+            };
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (map, start, end);
+}
+
+impl candle_nn::var_builder::SimpleBackend for Weights {
+    fn get(
+        &self,
+        s: candle::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: candle::DType,
+        dev: &candle::Device,
+    ) -> candle::Result<candle::Tensor> {
+        self.load(name, Some(s.dims()), dtype, dev)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: candle::DType,
+        dev: &candle::Device,
+    ) -> candle::Result<candle::Tensor> {
+        self.load(name, None, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.contains(name)
+    }
+}

@@ -1,0 +1,333 @@
+//! `inferox inspect`, `validate`, `list` and `doctor`.
+
+use super::{byte_bar, human_bytes, print_json};
+use inferox::schema::{Preprocessing, TensorSpec};
+use inferox::{Package, backends, build_info, registry};
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// Package directory.
+    package: PathBuf,
+    /// Print model_info.json and metadata.json as one JSON document.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct ValidateArgs {
+    /// Package directory.
+    package: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct ListArgs {
+    /// Print the registry as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct DoctorArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Which backend would load the package here, or why none.
+fn loadable(package: &Package) -> Result<&'static str, inferox::Error> {
+    inferox::loader::choose_backend(package, None)
+}
+
+fn spec_line(spec: &TensorSpec) -> String {
+    let mut line = format!(
+        "  {:<18} {:<8} {:<28}",
+        spec.name,
+        spec.dtype.as_str(),
+        spec.shape_string()
+    );
+    if spec.optional {
+        line.push_str(" optional");
+    }
+    if let Some(Preprocessing::Tokenization(t)) = &spec.preprocessing {
+        line.push_str(&format!(
+            " <- {} ({:?}, max {})",
+            t.tokenizer, t.field, t.max_length
+        ));
+    }
+    line
+}
+
+pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
+    let package = Package::open(&args.package)?;
+    let info = package.info();
+    let meta = package.metadata();
+    if args.json {
+        return print_json(&json!({"model_info": info, "metadata": meta}));
+    }
+    println!("package   {}", package.root().display());
+    println!(
+        "model     {} ({}), family {}",
+        info.model_type,
+        info.architectures.join(", "),
+        info.family.map_or("unknown".to_string(), |f| f.to_string())
+    );
+    println!("tasks     {}", info.tasks.join(", "));
+    if let Some(repo) = &info.source.repo_id {
+        println!(
+            "source    {repo}{}",
+            info.source
+                .revision
+                .as_ref()
+                .map(|r| format!("@{r}"))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "size      {} parameters, ~{} of weights, {} files ({})",
+        info.parameters,
+        human_bytes(info.memory_estimate_bytes),
+        meta.files.len(),
+        human_bytes(meta.total_size())
+    );
+    println!(
+        "created   {} by inferox {}",
+        meta.created_at, meta.inferox_version
+    );
+    println!("backends");
+    for (name, b) in &info.backends {
+        let compiled = backends::get(name).is_some_and(|b| b.compiled);
+        println!(
+            "  {:<8} {} ({}), {} artifacts{}",
+            name,
+            b.format,
+            b.dtype,
+            b.artifacts.len(),
+            if compiled {
+                ""
+            } else {
+                "  [not compiled into this binary]"
+            }
+        );
+    }
+    match loadable(&package) {
+        Ok(b) => println!("runs here on {b}"),
+        Err(e) => println!("cannot run here: {e}"),
+    }
+    println!("inputs");
+    for spec in &info.io.inputs {
+        println!("{}", spec_line(spec));
+    }
+    println!("outputs");
+    for spec in &info.io.outputs {
+        println!("{}", spec_line(spec));
+    }
+    for (name, dim) in &info.io.dims {
+        if let Some(max) = dim.max {
+            println!("dim       {name} <= {max}");
+        }
+    }
+    if let Some(s) = &info.sentence_embedding {
+        println!(
+            "embedding {:?} pooling of {}, {} dims, normalize {}, max {} tokens",
+            s.pooling, s.token_embeddings, s.dimension, s.normalize, s.max_seq_length
+        );
+    }
+    if !info.labels.is_empty() {
+        let labels: Vec<String> = info
+            .labels
+            .iter()
+            .map(|(i, l)| format!("{i}={l}"))
+            .collect();
+        println!("labels    {}", labels.join(", "));
+    }
+    Ok(())
+}
+
+pub fn validate(args: ValidateArgs) -> anyhow::Result<()> {
+    let package = Package::open(&args.package)?;
+    let total = package.metadata().total_size();
+    let bar = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        byte_bar(total, "verifying".into())
+    };
+    let mut done = 0u64;
+    package.verify_with(|file, size| {
+        bar.set_message(file.to_string());
+        bar.set_position(done);
+        done += size;
+    })?;
+    bar.finish_and_clear();
+    let runs_on = loadable(&package);
+    if args.json {
+        return print_json(&json!({
+            "valid": true,
+            "files": package.metadata().files.len(),
+            "bytes": total,
+            "runs_on": runs_on.as_ref().ok(),
+        }));
+    }
+    println!(
+        "ok: {} files, {} verified (structure, paths, sizes, sha256)",
+        package.metadata().files.len(),
+        human_bytes(total)
+    );
+    match runs_on {
+        Ok(b) => println!("runs here on {b}"),
+        Err(e) => println!("note: cannot run here: {e}"),
+    }
+    Ok(())
+}
+
+pub fn list(args: ListArgs) -> anyhow::Result<()> {
+    registry::check()?;
+    let entries = registry::architectures();
+    if args.json {
+        let rows: Vec<_> = entries
+            .iter()
+            .map(|a| {
+                json!({
+                    "model_type": a.model_type,
+                    "backend": a.backend,
+                    "family": a.family,
+                    "format": a.format,
+                    "tasks": a.tasks,
+                    "reference": a.reference,
+                })
+            })
+            .collect();
+        return print_json(&rows);
+    }
+    if entries.is_empty() {
+        println!(
+            "no architectures: this binary has no backend (features: {})",
+            build_info::FEATURES
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<14} {:<8} {:<14} {:<12} TASKS",
+        "MODEL_TYPE", "BACKEND", "FAMILY", "FORMAT"
+    );
+    for a in entries {
+        println!(
+            "{:<14} {:<8} {:<14} {:<12} {}",
+            a.model_type,
+            a.backend,
+            a.family.to_string(),
+            a.format.to_string(),
+            a.tasks.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn cpu_features() -> Vec<&'static str> {
+    #[allow(unused_mut)]
+    let mut found = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! detect {
+            ($($f:tt),*) => {
+                $( if std::arch::is_x86_feature_detected!($f) { found.push($f); } )*
+            };
+        }
+        detect!(
+            "sse4.2",
+            "avx",
+            "avx2",
+            "fma",
+            "f16c",
+            "avx512f",
+            "avx512bw",
+            "avx512vl",
+            "avx512vnni",
+            "avx512bf16"
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        macro_rules! detect {
+            ($($f:tt),*) => {
+                $( if std::arch::is_aarch64_feature_detected!($f) { found.push($f); } )*
+            };
+        }
+        detect!("neon", "fp16", "dotprod", "i8mm", "bf16");
+    }
+    found
+}
+
+fn threads() -> (usize, &'static str) {
+    for var in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
+        if let Some(n) = std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+        {
+            return (n, var);
+        }
+    }
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (n, "one per available core")
+}
+
+pub fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
+    let registry_ok = registry::check();
+    let (threads, threads_from) = threads();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let features = cpu_features();
+    if args.json {
+        return print_json(&json!({
+            "version": build_info::VERSION,
+            "git_commit": build_info::GIT_COMMIT,
+            "rustc": build_info::RUSTC,
+            "target": build_info::TARGET,
+            "profile": build_info::PROFILE,
+            "features": build_info::FEATURES.split(',').filter(|f| !f.is_empty()).collect::<Vec<_>>(),
+            "backends": backends::BACKENDS.iter().map(|b| json!({
+                "name": b.name, "feature": b.feature, "compiled": b.compiled, "description": b.description,
+            })).collect::<Vec<_>>(),
+            "architectures": registry::architectures().len(),
+            "registry_ok": registry_ok.is_ok(),
+            "threads": threads,
+            "threads_from": threads_from,
+            "cpus": cpus,
+            "cpu_features": features,
+        }));
+    }
+    println!(
+        "inferox {} ({}), {} {} build, {}",
+        build_info::VERSION,
+        build_info::GIT_COMMIT,
+        build_info::TARGET,
+        build_info::PROFILE,
+        build_info::RUSTC
+    );
+    println!("features      {}", build_info::FEATURES);
+    println!("backends");
+    for b in backends::BACKENDS {
+        let state = if b.compiled {
+            "compiled in".to_string()
+        } else {
+            format!("not compiled (enable feature `{}`)", b.feature)
+        };
+        println!("  {:<8} {:<40} {}", b.name, state, b.description);
+    }
+    match &registry_ok {
+        Ok(()) => println!(
+            "registry      {} architectures ({} model types), no duplicates",
+            registry::architectures().len(),
+            registry::model_types().len()
+        ),
+        Err(e) => println!("registry      PROBLEM: {e}"),
+    }
+    println!("threads       {threads} ({threads_from}); {cpus} CPUs available");
+    println!("cpu features  {}", features.join(" "));
+    registry_ok?;
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! `inferox run`.
+
+use super::print_json;
+use anyhow::{Context, bail};
+use inferox::manifest::Pooling;
+use inferox::pipeline::cosine;
+use inferox::{DType, Device, EmbedOptions, LoadOptions, LoadedModel, NamedTensors, Package};
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Package directory.
+    package: PathBuf,
+    /// A text to run (repeat for a batch).
+    #[arg(long = "text", value_name = "TEXT")]
+    texts: Vec<String>,
+    /// A raw input tensor from a NumPy file (repeat for each input).
+    #[arg(long = "input", value_name = "NAME=FILE.npy", conflicts_with = "texts")]
+    inputs: Vec<String>,
+    /// Backend to run on (default: the first the package lists that this binary has).
+    #[arg(long)]
+    backend: Option<String>,
+    /// Device: cpu, cuda, cuda:N, metal.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Compute dtype for the weights: f32, f16 or bf16 (outputs are always float32).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Also write every output as NAME.npy into this directory.
+    #[arg(long, value_name = "DIR")]
+    save_outputs: Option<PathBuf>,
+    /// Print the model's outputs by name even for a sentence-embedding package.
+    #[arg(long)]
+    raw: bool,
+    /// With embeddings: print the cosine similarity of every pair of texts.
+    #[arg(long)]
+    similarity: bool,
+    /// Pooling for embeddings: mean, cls, max, mean_sqrt_len (default: the package's).
+    #[arg(long)]
+    pooling: Option<String>,
+    /// L2-normalise embeddings (default: the package's setting).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    normalize: Option<bool>,
+    /// Texts per forward pass when embedding.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Refuse texts longer than the model's maximum instead of truncating them.
+    #[arg(long)]
+    no_truncate: bool,
+}
+
+fn read_inputs(specs: &[String]) -> anyhow::Result<NamedTensors> {
+    let mut inputs = NamedTensors::new();
+    for spec in specs {
+        let (name, file) = spec
+            .split_once('=')
+            .with_context(|| format!("--input `{spec}`: expected NAME=FILE.npy"))?;
+        if inputs.get(name).is_some() {
+            bail!("--input `{name}` is given twice");
+        }
+        inputs.insert(name, inferox::npy::read_npy(file.as_ref())?);
+    }
+    Ok(inputs)
+}
+
+fn print_outputs(outputs: &NamedTensors, json_out: bool) -> anyhow::Result<()> {
+    if json_out {
+        let map: serde_json::Map<String, serde_json::Value> = outputs
+            .iter()
+            .map(|(name, t)| {
+                (
+                    name.to_string(),
+                    json!({"dtype": t.dtype(), "shape": t.shape(), "data": t.data().to_f64_vec()}),
+                )
+            })
+            .collect();
+        return print_json(&json!({ "outputs": map }));
+    }
+    for (name, t) in outputs.iter() {
+        let values = t.data().to_f64_vec();
+        let preview: Vec<String> = values.iter().take(6).map(|v| format!("{v:.5}")).collect();
+        let more = if values.len() > 6 { ", ..." } else { "" };
+        println!(
+            "{name}: {} {:?} [{}{more}]",
+            t.dtype(),
+            t.shape(),
+            preview.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn save_outputs(dir: &std::path::Path, outputs: &NamedTensors) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{}: cannot create directory", dir.display()))?;
+    for (name, t) in outputs.iter() {
+        let file = format!("{name}.npy");
+        inferox::package::check_relative("output name", &file)?;
+        inferox::npy::write_npy(&dir.join(file), t)?;
+    }
+    Ok(())
+}
+
+fn embeddings(model: &mut LoadedModel, args: &Args, texts: &[&str]) -> anyhow::Result<()> {
+    let options = EmbedOptions {
+        pooling: args
+            .pooling
+            .as_deref()
+            .map(str::parse::<Pooling>)
+            .transpose()?,
+        normalize: args.normalize,
+        batch_size: args.batch_size,
+        truncate: !args.no_truncate,
+    };
+    let result = model.embed_with(texts, &options)?;
+    let max = model
+        .info()
+        .io
+        .inputs
+        .iter()
+        .find_map(|s| s.tokenization())
+        .map_or(0, |t| t.max_length);
+    for &i in &result.truncated {
+        eprintln!("note: text {i} was truncated to {max} tokens");
+    }
+    let vectors = &result.vectors;
+    let similarity: Option<Vec<Vec<f32>>> = args.similarity.then(|| {
+        vectors
+            .iter()
+            .map(|a| vectors.iter().map(|b| cosine(a, b)).collect())
+            .collect()
+    });
+    if let Some(dir) = &args.save_outputs {
+        let dim = vectors.first().map_or(0, Vec::len);
+        let flat: Vec<f32> = vectors.iter().flatten().copied().collect();
+        let t = inferox::HostTensor::from_f32(vec![vectors.len(), dim], flat)?;
+        save_outputs(dir, &[("embeddings", t)].into_iter().collect())?;
+    }
+    if args.json {
+        let mut doc = json!({
+            "model_type": model.info().model_type,
+            "backend": model.backend(),
+            "dimension": vectors.first().map_or(0, Vec::len),
+            "embeddings": vectors,
+        });
+        if let Some(s) = similarity {
+            doc["similarity"] = json!(s);
+        }
+        doc["truncated"] = json!(result.truncated);
+        return print_json(&doc);
+    }
+    for (i, (text, v)) in texts.iter().zip(vectors).enumerate() {
+        let preview: Vec<String> = v.iter().take(4).map(|x| format!("{x:+.4}")).collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let shown: String = text.chars().take(48).collect();
+        let ellipsis = if text.chars().count() > 48 { "..." } else { "" };
+        println!(
+            "[{i}] {} dims, norm {norm:.4}, [{}, ...]  {shown:?}{ellipsis}",
+            v.len(),
+            preview.join(", ")
+        );
+    }
+    if let Some(s) = similarity {
+        println!("cosine similarity");
+        let header: Vec<String> = (0..s.len())
+            .map(|j| format!("{:>7}", format!("[{j}]")))
+            .collect();
+        println!("     {}", header.join(""));
+        for (i, row) in s.iter().enumerate() {
+            let cells: Vec<String> = row.iter().map(|x| format!("{x:>7.4}")).collect();
+            println!("{:>4} {}", format!("[{i}]"), cells.join(""));
+        }
+    }
+    Ok(())
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.texts.is_empty() && args.inputs.is_empty() {
+        bail!(
+            "nothing to run: give --text TEXT or --input NAME=FILE.npy (see `inferox run --help`)"
+        );
+    }
+    let package = Package::open(&args.package)?;
+    let options = LoadOptions {
+        backend: args.backend.clone(),
+        dtype: Some(args.dtype.parse::<DType>()?),
+        device: args.device.parse::<Device>()?,
+    };
+    let mut model = package.load(&options)?;
+    if !args.inputs.is_empty() {
+        let inputs = read_inputs(&args.inputs)?;
+        let outputs = model.run(&inputs)?;
+        if let Some(dir) = &args.save_outputs {
+            save_outputs(dir, &outputs)?;
+        }
+        return print_outputs(&outputs, args.json);
+    }
+    let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
+    let embedding = model.info().sentence_embedding.is_some() || args.pooling.is_some();
+    if embedding && !args.raw {
+        return embeddings(&mut model, &args, &texts);
+    }
+    let encoded = model.encode(&texts, !args.no_truncate)?;
+    let outputs = model.run(&encoded.inputs)?;
+    if let Some(dir) = &args.save_outputs {
+        save_outputs(dir, &outputs)?;
+    }
+    print_outputs(&outputs, args.json)
+}

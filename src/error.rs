@@ -1,0 +1,278 @@
+//! The library's error type. Every variant names the file, field, tensor or input at fault, and
+//! [`Error::hint`] says what the user can do about it.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while importing, opening, loading or running a package.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O operation on `path` failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file could not be parsed or does not have the expected structure.
+    #[error("{}: malformed JSON: {message}", path.display())]
+    Json { path: PathBuf, message: String },
+    /// A manifest field holds a value that is not allowed.
+    #[error("{}: field `{field}`: {message}", path.display())]
+    Manifest {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+    /// The package was written in a format version this build does not read.
+    #[error("{}: package format version {found} is not supported (this build reads version {supported})", path.display())]
+    FormatVersion {
+        path: PathBuf,
+        found: u64,
+        supported: u32,
+    },
+    /// `path` is not a package directory.
+    #[error("{}: not an inferox package ({missing} is missing)", path.display())]
+    NotAPackage { path: PathBuf, missing: String },
+    /// A file the manifest lists is not in the package.
+    #[error("{}: `{file}` is listed in {listed_in} but missing", package.display())]
+    MissingFile {
+        package: PathBuf,
+        file: String,
+        listed_in: String,
+    },
+    /// A file's size differs from the one recorded in metadata.json.
+    #[error("{}: size is {found} bytes, metadata.json records {expected}", path.display())]
+    SizeMismatch {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+    /// A file's sha256 differs from the one recorded in metadata.json.
+    #[error("{}: sha256 is {found}, metadata.json records {expected}", path.display())]
+    HashMismatch {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    /// A path in a manifest is absolute, contains `..`, or resolves outside the package.
+    #[error("{field}: path `{path}` escapes the package directory")]
+    PathEscape { field: String, path: String },
+    /// No architecture is registered for this model type.
+    #[error(
+        "model_type `{model_type}` has no registered architecture in this build (registered: {})",
+        list(registered)
+    )]
+    UnknownModelType {
+        model_type: String,
+        registered: Vec<String>,
+    },
+    /// The backend name is not one inferox knows.
+    #[error("unknown backend `{name}` (known: {})", list(known))]
+    UnknownBackend { name: String, known: Vec<String> },
+    /// The backend exists but this binary was built without it.
+    #[error("backend `{backend}` is not compiled into this binary")]
+    BackendNotCompiled { backend: String, feature: String },
+    /// The package carries no artifacts for the requested backend.
+    #[error(
+        "the package has no artifacts for backend `{backend}` (it has: {})",
+        list(available)
+    )]
+    BackendNotInPackage {
+        backend: String,
+        available: Vec<String>,
+    },
+    /// No backend is both listed in the package and compiled in with an implementation.
+    #[error(
+        "no backend in this binary can run this `{model_type}` package (package lists: {}; compiled in: {})",
+        list(listed),
+        list(compiled)
+    )]
+    NoUsableBackend {
+        model_type: String,
+        listed: Vec<String>,
+        compiled: Vec<String>,
+    },
+    /// The model type is registered, but not for this backend.
+    #[error(
+        "model_type `{model_type}` has no `{backend}` implementation in this build (it has: {})",
+        list(available)
+    )]
+    NoImplementation {
+        model_type: String,
+        backend: String,
+        available: Vec<String>,
+    },
+    /// Two registrations share the same (model_type, backend) key.
+    #[error("({model_type}, {backend}) is registered more than once")]
+    DuplicateRegistration { model_type: String, backend: String },
+    /// A model config (config.json and the like) could not be understood.
+    #[error("{}: malformed config: {message}", path.display())]
+    Config { path: PathBuf, message: String },
+    /// A weights file is unreadable, truncated or corrupt.
+    #[error("{}: {message}", path.display())]
+    Weights { path: PathBuf, message: String },
+    /// A tensor the architecture needs is not in the weights.
+    #[error("tensor `{tensor}` is missing from {}", paths(files))]
+    MissingTensor { tensor: String, files: Vec<PathBuf> },
+    /// A weight tensor is stored with a dtype the architecture cannot use.
+    #[error("{}: tensor `{tensor}` has dtype {found}, expected {expected}", path.display())]
+    TensorDtype {
+        tensor: String,
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    /// A weight tensor has the wrong shape for the config.
+    #[error("{}: tensor `{tensor}` has shape {found:?}, expected {expected:?}", path.display())]
+    TensorShape {
+        tensor: String,
+        path: PathBuf,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    /// An input tensor does not match the package's I/O schema.
+    #[error("input `{name}`: {message}")]
+    Input { name: String, message: String },
+    /// A model produced an output that does not match its schema (a bug in that architecture).
+    #[error("output `{name}`: {message}")]
+    Output { name: String, message: String },
+    /// The tokenizer could not be loaded or failed on the input.
+    #[error("{}: tokenizer: {message}", path.display())]
+    Tokenizer { path: PathBuf, message: String },
+    /// A text is longer than the model accepts and truncation is off.
+    #[error("text {index} has {length} tokens, more than the maximum of {max}")]
+    TextTooLong {
+        index: usize,
+        length: usize,
+        max: usize,
+    },
+    /// A NumPy file could not be read or written.
+    #[error("{}: {message}", path.display())]
+    Npy { path: PathBuf, message: String },
+    /// An import source cannot be turned into a package.
+    #[error("{}: {message}", path.display())]
+    Import { path: PathBuf, message: String },
+    /// The destination of a write already exists.
+    #[error("{}: already exists", path.display())]
+    AlreadyExists { path: PathBuf },
+    /// The caller passed an argument that cannot be used.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The operation needs something the package does not describe.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A backend library reported an error.
+    #[error("{backend} backend: {message}")]
+    Backend {
+        backend: &'static str,
+        message: String,
+    },
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn paths(files: &[PathBuf]) -> String {
+    let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    list(&names)
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// What the user can do about this error, when there is something to say.
+    pub fn hint(&self) -> Option<String> {
+        let hint = match self {
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                "check the path".to_string()
+            }
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                "check the file permissions".to_string()
+            }
+            Error::Json { .. } | Error::Manifest { .. } => {
+                "the file is damaged or was edited by hand; re-create the package with `inferox import`"
+                    .to_string()
+            }
+            Error::FormatVersion { .. } => {
+                "re-import the model with this version of inferox, or use the inferox that wrote it"
+                    .to_string()
+            }
+            Error::NotAPackage { .. } => {
+                "create a package with `inferox import SRC --output PKG`".to_string()
+            }
+            Error::MissingFile { .. } | Error::SizeMismatch { .. } | Error::HashMismatch { .. } => {
+                "the package is incomplete or was modified; re-create it with `inferox import`"
+                    .to_string()
+            }
+            Error::PathEscape { .. } => {
+                "manifest paths must be relative and stay inside the package; do not trust this package"
+                    .to_string()
+            }
+            Error::UnknownModelType { .. } => {
+                "`inferox list` shows the registered architectures; `inferox import --force` keeps the files anyway"
+                    .to_string()
+            }
+            Error::UnknownBackend { .. } => "`inferox doctor` lists the backends".to_string(),
+            Error::BackendNotCompiled { feature, .. } => {
+                format!("rebuild with `cargo build --release --features {feature}`")
+            }
+            Error::BackendNotInPackage { .. } | Error::NoUsableBackend { .. } => {
+                "`inferox inspect PKG` shows the package's backends and `inferox doctor` this binary's; re-import with a binary that has the backend"
+                    .to_string()
+            }
+            Error::NoImplementation { .. } => {
+                "`inferox list` shows which backends implement each model type".to_string()
+            }
+            Error::DuplicateRegistration { .. } => {
+                "two crates register the same architecture; remove one registration".to_string()
+            }
+            Error::Config { .. } => {
+                "the model's config.json does not match its model_type; compare it with the upstream model"
+                    .to_string()
+            }
+            Error::Weights { .. } => {
+                "the weights file is truncated or corrupt; download it again".to_string()
+            }
+            Error::MissingTensor { .. } | Error::TensorShape { .. } | Error::TensorDtype { .. } => {
+                "the weights do not belong to this config (wrong checkpoint or damaged file)"
+                    .to_string()
+            }
+            Error::Input { .. } => {
+                "`inferox inspect PKG` lists the inputs with their dtypes and shapes".to_string()
+            }
+            Error::Output { .. } => {
+                "this is a bug in the architecture's implementation; please report it".to_string()
+            }
+            Error::Tokenizer { .. } => {
+                "the package's tokenizer.json is damaged; re-import the model".to_string()
+            }
+            Error::TextTooLong { .. } => {
+                "shorten the text, or allow truncation (drop --no-truncate)".to_string()
+            }
+            Error::Npy { .. } => {
+                "write inputs with numpy.save (C order; float32, int64, ... as the schema says)"
+                    .to_string()
+            }
+            Error::AlreadyExists { .. } => {
+                "choose another --output or pass --overwrite".to_string()
+            }
+            _ => return None,
+        };
+        Some(hint)
+    }
+}

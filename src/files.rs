@@ -1,0 +1,110 @@
+//! File helpers shared by the package reader and writer: JSON with located errors, hashing,
+//! atomic writes.
+
+use crate::{Error, Result};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// Reads and parses a JSON file; parse errors name the file, line and column.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Json {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Reads a model config file; errors are reported as [`Error::Config`].
+pub fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Config {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Lower-case hex encoding.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Streams `reader` into `writer` (when given), returning the byte count and sha256.
+/// `progress` is called with the bytes done so far.
+pub fn copy_hashed(
+    mut reader: impl Read,
+    mut writer: Option<&mut dyn Write>,
+    mut progress: impl FnMut(u64),
+) -> std::io::Result<(u64, String)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        if let Some(w) = writer.as_mut() {
+            w.write_all(&buf[..n])?;
+        }
+        total += n as u64;
+        progress(total);
+    }
+    Ok((total, hex(&hasher.finalize())))
+}
+
+/// Size and sha256 of a file.
+pub fn hash_file(path: &Path) -> Result<(u64, String)> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    copy_hashed(file, None, |_| {}).map_err(|e| Error::io(path, e))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, then rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_like_sha256sum() {
+        let (n, h) = copy_hashed(&b"abc"[..], None, |_| {}).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(
+            h,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn json_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.json");
+        std::fs::write(&p, b"{\"a\": ").unwrap();
+        let err = read_json::<serde_json::Value>(&p).unwrap_err();
+        assert!(matches!(err, Error::Json { .. }));
+        assert!(err.to_string().contains("x.json: malformed JSON"), "{err}");
+    }
+}

@@ -1,0 +1,436 @@
+//! Import: a local Hugging Face model directory (or a snapshot in a Hugging Face cache) becomes a
+//! package. The registered architecture for the config's `model_type` derives the I/O schema;
+//! the core adds what is generic (parameters, labels, sentence-transformers settings) and writes
+//! the package atomically.
+
+use crate::files::read_json;
+use crate::manifest::{
+    Artifact, ArtifactRole, BackendArtifacts, ExecutionFormat, FORMAT_VERSION, ModelInfo, Pooling,
+    Provenance, SentenceEmbedding, Source,
+};
+use crate::package::{Package, PackageWriter};
+use crate::registry::{self, ImportSource};
+use crate::weights::{SAFETENSORS_INDEX_FILE, WeightIndex};
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Options for [`import`].
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// Import even when this build has no architecture for the model type (the package then
+    /// lists no backend), or when sentence-transformers modules cannot be reproduced (the
+    /// package then has no sentence-embedding settings).
+    pub force: bool,
+    /// Replace an existing package at the destination.
+    pub overwrite: bool,
+    /// Hugging Face repo id to record (taken from the cache layout when importing from one).
+    pub repo_id: Option<String>,
+    /// Revision to record, or, for a cache entry, the ref to resolve (default `main`).
+    pub revision: Option<String>,
+}
+
+/// Progress of an import, for progress bars.
+#[derive(Clone, Copy, Debug)]
+pub enum ImportEvent<'a> {
+    /// A file starts copying.
+    File { path: &'a str, size: u64 },
+    /// Bytes copied of the current file so far.
+    Bytes(u64),
+    /// Something the user should know (what `--force` let through).
+    Warning(&'a str),
+}
+
+/// Files copied next to the manifests when the source has them.
+const SHARED_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "preprocessor_config.json",
+    "generation_config.json",
+];
+
+/// A directory to import and where it came from.
+struct SourceDir {
+    dir: PathBuf,
+    provenance: Provenance,
+}
+
+/// `models--org--name` → `org/name`.
+fn repo_id_from_cache_dir(name: &str) -> Option<String> {
+    let rest = name.strip_prefix("models--")?;
+    Some(rest.replace("--", "/"))
+}
+
+fn resolve_source(src: &Path, options: &ImportOptions) -> Result<SourceDir> {
+    let meta = std::fs::metadata(src).map_err(|e| Error::io(src, e))?;
+    if !meta.is_dir() {
+        return Err(Error::Import {
+            path: src.to_path_buf(),
+            message: "not a directory (expected a Hugging Face model directory)".into(),
+        });
+    }
+    let abs = src.canonicalize().map_err(|e| Error::io(src, e))?;
+    // A cache entry `models--org--name`: resolve the ref to a snapshot.
+    if let Some(repo_id) = abs
+        .file_name()
+        .and_then(|n| repo_id_from_cache_dir(&n.to_string_lossy()))
+        && abs.join("snapshots").is_dir()
+    {
+        let reference = options.revision.as_deref().unwrap_or("main");
+        let commit = match std::fs::read_to_string(abs.join("refs").join(reference)) {
+            Ok(sha) => sha.trim().to_string(),
+            Err(_) if abs.join("snapshots").join(reference).is_dir() => reference.to_string(),
+            Err(_) => {
+                return Err(Error::Import {
+                    path: abs.clone(),
+                    message: format!(
+                        "cache entry has no ref `{reference}` (choose one with --revision, or import a directory under snapshots/)"
+                    ),
+                });
+            }
+        };
+        crate::package::check_relative("cache ref", &commit)?;
+        let dir = abs.join("snapshots").join(&commit);
+        return Ok(SourceDir {
+            provenance: Provenance {
+                kind: "hf-cache".into(),
+                path: Some(dir.display().to_string()),
+                repo_id: Some(options.repo_id.clone().unwrap_or(repo_id)),
+                revision: Some(reference.to_string()),
+                commit: Some(commit),
+            },
+            dir,
+        });
+    }
+    // A snapshot inside a cache: .../models--org--name/snapshots/<sha>.
+    let parent = abs.parent();
+    let in_cache = parent
+        .filter(|p| p.file_name().is_some_and(|n| n == "snapshots"))
+        .and_then(|p| p.parent())
+        .and_then(|p| p.file_name())
+        .and_then(|n| repo_id_from_cache_dir(&n.to_string_lossy()));
+    let provenance = match in_cache {
+        Some(repo_id) => Provenance {
+            kind: "hf-cache".into(),
+            path: Some(abs.display().to_string()),
+            repo_id: Some(options.repo_id.clone().unwrap_or(repo_id)),
+            revision: options.revision.clone(),
+            commit: abs.file_name().map(|n| n.to_string_lossy().into_owned()),
+        },
+        None => Provenance {
+            kind: "local".into(),
+            path: Some(abs.display().to_string()),
+            repo_id: options.repo_id.clone(),
+            revision: options.revision.clone(),
+            commit: None,
+        },
+    };
+    Ok(SourceDir {
+        dir: abs,
+        provenance,
+    })
+}
+
+/// sentence-transformers settings read from modules.json and the module configs.
+fn sentence_transformers(
+    dir: &Path,
+    hidden_size: Option<usize>,
+) -> Result<Option<SentenceEmbedding>> {
+    let modules_path = dir.join("modules.json");
+    if !modules_path.is_file() {
+        return Ok(None);
+    }
+    #[derive(serde::Deserialize)]
+    struct Module {
+        #[serde(default)]
+        path: String,
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    let modules: Vec<Module> = read_json(&modules_path)?;
+    let unsupported = |what: String| Error::Import {
+        path: modules_path.clone(),
+        message: format!(
+            "{what}: embeddings would differ from sentence-transformers' \
+             (--force imports the transformer alone, without sentence-embedding settings)"
+        ),
+    };
+    let mut pooling = None;
+    let mut normalize = false;
+    let mut dimension = hidden_size;
+    for module in &modules {
+        let kind = module.kind.rsplit('.').next().unwrap_or(&module.kind);
+        match kind {
+            "Transformer" => {}
+            "Normalize" => normalize = true,
+            "Pooling" => {
+                crate::package::check_relative("modules.json path", &module.path)?;
+                let cfg: BTreeMap<String, serde_json::Value> =
+                    read_json(&dir.join(&module.path).join("config.json"))?;
+                let on = |k: &str| cfg.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+                let modes: Vec<Pooling> = [
+                    ("pooling_mode_mean_tokens", Pooling::Mean),
+                    ("pooling_mode_cls_token", Pooling::Cls),
+                    ("pooling_mode_max_tokens", Pooling::Max),
+                    ("pooling_mode_mean_sqrt_len_tokens", Pooling::MeanSqrtLen),
+                ]
+                .into_iter()
+                .filter(|(k, _)| on(k))
+                .map(|(_, m)| m)
+                .collect();
+                for other in ["pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"] {
+                    if on(other) {
+                        return Err(unsupported(format!(
+                            "pooling mode `{other}` is not supported"
+                        )));
+                    }
+                }
+                match modes.as_slice() {
+                    [mode] => pooling = Some(*mode),
+                    [] => return Err(unsupported("the Pooling module enables no mode".into())),
+                    _ => {
+                        return Err(unsupported(
+                            "the Pooling module concatenates several modes, which is not supported"
+                                .into(),
+                        ));
+                    }
+                }
+                if let Some(d) = cfg.get("word_embedding_dimension").and_then(|v| v.as_u64()) {
+                    dimension = Some(d as usize);
+                }
+            }
+            other => {
+                return Err(unsupported(format!(
+                    "module `{}` of type {other} is not supported",
+                    module.path
+                )));
+            }
+        }
+    }
+    let Some(pooling) = pooling else {
+        return Err(unsupported("modules.json has no Pooling module".into()));
+    };
+    let mut max_seq_length = None;
+    let st_config = dir.join("sentence_bert_config.json");
+    if st_config.is_file() {
+        let cfg: BTreeMap<String, serde_json::Value> = read_json(&st_config)?;
+        if cfg.get("do_lower_case").and_then(|v| v.as_bool()) == Some(true) {
+            return Err(unsupported(
+                "sentence_bert_config.json sets do_lower_case".into(),
+            ));
+        }
+        max_seq_length = cfg
+            .get("max_seq_length")
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize);
+    }
+    Ok(Some(SentenceEmbedding {
+        pooling,
+        normalize,
+        max_seq_length: max_seq_length.unwrap_or(0),
+        dimension: dimension.unwrap_or(0),
+        token_embeddings: "last_hidden_state".into(),
+    }))
+}
+
+fn labels(config: &serde_json::Value, config_path: &Path) -> Result<BTreeMap<u32, String>> {
+    let Some(map) = config.get("id2label").and_then(|v| v.as_object()) else {
+        return Ok(BTreeMap::new());
+    };
+    map.iter()
+        .map(|(k, v)| {
+            let id = k.parse::<u32>().ok();
+            let label = v.as_str().map(str::to_string);
+            id.zip(label).ok_or_else(|| Error::Config {
+                path: config_path.to_path_buf(),
+                message: format!("id2label entry {k:?}: {v} is not an id and a label"),
+            })
+        })
+        .collect()
+}
+
+/// Imports the model directory `src` as a package at `dest`.
+pub fn import(
+    src: &Path,
+    dest: &Path,
+    options: &ImportOptions,
+    progress: &mut dyn FnMut(ImportEvent<'_>),
+) -> Result<Package> {
+    let source = resolve_source(src, options)?;
+    let dir = &source.dir;
+    let config_path = dir.join("config.json");
+    if !config_path.is_file() {
+        return Err(Error::Import {
+            path: dir.clone(),
+            message: "no config.json (expected a Hugging Face model directory or cache entry)"
+                .into(),
+        });
+    }
+    let config: serde_json::Value = read_json(&config_path)?;
+    let model_type = config
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| Error::Config {
+            path: config_path.clone(),
+            message: "no `model_type` field".into(),
+        })?
+        .to_string();
+    let (weight_files, index_file) = WeightIndex::locate(dir)?;
+    let weights = WeightIndex::read(&weight_files)?;
+
+    let tokenizer = dir.join("tokenizer.json");
+    let tokenizer_rel = tokenizer.is_file().then_some("tokenizer.json");
+    if tokenizer_rel.is_some() {
+        tokenizers::Tokenizer::from_file(&tokenizer).map_err(|e| Error::Tokenizer {
+            path: tokenizer.clone(),
+            message: e.to_string(),
+        })?;
+    }
+    let hidden_size = config
+        .get("hidden_size")
+        .and_then(|v| v.as_u64())
+        .map(|v| v as usize);
+    let mut sentence = match sentence_transformers(dir, hidden_size) {
+        Ok(s) => s,
+        Err(e) if options.force => {
+            progress(ImportEvent::Warning(&e.to_string()));
+            None
+        }
+        Err(e) => return Err(e),
+    };
+
+    let entries: Vec<_> = registry::for_model_type(&model_type)
+        .into_iter()
+        .filter(|e| e.format == ExecutionFormat::Safetensors)
+        .collect();
+    if entries.is_empty() {
+        let unknown = Error::UnknownModelType {
+            model_type: model_type.clone(),
+            registered: registry::model_types(),
+        };
+        if !options.force {
+            return Err(unknown);
+        }
+        progress(ImportEvent::Warning(&format!(
+            "{unknown}; the package lists no backend until it is re-imported by a build that has one"
+        )));
+    }
+
+    // Artifacts live in the folder of the most preferred backend that reads them; every other
+    // backend reading safetensors points at the same files (one copy of the weights).
+    let home = entries.first().map_or("candle", |e| e.backend);
+    let folder = format!("backends/{home}");
+    let mut artifacts = vec![Artifact {
+        path: format!("{folder}/config.json"),
+        role: ArtifactRole::Config,
+    }];
+    let mut copies: Vec<(PathBuf, String)> = vec![(config_path.clone(), artifacts[0].path.clone())];
+    if let Some(index) = &index_file {
+        let rel = format!("{folder}/{SAFETENSORS_INDEX_FILE}");
+        copies.push((index.clone(), rel.clone()));
+        artifacts.push(Artifact {
+            path: rel,
+            role: ArtifactRole::WeightsIndex,
+        });
+    }
+    for file in &weight_files {
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        let rel = format!("{folder}/{name}");
+        copies.push((file.clone(), rel.clone()));
+        artifacts.push(Artifact {
+            path: rel,
+            role: ArtifactRole::Weights,
+        });
+    }
+    for name in SHARED_FILES {
+        if dir.join(name).is_file() {
+            copies.push((dir.join(name), name.to_string()));
+        }
+    }
+
+    let max_seq_length = sentence
+        .as_ref()
+        .map(|s| s.max_seq_length)
+        .filter(|&n| n > 0);
+    let import_source = ImportSource {
+        config_path: &config_path,
+        config: &config,
+        weights: &weights,
+        tokenizer: tokenizer_rel,
+        max_seq_length,
+    };
+    let mut info = ModelInfo {
+        format_version: FORMAT_VERSION,
+        model_type: model_type.clone(),
+        architectures: config
+            .get("architectures")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default(),
+        family: None,
+        tasks: Vec::new(),
+        source: Source {
+            repo_id: source.provenance.repo_id.clone(),
+            revision: source
+                .provenance
+                .commit
+                .clone()
+                .or_else(|| source.provenance.revision.clone()),
+        },
+        backends: BTreeMap::new(),
+        io: Default::default(),
+        parameters: weights.parameter_count(),
+        memory_estimate_bytes: weights.parameter_bytes(),
+        labels: labels(&config, &config_path)?,
+        sentence_embedding: None,
+    };
+    if let Some(first) = entries.first() {
+        let description = (first.describe)(&import_source)?;
+        info.family = Some(first.family);
+        info.io = description.io;
+        info.tasks = description.tasks;
+        for entry in &entries {
+            info.backends.insert(
+                entry.backend.to_string(),
+                BackendArtifacts {
+                    format: ExecutionFormat::Safetensors,
+                    artifacts: artifacts.clone(),
+                    dtype: weights.float_dtype(),
+                },
+            );
+        }
+        if let Some(s) = &mut sentence {
+            if info.io.output(&s.token_embeddings).is_none() {
+                return Err(Error::Import {
+                    path: dir.join("modules.json"),
+                    message: format!(
+                        "sentence-transformers model, but the {model_type} architecture has no `{}` output",
+                        s.token_embeddings
+                    ),
+                });
+            }
+            // The effective maximum is the tokenizer hint's (model limit and ST setting).
+            if let Some(max) = info
+                .io
+                .inputs
+                .iter()
+                .find_map(|i| i.tokenization())
+                .map(|t| t.max_length)
+            {
+                s.max_seq_length = max;
+            }
+            info.tasks.push("sentence-similarity".into());
+            info.sentence_embedding = sentence;
+        }
+    }
+
+    let mut writer = PackageWriter::create(dest, options.overwrite)?;
+    for (from, rel) in &copies {
+        let size = std::fs::metadata(from)
+            .map_err(|e| Error::io(from, e))?
+            .len();
+        progress(ImportEvent::File { path: rel, size });
+        writer.copy_file(from, rel, &mut |n| progress(ImportEvent::Bytes(n)))?;
+    }
+    writer.finish(&info, source.provenance)
+}

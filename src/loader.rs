@@ -1,0 +1,294 @@
+//! From a package to a running model: choose the backend, find the registry entry, build the
+//! model, and wrap it so that every call is checked against the package's I/O schema.
+
+use crate::backends;
+use crate::files::read_config;
+use crate::manifest::{ArtifactRole, BackendArtifacts, ModelInfo};
+use crate::model::Model;
+use crate::package::Package;
+use crate::pipeline::{self, EmbedOptions, Embeddings};
+use crate::preprocess::{Encoded, TextPreprocessor};
+use crate::registry;
+use crate::tensor::{DType, NamedTensors};
+use crate::{Error, Result};
+use std::fmt;
+use std::path::PathBuf;
+
+/// Where a model runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Device {
+    /// The CPU.
+    #[default]
+    Cpu,
+    /// An NVIDIA GPU (candle built with `cuda`).
+    Cuda(usize),
+    /// An Apple GPU (candle built with `metal`).
+    Metal(usize),
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(i) => write!(f, "cuda:{i}"),
+            Device::Metal(i) => write!(f, "metal:{i}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let (kind, index) = match s.split_once(':') {
+            Some((k, i)) => (
+                k,
+                i.parse::<usize>().map_err(|_| {
+                    Error::InvalidArgument(format!("device `{s}`: `{i}` is not a device index"))
+                })?,
+            ),
+            None => (s, 0),
+        };
+        match kind {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(index)),
+            "metal" => Ok(Device::Metal(index)),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown device `{s}` (use cpu, cuda, cuda:N, metal or metal:N)"
+            ))),
+        }
+    }
+}
+
+/// How to load a package.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Backend to use; `None` picks the first in preference order that the package lists and
+    /// this binary has (see [`backends::BACKENDS`]).
+    pub backend: Option<String>,
+    /// Compute dtype for floating-point weights; `None` means float32.
+    pub dtype: Option<DType>,
+    /// Device to run on.
+    pub device: Device,
+}
+
+/// What a registry entry's loader gets: the package, the chosen backend's artifacts, and the
+/// options.
+pub struct LoadRequest<'a> {
+    /// The package.
+    pub package: &'a Package,
+    /// The chosen backend.
+    pub backend: &'a str,
+    /// That backend's artifacts in the package.
+    pub artifacts: &'a BackendArtifacts,
+    /// The caller's options.
+    pub options: &'a LoadOptions,
+}
+
+impl LoadRequest<'_> {
+    /// The model description.
+    pub fn info(&self) -> &ModelInfo {
+        self.package.info()
+    }
+
+    /// Absolute paths of the artifacts with `role`; at least one must exist.
+    pub fn artifacts(&self, role: ArtifactRole) -> Result<Vec<PathBuf>> {
+        let paths: Vec<PathBuf> = self
+            .artifacts
+            .paths(role)
+            .map(|p| self.package.file(p))
+            .collect::<Result<_>>()?;
+        if paths.is_empty() {
+            return Err(Error::Manifest {
+                path: self.package.root().join(crate::manifest::MODEL_INFO_FILE),
+                field: format!("backends.{}.artifacts", self.backend),
+                message: format!("no artifact with role {role:?}"),
+            });
+        }
+        Ok(paths)
+    }
+
+    /// Reads the backend's config artifact (HF config.json) into `T`.
+    pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        let path = self.artifacts(ArtifactRole::Config)?.remove(0);
+        read_config(&path)
+    }
+
+    /// The compute dtype (float32 unless the caller chose another).
+    pub fn dtype(&self) -> DType {
+        self.options.dtype.unwrap_or(DType::Float32)
+    }
+}
+
+/// Picks the backend for `package` (see [`LoadOptions::backend`]).
+pub fn choose_backend(package: &Package, requested: Option<&str>) -> Result<&'static str> {
+    let info = package.info();
+    let listed: Vec<String> = info.backends.keys().cloned().collect();
+    if let Some(name) = requested {
+        let backend = backends::get(name).ok_or_else(|| Error::UnknownBackend {
+            name: name.to_string(),
+            known: backends::BACKENDS
+                .iter()
+                .map(|b| b.name.to_string())
+                .collect(),
+        })?;
+        if !backend.compiled {
+            return Err(Error::BackendNotCompiled {
+                backend: backend.name.to_string(),
+                feature: backend.feature.to_string(),
+            });
+        }
+        if !info.backends.contains_key(backend.name) {
+            return Err(Error::BackendNotInPackage {
+                backend: backend.name.to_string(),
+                available: listed,
+            });
+        }
+        if registry::find(&info.model_type, backend.name).is_none() {
+            return Err(no_implementation(&info.model_type, backend.name));
+        }
+        return Ok(backend.name);
+    }
+    backends::BACKENDS
+        .iter()
+        .filter(|b| b.compiled && info.backends.contains_key(b.name))
+        .find(|b| registry::find(&info.model_type, b.name).is_some())
+        .map(|b| b.name)
+        .ok_or_else(|| {
+            if registry::for_model_type(&info.model_type).is_empty()
+                && !backends::compiled().is_empty()
+            {
+                return Error::UnknownModelType {
+                    model_type: info.model_type.clone(),
+                    registered: registry::model_types(),
+                };
+            }
+            Error::NoUsableBackend {
+                model_type: info.model_type.clone(),
+                listed,
+                compiled: backends::compiled().iter().map(|s| s.to_string()).collect(),
+            }
+        })
+}
+
+fn no_implementation(model_type: &str, backend: &str) -> Error {
+    let available: Vec<String> = registry::for_model_type(model_type)
+        .iter()
+        .map(|a| a.backend.to_string())
+        .collect();
+    if available.is_empty() {
+        return Error::UnknownModelType {
+            model_type: model_type.to_string(),
+            registered: registry::model_types(),
+        };
+    }
+    Error::NoImplementation {
+        model_type: model_type.to_string(),
+        backend: backend.to_string(),
+        available,
+    }
+}
+
+impl Package {
+    /// Loads the package on the chosen backend.
+    pub fn load(&self, options: &LoadOptions) -> Result<LoadedModel> {
+        registry::check()?;
+        let backend = choose_backend(self, options.backend.as_deref())?;
+        let entry = registry::find(&self.info().model_type, backend)
+            .ok_or_else(|| no_implementation(&self.info().model_type, backend))?;
+        let artifacts = &self.info().backends[backend];
+        if artifacts.format != entry.format {
+            return Err(Error::Manifest {
+                path: self.root().join(crate::manifest::MODEL_INFO_FILE),
+                field: format!("backends.{backend}.format"),
+                message: format!(
+                    "is {}, but this build's {} `{}` implementation reads {}",
+                    artifacts.format, backend, entry.model_type, entry.format
+                ),
+            });
+        }
+        let request = LoadRequest {
+            package: self,
+            backend,
+            artifacts,
+            options,
+        };
+        let model = (entry.load)(&request)?;
+        Ok(LoadedModel {
+            package: self.clone(),
+            backend,
+            device: options.device,
+            model,
+            text: None,
+        })
+    }
+}
+
+/// A model ready to run, with its package's schema and text preprocessing.
+pub struct LoadedModel {
+    package: Package,
+    backend: &'static str,
+    device: Device,
+    model: Box<dyn Model>,
+    text: Option<TextPreprocessor>,
+}
+
+impl LoadedModel {
+    /// The model description.
+    pub fn info(&self) -> &ModelInfo {
+        self.package.info()
+    }
+
+    /// The package it was loaded from.
+    pub fn package(&self) -> &Package {
+        &self.package
+    }
+
+    /// The backend it runs on.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// The device it runs on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Runs the model on named tensors, checking inputs and outputs against the schema.
+    pub fn run(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
+        let io = &self.package.info().io;
+        let mut bound = io.check_inputs(inputs)?;
+        let outputs = self.model.forward(inputs)?;
+        io.check_outputs(&outputs, &mut bound)?;
+        Ok(outputs)
+    }
+
+    fn preprocessor(&mut self) -> Result<&mut TextPreprocessor> {
+        if self.text.is_none() {
+            let pre = TextPreprocessor::from_schema(self.package.root(), &self.package.info().io)?;
+            self.text = Some(pre);
+        }
+        Ok(self.text.as_mut().expect("set above"))
+    }
+
+    /// Tokenizes `texts` into every input the schema makes from text. With `truncate`, texts
+    /// longer than the model's maximum are cut to it; without, they are an error.
+    pub fn encode(&mut self, texts: &[&str], truncate: bool) -> Result<Encoded> {
+        self.preprocessor()?.encode(texts, truncate)
+    }
+
+    /// Tokenizes `texts` and runs the model on them.
+    pub fn run_text(&mut self, texts: &[&str], truncate: bool) -> Result<NamedTensors> {
+        let encoded = self.encode(texts, truncate)?;
+        self.run(&encoded.inputs)
+    }
+
+    /// Sentence embeddings with the package's pooling settings, one per text, in order.
+    pub fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        Ok(self.embed_with(texts, &EmbedOptions::default())?.vectors)
+    }
+
+    /// Sentence embeddings with explicit options, and which texts were truncated.
+    pub fn embed_with(&mut self, texts: &[&str], options: &EmbedOptions) -> Result<Embeddings> {
+        pipeline::embed(self, texts, options)
+    }
+}

@@ -1,0 +1,89 @@
+//! The `inferox` command line.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Turn Hugging Face models into self-describing packages and run them on the backends compiled
+/// into this binary.
+///
+/// Typical use:
+///   inferox import ./all-MiniLM-L6-v2 --output minilm.pkg
+///   inferox run minilm.pkg --text "A man is eating food." --text "A man eats bread." --similarity
+#[derive(Parser)]
+#[command(
+    name = "inferox",
+    version,
+    about,
+    long_about,
+    after_help = "`inferox COMMAND --help` explains each command."
+)]
+struct Cli {
+    /// Threads for tensor work (default: one per physical core).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a package from a Hugging Face model directory or cache entry.
+    ///
+    /// SRC is a directory with config.json and model.safetensors (or a sharded checkpoint), a
+    /// snapshot inside a Hugging Face cache (~/.cache/huggingface/hub/models--org--name/snapshots/SHA),
+    /// or the cache entry itself (models--org--name; --revision picks the ref, default main).
+    /// The package is written atomically: an interrupted import leaves nothing at --output.
+    Import(cli::import::Args),
+    /// Show what a package holds: model, backends, inputs and outputs, files.
+    Inspect(cli::info::InspectArgs),
+    /// Check a package: structure, paths, every file's size and sha256.
+    Validate(cli::info::ValidateArgs),
+    /// List the architectures compiled into this binary (model_type × backend).
+    List(cli::info::ListArgs),
+    /// Show this build: version, features, backends, threads, CPU features.
+    Doctor(cli::info::DoctorArgs),
+    /// Run a package on text (--text) or raw tensors (--input NAME=FILE.npy).
+    ///
+    /// For a sentence-embedding package, --text gives one embedding per text (--similarity adds
+    /// the cosine-similarity matrix); for other packages it gives the model's outputs by name.
+    Run(cli::run::Args),
+}
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("error: internal error: {info}");
+        eprintln!("hint: this is a bug in inferox; please report it with the command you ran");
+    }));
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            eprintln!("error: --threads must be at least 1");
+            return ExitCode::from(2);
+        }
+        // SAFETY: no other thread exists yet; candle and rayon read these when they start.
+        unsafe {
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+            std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+        }
+    }
+    let result = match cli.command {
+        Command::Import(args) => cli::import::run(args),
+        Command::Inspect(args) => cli::info::inspect(args),
+        Command::Validate(args) => cli::info::validate(args),
+        Command::List(args) => cli::info::list(args),
+        Command::Doctor(args) => cli::info::doctor(args),
+        Command::Run(args) => cli::run::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if let Some(hint) = e.downcast_ref::<inferox::Error>().and_then(|e| e.hint()) {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

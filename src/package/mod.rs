@@ -1,0 +1,224 @@
+//! A package on disk: opening it checks the format version, the manifests, that every listed file
+//! is present with its recorded size, and that no path leaves the package. [`Package::verify`]
+//! also checks the sha256 of every file.
+
+mod paths;
+mod writer;
+
+pub use paths::check_relative;
+pub use writer::PackageWriter;
+
+use crate::files::{hash_file, read_json};
+use crate::manifest::{FORMAT_VERSION, METADATA_FILE, MODEL_INFO_FILE, Metadata, ModelInfo};
+use crate::{Error, Result};
+use serde::de::DeserializeOwned;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// An opened, structurally valid package.
+#[derive(Clone, Debug)]
+pub struct Package {
+    root: PathBuf,
+    info: ModelInfo,
+    metadata: Metadata,
+}
+
+/// Reads a manifest, checking its format version before its structure so that a newer package
+/// gets a version error rather than a parse error.
+fn read_manifest<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let value: serde_json::Value = read_json(path)?;
+    match value.get("format_version").and_then(|v| v.as_u64()) {
+        Some(v) if v == FORMAT_VERSION as u64 => {}
+        Some(found) => {
+            return Err(Error::FormatVersion {
+                path: path.to_path_buf(),
+                found,
+                supported: FORMAT_VERSION,
+            });
+        }
+        None => {
+            return Err(Error::Manifest {
+                path: path.to_path_buf(),
+                field: "format_version".into(),
+                message: "missing or not a number".into(),
+            });
+        }
+    }
+    serde_json::from_value(value).map_err(|e| Error::Json {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+impl Package {
+    /// Opens the package at `path` and checks its structure (not the hashes: see [`verify`]).
+    ///
+    /// [`verify`]: Package::verify
+    pub fn open(path: impl AsRef<Path>) -> Result<Package> {
+        let path = path.as_ref();
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if !meta.is_dir() {
+            return Err(Error::NotAPackage {
+                path: path.to_path_buf(),
+                missing: "the package directory (this is a file)".into(),
+            });
+        }
+        let root = path.canonicalize().map_err(|e| Error::io(path, e))?;
+        for required in [MODEL_INFO_FILE, METADATA_FILE] {
+            if !root.join(required).is_file() {
+                return Err(Error::NotAPackage {
+                    path: path.to_path_buf(),
+                    missing: required.into(),
+                });
+            }
+        }
+        let info: ModelInfo = read_manifest(&root.join(MODEL_INFO_FILE))?;
+        let metadata: Metadata = read_manifest(&root.join(METADATA_FILE))?;
+        let package = Package {
+            root,
+            info,
+            metadata,
+        };
+        package.check_structure()?;
+        Ok(package)
+    }
+
+    fn check_structure(&self) -> Result<()> {
+        let mut listed = BTreeSet::new();
+        for (i, file) in self.metadata.files.iter().enumerate() {
+            let field = format!("{METADATA_FILE}: files[{i}].path");
+            let path = self.resolve(&field, &file.path)?;
+            if file.path == METADATA_FILE {
+                return Err(Error::Manifest {
+                    path: self.root.join(METADATA_FILE),
+                    field,
+                    message: "metadata.json cannot list itself".into(),
+                });
+            }
+            let found = match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => m.len(),
+                _ => {
+                    return Err(Error::MissingFile {
+                        package: self.root.clone(),
+                        file: file.path.clone(),
+                        listed_in: METADATA_FILE.into(),
+                    });
+                }
+            };
+            if found != file.size {
+                return Err(Error::SizeMismatch {
+                    path,
+                    expected: file.size,
+                    found,
+                });
+            }
+            listed.insert(file.path.as_str());
+        }
+        // Every file the model description points at must be covered by the file list (and so
+        // by its hashes).
+        for (field, rel) in self.referenced_paths() {
+            self.resolve(&field, rel)?;
+            if !listed.contains(rel) {
+                return Err(Error::MissingFile {
+                    package: self.root.clone(),
+                    file: rel.to_string(),
+                    listed_in: format!("{MODEL_INFO_FILE} ({field}) but not in {METADATA_FILE}"),
+                });
+            }
+        }
+        if !listed.contains(MODEL_INFO_FILE) {
+            return Err(Error::Manifest {
+                path: self.root.join(METADATA_FILE),
+                field: "files".into(),
+                message: format!("does not list {MODEL_INFO_FILE}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every path model_info.json refers to, with the field it is in.
+    fn referenced_paths(&self) -> Vec<(String, &str)> {
+        let mut out = Vec::new();
+        for (name, backend) in &self.info.backends {
+            for (i, artifact) in backend.artifacts.iter().enumerate() {
+                out.push((
+                    format!("{MODEL_INFO_FILE}: backends.{name}.artifacts[{i}].path"),
+                    artifact.path.as_str(),
+                ));
+            }
+        }
+        for spec in &self.info.io.inputs {
+            if let Some(tok) = spec.tokenization() {
+                out.push((
+                    format!(
+                        "{MODEL_INFO_FILE}: io.inputs.{}.preprocessing.tokenizer",
+                        spec.name
+                    ),
+                    tok.tokenizer.as_str(),
+                ));
+            }
+        }
+        out
+    }
+
+    fn resolve(&self, field: &str, rel: &str) -> Result<PathBuf> {
+        paths::resolve_inside(&self.root, field, rel)
+    }
+
+    /// Checks the sha256 of every listed file against metadata.json.
+    pub fn verify(&self) -> Result<()> {
+        self.verify_with(|_, _| {})
+    }
+
+    /// Like [`verify`](Package::verify), calling `progress(file, bytes)` before each file.
+    pub fn verify_with(&self, mut progress: impl FnMut(&str, u64)) -> Result<()> {
+        for file in &self.metadata.files {
+            progress(&file.path, file.size);
+            let path = self.root.join(&file.path);
+            let (size, sha) = hash_file(&path)?;
+            if size != file.size {
+                return Err(Error::SizeMismatch {
+                    path,
+                    expected: file.size,
+                    found: size,
+                });
+            }
+            if sha != file.sha256 {
+                return Err(Error::HashMismatch {
+                    path,
+                    expected: file.sha256.clone(),
+                    found: sha,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The package directory (canonical).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The model description.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Provenance and file list.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Absolute path of a file listed in the package.
+    pub fn file(&self, rel: &str) -> Result<PathBuf> {
+        let path = self.resolve(rel, rel)?;
+        if self.metadata.file(rel).is_none() {
+            return Err(Error::MissingFile {
+                package: self.root.clone(),
+                file: rel.to_string(),
+                listed_in: "the request but not in metadata.json".into(),
+            });
+        }
+        Ok(path)
+    }
+}

@@ -1,0 +1,211 @@
+//! Text preprocessing driven by the manifest: the inputs whose schema carries a tokenization hint
+//! are all produced from one batch encoding (input_ids, attention_mask, token_type_ids, ...).
+//!
+//! The package's settings win over whatever the tokenizer file carries: padding is always to the
+//! longest text of the batch (some tokenizer.json files pad to a fixed length) and truncation is
+//! at the schema's `max_length` (some files truncate shorter than the model was trained for).
+
+use crate::schema::{IoSchema, PaddingSide, TokenField, Tokenization};
+use crate::tensor::{DType, HostTensor, NamedTensors, TensorData};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use tokenizers::{
+    PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection,
+    TruncationParams, TruncationStrategy,
+};
+
+/// A batch of texts turned into model inputs.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    /// One tensor per tokenized input of the schema, `[batch, sequence]`.
+    pub inputs: NamedTensors,
+    /// Number of real tokens per text (special tokens included, padding excluded).
+    pub lengths: Vec<usize>,
+    /// Indices of the texts that were truncated.
+    pub truncated: Vec<usize>,
+    /// Whether padding is on the left (the real tokens are the last `lengths[b]`).
+    pub left_padded: bool,
+}
+
+/// Tokenizer plus the list of inputs to fill, built from the schema's hints.
+pub struct TextPreprocessor {
+    tokenizer: Tokenizer,
+    path: PathBuf,
+    max_length: usize,
+    left_padded: bool,
+    fields: Vec<(String, TokenField, DType)>,
+}
+
+impl std::fmt::Debug for TextPreprocessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextPreprocessor")
+            .field("path", &self.path)
+            .field("max_length", &self.max_length)
+            .field("fields", &self.fields)
+            .finish()
+    }
+}
+
+impl TextPreprocessor {
+    /// Builds the preprocessor for the inputs of `io` that have tokenization hints.
+    pub fn from_schema(root: &Path, io: &IoSchema) -> Result<Self> {
+        let hinted: Vec<(&str, &Tokenization, DType)> = io
+            .inputs
+            .iter()
+            .filter_map(|s| s.tokenization().map(|t| (s.name.as_str(), t, s.dtype)))
+            .collect();
+        let Some(&(_, first, _)) = hinted.first() else {
+            return Err(Error::Unsupported(
+                "this package takes no text: none of its inputs has a tokenization hint \
+                 (give raw tensors with --input NAME=FILE.npy)"
+                    .into(),
+            ));
+        };
+        if let Some((name, _, _)) = hinted.iter().find(|(_, t, _)| {
+            t.tokenizer != first.tokenizer
+                || t.max_length != first.max_length
+                || t.padding_side != first.padding_side
+        }) {
+            return Err(Error::Unsupported(format!(
+                "input `{name}` uses different tokenization settings from the others"
+            )));
+        }
+        for (name, _, dtype) in &hinted {
+            if !matches!(dtype, DType::Int64 | DType::Int32) {
+                return Err(Error::Unsupported(format!(
+                    "input `{name}` is tokenized but has dtype {dtype} (int64 or int32 expected)"
+                )));
+            }
+        }
+        let path = crate::package::check_relative("tokenizer", &first.tokenizer)
+            .map(|rel| root.join(rel))?;
+        let tokenizer = Tokenizer::from_file(&path).map_err(|e| Error::Tokenizer {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let mut pre = TextPreprocessor {
+            tokenizer,
+            path,
+            max_length: first.max_length,
+            left_padded: first.padding_side == PaddingSide::Left,
+            fields: hinted
+                .iter()
+                .map(|(n, t, d)| (n.to_string(), t.field, *d))
+                .collect(),
+        };
+        pre.configure_padding(first)?;
+        Ok(pre)
+    }
+
+    fn configure_padding(&mut self, hint: &Tokenization) -> Result<()> {
+        let direction = match hint.padding_side {
+            PaddingSide::Right => PaddingDirection::Right,
+            PaddingSide::Left => PaddingDirection::Left,
+        };
+        let params = match self.tokenizer.get_padding() {
+            Some(existing) => PaddingParams {
+                strategy: PaddingStrategy::BatchLongest,
+                direction,
+                pad_to_multiple_of: None,
+                ..existing.clone()
+            },
+            None => {
+                let pad_id = hint.pad_id.ok_or_else(|| Error::Tokenizer {
+                    path: self.path.clone(),
+                    message: "defines no padding and the package names no pad_id".into(),
+                })?;
+                let pad_token =
+                    self.tokenizer
+                        .id_to_token(pad_id)
+                        .ok_or_else(|| Error::Tokenizer {
+                            path: self.path.clone(),
+                            message: format!("pad_id {pad_id} is not in the vocabulary"),
+                        })?;
+                PaddingParams {
+                    strategy: PaddingStrategy::BatchLongest,
+                    direction,
+                    pad_to_multiple_of: None,
+                    pad_id,
+                    pad_type_id: 0,
+                    pad_token,
+                }
+            }
+        };
+        self.tokenizer.with_padding(Some(params));
+        Ok(())
+    }
+
+    fn set_truncation(&mut self, truncate: bool) -> Result<()> {
+        // Without truncation we still encode everything and refuse over-long texts afterwards.
+        let params = truncate.then(|| TruncationParams {
+            direction: TruncationDirection::Right,
+            max_length: self.max_length,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+        });
+        self.tokenizer
+            .with_truncation(params)
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(())
+    }
+
+    /// The longest sequence the model takes.
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    /// Encodes a batch of texts into the schema's inputs.
+    pub fn encode(&mut self, texts: &[&str], truncate: bool) -> Result<Encoded> {
+        if texts.is_empty() {
+            return Err(Error::InvalidArgument("no texts given".into()));
+        }
+        self.set_truncation(truncate)?;
+        let encodings = self
+            .tokenizer
+            .encode_batch_fast(texts.to_vec(), true)
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+        let batch = encodings.len();
+        let seq = encodings.first().map_or(0, |e| e.len());
+        let mut lengths = Vec::with_capacity(batch);
+        let mut truncated = Vec::new();
+        for (index, enc) in encodings.iter().enumerate() {
+            let real = enc.get_attention_mask().iter().filter(|&&m| m != 0).count();
+            if !truncate && real > self.max_length {
+                return Err(Error::TextTooLong {
+                    index,
+                    length: real,
+                    max: self.max_length,
+                });
+            }
+            if !enc.get_overflowing().is_empty() {
+                truncated.push(index);
+            }
+            lengths.push(real);
+        }
+        let mut inputs = NamedTensors::new();
+        for (name, field, dtype) in &self.fields {
+            let values = encodings.iter().flat_map(|e| match field {
+                TokenField::Ids => e.get_ids(),
+                TokenField::AttentionMask => e.get_attention_mask(),
+                TokenField::TypeIds => e.get_type_ids(),
+            });
+            let data = match dtype {
+                DType::Int32 => TensorData::Int32(values.map(|&v| v as i32).collect()),
+                _ => TensorData::Int64(values.map(|&v| v as i64).collect()),
+            };
+            inputs.insert(name.clone(), HostTensor::new(vec![batch, seq], data)?);
+        }
+        Ok(Encoded {
+            inputs,
+            lengths,
+            truncated,
+            left_padded: self.left_padded,
+        })
+    }
+}
