@@ -7,18 +7,8 @@ use std::process::ExitCode;
 
 /// Turn Hugging Face models into self-describing packages and run them on the backends compiled
 /// into this binary.
-///
-/// Typical use:
-///   inferox import ./all-MiniLM-L6-v2 --output minilm.pkg
-///   inferox run minilm.pkg --text "A man is eating food." --text "A man eats bread." --similarity
 #[derive(Parser)]
-#[command(
-    name = "inferox",
-    version,
-    about,
-    long_about,
-    after_help = "`inferox COMMAND --help` explains each command."
-)]
+#[command(name = "inferox", version, about, after_help = EXAMPLES)]
 struct Cli {
     /// Threads for tensor work (default: one per physical core).
     #[arg(long, global = true, value_name = "N")]
@@ -50,6 +40,14 @@ enum Command {
     /// the cosine-similarity matrix); for other packages it gives the model's outputs by name.
     Run(cli::run::Args),
 }
+
+const EXAMPLES: &str = "Examples:
+  inferox import ./all-MiniLM-L6-v2 --output minilm.pkg
+  inferox inspect minilm.pkg
+  inferox run minilm.pkg --text \"A man is eating food.\" --text \"A man eats bread.\" --similarity
+  inferox run minilm.pkg --input input_ids=ids.npy --json
+
+`inferox COMMAND --help` explains each command.";
 
 fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
@@ -85,5 +83,21 @@ fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    include!("../tests/common/expected_registry.rs");
+
+    #[test]
+    fn registrations_are_linked_into_the_binary() {
+        inferox::registry::check().unwrap();
+        let mut linked: Vec<(String, String)> = inferox::registry::architectures()
+            .iter()
+            .map(|a| (a.model_type.to_string(), a.backend.to_string()))
+            .collect();
+        linked.sort();
+        assert_eq!(linked, expected_pairs());
     }
 }

@@ -92,7 +92,17 @@ pub fn embed(
     let mut truncated = Vec::new();
     for chunk in order.chunks(options.batch_size) {
         let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
-        let encoded = model.encode(&batch, options.truncate)?;
+        let encoded = model
+            .encode(&batch, options.truncate)
+            .map_err(|e| match e {
+                // Report the caller's index, not the position in the length-sorted batch.
+                Error::TextTooLong { index, length, max } => Error::TextTooLong {
+                    index: chunk[index],
+                    length,
+                    max,
+                },
+                other => other,
+            })?;
         let outputs = model.run(&encoded.inputs)?;
         let hidden = outputs.get(&output).ok_or_else(|| Error::Output {
             name: output.clone(),

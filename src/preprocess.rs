@@ -137,7 +137,7 @@ impl TextPreprocessor {
 
     fn set_truncation(&mut self, truncate: bool) -> Result<()> {
         // Without truncation we still encode everything and refuse over-long texts afterwards.
-        let params = truncate.then(|| TruncationParams {
+        let params = truncate.then_some(TruncationParams {
             direction: TruncationDirection::Right,
             max_length: self.max_length,
             strategy: TruncationStrategy::LongestFirst,

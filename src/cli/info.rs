@@ -43,6 +43,14 @@ fn loadable(package: &Package) -> Result<&'static str, inferox::Error> {
     inferox::loader::choose_backend(package, None)
 }
 
+/// The manifest spelling of an enum value (`attention_mask`, `mean`, ...).
+fn serde_name(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        other => format!("{other:?}"),
+    }
+}
+
 fn spec_line(spec: &TensorSpec) -> String {
     let mut line = format!(
         "  {:<18} {:<8} {:<28}",
@@ -55,8 +63,10 @@ fn spec_line(spec: &TensorSpec) -> String {
     }
     if let Some(Preprocessing::Tokenization(t)) = &spec.preprocessing {
         line.push_str(&format!(
-            " <- {} ({:?}, max {})",
-            t.tokenizer, t.field, t.max_length
+            " <- {} ({}, max {})",
+            t.tokenizer,
+            serde_name(&t.field),
+            t.max_length
         ));
     }
     line
@@ -133,8 +143,12 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     }
     if let Some(s) = &info.sentence_embedding {
         println!(
-            "embedding {:?} pooling of {}, {} dims, normalize {}, max {} tokens",
-            s.pooling, s.token_embeddings, s.dimension, s.normalize, s.max_seq_length
+            "embedding {} pooling of {}, {} dims, normalize {}, max {} tokens",
+            serde_name(&s.pooling),
+            s.token_embeddings,
+            s.dimension,
+            s.normalize,
+            s.max_seq_length
         );
     }
     if !info.labels.is_empty() {
@@ -273,7 +287,7 @@ fn threads() -> (usize, &'static str) {
         }
     }
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (n, "one per available core")
+    (n, "default; --threads N or RAYON_NUM_THREADS to change")
 }
 
 pub fn doctor(args: DoctorArgs) -> anyhow::Result<()> {

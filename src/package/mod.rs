@@ -84,17 +84,24 @@ impl Package {
     }
 
     fn check_structure(&self) -> Result<()> {
-        let mut listed = BTreeSet::new();
+        // Paths first: nothing is read or stat'ed through a path that leaves the package.
         for (i, file) in self.metadata.files.iter().enumerate() {
-            let field = format!("{METADATA_FILE}: files[{i}].path");
-            let path = self.resolve(&field, &file.path)?;
+            self.resolve(&format!("{METADATA_FILE}: files[{i}].path"), &file.path)?;
+        }
+        let referenced = self.referenced_paths();
+        for (field, rel) in &referenced {
+            self.resolve(field, rel)?;
+        }
+        let mut listed = BTreeSet::new();
+        for file in &self.metadata.files {
             if file.path == METADATA_FILE {
                 return Err(Error::Manifest {
                     path: self.root.join(METADATA_FILE),
-                    field,
+                    field: "files".into(),
                     message: "metadata.json cannot list itself".into(),
                 });
             }
+            let path = self.root.join(&file.path);
             let found = match std::fs::metadata(&path) {
                 Ok(m) if m.is_file() => m.len(),
                 _ => {
@@ -116,8 +123,7 @@ impl Package {
         }
         // Every file the model description points at must be covered by the file list (and so
         // by its hashes).
-        for (field, rel) in self.referenced_paths() {
-            self.resolve(&field, rel)?;
+        for (field, rel) in referenced {
             if !listed.contains(rel) {
                 return Err(Error::MissingFile {
                     package: self.root.clone(),

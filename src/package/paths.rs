@@ -10,7 +10,14 @@ pub fn check_relative<'a>(field: &str, rel: &'a str) -> Result<&'a Path> {
         field: field.to_string(),
         path: rel.to_string(),
     };
-    if rel.is_empty() || rel.contains('\\') || rel.contains('\0') {
+    if rel.contains('\\') || rel.contains('\0') {
+        return Err(escape());
+    }
+    // `/`-separated plain names only: no empty, `.` or `..` segment (so no leading `/` either).
+    if rel
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
         return Err(escape());
     }
     let path = Path::new(rel);

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs every test: unit and doc tests, the golden tests against transformers, the real-model tests
+# (all-MiniLM-L6-v2, fetched first), the bad-input and CLI tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/fetch-models.sh minilm
+cargo test "$@"

@@ -1,0 +1,295 @@
+//! The `inferox` binary end to end: import → inspect → validate → run, the registry it was
+//! linked with, and how it reports errors.
+
+mod common;
+
+use common::{fixtures, read_npy_dir};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn inferox(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_inferox"))
+        .args(args)
+        .output()
+        .expect("the inferox binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = inferox(args);
+    assert!(
+        out.status.success(),
+        "inferox {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = inferox(args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "inferox {args:?} should fail with exit code 1"
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("internal error"),
+        "{stderr}"
+    );
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+include!("common/expected_registry.rs");
+
+#[test]
+fn list_shows_every_registration_linked_into_the_binary() {
+    let rows = json(&ok(&["list", "--json"]));
+    let mut pairs: Vec<(String, String)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["model_type"].as_str().unwrap().into(),
+                r["backend"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    pairs.sort();
+    assert_eq!(pairs, expected_pairs());
+    let table = ok(&["list"]);
+    assert!(
+        table.contains("bert") && table.contains("feature-extraction"),
+        "{table}"
+    );
+}
+
+#[test]
+fn doctor_reports_the_build() {
+    let report = json(&ok(&["doctor", "--json"]));
+    assert_eq!(report["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(report["registry_ok"], true);
+    let features: Vec<&str> = report["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert_eq!(features.contains(&"candle"), cfg!(feature = "candle"));
+    let torch = report["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "torch")
+        .unwrap();
+    assert_eq!(torch["compiled"], cfg!(feature = "torch"));
+    let threads = json(&ok(&["--threads", "1", "doctor", "--json"]))["threads"].clone();
+    assert_eq!(threads, 1);
+    let text = ok(&["doctor"]);
+    assert!(
+        text.contains("backends") && text.contains("cpu features"),
+        "{text}"
+    );
+}
+
+#[test]
+fn import_inspect_validate_run() {
+    let case = fixtures().join("bert/bert_gelu_pooler");
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("tiny.pkg");
+    let out = ok(&[
+        "import",
+        s(&case.join("model")),
+        "--output",
+        s(&pkg),
+        "--repo-id",
+        "inferox/tiny-bert",
+    ]);
+    assert!(out.contains("imported bert"), "{out}");
+
+    let inspected = json(&ok(&["inspect", s(&pkg), "--json"]));
+    assert_eq!(inspected["model_info"]["model_type"], "bert");
+    assert_eq!(
+        inspected["model_info"]["source"]["repo_id"],
+        "inferox/tiny-bert"
+    );
+    assert_eq!(inspected["metadata"]["source"]["kind"], "local");
+    let human = ok(&["inspect", s(&pkg)]);
+    assert!(
+        human.contains("runs here on candle") && human.contains("input_ids"),
+        "{human}"
+    );
+
+    let valid = json(&ok(&["validate", s(&pkg), "--json"]));
+    assert_eq!(valid["valid"], true);
+    assert_eq!(valid["runs_on"], "candle");
+
+    // Raw tensors in, every output as JSON and as .npy files.
+    let inputs: Vec<String> = ["input_ids", "attention_mask", "token_type_ids"]
+        .iter()
+        .map(|n| {
+            format!(
+                "{n}={}",
+                case.join("inputs").join(format!("{n}.npy")).display()
+            )
+        })
+        .collect();
+    let saved = dir.path().join("outputs");
+    let mut args = vec!["run", s(&pkg), "--json", "--save-outputs", s(&saved)];
+    for i in &inputs {
+        args.extend(["--input", i.as_str()]);
+    }
+    let doc = json(&ok(&args));
+    let hidden = &doc["outputs"]["last_hidden_state"];
+    assert_eq!(hidden["dtype"], "float32");
+    assert_eq!(hidden["shape"], serde_json::json!([3, 12, 32]));
+    assert_eq!(hidden["data"].as_array().unwrap().len(), 3 * 12 * 32);
+    let expected: inferox::NamedTensors =
+        read_npy_dir(&case.join("expected")).into_iter().collect();
+    for (name, tensor) in read_npy_dir(&saved) {
+        let err = common::max_abs_diff(&tensor, expected.get(&name).unwrap());
+        assert!(err < 1e-4, "{name}: {err}");
+        let json_data: Vec<f32> = doc["outputs"][&name]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(
+            json_data,
+            tensor.as_f32().unwrap(),
+            "{name}: JSON and .npy agree"
+        );
+    }
+
+    // Text in: a plain BERT package gives its outputs by name.
+    let text = ok(&[
+        "run",
+        s(&pkg),
+        "--text",
+        "the man is eating",
+        "--text",
+        "a dog",
+    ]);
+    assert!(
+        text.contains("last_hidden_state: float32 [2, 6, 32]"),
+        "{text}"
+    );
+    // With an explicit pooling it gives embeddings.
+    let emb = json(&ok(&[
+        "run",
+        s(&pkg),
+        "--text",
+        "a dog",
+        "--pooling",
+        "mean",
+        "--json",
+    ]));
+    assert_eq!(
+        emb["embeddings"].as_array().unwrap()[0]
+            .as_array()
+            .unwrap()
+            .len(),
+        32
+    );
+}
+
+#[test]
+fn embeddings_of_the_real_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("minilm.pkg");
+    ok(&["import", s(&common::minilm_dir()), "--output", s(&pkg)]);
+    let doc = json(&ok(&[
+        "run",
+        s(&pkg),
+        "--text",
+        "A man is eating food.",
+        "--text",
+        "A man is eating a piece of bread.",
+        "--text",
+        "The girl is carrying a baby.",
+        "--json",
+        "--similarity",
+    ]));
+    let embeddings = doc["embeddings"].as_array().unwrap();
+    assert_eq!(embeddings.len(), 3);
+    assert!(
+        embeddings
+            .iter()
+            .all(|e| e.as_array().unwrap().len() == 384)
+    );
+    let sim = doc["similarity"][0][1].as_f64().unwrap();
+    assert!((sim - 0.7553).abs() < 5e-5, "{sim}");
+    let table = ok(&[
+        "run",
+        s(&pkg),
+        "--text",
+        "A man is eating food.",
+        "--text",
+        "A man is eating a piece of bread.",
+        "--similarity",
+    ]);
+    assert!(table.contains("0.7553"), "{table}");
+}
+
+#[test]
+fn errors_are_one_line_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let err = fails(&["inspect", s(&missing)]);
+    assert!(
+        err.contains("nope") && err.contains("hint: check the path"),
+        "{err}"
+    );
+
+    let case = fixtures().join("bert/bert_gelu_pooler");
+    let pkg = dir.path().join("p");
+    ok(&["import", s(&case.join("model")), "--output", s(&pkg)]);
+    let err = fails(&["import", s(&case.join("model")), "--output", s(&pkg)]);
+    assert!(
+        err.contains("already exists") && err.contains("--overwrite"),
+        "{err}"
+    );
+
+    let err = fails(&["run", s(&pkg), "--text", "x", "--backend", "tflite"]);
+    if !cfg!(feature = "tflite") {
+        assert!(err.contains("--features tflite"), "{err}");
+    }
+    let err = fails(&["run", s(&pkg)]);
+    assert!(err.contains("--text"), "{err}");
+    let bad = dir.path().join("bad.npy");
+    std::fs::write(&bad, b"garbage").unwrap();
+    let err = fails(&[
+        "run",
+        s(&pkg),
+        "--input",
+        &format!("input_ids={}", bad.display()),
+    ]);
+    assert!(
+        err.contains("bad.npy") && err.contains("hint: write inputs with numpy.save"),
+        "{err}"
+    );
+    let ids = case.join("inputs/input_ids.npy");
+    let err = fails(&[
+        "run",
+        s(&pkg),
+        "--input",
+        &format!("not_an_input={}", ids.display()),
+    ]);
+    assert!(
+        err.contains("input `not_an_input`: not an input of this model"),
+        "{err}"
+    );
+    let lines = err.lines().count();
+    assert_eq!(lines, 2, "one line of cause, one of hint:\n{err}");
+}

@@ -1,0 +1,13 @@
+/// The (model_type, backend) pairs a build with the enabled features must register, sorted.
+/// Shared by the binary's own unit test (src/main.rs) and the CLI test (tests/cli.rs), so that a
+/// registration dropped by the linker fails CI.
+pub fn expected_pairs() -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    if cfg!(feature = "candle") {
+        for t in ["bert", "camembert", "roberta", "xlm-roberta"] {
+            pairs.push((t.to_string(), "candle".to_string()));
+        }
+    }
+    pairs.sort();
+    pairs
+}

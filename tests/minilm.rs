@@ -1,0 +1,120 @@
+//! The real all-MiniLM-L6-v2 (fetched by scripts/fetch-models.sh) against sentence-transformers'
+//! embeddings committed in tests/fixtures/minilm (tests/golden/minilm_reference.py).
+
+mod common;
+
+use common::{assert_matches_json_schemas, fixtures, minilm_dir};
+use inferox::manifest::Pooling;
+use inferox::pipeline::cosine;
+use inferox::{EmbedOptions, LoadOptions, Package};
+use std::sync::OnceLock;
+
+fn package() -> &'static Package {
+    static PACKAGE: OnceLock<(tempfile::TempDir, Package)> = OnceLock::new();
+    &PACKAGE.get_or_init(|| common::import(&minilm_dir())).1
+}
+
+fn reference() -> (Vec<String>, Vec<Vec<f32>>) {
+    let dir = fixtures().join("minilm");
+    let texts: Vec<String> =
+        serde_json::from_slice(&std::fs::read(dir.join("texts.json")).unwrap()).unwrap();
+    let emb = inferox::npy::read_npy(&dir.join("embeddings.npy")).unwrap();
+    let dim = emb.shape()[1];
+    let rows = emb
+        .as_f32()
+        .unwrap()
+        .chunks(dim)
+        .map(<[f32]>::to_vec)
+        .collect();
+    (texts, rows)
+}
+
+#[test]
+fn manifest_follows_sentence_transformers_configs() {
+    let package = package();
+    assert_matches_json_schemas(package.root());
+    let info = package.info();
+    assert_eq!(info.model_type, "bert");
+    let st = info
+        .sentence_embedding
+        .as_ref()
+        .expect("sentence-embedding settings");
+    assert_eq!(st.pooling, Pooling::Mean);
+    assert!(st.normalize);
+    assert_eq!(st.max_seq_length, 256);
+    assert_eq!(st.dimension, 384);
+    // Every text input is made by the tokenizer, truncating at 256 (not the file's 128).
+    let names: Vec<&str> = info.io.inputs.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["input_ids", "attention_mask", "token_type_ids"]);
+    for spec in &info.io.inputs {
+        assert_eq!(spec.tokenization().unwrap().max_length, 256);
+    }
+    assert_eq!(info.parameters, 22_713_216);
+    assert!(info.tasks.contains(&"sentence-similarity".to_string()));
+    assert_eq!(info.backends["candle"].dtype, inferox::DType::Float32);
+}
+
+#[test]
+fn embeddings_match_sentence_transformers() {
+    let (texts, expected) = reference();
+    assert!(texts.len() >= 8);
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut model = package().load(&LoadOptions::default()).unwrap();
+    // Small batches so that batching and padding are exercised as well.
+    let options = EmbedOptions {
+        batch_size: 3,
+        ..Default::default()
+    };
+    let result = model.embed_with(&texts, &options).unwrap();
+    assert_eq!(result.vectors.len(), texts.len());
+    for (i, (got, want)) in result.vectors.iter().zip(&expected).enumerate() {
+        let c = cosine(got, want);
+        assert!(
+            c >= 0.99999,
+            "text {i}: cosine {c} with sentence-transformers"
+        );
+        let norm: f32 = got.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!(
+            (norm - 1.0).abs() < 1e-5,
+            "text {i} is not normalised: {norm}"
+        );
+    }
+    let long = texts.iter().position(|t| t.len() > 2000).unwrap();
+    assert_eq!(
+        result.truncated,
+        [long],
+        "the long text is reported as truncated"
+    );
+    // Batch composition must not change a text's embedding (padding is masked).
+    let alone = model.embed(&texts[..1]).unwrap();
+    assert!(cosine(&alone[0], &result.vectors[0]) > 0.999999);
+}
+
+#[test]
+fn golden_cosine_from_the_guide() {
+    let mut model = package().load(&LoadOptions::default()).unwrap();
+    let e = model
+        .embed(&["A man is eating food.", "A man is eating a piece of bread."])
+        .unwrap();
+    let c = cosine(&e[0], &e[1]);
+    assert!((c - 0.7553).abs() < 5e-5, "cosine {c}, expected 0.7553");
+}
+
+#[test]
+fn over_long_text_is_refused_when_truncation_is_off() {
+    let (texts, _) = reference();
+    let long = texts.iter().find(|t| t.len() > 2000).unwrap();
+    let mut model = package().load(&LoadOptions::default()).unwrap();
+    let options = EmbedOptions {
+        truncate: false,
+        ..Default::default()
+    };
+    let err = model.embed_with(&["short", long], &options).unwrap_err();
+    match err {
+        inferox::Error::TextTooLong { index, length, max } => {
+            assert_eq!((index, max), (1, 256));
+            assert!(length > 256);
+        }
+        other => panic!("expected TextTooLong, got {other}"),
+    }
+}
