@@ -10,6 +10,10 @@ use inferox::{HostTensor, ImportOptions, LoadOptions, NamedTensors};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The same allocator as the inferox binary, so the numbers are what its users see.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn minilm_dir() -> PathBuf {
     let models = std::env::var_os("INFEROX_MODELS")
         .map(PathBuf::from)

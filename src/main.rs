@@ -5,6 +5,12 @@ mod cli;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// mimalloc keeps freed memory for reuse: tensor buffers are allocated and freed at every layer,
+/// and the system allocator returns large blocks to the kernel each time, so every op page-faults
+/// its output back in (measured: 30% more throughput on the BERT benchmark).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Turn Hugging Face models into self-describing packages and run them on the backends compiled
 /// into this binary.
 #[derive(Parser)]

