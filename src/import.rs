@@ -6,7 +6,7 @@
 use crate::files::read_json;
 use crate::manifest::{
     Artifact, ArtifactRole, BackendArtifacts, ExecutionFormat, FORMAT_VERSION, ModelInfo, Pooling,
-    Provenance, SentenceEmbedding, Source,
+    Provenance, SentenceEmbedding, Source, SourceKind,
 };
 use crate::package::{Package, PackageWriter};
 use crate::registry::{self, ImportSource};
@@ -94,7 +94,7 @@ fn resolve_source(src: &Path, options: &ImportOptions) -> Result<SourceDir> {
         let dir = abs.join("snapshots").join(&commit);
         return Ok(SourceDir {
             provenance: Provenance {
-                kind: "hf-cache".into(),
+                kind: SourceKind::HfCache,
                 path: Some(dir.display().to_string()),
                 repo_id: Some(options.repo_id.clone().unwrap_or(repo_id)),
                 revision: Some(reference.to_string()),
@@ -112,14 +112,14 @@ fn resolve_source(src: &Path, options: &ImportOptions) -> Result<SourceDir> {
         .and_then(|n| repo_id_from_cache_dir(&n.to_string_lossy()));
     let provenance = match in_cache {
         Some(repo_id) => Provenance {
-            kind: "hf-cache".into(),
+            kind: SourceKind::HfCache,
             path: Some(abs.display().to_string()),
             repo_id: Some(options.repo_id.clone().unwrap_or(repo_id)),
             revision: options.revision.clone(),
             commit: abs.file_name().map(|n| n.to_string_lossy().into_owned()),
         },
         None => Provenance {
-            kind: "local".into(),
+            kind: SourceKind::Local,
             path: Some(abs.display().to_string()),
             repo_id: options.repo_id.clone(),
             revision: options.revision.clone(),
@@ -257,6 +257,7 @@ pub fn import(
     options: &ImportOptions,
     progress: &mut dyn FnMut(ImportEvent<'_>),
 ) -> Result<Package> {
+    registry::check()?;
     let source = resolve_source(src, options)?;
     let dir = &source.dir;
     let config_path = dir.join("config.json");

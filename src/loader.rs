@@ -162,6 +162,16 @@ pub fn choose_backend(package: &Package, requested: Option<&str>) -> Result<&'st
                     registered: registry::model_types(),
                 };
             }
+            // The package lists a backend this binary was built without: say which feature.
+            if let Some(missing) = backends::BACKENDS
+                .iter()
+                .find(|b| !b.compiled && info.backends.contains_key(b.name))
+            {
+                return Error::BackendNotCompiled {
+                    backend: missing.name.to_string(),
+                    feature: missing.feature.to_string(),
+                };
+            }
             Error::NoUsableBackend {
                 model_type: info.model_type.clone(),
                 listed,

@@ -208,11 +208,24 @@ pub struct FileEntry {
     pub sha256: String,
 }
 
+/// What kind of source a package was made from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    /// A model directory on disk.
+    #[default]
+    Local,
+    /// A snapshot in a Hugging Face cache.
+    HfCache,
+    /// Downloaded from a Hugging Face hub.
+    Hub,
+}
+
 /// Where the package's files came from.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provenance {
-    /// `local` (a snapshot directory), `hf-cache` (a Hugging Face cache snapshot) or `hub`.
-    pub kind: String,
+    /// Kind of source.
+    pub kind: SourceKind,
     /// The directory or file imported, when local.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,

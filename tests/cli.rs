@@ -290,6 +290,17 @@ fn errors_are_one_line_with_a_hint() {
         err.contains("input `not_an_input`: not an input of this model"),
         "{err}"
     );
+    let weights = pkg.join("backends/candle/model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&weights, bytes).unwrap();
+    let err = fails(&["run", s(&pkg), "--verify", "--text", "x"]);
+    assert!(err.contains("model.safetensors: sha256 is"), "{err}");
+    let err = fails(&["validate", s(&pkg)]);
+    assert!(
+        err.contains("sha256") && err.contains("re-create it"),
+        "{err}"
+    );
     let lines = err.lines().count();
     assert_eq!(lines, 2, "one line of cause, one of hint:\n{err}");
 }

@@ -10,6 +10,9 @@ use std::path::PathBuf;
 pub struct InspectArgs {
     /// Package directory.
     package: PathBuf,
+    /// Also check every file's sha256 against metadata.json.
+    #[arg(long)]
+    verify: bool,
     /// Print model_info.json and metadata.json as one JSON document.
     #[arg(long)]
     json: bool,
@@ -74,6 +77,9 @@ fn spec_line(spec: &TensorSpec) -> String {
 
 pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     let package = Package::open(&args.package)?;
+    if args.verify {
+        package.verify()?;
+    }
     let info = package.info();
     let meta = package.metadata();
     if args.json {

@@ -12,6 +12,9 @@ use std::path::PathBuf;
 pub struct Args {
     /// Package directory.
     package: PathBuf,
+    /// Check every file's sha256 against metadata.json before loading.
+    #[arg(long)]
+    verify: bool,
     /// A text to run (repeat for a batch).
     #[arg(long = "text", value_name = "TEXT")]
     texts: Vec<String>,
@@ -185,6 +188,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let package = Package::open(&args.package)?;
+    if args.verify {
+        package.verify()?;
+    }
     let options = LoadOptions {
         backend: args.backend.clone(),
         dtype: Some(args.dtype.parse::<DType>()?),
