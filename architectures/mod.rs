@@ -3,3 +3,6 @@
 //! type.
 
 pub mod bert;
+pub mod common;
+pub mod gpt2;
+pub mod llama;

@@ -5,8 +5,9 @@
 
 use crate::files::read_json;
 use crate::manifest::{
-    Artifact, ArtifactRole, BackendArtifacts, ExecutionFormat, FORMAT_VERSION, ModelInfo, Pooling,
-    Provenance, SentenceEmbedding, Source, SourceKind,
+    Artifact, ArtifactRole, BackendArtifacts, CHAT_TEMPLATE_FILE, ExecutionFormat, FORMAT_VERSION,
+    Family, GenerationDefaults, GenerationInfo, ModelInfo, Pooling, Provenance, SentenceEmbedding,
+    Source, SourceKind,
 };
 use crate::package::{Package, PackageWriter};
 use crate::registry::{self, ImportSource};
@@ -258,6 +259,9 @@ pub fn import(
     progress: &mut dyn FnMut(ImportEvent<'_>),
 ) -> Result<Package> {
     registry::check()?;
+    if std::fs::metadata(src).is_ok_and(|m| m.is_file()) {
+        return import_gguf(src, dest, options, progress);
+    }
     let source = resolve_source(src, options)?;
     let dir = &source.dir;
     let config_path = dir.join("config.json");
@@ -303,7 +307,7 @@ pub fn import(
 
     let entries: Vec<_> = registry::for_model_type(&model_type)
         .into_iter()
-        .filter(|e| e.format == ExecutionFormat::Safetensors)
+        .filter(|e| e.formats.contains(&ExecutionFormat::Safetensors))
         .collect();
     if entries.is_empty() {
         let unknown = Error::UnknownModelType {
@@ -384,7 +388,9 @@ pub fn import(
         memory_estimate_bytes: weights.parameter_bytes(),
         labels: labels(&config, &config_path)?,
         sentence_embedding: None,
+        generation: None,
     };
+    let mut chat_template = None;
     if let Some(first) = entries.first() {
         let description = (first.describe)(&import_source)?;
         info.family = Some(first.family);
@@ -397,6 +403,7 @@ pub fn import(
                     format: ExecutionFormat::Safetensors,
                     artifacts: artifacts.clone(),
                     dtype: weights.float_dtype(),
+                    quantization: None,
                 },
             );
         }
@@ -423,15 +430,238 @@ pub fn import(
             info.tasks.push("sentence-similarity".into());
             info.sentence_embedding = sentence;
         }
+        if first.family == Family::DecoderOnly {
+            let (generation, template) = generation_info(dir, &config)?;
+            info.generation = Some(generation);
+            chat_template = template;
+        }
     }
 
+    let extra: Vec<(&str, Vec<u8>)> = chat_template
+        .map(|t| (CHAT_TEMPLATE_FILE, t.into_bytes()))
+        .into_iter()
+        .collect();
+    write_package(
+        dest,
+        options,
+        &copies,
+        &extra,
+        &info,
+        source.provenance,
+        progress,
+    )
+}
+
+/// Writes a package: copies `copies` (source, package path), writes `extra` files, then the
+/// manifests, atomically.
+fn write_package(
+    dest: &Path,
+    options: &ImportOptions,
+    copies: &[(PathBuf, String)],
+    extra: &[(&str, Vec<u8>)],
+    info: &ModelInfo,
+    provenance: Provenance,
+    progress: &mut dyn FnMut(ImportEvent<'_>),
+) -> Result<Package> {
     let mut writer = PackageWriter::create(dest, options.overwrite)?;
-    for (from, rel) in &copies {
+    for (from, rel) in copies {
         let size = std::fs::metadata(from)
             .map_err(|e| Error::io(from, e))?
             .len();
         progress(ImportEvent::File { path: rel, size });
         writer.copy_file(from, rel, &mut |n| progress(ImportEvent::Bytes(n)))?;
     }
-    writer.finish(&info, source.provenance)
+    for (rel, bytes) in extra {
+        writer.write_bytes(rel, bytes)?;
+    }
+    writer.finish(info, provenance)
+}
+
+/// Imports a GGUF file: the weights stay one file; config, tokenizer and chat template come
+/// from its metadata.
+fn import_gguf(
+    src: &Path,
+    dest: &Path,
+    options: &ImportOptions,
+    progress: &mut dyn FnMut(ImportEvent<'_>),
+) -> Result<Package> {
+    use crate::gguf::{GgufHeader, GgufValue, tokenizer::tokenizer_json};
+    let path = src.canonicalize().map_err(|e| Error::io(src, e))?;
+    let header = GgufHeader::read(&path)?;
+    let architecture = header.architecture()?;
+    let entries: Vec<_> = registry::for_gguf_architecture(architecture)
+        .into_iter()
+        .filter(|e| e.formats.contains(&ExecutionFormat::Gguf))
+        .collect();
+    let Some(first) = entries.first() else {
+        return Err(Error::Import {
+            path,
+            message: format!(
+                "GGUF architecture `{architecture}` is not supported by this build (supported: {})",
+                registry::gguf_architectures().join(", ")
+            ),
+        });
+    };
+    let tokenizer = serde_json::to_vec_pretty(&tokenizer_json(&header)?)
+        .map_err(|e| Error::InvalidArgument(format!("tokenizer.json: {e}")))?;
+    tokenizers::Tokenizer::from_bytes(&tokenizer).map_err(|e| Error::Tokenizer {
+        path: path.clone(),
+        message: format!("the tokenizer rebuilt from GGUF metadata does not load: {e}"),
+    })?;
+    let config = header.metadata_json();
+    let weights = header.weight_index();
+    let description = (first.describe)(&ImportSource {
+        config_path: &path,
+        config: &config,
+        weights: &weights,
+        tokenizer: Some("tokenizer.json"),
+        max_seq_length: None,
+    })?;
+    let id = |key: &str| {
+        header
+            .get(key)
+            .and_then(GgufValue::as_u64)
+            .map(|v| v as u32)
+    };
+    let mut eos_token_ids: Vec<u32> =
+        ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
+            .iter()
+            .filter_map(|k| id(k))
+            .collect();
+    eos_token_ids.dedup();
+    let template = header
+        .get("tokenizer.chat_template")
+        .and_then(GgufValue::as_str)
+        .map(str::to_string);
+    let model_rel = format!("backends/{}/model.gguf", first.backend);
+    let mut info = ModelInfo {
+        format_version: FORMAT_VERSION,
+        model_type: first.model_type.to_string(),
+        architectures: Vec::new(),
+        family: Some(first.family),
+        tasks: description.tasks,
+        source: Source {
+            repo_id: options.repo_id.clone(),
+            revision: options.revision.clone(),
+        },
+        backends: BTreeMap::new(),
+        io: description.io,
+        parameters: weights.parameter_count(),
+        memory_estimate_bytes: weights.parameter_bytes(),
+        labels: BTreeMap::new(),
+        sentence_embedding: None,
+        generation: Some(GenerationInfo {
+            eos_token_ids,
+            bos_token_id: id("tokenizer.ggml.bos_token_id"),
+            chat_template: template.as_ref().map(|_| CHAT_TEMPLATE_FILE.to_string()),
+            defaults: GenerationDefaults::default(),
+        }),
+    };
+    for entry in &entries {
+        info.backends.insert(
+            entry.backend.to_string(),
+            BackendArtifacts {
+                format: ExecutionFormat::Gguf,
+                artifacts: vec![Artifact {
+                    path: model_rel.clone(),
+                    role: ArtifactRole::Model,
+                }],
+                dtype: weights.float_dtype(),
+                quantization: header.main_quantization().map(str::to_string),
+            },
+        );
+    }
+    let mut extra: Vec<(&str, Vec<u8>)> = vec![("tokenizer.json", tokenizer)];
+    if let Some(t) = template {
+        extra.push((CHAT_TEMPLATE_FILE, t.into_bytes()));
+    }
+    let provenance = Provenance {
+        kind: SourceKind::Local,
+        path: Some(path.display().to_string()),
+        repo_id: options.repo_id.clone(),
+        revision: options.revision.clone(),
+        commit: None,
+    };
+    write_package(
+        dest,
+        options,
+        &[(path.clone(), model_rel)],
+        &extra,
+        &info,
+        provenance,
+        progress,
+    )
+}
+
+/// Token ids from a config value that may be one id or a list.
+fn token_ids(value: Option<&serde_json::Value>) -> Vec<u32> {
+    match value {
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|v| vec![v as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_u64())
+            .map(|v| v as u32)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Generation settings from config.json, generation_config.json and the tokenizer config's chat
+/// template. Returns the settings and the template text to store.
+fn generation_info(
+    dir: &Path,
+    config: &serde_json::Value,
+) -> Result<(GenerationInfo, Option<String>)> {
+    let gen_path = dir.join("generation_config.json");
+    let gen_config: serde_json::Value = if gen_path.is_file() {
+        read_json(&gen_path)?
+    } else {
+        serde_json::Value::Null
+    };
+    let pick = |key: &str| {
+        gen_config
+            .get(key)
+            .filter(|v| !v.is_null())
+            .or_else(|| config.get(key))
+    };
+    let mut eos_token_ids = token_ids(pick("eos_token_id"));
+    eos_token_ids.dedup();
+    let defaults = if gen_config.is_object() {
+        serde_json::from_value(gen_config.clone()).map_err(|e| Error::Config {
+            path: gen_path.clone(),
+            message: e.to_string(),
+        })?
+    } else {
+        GenerationDefaults::default()
+    };
+    let template_file = dir.join(CHAT_TEMPLATE_FILE);
+    let tokenizer_config = dir.join("tokenizer_config.json");
+    let template = if template_file.is_file() {
+        Some(std::fs::read_to_string(&template_file).map_err(|e| Error::io(&template_file, e))?)
+    } else if tokenizer_config.is_file() {
+        let tc: serde_json::Value = read_json(&tokenizer_config)?;
+        match tc.get("chat_template") {
+            Some(serde_json::Value::String(t)) => Some(t.clone()),
+            // A list of named templates: the one named "default", else the first.
+            Some(serde_json::Value::Array(list)) => list
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .or_else(|| list.first())
+                .and_then(|t| t.get("template"))
+                .and_then(|t| t.as_str())
+                .map(str::to_string),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let info = GenerationInfo {
+        eos_token_ids,
+        bos_token_id: token_ids(pick("bos_token_id")).first().copied(),
+        chat_template: template.as_ref().map(|_| CHAT_TEMPLATE_FILE.to_string()),
+        defaults,
+    };
+    Ok((info, template))
 }

@@ -26,6 +26,9 @@
 mod error;
 mod files;
 
+pub mod chat;
+pub mod generate;
+pub mod gguf;
 pub mod import;
 pub mod loader;
 pub mod manifest;

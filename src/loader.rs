@@ -2,7 +2,9 @@
 //! model, and wrap it so that every call is checked against the package's I/O schema.
 
 use crate::backends;
+use crate::chat::{self, ChatMessage};
 use crate::files::read_config;
+use crate::generate::{GenerateOptions, Generation, Generator, Sampling, TextStream};
 use crate::manifest::{ArtifactRole, BackendArtifacts, ModelInfo};
 use crate::model::Model;
 use crate::package::Package;
@@ -206,13 +208,17 @@ impl Package {
         let entry = registry::find(&self.info().model_type, backend)
             .ok_or_else(|| no_implementation(&self.info().model_type, backend))?;
         let artifacts = &self.info().backends[backend];
-        if artifacts.format != entry.format {
+        if !entry.formats.contains(&artifacts.format) {
+            let reads: Vec<String> = entry.formats.iter().map(|f| f.to_string()).collect();
             return Err(Error::Manifest {
                 path: self.root().join(crate::manifest::MODEL_INFO_FILE),
                 field: format!("backends.{backend}.format"),
                 message: format!(
                     "is {}, but this build's {} `{}` implementation reads {}",
-                    artifacts.format, backend, entry.model_type, entry.format
+                    artifacts.format,
+                    backend,
+                    entry.model_type,
+                    reads.join(", ")
                 ),
             });
         }
@@ -300,5 +306,141 @@ impl LoadedModel {
     /// Sentence embeddings with explicit options, and which texts were truncated.
     pub fn embed_with(&mut self, texts: &[&str], options: &EmbedOptions) -> Result<Embeddings> {
         pipeline::embed(self, texts, options)
+    }
+}
+
+impl LoadedModel {
+    /// The decoder and the tokenizer, for generation.
+    fn generation_parts(
+        &mut self,
+    ) -> Result<(&mut dyn crate::model::Decoder, &mut TextPreprocessor)> {
+        if self.text.is_none() {
+            self.preprocessor()?;
+        }
+        let decoder = self.model.decoder().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "this `{}` package is not a text-generation model",
+                self.package.info().model_type
+            ))
+        })?;
+        Ok((decoder, self.text.as_mut().expect("set above")))
+    }
+
+    fn sampling(&self, options: &GenerateOptions) -> Result<Sampling> {
+        Sampling::resolve(options, self.package.info().generation.as_ref())
+    }
+
+    /// The incremental-decoding interface, for text-generation packages.
+    pub fn decoder(&mut self) -> Option<&mut dyn crate::model::Decoder> {
+        self.model.decoder()
+    }
+
+    /// Token ids of `text` (with the tokenizer's special tokens when `add_special_tokens`).
+    pub fn tokenize(&mut self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        self.preprocessor()?.encode_ids(text, add_special_tokens)
+    }
+
+    /// Generates from token-id prompts, left-padded into one batch.
+    pub fn generate_ids(
+        &mut self,
+        prompts: &[Vec<u32>],
+        options: &GenerateOptions,
+    ) -> Result<Vec<Generation>> {
+        let sampling = self.sampling(options)?;
+        let (decoder, tokenizer) = self.generation_parts()?;
+        Generator::new(decoder, tokenizer, prompts, sampling)?.run()
+    }
+
+    /// Completes each prompt (encoded with the tokenizer's special tokens), batched.
+    pub fn generate_batch(
+        &mut self,
+        prompts: &[&str],
+        options: &GenerateOptions,
+    ) -> Result<Vec<Generation>> {
+        let ids = prompts
+            .iter()
+            .map(|p| self.tokenize(p, true))
+            .collect::<Result<Vec<_>>>()?;
+        self.generate_ids(&ids, options)
+    }
+
+    /// Completes `prompt`.
+    pub fn generate(&mut self, prompt: &str, options: &GenerateOptions) -> Result<Generation> {
+        let mut stream = self.stream(prompt, options)?;
+        for piece in stream.by_ref() {
+            piece?;
+        }
+        Ok(stream.into_generation())
+    }
+
+    /// Completes `prompt`, streaming the text piece by piece.
+    pub fn stream(&mut self, prompt: &str, options: &GenerateOptions) -> Result<TextStream<'_>> {
+        let ids = self.tokenize(prompt, true)?;
+        self.stream_ids(ids, options)
+    }
+
+    /// Streams a completion of token ids.
+    pub fn stream_ids(
+        &mut self,
+        prompt: Vec<u32>,
+        options: &GenerateOptions,
+    ) -> Result<TextStream<'_>> {
+        let sampling = self.sampling(options)?;
+        let (decoder, tokenizer) = self.generation_parts()?;
+        Ok(TextStream::new(Generator::new(
+            decoder,
+            tokenizer,
+            &[prompt],
+            sampling,
+        )?))
+    }
+
+    /// The prompt the package's chat template makes of `messages`, ready for the assistant's
+    /// turn.
+    pub fn chat_prompt(&mut self, messages: &[ChatMessage]) -> Result<String> {
+        let info = self.package.info();
+        let template_path = info
+            .generation
+            .as_ref()
+            .and_then(|g| g.chat_template.clone())
+            .ok_or_else(|| {
+                Error::Unsupported(
+                    "this package has no chat template (use `inferox generate` for plain completion)"
+                        .into(),
+                )
+            })?;
+        let path = self.package.file(&template_path)?;
+        let template = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let generation = info.generation.clone().unwrap_or_default();
+        let pre = self.preprocessor()?;
+        let token = |id: Option<u32>| id.and_then(|i| pre.token_text(i)).unwrap_or_default();
+        let bos = token(generation.bos_token_id);
+        let eos = token(generation.eos_token_ids.first().copied());
+        chat::render(&template, messages, true, &bos, &eos)
+    }
+
+    /// Streams the assistant's reply to `messages`.
+    pub fn stream_chat(
+        &mut self,
+        messages: &[ChatMessage],
+        options: &GenerateOptions,
+    ) -> Result<TextStream<'_>> {
+        let prompt = self.chat_prompt(messages)?;
+        // The template already holds the special tokens.
+        let ids = self.tokenize(&prompt, false)?;
+        self.stream_ids(ids, options)
+    }
+
+    /// The assistant's reply to `messages`.
+    pub fn chat(
+        &mut self,
+        messages: &[ChatMessage],
+        options: &GenerateOptions,
+    ) -> Result<Generation> {
+        let mut stream = self.stream_chat(messages, options)?;
+        for piece in stream.by_ref() {
+            piece?;
+        }
+        Ok(stream.into_generation())
     }
 }

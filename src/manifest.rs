@@ -14,6 +14,8 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const MODEL_INFO_FILE: &str = "model_info.json";
 /// File name of the provenance and file list.
 pub const METADATA_FILE: &str = "metadata.json";
+/// File name of a package's chat template.
+pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
 
 /// Broad shape of an architecture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -95,8 +97,11 @@ pub struct BackendArtifacts {
     pub format: ExecutionFormat,
     /// The files, relative to the package root.
     pub artifacts: Vec<Artifact>,
-    /// Element type the weights are stored in.
+    /// Element type the (unquantized) weights are stored in.
     pub dtype: DType,
+    /// Quantization holding most of the weights (GGUF type name such as `Q4_K`), if quantized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<String>,
 }
 
 impl BackendArtifacts {
@@ -164,8 +169,49 @@ pub struct SentenceEmbedding {
     pub token_embeddings: String,
 }
 
+/// Sampling defaults from `generation_config.json` (each unset when the file does not say).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerationDefaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_new_tokens: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub do_sample: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repetition_penalty: Option<f64>,
+}
+
+impl GenerationDefaults {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == GenerationDefaults::default()
+    }
+}
+
+/// Text-generation settings of a decoder package.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerationInfo {
+    /// Tokens that end a generation.
+    #[serde(default)]
+    pub eos_token_ids: Vec<u32>,
+    /// Beginning-of-sequence token, when the model has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bos_token_id: Option<u32>,
+    /// Chat template (Jinja) file, relative to the package root, for chat models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<String>,
+    /// Sampling defaults.
+    #[serde(default, skip_serializing_if = "GenerationDefaults::is_empty")]
+    pub defaults: GenerationDefaults,
+}
+
 /// `model_info.json`: what the model is, which backends can run it, and its I/O schema.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
     /// Package format version.
     pub format_version: u32,
@@ -195,6 +241,9 @@ pub struct ModelInfo {
     /// Sentence-embedding settings, when the source is a sentence-transformers model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentence_embedding: Option<SentenceEmbedding>,
+    /// Text-generation settings, for decoder models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<GenerationInfo>,
 }
 
 /// One file of the package with its size and sha256.

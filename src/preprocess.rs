@@ -157,6 +157,25 @@ impl TextPreprocessor {
         self.max_length
     }
 
+    /// Token ids of one text, with or without the tokenizer's special tokens (a chat template
+    /// already contains them), never padded or truncated.
+    pub fn encode_ids(&mut self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        self.set_truncation(false)?;
+        let encoding = self
+            .tokenizer
+            .encode_fast(text, add_special_tokens)
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The text of a token (for special tokens such as BOS/EOS in chat templates).
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        self.tokenizer.id_to_token(id)
+    }
+
     /// Encodes a batch of texts into the schema's inputs.
     pub fn encode(&mut self, texts: &[&str], truncate: bool) -> Result<Encoded> {
         if texts.is_empty() {
@@ -207,5 +226,16 @@ impl TextPreprocessor {
             truncated,
             left_padded: self.left_padded,
         })
+    }
+}
+
+impl crate::generate::Detokenize for TextPreprocessor {
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })
     }
 }

@@ -62,8 +62,10 @@ pub struct Architecture {
     pub family: Family,
     /// Tasks the implementation can serve.
     pub tasks: &'static [&'static str],
-    /// The artifact format the implementation reads.
-    pub format: ExecutionFormat,
+    /// The artifact formats the implementation reads.
+    pub formats: &'static [ExecutionFormat],
+    /// GGUF `general.architecture` names this entry serves (empty if it reads no GGUF).
+    pub gguf_architectures: &'static [&'static str],
     /// Derives a package's I/O schema at import.
     pub describe: DescribeFn,
     /// Builds the model at load.
@@ -89,7 +91,8 @@ inventory::collect!(Architecture);
 ///     backend: "candle",
 ///     family: Family::EncoderOnly,
 ///     tasks: &["feature-extraction"],
-///     format: ExecutionFormat::Safetensors,
+///     formats: &[ExecutionFormat::Safetensors],
+///     gguf_architectures: &[],
 ///     describe,
 ///     load,
 ///     reference: "",
@@ -147,6 +150,28 @@ pub fn for_model_type(model_type: &str) -> Vec<&'static Architecture> {
         .collect();
     v.sort_by_key(|a| crate::backends::preference(a.backend));
     v
+}
+
+/// The entries that read GGUF files whose `general.architecture` is `name`, in backend
+/// preference order.
+pub fn for_gguf_architecture(name: &str) -> Vec<&'static Architecture> {
+    let mut v: Vec<&'static Architecture> = sorted()
+        .iter()
+        .copied()
+        .filter(|a| a.gguf_architectures.contains(&name))
+        .collect();
+    v.sort_by_key(|a| crate::backends::preference(a.backend));
+    v
+}
+
+/// The GGUF architectures some entry serves.
+pub fn gguf_architectures() -> Vec<String> {
+    sorted()
+        .iter()
+        .flat_map(|a| a.gguf_architectures.iter().map(|s| s.to_string()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// The registered model types.

@@ -39,6 +39,12 @@ impl TensorInfo {
     pub fn dtype(&self) -> Option<DType> {
         DType::from_safetensors(&self.dtype)
     }
+
+    /// Whether the tensor holds parameters: floating-point or quantized (GGUF) data.
+    pub fn is_parameter(&self) -> bool {
+        self.dtype().is_some_and(DType::is_float)
+            || crate::gguf::QUANTIZED_TYPES.contains(&self.dtype.as_str())
+    }
 }
 
 /// Every tensor of a (possibly sharded) safetensors checkpoint.
@@ -212,12 +218,12 @@ impl WeightIndex {
         self.tensors.contains_key(name)
     }
 
-    /// Number of parameters: elements of floating-point tensors (integer buffers such as
-    /// `position_ids` are not parameters).
+    /// Number of parameters: elements of floating-point and quantized tensors (integer buffers
+    /// such as `position_ids` are not parameters).
     pub fn parameter_count(&self) -> u64 {
         self.tensors
             .values()
-            .filter(|t| t.dtype().is_some_and(DType::is_float))
+            .filter(|t| t.is_parameter())
             .map(TensorInfo::numel)
             .sum()
     }
@@ -237,14 +243,12 @@ impl WeightIndex {
             .unwrap_or(DType::Float32)
     }
 
-    /// Bytes taken by the floating-point parameters at their stored dtypes.
+    /// Bytes taken by the parameters as stored.
     pub fn parameter_bytes(&self) -> u64 {
         self.tensors
             .values()
-            .filter_map(|t| {
-                let d = t.dtype().filter(|d| d.is_float())?;
-                Some(t.numel() * d.size_in_bytes() as u64)
-            })
+            .filter(|t| t.is_parameter())
+            .map(|t| t.bytes.end - t.bytes.start)
             .sum()
     }
 }

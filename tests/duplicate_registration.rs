@@ -17,7 +17,8 @@ inferox::register_architecture!(Architecture {
     backend: "candle",
     family: Family::EncoderOnly,
     tasks: &[],
-    format: ExecutionFormat::Safetensors,
+    formats: &[ExecutionFormat::Safetensors],
+    gguf_architectures: &[],
     describe,
     load,
     reference: "",
@@ -71,6 +72,7 @@ fn duplicate_key_is_an_error() {
                     role: inferox::manifest::ArtifactRole::Config,
                 }],
                 dtype: inferox::DType::Float32,
+                quantization: None,
             },
         )]
         .into_iter()
@@ -80,6 +82,7 @@ fn duplicate_key_is_an_error() {
         memory_estimate_bytes: 0,
         labels: Default::default(),
         sentence_embedding: None,
+        generation: None,
     };
     let package = writer.finish(&info, Default::default()).unwrap();
     let err = package

@@ -3,7 +3,8 @@
 //! Query, key and value projections are fused into one matrix multiply; hidden states stay
 //! `[tokens, hidden]` so every projection is a single GEMM.
 
-use super::{Activation, BertConfig, Flavor, Layout};
+use super::{BertConfig, Flavor, Layout};
+use crate::architectures::common::Activation;
 use crate::backends::candle::{Weights, candle_core as candle, candle_nn, err, to_host};
 use crate::loader::LoadRequest;
 use crate::manifest::ArtifactRole;
@@ -273,15 +274,6 @@ impl Bert {
         Ok(Some(bias))
     }
 
-    fn activate(&self, x: &Tensor) -> candle::Result<Tensor> {
-        match self.activation {
-            Activation::Gelu => x.gelu_erf(),
-            Activation::GeluTanh => x.gelu(),
-            Activation::Relu => x.relu(),
-            Activation::Silu => x.silu(),
-        }
-    }
-
     fn attention(
         &self,
         layer: &Layer,
@@ -371,7 +363,7 @@ impl Bert {
         let attn = self.attention(layer, x, bias, batch, seq)?;
         let attn = layer.attention_out.forward(&attn)?;
         let x = layer.attention_norm.forward(&(attn + x)?)?;
-        let inter = self.activate(&layer.intermediate.forward(&x)?)?;
+        let inter = self.activation.apply(&layer.intermediate.forward(&x)?)?;
         let out = layer.output.forward(&inter)?;
         layer.output_norm.forward(&(out + x)?)
     }

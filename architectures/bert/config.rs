@@ -1,25 +1,8 @@
 //! `config.json` of the BERT family, mirroring transformers' `BertConfig` / `RobertaConfig`
 //! (defaults as there).
 
+use crate::architectures::common::Activation;
 use serde::Deserialize;
-
-/// Activation of the feed-forward block (`hidden_act`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-pub enum Activation {
-    /// Exact GELU (erf).
-    #[serde(rename = "gelu")]
-    Gelu,
-    /// GELU, tanh approximation.
-    #[serde(alias = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
-    #[serde(rename = "gelu_tanh")]
-    GeluTanh,
-    /// ReLU.
-    #[serde(rename = "relu")]
-    Relu,
-    /// SiLU (swish).
-    #[serde(rename = "silu", alias = "swish")]
-    Silu,
-}
 
 /// Which member of the family: they differ in position ids and the classification head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,7 +12,7 @@ mod config;
 #[cfg(feature = "candle")]
 mod candle;
 
-pub use config::{Activation, BertConfig, Flavor};
+pub use config::{BertConfig, Flavor};
 
 use crate::registry::{Description, ImportSource};
 use crate::schema::{
@@ -203,7 +203,8 @@ const fn candle_entry(model_type: &'static str) -> crate::registry::Architecture
         backend: "candle",
         family: crate::manifest::Family::EncoderOnly,
         tasks: TASKS,
-        format: crate::manifest::ExecutionFormat::Safetensors,
+        formats: &[crate::manifest::ExecutionFormat::Safetensors],
+        gguf_architectures: &[],
         describe,
         load: candle::load,
         reference: REFERENCE,

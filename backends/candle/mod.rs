@@ -2,6 +2,9 @@
 //! that are memory-mapped, checked tensor by tensor with precise errors, and released from the
 //! page tables as soon as each tensor is copied (peak memory stays near one copy of the weights).
 
+pub mod decoder;
+pub mod gguf;
+
 pub use candle_core;
 pub use candle_nn;
 

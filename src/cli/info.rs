@@ -215,7 +215,8 @@ pub fn list(args: ListArgs) -> anyhow::Result<()> {
                     "model_type": a.model_type,
                     "backend": a.backend,
                     "family": a.family,
-                    "format": a.format,
+                    "formats": a.formats,
+                    "gguf_architectures": a.gguf_architectures,
                     "tasks": a.tasks,
                     "reference": a.reference,
                 })
@@ -224,23 +225,21 @@ pub fn list(args: ListArgs) -> anyhow::Result<()> {
         return print_json(&rows);
     }
     if entries.is_empty() {
-        println!(
-            "no architectures: this binary has no backend (features: {})",
-            build_info::FEATURES
-        );
+        println!("no architectures: this binary has no backend (rebuild with --features candle)");
         return Ok(());
     }
     println!(
-        "{:<14} {:<8} {:<14} {:<12} TASKS",
-        "MODEL_TYPE", "BACKEND", "FAMILY", "FORMAT"
+        "{:<14} {:<8} {:<14} {:<18} TASKS",
+        "MODEL_TYPE", "BACKEND", "FAMILY", "FORMATS"
     );
     for a in entries {
+        let formats: Vec<String> = a.formats.iter().map(|f| f.to_string()).collect();
         println!(
-            "{:<14} {:<8} {:<14} {:<12} {}",
+            "{:<14} {:<8} {:<14} {:<18} {}",
             a.model_type,
             a.backend,
             a.family.to_string(),
-            a.format.to_string(),
+            formats.join(", "),
             a.tasks.join(", ")
         );
     }

@@ -153,6 +153,17 @@ impl Package {
                 ));
             }
         }
+        if let Some(template) = self
+            .info
+            .generation
+            .as_ref()
+            .and_then(|g| g.chat_template.as_ref())
+        {
+            out.push((
+                format!("{MODEL_INFO_FILE}: generation.chat_template"),
+                template.as_str(),
+            ));
+        }
         for spec in &self.info.io.inputs {
             if let Some(tok) = spec.tokenization() {
                 out.push((

@@ -4,7 +4,17 @@
 pub fn expected_pairs() -> Vec<(String, String)> {
     let mut pairs = Vec::new();
     if cfg!(feature = "candle") {
-        for t in ["bert", "camembert", "roberta", "xlm-roberta"] {
+        for t in [
+            "bert",
+            "camembert",
+            "gpt2",
+            "llama",
+            "mistral",
+            "qwen2",
+            "qwen3",
+            "roberta",
+            "xlm-roberta",
+        ] {
             pairs.push((t.to_string(), "candle".to_string()));
         }
     }

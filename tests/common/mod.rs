@@ -84,12 +84,12 @@ pub fn assert_matches_json_schemas(package: &Path) {
     let schema_dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("docs")
         .join("schema");
-    for (file, schema) in [
+    for (file, schema_file) in [
         ("model_info.json", "model_info.schema.json"),
         ("metadata.json", "metadata.schema.json"),
     ] {
         let schema: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(schema_dir.join(schema)).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(schema_dir.join(schema_file)).unwrap()).unwrap();
         let doc: serde_json::Value =
             serde_json::from_slice(&std::fs::read(package.join(file)).unwrap()).unwrap();
         let validator = jsonschema::validator_for(&schema).expect("schema compiles");

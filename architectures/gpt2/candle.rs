@@ -1,0 +1,204 @@
+//! GPT-2 on candle, ported from transformers' `modeling_gpt2.py`
+//! (<https://github.com/huggingface/transformers/blob/main/src/transformers/models/gpt2/modeling_gpt2.py>).
+
+use super::Gpt2Config;
+use crate::architectures::common::Activation;
+use crate::backends::candle::decoder::{Linear, attention, causal_bias, last_positions};
+use crate::backends::candle::{Weights, candle_core as candle, candle_nn, err};
+use crate::loader::LoadRequest;
+use crate::manifest::ArtifactRole;
+use crate::model::{DecodeStep, Decoder, Model, decoder_forward};
+use crate::tensor::NamedTensors;
+use crate::{Error, Result};
+use candle::{DType, Device, Module, Tensor};
+use candle_nn::kv_cache::KvCache;
+use candle_nn::{LayerNorm, VarBuilder};
+
+struct Block {
+    ln_1: LayerNorm,
+    c_attn: Linear,
+    c_proj: Linear,
+    ln_2: LayerNorm,
+    c_fc: Linear,
+    mlp_proj: Linear,
+    cache: KvCache,
+}
+
+/// Conv1D: weight `[in, out]` (already the layout the GEMM wants) and bias `[out]`.
+fn conv1d(vb: VarBuilder, input: usize, output: usize) -> candle::Result<Linear> {
+    Ok(Linear::dense_transposed(
+        vb.get((input, output), "weight")?,
+        Some(vb.get(output, "bias")?),
+    ))
+}
+
+impl Block {
+    fn load(vb: VarBuilder, cfg: &Gpt2Config, cache_size: usize) -> candle::Result<Block> {
+        let e = cfg.n_embd;
+        let eps = cfg.layer_norm_epsilon;
+        Ok(Block {
+            ln_1: candle_nn::layer_norm(e, eps, vb.pp("ln_1"))?,
+            c_attn: conv1d(vb.pp("attn.c_attn"), e, 3 * e)?,
+            c_proj: conv1d(vb.pp("attn.c_proj"), e, e)?,
+            ln_2: candle_nn::layer_norm(e, eps, vb.pp("ln_2"))?,
+            c_fc: conv1d(vb.pp("mlp.c_fc"), e, cfg.inner())?,
+            mlp_proj: conv1d(vb.pp("mlp.c_proj"), cfg.inner(), e)?,
+            cache: KvCache::new(2, cache_size),
+        })
+    }
+}
+
+/// GPT-2 with its KV cache.
+pub struct Gpt2 {
+    wte: Tensor,
+    wpe: Tensor,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    lm_head: Tensor,
+    activation: Activation,
+    heads: usize,
+    head_dim: usize,
+    scale_by_layer: bool,
+    scale_weights: bool,
+    vocab: usize,
+    positions: usize,
+    dtype: DType,
+    device: Device,
+}
+
+/// The registry's loader for the candle backend.
+pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
+    let cfg: Gpt2Config = req.config()?;
+    cfg.check().map_err(|message| Error::Config {
+        path: req
+            .artifacts(ArtifactRole::Config)
+            .map(|mut v| v.remove(0))
+            .unwrap_or_default(),
+        message,
+    })?;
+    let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?)?;
+    let device = crate::backends::candle::device(req.options.device)?;
+    let dtype = crate::backends::candle::dtype(req.dtype())?;
+    let prefix = super::prefix(|n| weights.contains(n));
+    let vb = weights.var_builder(dtype, &device);
+    let model = Gpt2::load(vb, &cfg, prefix, device).map_err(|e| weights.explain(e))?;
+    Ok(Box::new(model))
+}
+
+impl Gpt2 {
+    fn load(
+        vb: VarBuilder,
+        cfg: &Gpt2Config,
+        prefix: &str,
+        device: Device,
+    ) -> candle::Result<Gpt2> {
+        let t = match prefix.strip_suffix('.') {
+            Some(p) => vb.pp(p),
+            None => vb.clone(),
+        };
+        let e = cfg.n_embd;
+        let wte = t.get((cfg.vocab_size, e), "wte.weight")?;
+        let lm_head = if vb.contains_tensor("lm_head.weight") {
+            vb.get((cfg.vocab_size, e), "lm_head.weight")?
+        } else {
+            wte.clone()
+        };
+        let cache_size = cfg.n_positions.min(512);
+        Ok(Gpt2 {
+            wpe: t.get((cfg.n_positions, e), "wpe.weight")?,
+            blocks: (0..cfg.n_layer)
+                .map(|i| Block::load(t.pp(format!("h.{i}")), cfg, cache_size))
+                .collect::<candle::Result<_>>()?,
+            ln_f: candle_nn::layer_norm(e, cfg.layer_norm_epsilon, t.pp("ln_f"))?,
+            wte,
+            lm_head,
+            activation: cfg.activation_function,
+            heads: cfg.n_head,
+            head_dim: e / cfg.n_head,
+            scale_by_layer: cfg.scale_attn_by_inverse_layer_idx,
+            scale_weights: cfg.scale_attn_weights,
+            vocab: cfg.vocab_size,
+            positions: cfg.n_positions,
+            dtype: vb.dtype(),
+            device,
+        })
+    }
+
+    fn run(&mut self, step: &DecodeStep<'_>) -> candle::Result<Tensor> {
+        let (b, s) = (step.batch, step.seq());
+        let tokens = Tensor::from_slice(step.tokens, b * s, &self.device)?;
+        let positions = Tensor::from_slice(step.positions, b * s, &self.device)?;
+        let mut x = (self.wte.index_select(&tokens, 0)? + self.wpe.index_select(&positions, 0)?)?;
+        let bias = causal_bias(step.mask, b, s, &self.device, self.dtype)?;
+        let (heads, hd) = (self.heads, self.head_dim);
+        for (i, block) in self.blocks.iter_mut().enumerate() {
+            let h = block.ln_1.forward(&x)?;
+            let qkv = block
+                .c_attn
+                .forward(&h)?
+                .reshape((b, s, 3, heads, hd))?
+                .permute((2, 0, 3, 1, 4))?;
+            let q = qkv.get(0)?.contiguous()?;
+            let (k, v) = block
+                .cache
+                .append(&qkv.get(1)?.contiguous()?, &qkv.get(2)?.contiguous()?)?;
+            let mut scale = if self.scale_weights {
+                1.0 / (hd as f64).sqrt()
+            } else {
+                1.0
+            };
+            if self.scale_by_layer {
+                scale /= (i + 1) as f64;
+            }
+            let att = attention(&q, &k, &v, bias.as_ref(), scale)?;
+            x = (x + block.c_proj.forward(&att)?)?;
+            let h = block.ln_2.forward(&x)?;
+            let m = self.activation.apply(&block.c_fc.forward(&h)?)?;
+            x = (x + block.mlp_proj.forward(&m)?)?;
+        }
+        let x = self.ln_f.forward(&x)?;
+        let x = if step.all_positions {
+            x
+        } else {
+            last_positions(&x, b, s)?
+        };
+        x.matmul(&self.lm_head.t()?)?
+            .to_dtype(DType::F32)?
+            .flatten_all()
+    }
+}
+
+impl Decoder for Gpt2 {
+    fn vocab_size(&self) -> usize {
+        self.vocab
+    }
+
+    fn max_positions(&self) -> usize {
+        self.positions
+    }
+
+    fn cached(&self) -> usize {
+        self.blocks.first().map_or(0, |b| b.cache.current_seq_len())
+    }
+
+    fn reset(&mut self) {
+        for block in &mut self.blocks {
+            block.cache.reset();
+        }
+    }
+
+    fn step(&mut self, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
+        let logits = self.run(step).map_err(err)?;
+        logits.to_vec1().map_err(err)
+    }
+}
+
+impl Model for Gpt2 {
+    fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
+        decoder_forward(self, inputs)
+    }
+
+    fn decoder(&mut self) -> Option<&mut dyn Decoder> {
+        Some(self)
+    }
+}

@@ -1,0 +1,78 @@
+//! `config.json` of GPT-2, mirroring transformers' `GPT2Config` (defaults as there).
+
+use crate::architectures::common::Activation;
+use serde::Deserialize;
+
+fn d_vocab() -> usize {
+    50257
+}
+fn d_positions() -> usize {
+    1024
+}
+fn d_embd() -> usize {
+    768
+}
+fn d_layers() -> usize {
+    12
+}
+fn d_heads() -> usize {
+    12
+}
+fn d_act() -> Activation {
+    Activation::GeluTanh
+}
+fn d_eps() -> f64 {
+    1e-5
+}
+fn d_true() -> bool {
+    true
+}
+
+/// The fields of config.json this implementation uses.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Gpt2Config {
+    #[serde(default = "d_vocab")]
+    pub vocab_size: usize,
+    #[serde(default = "d_positions")]
+    pub n_positions: usize,
+    #[serde(default = "d_embd")]
+    pub n_embd: usize,
+    #[serde(default = "d_layers")]
+    pub n_layer: usize,
+    #[serde(default = "d_heads")]
+    pub n_head: usize,
+    /// Feed-forward size; `None` means 4 × n_embd.
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    #[serde(default = "d_act")]
+    pub activation_function: Activation,
+    #[serde(default = "d_eps")]
+    pub layer_norm_epsilon: f64,
+    #[serde(default = "d_true")]
+    pub scale_attn_weights: bool,
+    #[serde(default)]
+    pub scale_attn_by_inverse_layer_idx: bool,
+    #[serde(default)]
+    pub add_cross_attention: bool,
+}
+
+impl Gpt2Config {
+    /// Feed-forward size.
+    pub fn inner(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
+    /// Checks what this implementation supports; the message names the offending field.
+    pub fn check(&self) -> Result<(), String> {
+        if self.add_cross_attention {
+            return Err("add_cross_attention: GPT-2 with cross-attention is not supported".into());
+        }
+        if self.n_head == 0 || !self.n_embd.is_multiple_of(self.n_head) {
+            return Err(format!(
+                "n_embd {} is not a multiple of n_head {}",
+                self.n_embd, self.n_head
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,105 @@
+//! The Llama family: Llama (Touvron et al., 2023, <https://arxiv.org/abs/2302.13971>) and the
+//! model types that share its layout — `mistral`, `qwen2` (q/k/v biases), `qwen3` (per-head q/k
+//! norms) — from Hugging Face safetensors or GGUF files (`general.architecture` `llama`,
+//! `qwen2`, `qwen3`; Mistral GGUFs say `llama`). RMSNorm, rotary positions, grouped-query
+//! attention, SwiGLU feed-forward.
+//!
+//! Reference implementation: transformers' `modeling_llama.py`
+//! (<https://github.com/huggingface/transformers/blob/main/src/transformers/models/llama/modeling_llama.py>)
+//! and, for the GGUF layout, llama.cpp (<https://github.com/ggml-org/llama.cpp>).
+
+mod config;
+
+#[cfg(feature = "candle")]
+mod candle;
+
+pub use config::{Flavor, LlamaConfig, RopeScaling};
+
+use crate::architectures::common::causal_lm_description;
+use crate::registry::{Description, ImportSource};
+use crate::{Error, Result};
+
+/// Where the port comes from.
+pub const REFERENCE: &str = "https://github.com/huggingface/transformers/blob/main/src/transformers/models/llama/modeling_llama.py";
+
+/// The config of a source: config.json, or GGUF metadata when the source is a GGUF file.
+pub fn source_config(src: &ImportSource<'_>) -> Result<LlamaConfig> {
+    let config_error = |message: String| Error::Config {
+        path: src.config_path.to_path_buf(),
+        message,
+    };
+    let cfg = match src
+        .config
+        .get("general.architecture")
+        .and_then(|v| v.as_str())
+    {
+        Some(arch) => {
+            let vocab = src
+                .weights
+                .tensors
+                .get("token_embd.weight")
+                .and_then(|t| t.shape.first().copied())
+                .ok_or_else(|| Error::MissingTensor {
+                    tensor: "token_embd.weight".into(),
+                    files: src.weights.files.clone(),
+                })?;
+            LlamaConfig::from_gguf(src.config, arch, vocab).map_err(config_error)?
+        }
+        None => src.parse_config()?,
+    };
+    cfg.check().map_err(config_error)?;
+    Ok(cfg)
+}
+
+/// Derives the I/O schema of a Llama-family checkpoint.
+pub fn describe(src: &ImportSource<'_>) -> Result<Description> {
+    let cfg = source_config(src)?;
+    // Padding is masked out; transformers pads decoders with the end-of-sequence token.
+    let pad = [
+        "pad_token_id",
+        "tokenizer.ggml.padding_token_id",
+        "eos_token_id",
+        "tokenizer.ggml.eos_token_id",
+    ]
+    .iter()
+    .filter_map(|k| src.config.get(*k))
+    .find_map(|v| v.as_u64().or_else(|| v.get(0).and_then(|f| f.as_u64())))
+    .map(|v| v as u32)
+    .filter(|&v| (v as usize) < cfg.vocab_size);
+    Ok(causal_lm_description(
+        cfg.vocab_size,
+        cfg.max_sequence(),
+        src.tokenizer,
+        pad,
+    ))
+}
+
+#[cfg(feature = "candle")]
+const fn entry(
+    model_type: &'static str,
+    formats: &'static [crate::manifest::ExecutionFormat],
+    gguf_architectures: &'static [&'static str],
+) -> crate::registry::Architecture {
+    crate::registry::Architecture {
+        model_type,
+        backend: "candle",
+        family: crate::manifest::Family::DecoderOnly,
+        tasks: &["text-generation"],
+        formats,
+        gguf_architectures,
+        describe,
+        load: candle::load,
+        reference: REFERENCE,
+    }
+}
+
+#[cfg(feature = "candle")]
+mod registration {
+    use crate::manifest::ExecutionFormat::{Gguf, Safetensors};
+    crate::register_architecture!(
+        super::entry("llama", &[Safetensors, Gguf], &["llama"]),
+        super::entry("mistral", &[Safetensors], &[]),
+        super::entry("qwen2", &[Safetensors, Gguf], &["qwen2"]),
+        super::entry("qwen3", &[Safetensors, Gguf], &["qwen3"]),
+    );
+}

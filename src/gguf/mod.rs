@@ -1,0 +1,456 @@
+//! GGUF files (llama.cpp's format): the header — metadata key/values and tensor infos — read
+//! and checked against the file size, backend-agnostically. Backends load the tensor data
+//! themselves. Format: <https://github.com/ggml-org/ggml/blob/master/docs/gguf.md>.
+
+pub mod tokenizer;
+
+use crate::weights::{TensorInfo, WeightIndex};
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::io::{BufReader, Read, Seek};
+use std::path::{Path, PathBuf};
+
+/// A metadata value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GgufValue {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    U64(u64),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+    Bool(bool),
+    String(String),
+    Array(Vec<GgufValue>),
+}
+
+impl GgufValue {
+    /// The value as an unsigned integer, if it is a non-negative integer.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            GgufValue::U8(v) => Some(v as u64),
+            GgufValue::U16(v) => Some(v as u64),
+            GgufValue::U32(v) => Some(v as u64),
+            GgufValue::U64(v) => Some(v),
+            GgufValue::I8(v) => u64::try_from(v).ok(),
+            GgufValue::I16(v) => u64::try_from(v).ok(),
+            GgufValue::I32(v) => u64::try_from(v).ok(),
+            GgufValue::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as a float, if it is a number.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            GgufValue::F32(v) => Some(v as f64),
+            GgufValue::F64(v) => Some(v),
+            _ => self.as_u64().map(|v| v as f64),
+        }
+    }
+
+    /// The value as a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            GgufValue::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value as a boolean.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            GgufValue::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The value as a list.
+    pub fn as_array(&self) -> Option<&[GgufValue]> {
+        match self {
+            GgufValue::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            GgufValue::F32(v) => serde_json::json!(*v as f64),
+            GgufValue::F64(v) => serde_json::json!(v),
+            GgufValue::Bool(b) => J::Bool(*b),
+            GgufValue::String(s) => J::String(s.clone()),
+            GgufValue::Array(a) => J::Array(a.iter().map(GgufValue::to_json).collect()),
+            GgufValue::I8(v) => serde_json::json!(v),
+            GgufValue::I16(v) => serde_json::json!(v),
+            GgufValue::I32(v) => serde_json::json!(v),
+            GgufValue::I64(v) => serde_json::json!(v),
+            other => serde_json::json!(other.as_u64()),
+        }
+    }
+}
+
+/// ggml tensor types: (name, elements per block, bytes per block), by type id.
+fn ggml_type(id: u32) -> Option<(&'static str, u64, u64)> {
+    Some(match id {
+        0 => ("F32", 1, 4),
+        1 => ("F16", 1, 2),
+        2 => ("Q4_0", 32, 18),
+        3 => ("Q4_1", 32, 20),
+        6 => ("Q5_0", 32, 22),
+        7 => ("Q5_1", 32, 24),
+        8 => ("Q8_0", 32, 34),
+        9 => ("Q8_1", 32, 36),
+        10 => ("Q2_K", 256, 84),
+        11 => ("Q3_K", 256, 110),
+        12 => ("Q4_K", 256, 144),
+        13 => ("Q5_K", 256, 176),
+        14 => ("Q6_K", 256, 210),
+        15 => ("Q8_K", 256, 292),
+        24 => ("I8", 1, 1),
+        25 => ("I16", 1, 2),
+        26 => ("I32", 1, 4),
+        27 => ("I64", 1, 8),
+        28 => ("F64", 1, 8),
+        30 => ("BF16", 1, 2),
+        _ => return None,
+    })
+}
+
+/// Names of the quantized ggml types (those that are not plain numbers).
+pub const QUANTIZED_TYPES: &[&str] = &[
+    "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K",
+];
+
+/// A tensor as the header describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GgufTensor {
+    /// Tensor name (`blk.0.attn_q.weight`).
+    pub name: String,
+    /// Shape, outermost dimension first (ggml lists dimensions innermost first).
+    pub shape: Vec<usize>,
+    /// ggml type name (`Q4_1`, `F32`, ...).
+    pub dtype: &'static str,
+    /// Byte range of the data in the file.
+    pub bytes: std::ops::Range<u64>,
+}
+
+/// The header of a GGUF file.
+#[derive(Clone, Debug)]
+pub struct GgufHeader {
+    /// The file.
+    pub path: PathBuf,
+    /// Format version (2 or 3).
+    pub version: u32,
+    /// Metadata key/values.
+    pub metadata: BTreeMap<String, GgufValue>,
+    /// Tensor infos, in file order.
+    pub tensors: Vec<GgufTensor>,
+}
+
+struct Reader<R> {
+    inner: R,
+    file_size: u64,
+    path: PathBuf,
+}
+
+impl<R: Read + Seek> Reader<R> {
+    fn err(&self, message: impl Into<String>) -> Error {
+        Error::Weights {
+            path: self.path.clone(),
+            message: message.into(),
+        }
+    }
+
+    fn bytes<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut buf = [0u8; N];
+        self.inner.read_exact(&mut buf).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                self.err("GGUF header ends early (truncated file)")
+            } else {
+                Error::io(&self.path, e)
+            }
+        })?;
+        Ok(buf)
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.bytes()?))
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.bytes()?))
+    }
+
+    /// A length that must fit in what is left of the file (guards against absurd headers).
+    fn length(&mut self, what: &str, unit: u64) -> Result<u64> {
+        let n = self.u64()?;
+        let pos = self
+            .inner
+            .stream_position()
+            .map_err(|e| Error::io(&self.path, e))?;
+        if n.saturating_mul(unit) > self.file_size.saturating_sub(pos) {
+            return Err(self.err(format!(
+                "{what} length {n} runs past the end of the file (truncated or corrupt)"
+            )));
+        }
+        Ok(n)
+    }
+
+    fn string(&mut self) -> Result<String> {
+        let n = self.length("string", 1)? as usize;
+        let mut buf = vec![0u8; n];
+        self.inner
+            .read_exact(&mut buf)
+            .map_err(|_| self.err("GGUF header ends early (truncated file)"))?;
+        String::from_utf8(buf).map_err(|_| self.err("a string is not UTF-8"))
+    }
+
+    fn value(&mut self, ty: u32, depth: usize) -> Result<GgufValue> {
+        Ok(match ty {
+            0 => GgufValue::U8(self.bytes::<1>()?[0]),
+            1 => GgufValue::I8(self.bytes::<1>()?[0] as i8),
+            2 => GgufValue::U16(u16::from_le_bytes(self.bytes()?)),
+            3 => GgufValue::I16(i16::from_le_bytes(self.bytes()?)),
+            4 => GgufValue::U32(self.u32()?),
+            5 => GgufValue::I32(i32::from_le_bytes(self.bytes()?)),
+            6 => GgufValue::F32(f32::from_le_bytes(self.bytes()?)),
+            7 => GgufValue::Bool(self.bytes::<1>()?[0] != 0),
+            8 => GgufValue::String(self.string()?),
+            9 if depth == 0 => {
+                let item = self.u32()?;
+                let n = self.length("array", 1)?;
+                let mut items = Vec::with_capacity(n.min(1 << 20) as usize);
+                for _ in 0..n {
+                    items.push(self.value(item, depth + 1)?);
+                }
+                GgufValue::Array(items)
+            }
+            10 => GgufValue::U64(self.u64()?),
+            11 => GgufValue::I64(i64::from_le_bytes(self.bytes()?)),
+            12 => GgufValue::F64(f64::from_le_bytes(self.bytes()?)),
+            other => return Err(self.err(format!("unknown metadata value type {other}"))),
+        })
+    }
+}
+
+impl GgufHeader {
+    /// Reads and checks the header: every tensor's data must lie inside the file.
+    pub fn read(path: &Path) -> Result<GgufHeader> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let file_size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let mut r = Reader {
+            inner: BufReader::new(file),
+            file_size,
+            path: path.to_path_buf(),
+        };
+        if file_size < 24 || &r.bytes::<4>()? != b"GGUF" {
+            return Err(r.err("not a GGUF file (no GGUF magic)"));
+        }
+        let version = r.u32()?;
+        if !(2..=3).contains(&version) {
+            return Err(r.err(format!(
+                "GGUF version {version} is not supported (2 and 3 are)"
+            )));
+        }
+        let tensor_count = r.length("tensor count", 24)?;
+        let kv_count = r.length("metadata count", 12)?;
+        let mut metadata = BTreeMap::new();
+        for _ in 0..kv_count {
+            let key = r.string()?;
+            let ty = r.u32()?;
+            let value = r.value(ty, 0)?;
+            metadata.insert(key, value);
+        }
+        let mut infos = Vec::with_capacity(tensor_count as usize);
+        for _ in 0..tensor_count {
+            let name = r.string()?;
+            let n_dims = r.u32()?;
+            if n_dims > 8 {
+                return Err(r.err(format!("tensor `{name}` has {n_dims} dimensions")));
+            }
+            let mut dims = Vec::with_capacity(n_dims as usize);
+            for _ in 0..n_dims {
+                dims.push(r.u64()?);
+            }
+            let ty = r.u32()?;
+            let offset = r.u64()?;
+            infos.push((name, dims, ty, offset));
+        }
+        let alignment = metadata
+            .get("general.alignment")
+            .and_then(GgufValue::as_u64)
+            .filter(|&a| a > 0)
+            .unwrap_or(32);
+        let pos = r.inner.stream_position().map_err(|e| Error::io(path, e))?;
+        let data_start = pos.div_ceil(alignment) * alignment;
+        let mut tensors = Vec::with_capacity(infos.len());
+        for (name, dims, ty, offset) in infos {
+            let (dtype, block, block_bytes) = ggml_type(ty).ok_or_else(|| {
+                r.err(format!(
+                    "tensor `{name}` has ggml type {ty}, which is not supported"
+                ))
+            })?;
+            let elements = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+            let elements =
+                elements.ok_or_else(|| r.err(format!("tensor `{name}` is impossibly large")))?;
+            if elements % block != 0 {
+                return Err(r.err(format!(
+                    "tensor `{name}` ({dtype}) has {elements} elements, not a multiple of its block of {block}"
+                )));
+            }
+            let size = elements / block * block_bytes;
+            let start = data_start + offset;
+            let end = start + size;
+            if end > file_size {
+                return Err(r.err(format!(
+                    "tensor `{name}` ends at byte {end} but the file has {file_size} (truncated file)"
+                )));
+            }
+            tensors.push(GgufTensor {
+                name,
+                shape: dims.iter().rev().map(|&d| d as usize).collect(),
+                dtype,
+                bytes: start..end,
+            });
+        }
+        Ok(GgufHeader {
+            path: path.to_path_buf(),
+            version,
+            metadata,
+            tensors,
+        })
+    }
+
+    /// The metadata value for `key`.
+    pub fn get(&self, key: &str) -> Option<&GgufValue> {
+        self.metadata.get(key)
+    }
+
+    /// A string metadata value, or an error naming the missing key.
+    pub fn string(&self, key: &str) -> Result<&str> {
+        self.get(key)
+            .and_then(GgufValue::as_str)
+            .ok_or_else(|| Error::Weights {
+                path: self.path.clone(),
+                message: format!("GGUF metadata has no string `{key}`"),
+            })
+    }
+
+    /// `general.architecture`.
+    pub fn architecture(&self) -> Result<&str> {
+        self.string("general.architecture")
+    }
+
+    /// The metadata as a JSON object (lists longer than 1024 items, such as the vocabulary,
+    /// are left out): what architectures derive their config from.
+    pub fn metadata_json(&self) -> serde_json::Value {
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .metadata
+            .iter()
+            .filter(|(_, v)| v.as_array().is_none_or(|a| a.len() <= 1024))
+            .map(|(k, v)| (k.clone(), v.to_json()))
+            .collect();
+        serde_json::Value::Object(map)
+    }
+
+    /// The tensors as a weight index (for parameter counts and architecture checks).
+    pub fn weight_index(&self) -> WeightIndex {
+        WeightIndex {
+            files: vec![self.path.clone()],
+            tensors: self
+                .tensors
+                .iter()
+                .map(|t| {
+                    (
+                        t.name.clone(),
+                        TensorInfo {
+                            dtype: t.dtype.to_string(),
+                            shape: t.shape.clone(),
+                            file: 0,
+                            bytes: t.bytes.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The quantized type holding most of the weights, if any is quantized.
+    pub fn main_quantization(&self) -> Option<&'static str> {
+        let mut bytes: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for t in &self.tensors {
+            if QUANTIZED_TYPES.contains(&t.dtype) {
+                *bytes.entry(t.dtype).or_default() += t.bytes.end - t.bytes.start;
+            }
+        }
+        bytes.into_iter().max_by_key(|(_, b)| *b).map(|(t, _)| t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal GGUF v3 file: one metadata string and one F32 tensor of 4 elements.
+    pub fn tiny_gguf(data_len: usize) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(1u64.to_le_bytes()); // tensors
+        b.extend(1u64.to_le_bytes()); // kv
+        let key = b"general.architecture";
+        b.extend((key.len() as u64).to_le_bytes());
+        b.extend(key);
+        b.extend(8u32.to_le_bytes());
+        b.extend(5u64.to_le_bytes());
+        b.extend(b"llama");
+        let name = b"w";
+        b.extend((name.len() as u64).to_le_bytes());
+        b.extend(name);
+        b.extend(2u32.to_le_bytes());
+        b.extend(2u64.to_le_bytes());
+        b.extend(2u64.to_le_bytes());
+        b.extend(0u32.to_le_bytes()); // F32
+        b.extend(0u64.to_le_bytes());
+        while !b.len().is_multiple_of(32) {
+            b.push(0);
+        }
+        b.extend(std::iter::repeat_n(0u8, data_len));
+        b
+    }
+
+    #[test]
+    fn reads_a_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.gguf");
+        std::fs::write(&p, tiny_gguf(16)).unwrap();
+        let h = GgufHeader::read(&p).unwrap();
+        assert_eq!(h.architecture().unwrap(), "llama");
+        assert_eq!(h.tensors[0].shape, [2, 2]);
+        assert_eq!(h.weight_index().parameter_count(), 4);
+        assert_eq!(h.metadata_json()["general.architecture"], "llama");
+    }
+
+    #[test]
+    fn truncation_and_garbage_are_named_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.gguf");
+        std::fs::write(&p, tiny_gguf(8)).unwrap();
+        let err = GgufHeader::read(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("tensor `w` ends at byte") && err.contains("truncated"),
+            "{err}"
+        );
+        let full = tiny_gguf(16);
+        std::fs::write(&p, &full[..40]).unwrap();
+        let err = GgufHeader::read(&p).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+        std::fs::write(&p, b"not a gguf file at all, really").unwrap();
+        let err = GgufHeader::read(&p).unwrap_err().to_string();
+        assert!(err.contains("no GGUF magic"), "{err}");
+    }
+}

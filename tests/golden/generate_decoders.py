@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Generates the decoder golden fixtures under tests/fixtures/decoders/ from transformers.
+
+Tiny random-weight GPT-2, Llama (with Llama 3 rope scaling), Mistral, Qwen2 (q/k/v biases, tied
+embeddings) and Qwen3 (per-head q/k norms, explicit head_dim) models in the Hugging Face layout,
+sharing a small byte-level BPE tokenizer trained here. For each, transformers gives:
+  * logits of a left-padded prompt batch (attention mask and position ids as `generate` makes
+    them): reference/logits.npy, reference/input_ids.npy, reference/attention_mask.npy;
+  * greedy continuations of 20 tokens from `model.generate`: reference/greedy.json.
+
+usage: python3 tests/golden/generate_decoders.py   (versions: tests/golden/requirements.txt)
+"""
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+OUT = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "decoders"
+VOCAB = 320
+CORPUS = [
+    "The capital of France is Paris. The capital of Italy is Rome.",
+    "Once upon a time there was a small robot who loved to read books about the sea.",
+    "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
+    "Rust guarantees memory safety without a garbage collector; café, naïve, 東京, 🙂.",
+    "Numbers: 0 1 2 3 4 5 6 7 8 9 10 100 1000 3.14159 2026-11-21",
+] * 20
+PROMPTS = ["The capital of France is", "Once upon a", "def add(a, b):\n    return", "café 🙂"]
+
+
+def train_tokenizer(path):
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(CORPUS, trainer)
+    tok.save(str(path))
+    return tok
+
+
+def randomize(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.2 * noise)
+            else:
+                p.copy_(0.25 * noise)
+
+
+COMMON = dict(vocab_size=VOCAB, bos_token_id=0, eos_token_id=0)
+CASES = [
+    dict(name="gpt2", cls="GPT2LMHeadModel", cfg=dict(model_type="gpt2", n_positions=64, n_embd=32, n_layer=2,
+                                                    n_head=4, activation_function="gelu_new")),
+    dict(name="llama", cls="LlamaForCausalLM",
+         cfg=dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rope_theta=10000.0,
+                  rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                    original_max_position_embeddings=16))),
+    dict(name="mistral", cls="MistralForCausalLM",
+         cfg=dict(model_type="mistral", hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=64, sliding_window=None)),
+    dict(name="qwen2", cls="Qwen2ForCausalLM",
+         cfg=dict(model_type="qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                  tie_word_embeddings=True, use_sliding_window=False)),
+    dict(name="qwen3", cls="Qwen3ForCausalLM",
+         cfg=dict(model_type="qwen3", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+                  tie_word_embeddings=False)),
+]
+
+
+def main():
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    OUT.mkdir(parents=True)
+    tok_path = OUT / "tokenizer.json"
+    train_tokenizer(tok_path)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tok_path), eos_token="<|endoftext|>",
+                                                pad_token="<|endoftext|>", padding_side="left")
+    for i, case in enumerate(CASES):
+        torch.manual_seed(i)
+        cfg = dict(COMMON)
+        cfg.update({k: v for k, v in case["cfg"].items() if k != "model_type"})
+        config = transformers.AutoConfig.for_model(case["cfg"]["model_type"], **cfg)
+        model = getattr(transformers, case["cls"])(config).eval()
+        randomize(model, seed=200 + i)
+        root = OUT / case["name"]
+        model.save_pretrained(root / "model", safe_serialization=True)
+        model.generation_config.save_pretrained(root / "model")
+        shutil.copy(tok_path, root / "model" / "tokenizer.json")
+
+        enc = fast(PROMPTS, padding=True, return_tensors="pt")
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        positions = mask.long().cumsum(-1) - 1
+        positions.masked_fill_(mask == 0, 1)
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=20, do_sample=False,
+                                 pad_token_id=0, eos_token_id=0)
+        greedy = []
+        for row in out[:, ids.shape[1]:].tolist():
+            cut = row.index(0) + 1 if 0 in row else len(row)
+            greedy.append(row[:cut])
+        ref = root / "reference"
+        ref.mkdir()
+        np.save(ref / "input_ids.npy", ids.numpy().astype(np.int64))
+        np.save(ref / "attention_mask.npy", mask.numpy().astype(np.int64))
+        np.save(ref / "logits.npy", logits.numpy().astype(np.float32))
+        (ref / "greedy.json").write_text(json.dumps({"prompts": PROMPTS, "greedy": greedy}, indent=1) + "\n")
+        print(f"{case['name']}: {sum(p.numel() for p in model.parameters())} parameters; greedy lengths "
+              f"{[len(g) for g in greedy]}")
+    tok_path.unlink()
+    (OUT / "VERSIONS").write_text(f"torch {torch.__version__}\ntransformers {transformers.__version__}\n")
+
+
+if __name__ == "__main__":
+    main()
