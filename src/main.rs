@@ -45,6 +45,16 @@ enum Command {
     /// For a sentence-embedding package, --text gives one embedding per text (--similarity adds
     /// the cosine-similarity matrix); for other packages it gives the model's outputs by name.
     Run(cli::run::Args),
+    /// Continue a text with a text-generation package, streaming it to standard output.
+    ///
+    /// Timings go to standard error. --temperature 0 is greedy; --seed makes sampling
+    /// reproducible; --json prints one document with the text and the generated token ids.
+    Generate(cli::generate::GenerateArgs),
+    /// Chat with a package that has a chat template (from tokenizer_config.json or GGUF).
+    ///
+    /// With --prompt it answers that one message and exits; otherwise it reads one message per
+    /// line from standard input and keeps the conversation.
+    Chat(cli::generate::ChatArgs),
 }
 
 const EXAMPLES: &str = "Examples:
@@ -52,6 +62,8 @@ const EXAMPLES: &str = "Examples:
   inferox inspect minilm.pkg
   inferox run minilm.pkg --text \"A man is eating food.\" --text \"A man eats bread.\" --similarity
   inferox run minilm.pkg --input input_ids=ids.npy --json
+  inferox import SmolLM2-135M-Instruct.Q4_1.gguf --output smollm2.pkg
+  inferox chat smollm2.pkg --prompt \"What is the capital of France?\"
 
 `inferox COMMAND --help` explains each command.";
 
@@ -79,6 +91,8 @@ fn main() -> ExitCode {
         Command::List(args) => cli::info::list(args),
         Command::Doctor(args) => cli::info::doctor(args),
         Command::Run(args) => cli::run::run(args),
+        Command::Generate(args) => cli::generate::generate(args),
+        Command::Chat(args) => cli::generate::chat(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,6 +18,11 @@ pub enum Linear {
         weight: QMatMul,
         bias: Option<Tensor>,
     },
+    /// A Q4_0, Q4_1 or Q8_0 `[out, in]` weight multiplied by our own CPU kernels.
+    Packed {
+        weight: super::quant::QMatrix,
+        bias: Option<Tensor>,
+    },
 }
 
 impl Linear {
@@ -36,7 +41,20 @@ impl Linear {
 
     /// From a GGUF tensor: quantized types stay quantized, float types become dense.
     pub fn from_qtensor(q: QTensor, bias: Option<Tensor>) -> candle::Result<Linear> {
+        use super::quant::{Kind, QMatrix};
         use candle::quantized::GgmlDType;
+        let kind = match q.dtype() {
+            GgmlDType::Q4_0 => Some(Kind::Q4_0),
+            GgmlDType::Q4_1 => Some(Kind::Q4_1),
+            GgmlDType::Q8_0 => Some(Kind::Q8_0),
+            _ => None,
+        };
+        if let (Some(kind), true, [rows, cols]) = (kind, q.device().is_cpu(), q.shape().dims()) {
+            let data = q.data()?.into_owned();
+            if let Some(weight) = QMatrix::new(kind, *rows, *cols, data) {
+                return Ok(Linear::Packed { weight, bias });
+            }
+        }
         if !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
             Ok(Linear::Quantized {
                 weight: QMatMul::from_qtensor(q)?,
@@ -53,6 +71,12 @@ impl Linear {
         let (y, bias) = match self {
             Linear::Dense { weight_t, bias } => (x.matmul(weight_t)?, bias),
             Linear::Quantized { weight, bias } => (weight.forward(x)?, bias),
+            Linear::Packed { weight, bias } => {
+                let rows = x.dim(0)?;
+                let input = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                let y = Tensor::from_vec(weight.matmul(&input), (rows, weight.rows()), x.device())?;
+                (y.to_dtype(x.dtype())?, bias)
+            }
         };
         match bias {
             Some(b) => y.broadcast_add(b),

