@@ -93,46 +93,37 @@ impl TextPreprocessor {
                 .map(|(n, t, d)| (n.to_string(), t.field, *d))
                 .collect(),
         };
-        pre.configure_padding(first)?;
+        pre.configure_padding(first);
         Ok(pre)
     }
 
-    fn configure_padding(&mut self, hint: &Tokenization) -> Result<()> {
+    /// Pads batches to their longest text with the tokenizer's pad token, else the package's.
+    /// Without either, padding is turned off and a batch that needs it is refused in `encode`.
+    fn configure_padding(&mut self, hint: &Tokenization) {
         let direction = match hint.padding_side {
             PaddingSide::Right => PaddingDirection::Right,
             PaddingSide::Left => PaddingDirection::Left,
         };
         let params = match self.tokenizer.get_padding() {
-            Some(existing) => PaddingParams {
+            Some(existing) => Some(PaddingParams {
                 strategy: PaddingStrategy::BatchLongest,
                 direction,
                 pad_to_multiple_of: None,
                 ..existing.clone()
-            },
-            None => {
-                let pad_id = hint.pad_id.ok_or_else(|| Error::Tokenizer {
-                    path: self.path.clone(),
-                    message: "defines no padding and the package names no pad_id".into(),
-                })?;
-                let pad_token =
-                    self.tokenizer
-                        .id_to_token(pad_id)
-                        .ok_or_else(|| Error::Tokenizer {
-                            path: self.path.clone(),
-                            message: format!("pad_id {pad_id} is not in the vocabulary"),
-                        })?;
-                PaddingParams {
+            }),
+            None => hint.pad_id.and_then(|pad_id| {
+                let pad_token = self.tokenizer.id_to_token(pad_id)?;
+                Some(PaddingParams {
                     strategy: PaddingStrategy::BatchLongest,
                     direction,
                     pad_to_multiple_of: None,
                     pad_id,
                     pad_type_id: 0,
                     pad_token,
-                }
-            }
+                })
+            }),
         };
-        self.tokenizer.with_padding(Some(params));
-        Ok(())
+        self.tokenizer.with_padding(params);
     }
 
     fn set_truncation(&mut self, truncate: bool) -> Result<()> {
@@ -191,6 +182,14 @@ impl TextPreprocessor {
             })?;
         let batch = encodings.len();
         let seq = encodings.first().map_or(0, |e| e.len());
+        if encodings.iter().any(|e| e.len() != seq) {
+            return Err(Error::Tokenizer {
+                path: self.path.clone(),
+                message: "texts of different lengths need padding, but the tokenizer defines no \
+                          pad token and the package's pad_id is not in its vocabulary"
+                    .into(),
+            });
+        }
         let mut lengths = Vec::with_capacity(batch);
         let mut truncated = Vec::new();
         for (index, enc) in encodings.iter().enumerate() {

@@ -304,3 +304,134 @@ fn errors_are_one_line_with_a_hint() {
     let lines = err.lines().count();
     assert_eq!(lines, 2, "one line of cause, one of hint:\n{err}");
 }
+
+#[test]
+fn generate_and_chat() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("llama.pkg");
+    ok(&[
+        "import",
+        s(&fixtures().join("decoders/llama/model")),
+        "--output",
+        s(&pkg),
+    ]);
+    // Streaming text on stdout, timings on stderr.
+    let out = inferox(&[
+        "generate",
+        s(&pkg),
+        "--prompt",
+        "Once upon a",
+        "--max-tokens",
+        "12",
+        "--temperature",
+        "0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let streamed = String::from_utf8(out.stdout).unwrap();
+    let stats = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stats.contains("prompt tokens") && stats.contains("tok/s"),
+        "{stats}"
+    );
+    let doc = json(&ok(&[
+        "generate",
+        s(&pkg),
+        "--prompt",
+        "Once upon a",
+        "--max-tokens",
+        "12",
+        "--temperature",
+        "0",
+        "--json",
+    ]));
+    let ids = doc["token_ids"].as_array().unwrap();
+    assert!(!ids.is_empty() && ids.len() <= 12, "{doc}");
+    assert_eq!(
+        streamed.trim_end_matches('\n'),
+        doc["text"].as_str().unwrap()
+    );
+    let seeded = |seed: &str| {
+        json(&ok(&[
+            "generate",
+            s(&pkg),
+            "--prompt",
+            "Once upon a",
+            "--max-tokens",
+            "12",
+            "--temperature",
+            "1",
+            "--seed",
+            seed,
+            "--json",
+        ]))["token_ids"]
+            .clone()
+    };
+    assert_eq!(seeded("5"), seeded("5"));
+    // A package without a chat template says so.
+    let err = fails(&["chat", s(&pkg), "--prompt", "hi"]);
+    assert!(err.contains("no chat template"), "{err}");
+    // A text model cannot generate.
+    let bert = dir.path().join("bert.pkg");
+    ok(&[
+        "import",
+        s(&fixtures().join("bert/bert_gelu_pooler/model")),
+        "--output",
+        s(&bert),
+    ]);
+    let err = fails(&["generate", s(&bert), "--prompt", "hi"]);
+    assert!(err.contains("not a text-generation model"), "{err}");
+    let err = fails(&["generate", s(&pkg), "--prompt", "hi", "--temperature=-1"]);
+    assert!(err.contains("temperature"), "{err}");
+}
+
+#[test]
+fn chat_with_a_gguf_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("tiny.pkg");
+    ok(&[
+        "import",
+        s(&fixtures().join("gguf/llama-mixed.gguf")),
+        "--output",
+        s(&pkg),
+    ]);
+    let doc = json(&ok(&[
+        "chat",
+        s(&pkg),
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "8",
+        "--temperature",
+        "0",
+        "--json",
+    ]));
+    assert!(doc["token_ids"].as_array().unwrap().len() <= 8, "{doc}");
+    // Interactive mode reads one message per line from standard input.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_inferox"))
+        .args(["chat", s(&pkg), "--max-tokens", "4", "--temperature", "0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Hello\n/reset\nAgain\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr.matches("prompt tokens").count(),
+        2,
+        "two replies:\n{stderr}"
+    );
+    assert!(stderr.contains("conversation cleared"), "{stderr}");
+}

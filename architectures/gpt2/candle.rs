@@ -162,9 +162,12 @@ impl Gpt2 {
         } else {
             last_positions(&x, b, s)?
         };
-        x.matmul(&self.lm_head.t()?)?
-            .to_dtype(DType::F32)?
-            .flatten_all()
+        // One row (decoding): a matrix-vector product that streams the embedding matrix once.
+        let logits = match crate::backends::candle::dense::try_mat_vec(&x, &self.lm_head)? {
+            Some(logits) => logits,
+            None => x.matmul(&self.lm_head.t()?)?,
+        };
+        logits.to_dtype(DType::F32)?.flatten_all()
     }
 }
 

@@ -49,11 +49,10 @@ impl Linear {
             GgmlDType::Q8_0 => Some(Kind::Q8_0),
             _ => None,
         };
-        if let (Some(kind), true, [rows, cols]) = (kind, q.device().is_cpu(), q.shape().dims()) {
-            let data = q.data()?.into_owned();
-            if let Some(weight) = QMatrix::new(kind, *rows, *cols, data) {
-                return Ok(Linear::Packed { weight, bias });
-            }
+        if let (Some(kind), true, [rows, cols]) = (kind, q.device().is_cpu(), q.shape().dims())
+            && let Some(weight) = QMatrix::new(kind, *rows, *cols, &q.data()?)
+        {
+            return Ok(Linear::Packed { weight, bias });
         }
         if !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
             Ok(Linear::Quantized {
@@ -69,7 +68,10 @@ impl Linear {
     /// `x` is `[tokens, in]`; the result is `[tokens, out]`.
     pub fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
         let (y, bias) = match self {
-            Linear::Dense { weight_t, bias } => (x.matmul(weight_t)?, bias),
+            Linear::Dense { weight_t, bias } => match super::dense::try_vec_mat(x, weight_t)? {
+                Some(y) => (y, bias),
+                None => (x.matmul(weight_t)?, bias),
+            },
             Linear::Quantized { weight, bias } => (weight.forward(x)?, bias),
             Linear::Packed { weight, bias } => {
                 let rows = x.dim(0)?;

@@ -3,6 +3,7 @@
 //! page tables as soon as each tensor is copied (peak memory stays near one copy of the weights).
 
 pub mod decoder;
+pub mod dense;
 pub mod gguf;
 pub mod quant;
 
@@ -16,6 +17,32 @@ use crate::{Error, Result};
 use candle_core as candle;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+/// An output buffer that the threads of candle's worker pool fill at disjoint offsets.
+pub(crate) struct DisjointOut(*mut f32);
+
+// SAFETY: the buffer is only written through `slice`, whose callers promise disjoint ranges
+// while the owning allocation lives.
+unsafe impl Sync for DisjointOut {}
+
+impl DisjointOut {
+    /// Wraps `buffer` for one parallel call.
+    pub(crate) fn new(buffer: &mut [f32]) -> DisjointOut {
+        DisjointOut(buffer.as_mut_ptr())
+    }
+
+    /// The part `range` of the buffer.
+    ///
+    /// # Safety
+    /// `range` lies inside the buffer, no other live slice overlaps it, and the buffer outlives
+    /// the returned slice.
+    // The exclusive borrow comes from the caller's promise, not from `&self`: that is the point.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [f32] {
+        // SAFETY: as the caller promises.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
+    }
+}
 
 /// Converts a candle error into ours.
 pub fn err(e: candle::Error) -> Error {

@@ -1,13 +1,21 @@
 //! Quantized matrix products on the CPU for the GGUF block types Q4_0, Q4_1 and Q8_0 — the ones
-//! small GGUF models are made of, and that candle multiplies with scalar code (Q4_1) or one
-//! activation row at a time. As in llama.cpp, activations are quantized per block of 32 to int8
-//! (scale stored as f16), block dot products are integer, and output rows are split across
-//! candle's CPU worker pool (one pool for every op, so threads never contend). AVX2 kernels are
-//! chosen at run time; other CPUs get the portable code.
+//! small GGUF models are made of, and that candle multiplies with scalar code (Q4_1) or with an
+//! activation rounding unlike llama.cpp's (Q8_0).
+//!
+//! As in llama.cpp, activations are quantized per block of 32 to int8 (scale stored as f16) and
+//! block dot products are integer. Weights are repacked at load into separate arrays of values,
+//! f16 scales and f16 minimums, so that eight block scales convert in one instruction; four
+//! weight rows are multiplied together against each activation row, sharing its loads. Output
+//! rows are split across candle's CPU worker pool (one pool for every op: threads never
+//! contend). AVX-512 VNNI or AVX2 kernels are chosen at run time; other CPUs get portable code.
 
+use super::DisjointOut;
 use super::candle_core::utils::barrier_pool;
+use half::f16;
 
 const QK: usize = 32;
+/// Weight rows multiplied together.
+const TILE: usize = 4;
 
 /// A supported block type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,7 +29,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// Bytes per block of 32 values.
+    /// Bytes per block of 32 values in the GGUF layout.
     pub fn block_bytes(self) -> usize {
         match self {
             Kind::Q4_0 => 18,
@@ -29,46 +37,60 @@ impl Kind {
             Kind::Q8_0 => 34,
         }
     }
+
+    /// Bytes of packed values per block.
+    fn value_bytes(self) -> usize {
+        match self {
+            Kind::Q4_0 | Kind::Q4_1 => 16,
+            Kind::Q8_0 => 32,
+        }
+    }
 }
 
-/// A `[rows, cols]` matrix of quantized blocks, rows contiguous (the GGUF layout).
+/// A `[rows, cols]` matrix of quantized blocks, repacked for the kernels.
 pub struct QMatrix {
     kind: Kind,
     rows: usize,
     cols: usize,
-    data: Vec<u8>,
+    /// Packed values, `[rows][blocks][value_bytes]`.
+    values: Vec<u8>,
+    /// Block scales (f16 bits), `[rows][padded blocks]`: each row padded with zeros to a
+    /// multiple of 8 blocks, so that the kernels always load eight.
+    scales: Vec<u16>,
+    /// Block minimums (f16 bits) for Q4_1, laid out as `scales`; empty otherwise.
+    mins: Vec<u16>,
+}
+
+/// Blocks rounded up to a multiple of 8.
+fn padded(blocks: usize) -> usize {
+    blocks.div_ceil(8) * 8
 }
 
 /// Activations quantized to int8 per block of 32, llama.cpp's `q8_0` / `q8_1`.
 struct QActs {
     q: Vec<i8>,
-    /// Scale of each block (rounded through f16).
+    /// Scale of each block (rounded through f16), `[rows][padded blocks]` (zero-padded).
     d: Vec<f32>,
-    /// `d * sum(q)` of each block (rounded through f16), for Q4_1's offset.
-    s: Vec<f32>,
-    /// `sum(q)` of each block, for Q4_0's offset of 8.
-    sum: Vec<i32>,
-}
-
-fn f16(bytes: &[u8]) -> f32 {
-    half::f16::from_le_bytes([bytes[0], bytes[1]]).to_f32()
+    /// Per block, what multiplies the weight block's minimum (Q4_1: `d * sum(q)`, rounded
+    /// through f16) or scale (Q4_0: `-8 * d * sum(q)`, the offset of its 4-bit values), laid
+    /// out as `d`.
+    c: Vec<f32>,
 }
 
 fn round_f16(x: f32) -> f32 {
-    half::f16::from_f32(x).to_f32()
+    f16::from_f32(x).to_f32()
 }
 
-/// Quantizes `rows` rows of `cols` values (`cols` a multiple of 32).
-fn quantize_acts(x: &[f32], cols: usize) -> QActs {
-    let blocks = x.len() / QK;
+/// Quantizes rows of `x` (`cols` values each) as llama.cpp quantizes activations for `kind`.
+fn quantize_acts(kind: Kind, x: &[f32], cols: usize) -> QActs {
+    let nbp = padded(cols / QK);
+    let rows = x.len() / cols;
     let mut a = QActs {
         q: vec![0; x.len()],
-        d: Vec::with_capacity(blocks),
-        s: Vec::with_capacity(blocks),
-        sum: Vec::with_capacity(blocks),
+        d: vec![0.0; rows * nbp],
+        c: vec![0.0; rows * nbp],
     };
-    debug_assert_eq!(x.len() % cols, 0);
-    for (xs, qs) in x.chunks_exact(QK).zip(a.q.chunks_exact_mut(QK)) {
+    for (b, (xs, qs)) in x.chunks_exact(QK).zip(a.q.chunks_exact_mut(QK)).enumerate() {
         let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -77,42 +99,61 @@ fn quantize_acts(x: &[f32], cols: usize) -> QActs {
             *q = (v * id).round() as i8;
             sum += *q as i32;
         }
-        a.d.push(round_f16(d));
-        a.s.push(round_f16(d * sum as f32));
-        a.sum.push(sum);
+        let d16 = round_f16(d);
+        let at = b / (cols / QK) * nbp + b % (cols / QK);
+        a.d[at] = d16;
+        a.c[at] = match kind {
+            Kind::Q4_0 => -8.0 * d16 * sum as f32,
+            Kind::Q4_1 => round_f16(d * sum as f32),
+            Kind::Q8_0 => 0.0,
+        };
     }
     a
 }
 
-/// One weight row against one activation row, portable code.
-fn dot_portable(kind: Kind, w: &[u8], q: &[i8], d: &[f32], s: &[f32], sum: &[i32]) -> f32 {
-    let bb = kind.block_bytes();
+/// The inputs of one kernel call: weight rows starting at `row` against activation row `act`.
+#[derive(Clone, Copy)]
+struct Tile<'a> {
+    m: &'a QMatrix,
+    a: &'a QActs,
+    row: usize,
+    act: usize,
+}
+
+impl Tile<'_> {
+    fn blocks(&self) -> usize {
+        self.m.cols / QK
+    }
+}
+
+/// Portable kernel: one weight row against one activation row.
+fn dot_portable(t: &Tile<'_>, r: usize) -> f32 {
+    let (m, a) = (t.m, t.a);
+    let nb = t.blocks();
+    let nbp = padded(nb);
+    let vb = m.kind.value_bytes();
+    let row = t.row + r;
     let mut total = 0f32;
-    for (b, blk) in w.chunks_exact(bb).enumerate() {
-        let qx = &q[b * QK..(b + 1) * QK];
-        let dw = f16(blk);
-        total += match kind {
-            Kind::Q4_0 | Kind::Q4_1 => {
-                let qs = &blk[bb - 16..];
-                let mut si = 0i32;
-                for j in 0..16 {
-                    si += (qs[j] & 0x0F) as i32 * qx[j] as i32
-                        + (qs[j] >> 4) as i32 * qx[j + 16] as i32;
-                }
-                if kind == Kind::Q4_0 {
-                    dw * d[b] * (si - 8 * sum[b]) as f32
-                } else {
-                    dw * d[b] * si as f32 + f16(&blk[2..]) * s[b]
-                }
-            }
-            Kind::Q8_0 => {
-                let si: i32 = blk[2..]
-                    .iter()
-                    .zip(qx)
-                    .map(|(&w, &x)| (w as i8) as i32 * x as i32)
-                    .sum();
-                dw * d[b] * si as f32
-            }
+    for b in 0..nb {
+        let w = &m.values[(row * nb + b) * vb..(row * nb + b + 1) * vb];
+        let x = &a.q[(t.act * nb + b) * QK..(t.act * nb + b + 1) * QK];
+        let si: i32 = match m.kind {
+            Kind::Q4_0 | Kind::Q4_1 => (0..16)
+                .map(|j| (w[j] & 0x0F) as i32 * x[j] as i32 + (w[j] >> 4) as i32 * x[j + 16] as i32)
+                .sum(),
+            Kind::Q8_0 => w
+                .iter()
+                .zip(x)
+                .map(|(&w, &x)| (w as i8) as i32 * x as i32)
+                .sum(),
+        };
+        let dw = f16::from_bits(m.scales[row * nbp + b]).to_f32();
+        let ab = t.act * nbp + b;
+        total += dw * a.d[ab] * si as f32;
+        total += match m.kind {
+            Kind::Q4_0 => dw * a.c[ab],
+            Kind::Q4_1 => f16::from_bits(m.mins[row * nbp + b]).to_f32() * a.c[ab],
+            Kind::Q8_0 => 0.0,
         };
     }
     total
@@ -120,105 +161,124 @@ fn dot_portable(kind: Kind, w: &[u8], q: &[i8], d: &[f32], s: &[f32], sum: &[i32
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Kind, QK};
+    use super::{Kind, QK, Tile, padded};
     use std::arch::x86_64::*;
 
     const Q4_0: u8 = 0;
     const Q4_1: u8 = 1;
     const Q8_0: u8 = 2;
 
-    /// Row data and activations for one dot product; lengths checked by `check`.
-    pub struct Row<'a> {
-        pub w: &'a [u8],
-        pub q: &'a [i8],
-        pub d: &'a [f32],
-        pub s: &'a [f32],
-        pub sum: &'a [i32],
-    }
-
-    /// The body shared by the AVX2 and AVX-512 VNNI kernels (inlined into each, so it is
-    /// compiled with their features).
     #[inline(always)]
-    unsafe fn body<const K: u8, const VNNI: bool>(r: &Row<'_>) -> f32 {
-        let bb = [18usize, 20, 34][K as usize];
-        let blocks = r.q.len() / QK;
-        assert!(
-            r.w.len() >= blocks * bb
-                && r.d.len() >= blocks
-                && r.s.len() >= blocks
-                && r.sum.len() >= blocks
-        );
-        // SAFETY: every pointer below stays inside the slices checked above; the caller
-        // guarantees the CPU features of the wrapper this is inlined into.
+    unsafe fn hsum(v: __m256) -> f32 {
+        // SAFETY: plain arithmetic on registers.
         unsafe {
-            let (w, q) = (r.w.as_ptr(), r.q.as_ptr());
-            let ones = _mm256_set1_epi16(1);
-            let nibble = _mm_set1_epi8(0x0F);
-            let mut acc = [_mm256_setzero_ps(), _mm256_setzero_ps()];
-            let mut extra = 0f32;
-            for b in 0..blocks {
-                let blk = w.add(b * bb);
-                let x = _mm256_loadu_si256(q.add(b * QK) as *const __m256i);
-                let (u, v) = if K == Q8_0 {
-                    let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-                    (_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(x, wv))
-                } else {
-                    let packed = _mm_loadu_si128(blk.add(bb - 16) as *const __m128i);
-                    let lo = _mm_and_si128(packed, nibble);
-                    let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), nibble);
-                    (_mm256_set_m128i(hi, lo), x)
-                };
-                // u8 × i8 products summed in fours (VNNI) or pairs then fours (AVX2; pairs
-                // stay within i16: at most 2·127·127).
-                let products = if VNNI {
-                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, v)
-                } else {
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(u, v), ones)
-                };
-                let dw =
-                    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(*(blk as *const u16) as i32)));
-                let scale = dw * *r.d.get_unchecked(b);
-                let lane = b & 1;
-                acc[lane] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(scale),
-                    _mm256_cvtepi32_ps(products),
-                    acc[lane],
-                );
-                if K == Q4_0 {
-                    extra -= scale * (8 * *r.sum.get_unchecked(b)) as f32;
-                } else if K == Q4_1 {
-                    let m = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
-                        *(blk.add(2) as *const u16) as i32,
-                    )));
-                    extra += m * *r.s.get_unchecked(b);
-                }
-            }
-            let v = _mm256_add_ps(acc[0], acc[1]);
             let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
             let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1))) + extra
+            _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
         }
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn avx2<const K: u8>(r: &Row<'_>) -> f32 {
-        // SAFETY: forwarded from `dot`.
-        unsafe { body::<K, false>(r) }
+    /// `R` weight rows against one activation row; shared by the AVX2 and VNNI kernels, which
+    /// inline it and so compile it with their features.
+    #[inline(always)]
+    unsafe fn body<const K: u8, const R: usize, const VNNI: bool>(
+        t: &Tile<'_>,
+        out: &mut [f32; 4],
+    ) {
+        let (m, a) = (t.m, t.a);
+        let nb = t.blocks();
+        let nbp = padded(nb);
+        let vb = m.kind.value_bytes();
+        assert!((t.row + R) * nb * vb <= m.values.len() && (t.row + R) * nbp <= m.scales.len());
+        assert!(
+            (t.act + 1) * nb * QK <= a.q.len()
+                && (t.act + 1) * nbp <= a.d.len()
+                && (t.act + 1) * nbp <= a.c.len()
+        );
+        if K == Q4_1 {
+            assert!((t.row + R) * nbp <= m.mins.len());
+        }
+        // SAFETY: every offset below is within the bounds asserted above; the caller has
+        // checked the CPU features of the wrapper this is inlined into.
+        unsafe {
+            let ones = _mm256_set1_epi16(1);
+            let nibble = _mm_set1_epi8(0x0F);
+            let mut acc = [_mm256_setzero_ps(); R];
+            let mut bias = [_mm256_setzero_ps(); R];
+            let xq = a.q.as_ptr().add(t.act * nb * QK);
+            let xd = a.d.as_ptr().add(t.act * nbp);
+            let xc = a.c.as_ptr().add(t.act * nbp);
+            let f16x8 = |p: *const u16| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            let mut g = 0;
+            while g < nb {
+                let n = (nb - g).min(8);
+                // Scales are padded with zeros to whole groups of 8.
+                let dx = _mm256_loadu_ps(xd.add(g));
+                let cx = _mm256_loadu_ps(xc.add(g));
+                let mut scale = [_mm256_setzero_ps(); R];
+                for r in 0..R {
+                    let base = (t.row + r) * nbp + g;
+                    let dw = f16x8(m.scales.as_ptr().add(base));
+                    scale[r] = _mm256_mul_ps(dw, dx);
+                    if K == Q4_0 {
+                        bias[r] = _mm256_fmadd_ps(dw, cx, bias[r]);
+                    } else if K == Q4_1 {
+                        bias[r] = _mm256_fmadd_ps(f16x8(m.mins.as_ptr().add(base)), cx, bias[r]);
+                    }
+                }
+                for j in 0..n {
+                    let x = _mm256_loadu_si256(xq.add((g + j) * QK) as *const __m256i);
+                    let lane = _mm256_set1_epi32(j as i32);
+                    for r in 0..R {
+                        let w = m.values.as_ptr().add(((t.row + r) * nb + g + j) * vb);
+                        let (u, v) = if K == Q8_0 {
+                            let wv = _mm256_loadu_si256(w as *const __m256i);
+                            (_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(x, wv))
+                        } else {
+                            let packed = _mm_loadu_si128(w as *const __m128i);
+                            let lo = _mm_and_si128(packed, nibble);
+                            let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), nibble);
+                            (_mm256_set_m128i(hi, lo), x)
+                        };
+                        // u8 × i8 products summed in fours (VNNI), or in pairs (within i16:
+                        // at most 2·127·127) then fours (AVX2).
+                        let p = if VNNI {
+                            _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, v)
+                        } else {
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(u, v), ones)
+                        };
+                        let s = _mm256_permutevar8x32_ps(scale[r], lane);
+                        acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[r]);
+                    }
+                }
+                g += n;
+            }
+            for r in 0..R {
+                out[r] = hsum(_mm256_add_ps(acc[r], bias[r]));
+            }
+        }
     }
 
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-    unsafe fn vnni<const K: u8>(r: &Row<'_>) -> f32 {
-        // SAFETY: forwarded from `dot`.
-        unsafe { body::<K, true>(r) }
+    macro_rules! kernels {
+        ($name:ident, $vnni:expr, $features:literal) => {
+            #[target_feature(enable = $features)]
+            unsafe fn $name<const K: u8, const R: usize>(t: &Tile<'_>, out: &mut [f32; 4]) {
+                // SAFETY: forwarded from `dot`, whose caller detected the features.
+                unsafe { body::<K, R, $vnni>(t, out) }
+            }
+        };
     }
+    kernels!(avx2, false, "avx2,fma,f16c");
+    kernels!(vnni, true, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni");
 
-    /// The best kernel this CPU has, if any.
+    /// The best kernel this CPU has.
     #[derive(Clone, Copy)]
     pub enum Isa {
         Avx2,
         Vnni,
     }
 
+    /// The kernel to use here, if any.
     pub fn detect() -> Option<Isa> {
         let avx2 = is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
@@ -233,46 +293,60 @@ mod x86 {
         }
     }
 
-    /// One weight row against one activation row with the detected kernel.
+    /// `rows` (4 or 1) weight rows of the tile against its activation row.
     ///
     /// # Safety
     /// `isa` must come from [`detect`] on this CPU.
-    pub unsafe fn dot(isa: Isa, kind: Kind, r: &Row<'_>) -> f32 {
+    pub unsafe fn dot(isa: Isa, t: &Tile<'_>, rows: usize, out: &mut [f32; 4]) {
+        macro_rules! go {
+            ($f:ident) => {
+                match (t.m.kind, rows) {
+                    (Kind::Q4_0, 4) => $f::<Q4_0, 4>(t, out),
+                    (Kind::Q4_1, 4) => $f::<Q4_1, 4>(t, out),
+                    (Kind::Q8_0, 4) => $f::<Q8_0, 4>(t, out),
+                    (Kind::Q4_0, _) => $f::<Q4_0, 1>(t, out),
+                    (Kind::Q4_1, _) => $f::<Q4_1, 1>(t, out),
+                    (Kind::Q8_0, _) => $f::<Q8_0, 1>(t, out),
+                }
+            };
+        }
         // SAFETY: the features of `isa` were detected.
         unsafe {
-            match (isa, kind) {
-                (Isa::Avx2, Kind::Q4_0) => avx2::<Q4_0>(r),
-                (Isa::Avx2, Kind::Q4_1) => avx2::<Q4_1>(r),
-                (Isa::Avx2, Kind::Q8_0) => avx2::<Q8_0>(r),
-                (Isa::Vnni, Kind::Q4_0) => vnni::<Q4_0>(r),
-                (Isa::Vnni, Kind::Q4_1) => vnni::<Q4_1>(r),
-                (Isa::Vnni, Kind::Q8_0) => vnni::<Q8_0>(r),
+            match isa {
+                Isa::Avx2 => go!(avx2),
+                Isa::Vnni => go!(vnni),
             }
         }
     }
 }
 
-/// The output buffer, written by the pool's threads at disjoint offsets.
-struct SharedOut(*mut f32);
-// SAFETY: only used to write disjoint ranges while the owning Vec is alive (see `matmul`).
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    fn at(&self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
-}
-
 impl QMatrix {
-    /// Wraps raw GGUF block data of a `[rows, cols]` matrix.
-    pub fn new(kind: Kind, rows: usize, cols: usize, data: Vec<u8>) -> Option<QMatrix> {
-        let ok = cols.is_multiple_of(QK) && data.len() == rows * cols / QK * kind.block_bytes();
-        ok.then_some(QMatrix {
+    /// Repacks raw GGUF block data of a `[rows, cols]` matrix.
+    pub fn new(kind: Kind, rows: usize, cols: usize, data: &[u8]) -> Option<QMatrix> {
+        let bb = kind.block_bytes();
+        let vb = kind.value_bytes();
+        if !cols.is_multiple_of(QK) || data.len() != rows * cols / QK * bb {
+            return None;
+        }
+        let nb = cols / QK;
+        let nbp = padded(nb);
+        let mut m = QMatrix {
             kind,
             rows,
             cols,
-            data,
-        })
+            values: Vec::with_capacity(rows * nb * vb),
+            scales: vec![0; rows * nbp],
+            mins: vec![0; if kind == Kind::Q4_1 { rows * nbp } else { 0 }],
+        };
+        for (i, blk) in data.chunks_exact(bb).enumerate() {
+            let at = i / nb * nbp + i % nb;
+            m.scales[at] = u16::from_le_bytes([blk[0], blk[1]]);
+            if kind == Kind::Q4_1 {
+                m.mins[at] = u16::from_le_bytes([blk[2], blk[3]]);
+            }
+            m.values.extend_from_slice(&blk[bb - vb..]);
+        }
+        Some(m)
     }
 
     /// Output rows.
@@ -288,38 +362,70 @@ impl QMatrix {
     /// `x · selfᵀ` for `x` of `n` rows of `cols` values: `n` rows of `rows` values.
     pub fn matmul(&self, x: &[f32]) -> Vec<f32> {
         let n = x.len() / self.cols;
-        let acts = quantize_acts(x, self.cols);
-        let row_bytes = self.cols / QK * self.kind.block_bytes();
-        let nb = self.cols / QK;
+        let acts = quantize_acts(self.kind, x, self.cols);
         #[cfg(target_arch = "x86_64")]
         let isa = x86::detect();
-        let kind = self.kind;
-        let dot = |w: &[u8], i: usize| -> f32 {
-            let (q, d, s, sum) = (
-                &acts.q[i * self.cols..(i + 1) * self.cols],
-                &acts.d[i * nb..(i + 1) * nb],
-                &acts.s[i * nb..(i + 1) * nb],
-                &acts.sum[i * nb..(i + 1) * nb],
-            );
-            #[cfg(target_arch = "x86_64")]
-            if let Some(isa) = isa {
-                // SAFETY: `isa` was detected on this CPU.
-                return unsafe { x86::dot(isa, kind, &x86::Row { w, q, d, s, sum }) };
-            }
-            dot_portable(kind, w, q, d, s, sum)
-        };
         // Output transposed ([rows, n]) so that each task writes one contiguous slab.
         let mut out_t = vec![0f32; self.rows * n];
-        let out = SharedOut(out_t.as_mut_ptr());
-        barrier_pool().execute_chunked(self.rows, |range| {
-            // SAFETY: the pool hands out disjoint row ranges; each writes only its own
-            // `range.len() * n` values of `out_t`, which outlives the call.
-            let slab =
-                unsafe { std::slice::from_raw_parts_mut(out.at(range.start * n), range.len() * n) };
-            for (row, out) in range.zip(slab.chunks_mut(n)) {
-                let w = &self.data[row * row_bytes..(row + 1) * row_bytes];
-                for (i, o) in out.iter_mut().enumerate() {
-                    *o = dot(w, i);
+        let out = DisjointOut::new(&mut out_t);
+        let tiles = self.rows.div_ceil(TILE);
+        // Four rows at once pay off when the activation rows share the weight loads (prompt
+        // processing); a single activation row streams best one weight row at a time.
+        let tile_rows = if n > 1 { TILE } else { 1 };
+        barrier_pool().execute_chunked(tiles, |range| {
+            let first = range.start * TILE;
+            let last = (range.end * TILE).min(self.rows);
+            // SAFETY: the pool hands out disjoint tile ranges; each writes only the values of
+            // its own rows, and `out_t` outlives the call.
+            let slab = unsafe { out.slice(first * n..last * n) };
+            for row in (first..last).step_by(TILE) {
+                let rows = (last - row).min(TILE);
+                for act in 0..n {
+                    let tile = Tile {
+                        m: self,
+                        a: &acts,
+                        row,
+                        act,
+                    };
+                    let mut res = [0f32; 4];
+                    #[cfg(target_arch = "x86_64")]
+                    let simd = match isa {
+                        Some(isa) if rows == TILE && tile_rows == TILE => {
+                            // SAFETY: `isa` was detected on this CPU.
+                            unsafe { x86::dot(isa, &tile, TILE, &mut res) };
+                            true
+                        }
+                        Some(isa) => {
+                            for (r, v) in res.iter_mut().enumerate().take(rows) {
+                                let mut one = [0f32; 4];
+                                // SAFETY: as above.
+                                unsafe {
+                                    x86::dot(
+                                        isa,
+                                        &Tile {
+                                            row: row + r,
+                                            ..tile
+                                        },
+                                        1,
+                                        &mut one,
+                                    )
+                                };
+                                *v = one[0];
+                            }
+                            true
+                        }
+                        None => false,
+                    };
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let simd = false;
+                    if !simd {
+                        for (r, v) in res.iter_mut().enumerate().take(rows) {
+                            *v = dot_portable(&tile, r);
+                        }
+                    }
+                    for r in 0..rows {
+                        slab[(row - first + r) * n + act] = res[r];
+                    }
                 }
             }
         });
@@ -348,7 +454,7 @@ mod tests {
                 Kind::Q8_0 => {
                     let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
                     let d = amax / 127.0;
-                    out.extend(half::f16::from_f32(d).to_le_bytes());
+                    out.extend(f16::from_f32(d).to_le_bytes());
                     out.extend(xs.iter().map(|v| ((v / d).round() as i8) as u8));
                 }
                 Kind::Q4_0 => {
@@ -356,7 +462,7 @@ mod tests {
                         .iter()
                         .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
                     let d = max / -8.0;
-                    out.extend(half::f16::from_f32(d).to_le_bytes());
+                    out.extend(f16::from_f32(d).to_le_bytes());
                     let q = |v: f32| ((v / d + 8.5) as i32).clamp(0, 15) as u8;
                     out.extend((0..16).map(|j| q(xs[j]) | (q(xs[j + 16]) << 4)));
                 }
@@ -364,8 +470,8 @@ mod tests {
                     let min = xs.iter().fold(f32::INFINITY, |m, &v| m.min(v));
                     let max = xs.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
                     let d = (max - min) / 15.0;
-                    out.extend(half::f16::from_f32(d).to_le_bytes());
-                    out.extend(half::f16::from_f32(min).to_le_bytes());
+                    out.extend(f16::from_f32(d).to_le_bytes());
+                    out.extend(f16::from_f32(min).to_le_bytes());
                     let q = |v: f32| (((v - min) / d + 0.5) as i32).clamp(0, 15) as u8;
                     out.extend((0..16).map(|j| q(xs[j]) | (q(xs[j + 16]) << 4)));
                 }
@@ -374,15 +480,15 @@ mod tests {
         out
     }
 
-    fn dequantize(kind: Kind, data: &[u8], len: usize) -> Vec<f32> {
-        let mut out = Vec::with_capacity(len);
+    fn dequantize(kind: Kind, data: &[u8]) -> Vec<f32> {
+        let mut out = Vec::new();
         for blk in data.chunks(kind.block_bytes()) {
-            let d = f16(blk);
+            let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
             match kind {
                 Kind::Q8_0 => out.extend(blk[2..].iter().map(|&q| d * (q as i8) as f32)),
                 Kind::Q4_0 | Kind::Q4_1 => {
                     let m = if kind == Kind::Q4_1 {
-                        f16(&blk[2..])
+                        f16::from_le_bytes([blk[2], blk[3]]).to_f32()
                     } else {
                         0.0
                     };
@@ -398,7 +504,8 @@ mod tests {
 
     #[test]
     fn matches_the_dequantized_product() {
-        let (rows, cols, n) = (37, 96, 3);
+        // 37 rows: full tiles of 4 and a remainder; 9 blocks: a group of 8 and a tail.
+        let (rows, cols, n) = (37, 288, 3);
         let w: Vec<f32> = (0..rows * cols)
             .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.3)
             .collect();
@@ -407,10 +514,10 @@ mod tests {
             .collect();
         for kind in [Kind::Q4_0, Kind::Q4_1, Kind::Q8_0] {
             let data = quantize_weights(kind, &w);
-            let dq = dequantize(kind, &data, w.len());
-            let m = QMatrix::new(kind, rows, cols, data).unwrap();
+            let dq = dequantize(kind, &data);
+            let m = QMatrix::new(kind, rows, cols, &data).unwrap();
             let y = m.matmul(&x);
-            let acts = quantize_acts(&x, cols);
+            let acts = quantize_acts(kind, &x, cols);
             for i in 0..n {
                 for r in 0..rows {
                     let exact: f32 = (0..cols).map(|k| dq[r * cols + k] * x[i * cols + k]).sum();
@@ -420,19 +527,16 @@ mod tests {
                         (got - exact).abs() < 0.05,
                         "{kind:?} [{i}, {r}]: {got} vs {exact}"
                     );
-                    // The SIMD and portable kernels agree.
-                    let nb = cols / QK;
-                    let portable = dot_portable(
-                        kind,
-                        &m.data[r * nb * kind.block_bytes()..(r + 1) * nb * kind.block_bytes()],
-                        &acts.q[i * cols..(i + 1) * cols],
-                        &acts.d[i * nb..(i + 1) * nb],
-                        &acts.s[i * nb..(i + 1) * nb],
-                        &acts.sum[i * nb..(i + 1) * nb],
-                    );
+                    let tile = Tile {
+                        m: &m,
+                        a: &acts,
+                        row: r,
+                        act: i,
+                    };
+                    let portable = dot_portable(&tile, 0);
                     assert!(
                         (got - portable).abs() <= 1e-4 * portable.abs().max(1.0),
-                        "{kind:?}: {got} vs {portable}"
+                        "{kind:?}: SIMD {got} vs portable {portable}"
                     );
                 }
             }

@@ -37,6 +37,9 @@ pub struct Sampling {
     /// Print one JSON document (text, token_ids, finish_reason, stats) instead of streaming.
     #[arg(long)]
     json: bool,
+    /// Do not stop at end-of-sequence tokens (for benchmarks: always generate --max-tokens).
+    #[arg(long)]
+    ignore_eos: bool,
     /// Backend to run on (default: the first the package lists that this binary has).
     #[arg(long)]
     backend: Option<String>,
@@ -58,7 +61,7 @@ impl Sampling {
             repetition_penalty: self.repetition_penalty,
             seed: self.seed,
             stop: self.stops.clone(),
-            eos_token_ids: None,
+            eos_token_ids: self.ignore_eos.then(Vec::new),
         }
     }
 
