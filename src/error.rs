@@ -165,6 +165,40 @@ pub enum Error {
     /// The operation needs something the package does not describe.
     #[error("{0}")]
     Unsupported(String),
+    /// The hub has no such repository (or it is private and no token was given).
+    #[error("repository `{repo}` was not found on the hub")]
+    RepoNotFound { repo: String },
+    /// The repository has no such branch, tag or commit.
+    #[error("repository `{repo}` has no revision `{revision}`")]
+    RevisionNotFound { repo: String, revision: String },
+    /// A file the package needs is not in the repository.
+    #[error("repository `{repo}` has no file `{file}`")]
+    RemoteFileNotFound { repo: String, file: String },
+    /// The hub refused access (401/403).
+    #[error("the hub refused access to `{repo}` (HTTP {status}{})", if *gated { ", gated repository" } else { "" })]
+    Unauthorized {
+        repo: String,
+        status: u16,
+        gated: bool,
+    },
+    /// The hub kept failing (5xx) after retries.
+    #[error("{url}: the server answered HTTP {status}")]
+    ServerError { url: String, status: u16 },
+    /// The server did not answer in time.
+    #[error("{url}: timed out")]
+    Timeout { url: String },
+    /// The connection failed or broke.
+    #[error("{url}: {message}")]
+    Network { url: String, message: String },
+    /// No space left while writing.
+    #[error("{}: no space left on the device", path.display())]
+    DiskFull { path: PathBuf },
+    /// Offline, and the cache lacks what is needed.
+    #[error("offline: {what} (repository `{repo}`)")]
+    Offline { repo: String, what: String },
+    /// Neither a package directory nor the id of a package in the store.
+    #[error("no package `{name}`: not a directory, nor an id in the store at {}", store.display())]
+    PackageNotFound { name: String, store: PathBuf },
     /// A backend library reported an error.
     #[error("{backend} backend: {message}")]
     Backend {
@@ -270,6 +304,35 @@ impl Error {
             }
             Error::AlreadyExists { .. } => {
                 "choose another --output or pass --overwrite".to_string()
+            }
+            Error::RepoNotFound { .. } => {
+                "check the repo id (org/name); for a private repository set HF_TOKEN".to_string()
+            }
+            Error::RevisionNotFound { .. } => {
+                "check the branch, tag or commit after @ (default: main)".to_string()
+            }
+            Error::RemoteFileNotFound { .. } => {
+                "the repository is incomplete or not a Hugging Face model layout".to_string()
+            }
+            Error::Unauthorized { gated: true, .. } => {
+                "accept the model's terms on the hub, then set HF_TOKEN to a token of that account"
+                    .to_string()
+            }
+            Error::Unauthorized { .. } => {
+                "set HF_TOKEN to a token with access to this repository".to_string()
+            }
+            Error::ServerError { .. } | Error::Network { .. } | Error::Timeout { .. } => {
+                "try again later; a re-run resumes where this one stopped (HF_ENDPOINT picks another hub)"
+                    .to_string()
+            }
+            Error::DiskFull { .. } => {
+                "free some space (or move the cache with HF_HOME) and run again; it resumes".to_string()
+            }
+            Error::PackageNotFound { .. } => {
+                "`inferox packages` lists the store; `inferox pull ORG/NAME` adds to it".to_string()
+            }
+            Error::Offline { .. } => {
+                "run once with network access (unset HF_HUB_OFFLINE), or import a local copy".to_string()
             }
             _ => return None,
         };

@@ -33,11 +33,21 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Streams `reader` into `writer` (when given), returning the byte count and sha256.
 /// `progress` is called with the bytes done so far.
 pub fn copy_hashed(
+    reader: impl Read,
+    writer: Option<&mut dyn Write>,
+    progress: impl FnMut(u64),
+) -> std::io::Result<(u64, String)> {
+    copy_digest(Sha256::new(), reader, writer, progress)
+}
+
+/// [`copy_hashed`] with any digest, fed from its current state (so a caller can hash a
+/// header first, as git's blob ids do).
+pub fn copy_digest<D: Digest>(
+    mut hasher: D,
     mut reader: impl Read,
     mut writer: Option<&mut dyn Write>,
     mut progress: impl FnMut(u64),
 ) -> std::io::Result<(u64, String)> {
-    let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {

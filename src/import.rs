@@ -29,6 +29,9 @@ pub struct ImportOptions {
     pub repo_id: Option<String>,
     /// Revision to record, or, for a cache entry, the ref to resolve (default `main`).
     pub revision: Option<String>,
+    /// Provenance to record instead of the one derived from the source path (a pull records
+    /// the hub it came from).
+    pub provenance: Option<Provenance>,
 }
 
 /// Progress of an import, for progress bars.
@@ -40,6 +43,18 @@ pub enum ImportEvent<'a> {
     Bytes(u64),
     /// Something the user should know (what `--force` let through).
     Warning(&'a str),
+    /// A pull resolved its revision to this commit.
+    Resolved { commit: &'a str },
+    /// The destination already holds the package of that commit: nothing to do.
+    UpToDate,
+    /// A file was already in the Hugging Face cache.
+    Cached { path: &'a str },
+    /// A file starts downloading (from byte `resume_from` when resuming).
+    Download {
+        path: &'a str,
+        size: u64,
+        resume_from: u64,
+    },
 }
 
 /// Files copied next to the manifests when the source has them.
@@ -61,6 +76,15 @@ struct SourceDir {
 fn repo_id_from_cache_dir(name: &str) -> Option<String> {
     let rest = name.strip_prefix("models--")?;
     Some(rest.replace("--", "/"))
+}
+
+/// The repo id of a path inside a Hugging Face cache (`.../models--org--name[/snapshots/SHA]`).
+pub fn cache_repo_id(path: &Path) -> Option<String> {
+    let abs = path.canonicalize().ok()?;
+    abs.ancestors().take(3).find_map(|p| {
+        p.file_name()
+            .and_then(|n| repo_id_from_cache_dir(&n.to_string_lossy()))
+    })
 }
 
 fn resolve_source(src: &Path, options: &ImportOptions) -> Result<SourceDir> {
@@ -264,6 +288,10 @@ pub fn import(
     }
     let source = resolve_source(src, options)?;
     let dir = &source.dir;
+    let provenance = options
+        .provenance
+        .clone()
+        .unwrap_or_else(|| source.provenance.clone());
     let config_path = dir.join("config.json");
     if !config_path.is_file() {
         return Err(Error::Import {
@@ -375,12 +403,11 @@ pub fn import(
         family: None,
         tasks: Vec::new(),
         source: Source {
-            repo_id: source.provenance.repo_id.clone(),
-            revision: source
-                .provenance
+            repo_id: provenance.repo_id.clone(),
+            revision: provenance
                 .commit
                 .clone()
-                .or_else(|| source.provenance.revision.clone()),
+                .or_else(|| provenance.revision.clone()),
         },
         backends: BTreeMap::new(),
         io: Default::default(),
@@ -441,15 +468,7 @@ pub fn import(
         .map(|t| (CHAT_TEMPLATE_FILE, t.into_bytes()))
         .into_iter()
         .collect();
-    write_package(
-        dest,
-        options,
-        &copies,
-        &extra,
-        &info,
-        source.provenance,
-        progress,
-    )
+    write_package(dest, options, &copies, &extra, &info, provenance, progress)
 }
 
 /// Writes a package: copies `copies` (source, package path), writes `extra` files, then the
@@ -534,6 +553,13 @@ fn import_gguf(
         .and_then(GgufValue::as_str)
         .map(str::to_string);
     let model_rel = format!("backends/{}/model.gguf", first.backend);
+    let provenance = options.provenance.clone().unwrap_or(Provenance {
+        kind: SourceKind::Local,
+        path: Some(path.display().to_string()),
+        repo_id: options.repo_id.clone(),
+        revision: options.revision.clone(),
+        commit: None,
+    });
     let mut info = ModelInfo {
         format_version: FORMAT_VERSION,
         model_type: first.model_type.to_string(),
@@ -541,8 +567,11 @@ fn import_gguf(
         family: Some(first.family),
         tasks: description.tasks,
         source: Source {
-            repo_id: options.repo_id.clone(),
-            revision: options.revision.clone(),
+            repo_id: provenance.repo_id.clone(),
+            revision: provenance
+                .commit
+                .clone()
+                .or_else(|| provenance.revision.clone()),
         },
         backends: BTreeMap::new(),
         io: description.io,
@@ -575,13 +604,7 @@ fn import_gguf(
     if let Some(t) = template {
         extra.push((CHAT_TEMPLATE_FILE, t.into_bytes()));
     }
-    let provenance = Provenance {
-        kind: SourceKind::Local,
-        path: Some(path.display().to_string()),
-        repo_id: options.repo_id.clone(),
-        revision: options.revision.clone(),
-        commit: None,
-    };
+
     write_package(
         dest,
         options,

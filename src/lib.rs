@@ -29,6 +29,7 @@ mod files;
 pub mod chat;
 pub mod generate;
 pub mod gguf;
+pub mod hub;
 pub mod import;
 pub mod loader;
 pub mod manifest;
@@ -39,6 +40,7 @@ pub mod pipeline;
 pub mod preprocess;
 pub mod registry;
 pub mod schema;
+pub mod store;
 pub mod tensor;
 pub mod weights;
 

@@ -45,6 +45,17 @@ enum Command {
     /// For a sentence-embedding package, --text gives one embedding per text (--similarity adds
     /// the cosine-similarity matrix); for other packages it gives the model's outputs by name.
     Run(cli::run::Args),
+    /// Download a model from the Hugging Face hub and make a package of it.
+    ///
+    /// Only what the package needs is downloaded (config, safetensors weights or one GGUF file,
+    /// tokenizer and generation files), into the Hugging Face cache, every file checked against
+    /// the hub's sha256; an interrupted pull resumes. Honours HF_ENDPOINT, HF_TOKEN, HF_HOME and
+    /// HF_HUB_OFFLINE. Without --output the package goes to the store (`inferox packages`).
+    Pull(cli::hub::PullArgs),
+    /// List the packages in the store (INFEROX_PACKAGES, default ~/.local/share/inferox/packages).
+    Packages(cli::hub::PackagesArgs),
+    /// Remove a package from the store.
+    Rm(cli::hub::RmArgs),
     /// Continue a text with a text-generation package, streaming it to standard output.
     ///
     /// Timings go to standard error. --temperature 0 is greedy; --seed makes sampling
@@ -62,6 +73,8 @@ const EXAMPLES: &str = "Examples:
   inferox inspect minilm.pkg
   inferox run minilm.pkg --text \"A man is eating food.\" --text \"A man eats bread.\" --similarity
   inferox run minilm.pkg --input input_ids=ids.npy --json
+  inferox pull sentence-transformers/all-MiniLM-L6-v2
+  inferox run sentence-transformers/all-MiniLM-L6-v2 --text \"Hello\"
   inferox import SmolLM2-135M-Instruct.Q4_1.gguf --output smollm2.pkg
   inferox chat smollm2.pkg --prompt \"What is the capital of France?\"
 
@@ -92,6 +105,9 @@ fn main() -> ExitCode {
         Command::Doctor(args) => cli::info::doctor(args),
         Command::Run(args) => cli::run::run(args),
         Command::Generate(args) => cli::generate::generate(args),
+        Command::Pull(args) => cli::hub::pull(args),
+        Command::Packages(args) => cli::hub::packages(args),
+        Command::Rm(args) => cli::hub::rm(args),
         Command::Chat(args) => cli::generate::chat(args),
     };
     match result {

@@ -4,15 +4,14 @@ use super::print_json;
 use anyhow::Context;
 use inferox::chat::ChatMessage;
 use inferox::generate::{GenerateOptions, Generation, GenerationStats, TextStream};
-use inferox::{DType, Device, LoadOptions, LoadedModel, Package};
+use inferox::{DType, Device, LoadOptions, LoadedModel};
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 
 /// Options shared by `generate` and `chat`.
 #[derive(clap::Args)]
 pub struct Sampling {
-    /// Package directory.
-    package: PathBuf,
+    /// Package directory, or the id of a package in the store (`inferox packages`).
+    package: String,
     /// Most tokens to generate (default: the package's generation_config, else 256).
     #[arg(long, value_name = "N")]
     max_tokens: Option<usize>,
@@ -66,7 +65,7 @@ impl Sampling {
     }
 
     fn load(&self) -> anyhow::Result<LoadedModel> {
-        let package = Package::open(&self.package)?;
+        let package = super::open_package(&self.package)?;
         let options = LoadOptions {
             backend: self.backend.clone(),
             dtype: Some(self.dtype.parse::<DType>()?),
@@ -158,7 +157,7 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
     if interactive {
         eprintln!(
             "chatting with {} (/reset clears the conversation, /exit or Ctrl-D quits)",
-            args.sampling.package.display()
+            args.sampling.package
         );
     }
     let stdin = std::io::stdin();

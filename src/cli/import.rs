@@ -1,16 +1,17 @@
 //! `inferox import`.
 
-use super::{byte_bar, human_bytes, print_json};
-use inferox::{ImportEvent, ImportOptions};
+use super::{Progress, human_bytes, print_json};
+use inferox::ImportOptions;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Hugging Face model directory, cache snapshot or cache entry (models--org--name).
     src: PathBuf,
-    /// Where to write the package (a new directory).
+    /// Where to write the package (a new directory; default: the store, under the repo id or
+    /// `local/NAME`).
     #[arg(long, short)]
-    output: PathBuf,
+    output: Option<PathBuf>,
     /// Replace an existing package at --output.
     #[arg(long)]
     overwrite: bool,
@@ -35,26 +36,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         overwrite: args.overwrite,
         repo_id: args.repo_id,
         revision: args.revision,
+        provenance: None,
     };
-    let mut bar: Option<indicatif::ProgressBar> = None;
-    let mut progress = |event: ImportEvent<'_>| match event {
-        ImportEvent::File { path, size } => {
-            if let Some(b) = bar.take() {
-                b.finish_and_clear();
-            }
-            bar = Some(byte_bar(size, path.to_string()));
+    let output = match &args.output {
+        Some(o) => o.clone(),
+        None => {
+            let id = default_id(&args.src, options.repo_id.as_deref());
+            inferox::store::Store::from_env()?.path_for(&id)?
         }
-        ImportEvent::Bytes(n) => {
-            if let Some(b) = &bar {
-                b.set_position(n);
-            }
-        }
-        ImportEvent::Warning(message) => eprintln!("warning: {message}"),
     };
-    let package = inferox::import(&args.src, &args.output, &options, &mut progress)?;
-    if let Some(b) = bar.take() {
-        b.finish_and_clear();
-    }
+    let mut progress = Progress::new(!args.json);
+    let package = inferox::import(&args.src, &output, &options, &mut |e| progress.event(e))?;
+    progress.finish();
     let info = package.info();
     if args.json {
         return print_json(info);
@@ -79,6 +72,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         package.metadata().files.len(),
         human_bytes(package.metadata().total_size())
     );
-    println!("next: inferox inspect {}", args.output.display());
+    println!("next: inferox inspect {}", output.display());
     Ok(())
+}
+
+/// The store id of an import without --output: the repo id given or found in a Hugging Face
+/// cache path, else `local/` and the source's name.
+fn default_id(src: &std::path::Path, repo_id: Option<&str>) -> String {
+    if let Some(id) = repo_id
+        .map(str::to_string)
+        .or_else(|| inferox::import::cache_repo_id(src))
+    {
+        return id;
+    }
+    let name = src
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_stem().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "model".into());
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("local/{}", name.replace("--", "-").trim_start_matches('.'))
 }

@@ -4,12 +4,11 @@ use super::{byte_bar, human_bytes, print_json};
 use inferox::schema::{Preprocessing, TensorSpec};
 use inferox::{Package, backends, build_info, registry};
 use serde_json::json;
-use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
-    /// Package directory.
-    package: PathBuf,
+    /// Package directory, or the id of a package in the store (`inferox packages`).
+    package: String,
     /// Also check every file's sha256 against metadata.json.
     #[arg(long)]
     verify: bool,
@@ -20,8 +19,8 @@ pub struct InspectArgs {
 
 #[derive(clap::Args)]
 pub struct ValidateArgs {
-    /// Package directory.
-    package: PathBuf,
+    /// Package directory, or the id of a package in the store (`inferox packages`).
+    package: String,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -76,7 +75,7 @@ fn spec_line(spec: &TensorSpec) -> String {
 }
 
 pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
-    let package = Package::open(&args.package)?;
+    let package = super::open_package(&args.package)?;
     if args.verify {
         package.verify()?;
     }
@@ -169,7 +168,7 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
 }
 
 pub fn validate(args: ValidateArgs) -> anyhow::Result<()> {
-    let package = Package::open(&args.package)?;
+    let package = super::open_package(&args.package)?;
     let total = package.metadata().total_size();
     let bar = if args.json {
         indicatif::ProgressBar::hidden()

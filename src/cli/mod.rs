@@ -1,6 +1,7 @@
 //! Subcommands of the `inferox` binary.
 
 pub mod generate;
+pub mod hub;
 pub mod import;
 pub mod info;
 pub mod run;
@@ -21,6 +22,65 @@ pub fn byte_bar(total: u64, message: String) -> ProgressBar {
     );
     bar.set_message(message);
     bar
+}
+
+/// Shows import and pull progress on stderr as a byte bar per file when stderr is a terminal
+/// (and nothing otherwise, or with `--json`).
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    shown: bool,
+}
+
+impl Progress {
+    /// A reporter; `shown` is false for `--json` output.
+    pub fn new(shown: bool) -> Progress {
+        Progress { bar: None, shown }
+    }
+
+    fn start(&mut self, size: u64, message: String, at: u64) {
+        self.finish();
+        if self.shown {
+            let bar = byte_bar(size, message);
+            bar.set_position(at);
+            self.bar = Some(bar);
+        }
+    }
+
+    /// Handles one event.
+    pub fn event(&mut self, event: inferox::ImportEvent<'_>) {
+        use inferox::ImportEvent as E;
+        match event {
+            E::File { path, size } => self.start(size, path.to_string(), 0),
+            E::Download {
+                path,
+                size,
+                resume_from,
+            } => self.start(size, format!("↓ {path}"), resume_from),
+            E::Bytes(n) => {
+                if let Some(b) = &self.bar {
+                    b.set_position(n);
+                }
+            }
+            E::Warning(message) => eprintln!("warning: {message}"),
+            _ => {}
+        }
+    }
+
+    /// Clears the last bar.
+    pub fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Opens a package given by path, or by id from the store.
+pub fn open_package(name: &str) -> anyhow::Result<inferox::Package> {
+    match inferox::store::Store::from_env() {
+        Ok(store) => Ok(store.open(name)?),
+        // Without a home for the store, only paths work.
+        Err(_) => Ok(inferox::Package::open(name)?),
+    }
 }
 
 /// Prints `value` as pretty JSON on stdout.

@@ -4,14 +4,14 @@ use super::print_json;
 use anyhow::{Context, bail};
 use inferox::manifest::Pooling;
 use inferox::pipeline::cosine;
-use inferox::{DType, Device, EmbedOptions, LoadOptions, LoadedModel, NamedTensors, Package};
+use inferox::{DType, Device, EmbedOptions, LoadOptions, LoadedModel, NamedTensors};
 use serde_json::json;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Package directory.
-    package: PathBuf,
+    /// Package directory, or the id of a package in the store (`inferox packages`).
+    package: String,
     /// Check every file's sha256 against metadata.json before loading.
     #[arg(long)]
     verify: bool,
@@ -187,7 +187,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "nothing to run: give --text TEXT or --input NAME=FILE.npy (see `inferox run --help`)"
         );
     }
-    let package = Package::open(&args.package)?;
+    let package = super::open_package(&args.package)?;
     if args.verify {
         package.verify()?;
     }

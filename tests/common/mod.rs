@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod hub;
+
 use inferox::{HostTensor, ImportOptions, Package};
 use std::path::{Path, PathBuf};
 

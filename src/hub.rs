@@ -1,0 +1,884 @@
+//! Pulling models from a Hugging Face hub: resolve the revision to a commit, download only what
+//! a package needs into the Hugging Face cache (so Python tools and inferox share it), verify
+//! every file against the hub's sha256 (LFS) or git blob id, then build the package exactly as
+//! [`import`](crate::import()) does.
+//!
+//! Downloads go to `blobs/<etag>.incomplete` and are renamed when verified; a file lock keeps
+//! two pulls from writing the same blob; an interrupted download resumes with an HTTP range
+//! request. `HF_ENDPOINT`, `HF_TOKEN` (or the cache's token file), `HF_HOME` and
+//! `HF_HUB_OFFLINE` are honoured. hf-hub provides the cache layout, repository naming and token
+//! file; transfers use our own ureq agent because hf-hub's blocking downloader has no timeouts,
+//! does not verify checksums, and appends to a partial file without checking that the server
+//! honoured the range.
+
+use crate::import::{ImportEvent, ImportOptions, import};
+use crate::manifest::{Provenance, SourceKind};
+use crate::package::{Package, check_relative};
+use crate::{Error, Result};
+use hf_hub::{Cache, Repo, RepoType};
+use sha2::Digest;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The public hub.
+pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+/// A repository and revision, as written on the command line: `org/name[@revision]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepoSpec {
+    /// `org/name`.
+    pub repo_id: String,
+    /// Branch, tag or commit (default `main`).
+    pub revision: String,
+}
+
+impl std::str::FromStr for RepoSpec {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<RepoSpec> {
+        let (repo_id, revision) = match s.split_once('@') {
+            Some((r, rev)) => (r, rev),
+            None => (s, "main"),
+        };
+        check_repo_id(repo_id)?;
+        if revision.is_empty() || check_relative("revision", revision).is_err() {
+            return Err(Error::InvalidArgument(format!(
+                "`{revision}` is not a valid revision"
+            )));
+        }
+        Ok(RepoSpec {
+            repo_id: repo_id.to_string(),
+            revision: revision.to_string(),
+        })
+    }
+}
+
+/// Checks `org/name` (or `name`): letters, digits, `-`, `_`, `.`; nothing that could leave a
+/// directory.
+pub fn check_repo_id(id: &str) -> Result<()> {
+    let bad = || {
+        Error::InvalidArgument(format!(
+            "`{id}` is not a Hugging Face repo id (expected org/name)"
+        ))
+    };
+    let parts: Vec<&str> = id.split('/').collect();
+    if parts.is_empty() || parts.len() > 2 || id.len() > 96 {
+        return Err(bad());
+    }
+    for part in parts {
+        let ok = !part.is_empty()
+            && part != "."
+            && part != ".."
+            && !part.starts_with('.')
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !ok {
+            return Err(bad());
+        }
+    }
+    Ok(())
+}
+
+/// How to pull.
+#[derive(Clone, Debug, Default)]
+pub struct PullOptions {
+    /// Hub URL (default: `HF_ENDPOINT`, else the public hub).
+    pub endpoint: Option<String>,
+    /// Access token (default: `HF_TOKEN`, else the cache's token file).
+    pub token: Option<String>,
+    /// Hugging Face cache directory, the one that holds `models--org--name` (default:
+    /// `$HF_HOME/hub`, else `~/.cache/huggingface/hub`).
+    pub cache_dir: Option<PathBuf>,
+    /// Use only the cache (also when `HF_HUB_OFFLINE=1`).
+    pub offline: bool,
+    /// For repositories of GGUF files: pull the one whose name contains this (`Q4_K_M`).
+    pub quantization: Option<String>,
+    /// Idle timeout of a transfer (default 30 s).
+    pub timeout: Option<Duration>,
+    /// Replace an existing package at the destination.
+    pub overwrite: bool,
+}
+
+/// What the hub says of a revision.
+#[derive(Debug, serde::Deserialize)]
+struct RepoInfo {
+    sha: String,
+    #[serde(default)]
+    siblings: Vec<Sibling>,
+}
+
+#[derive(Clone, Debug, serde::Deserialize)]
+struct Sibling {
+    rfilename: String,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default, rename = "blobId")]
+    blob_id: Option<String>,
+    #[serde(default)]
+    lfs: Option<Lfs>,
+}
+
+#[derive(Clone, Debug, serde::Deserialize)]
+struct Lfs {
+    sha256: String,
+    size: u64,
+}
+
+/// Files copied into a package when the repository has them.
+const SUPPORT_FILES: &[&str] = &[
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "preprocessor_config.json",
+    "generation_config.json",
+    "chat_template.jinja",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+];
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A connection to a hub, with its cache.
+pub struct Hub {
+    endpoint: String,
+    token: Option<String>,
+    cache: Cache,
+    agent: ureq::Agent,
+    offline: bool,
+}
+
+/// Result of one HTTP exchange, errors told apart.
+fn classify(repo: &str, url: &str, err: ureq::Error, file: Option<&str>, revision: &str) -> Error {
+    match err {
+        ureq::Error::Status(status, response) => {
+            let code = response.header("x-error-code").unwrap_or("").to_string();
+            match (status, code.as_str()) {
+                (_, "RepoNotFound") => Error::RepoNotFound {
+                    repo: repo.to_string(),
+                },
+                (_, "RevisionNotFound") => Error::RevisionNotFound {
+                    repo: repo.to_string(),
+                    revision: revision.to_string(),
+                },
+                (_, "EntryNotFound") | (404, _) if file.is_some() => Error::RemoteFileNotFound {
+                    repo: repo.to_string(),
+                    file: file.unwrap_or_default().to_string(),
+                },
+                (404, _) => Error::RepoNotFound {
+                    repo: repo.to_string(),
+                },
+                (401 | 403, _) => Error::Unauthorized {
+                    repo: repo.to_string(),
+                    status,
+                    gated: code == "GatedRepo",
+                },
+                _ => Error::ServerError {
+                    url: url.to_string(),
+                    status,
+                },
+            }
+        }
+        ureq::Error::Transport(t) => transport(url, &t.to_string(), false),
+    }
+}
+
+fn transport(url: &str, message: &str, timed_out: bool) -> Error {
+    if timed_out || message.contains("timed out") || message.contains("Timeout") {
+        Error::Timeout {
+            url: url.to_string(),
+        }
+    } else {
+        Error::Network {
+            url: url.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Maps an I/O error while writing into the cache (disk full gets its own error).
+fn write_error(path: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        Error::DiskFull {
+            path: path.to_path_buf(),
+        }
+    } else {
+        Error::io(path, e)
+    }
+}
+
+/// Attempts of a request that fails with a server error or a dropped connection.
+const ATTEMPTS: u32 = 4;
+
+fn backoff(attempt: u32) {
+    std::thread::sleep(Duration::from_millis(250 << attempt.min(4)));
+}
+
+impl Hub {
+    /// A hub client from the options and the environment.
+    pub fn new(options: &PullOptions) -> Result<Hub> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let cache = match &options.cache_dir {
+            Some(dir) => Cache::new(dir.clone()),
+            None if env("HF_HOME").is_some() => Cache::from_env(),
+            None => {
+                let home = env("HOME").ok_or_else(|| {
+                    Error::InvalidArgument(
+                        "no HOME or HF_HOME to place the Hugging Face cache in".into(),
+                    )
+                })?;
+                Cache::new(PathBuf::from(home).join(".cache/huggingface/hub"))
+            }
+        };
+        let offline = options.offline
+            || env("HF_HUB_OFFLINE").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+        let endpoint = options
+            .endpoint
+            .clone()
+            .or_else(|| env("HF_ENDPOINT"))
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string())
+            .trim_end_matches('/')
+            .to_string();
+        let token = options
+            .token
+            .clone()
+            .or_else(|| env("HF_TOKEN"))
+            .or_else(|| cache.token());
+        let timeout = options.timeout.unwrap_or(Duration::from_secs(30));
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(timeout.min(Duration::from_secs(10)))
+            .timeout_read(timeout)
+            .timeout_write(timeout)
+            .user_agent(concat!("inferox/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(Hub {
+            endpoint,
+            token,
+            cache,
+            agent,
+            offline,
+        })
+    }
+
+    /// The Hugging Face cache directory in use.
+    pub fn cache_dir(&self) -> &Path {
+        self.cache.path()
+    }
+
+    fn request(&self, url: &str) -> ureq::Request {
+        let r = self.agent.get(url);
+        match &self.token {
+            Some(t) => r.set("Authorization", &format!("Bearer {t}")),
+            None => r,
+        }
+    }
+
+    /// GET with retries on server errors and dropped connections.
+    fn get(
+        &self,
+        url: &str,
+        range_from: u64,
+        spec: &RepoSpec,
+        file: Option<&str>,
+    ) -> Result<ureq::Response> {
+        let mut attempt = 0;
+        loop {
+            let mut req = self.request(url);
+            if range_from > 0 {
+                req = req.set("Range", &format!("bytes={range_from}-"));
+            }
+            let err = match req.call() {
+                Ok(resp) => return Ok(resp),
+                Err(e) => classify(&spec.repo_id, url, e, file, &spec.revision),
+            };
+            attempt += 1;
+            let retry = matches!(err, Error::ServerError { status, .. } if status >= 500)
+                || matches!(err, Error::Network { .. });
+            if !retry || attempt >= ATTEMPTS {
+                return Err(err);
+            }
+            backoff(attempt);
+        }
+    }
+
+    fn repo_dir(&self, spec: &RepoSpec) -> PathBuf {
+        self.cache
+            .path()
+            .join(Repo::new(spec.repo_id.clone(), RepoType::Model).folder_name())
+    }
+
+    /// The commit and files of a revision, from the hub.
+    fn info(&self, spec: &RepoSpec) -> Result<RepoInfo> {
+        let url = format!(
+            "{}/api/models/{}/revision/{}?blobs=true",
+            self.endpoint,
+            spec.repo_id,
+            percent_encode(&spec.revision).replace('/', "%2F")
+        );
+        let resp = self.get(&url, 0, spec, None)?;
+        let info: RepoInfo = resp.into_json().map_err(|e| Error::Network {
+            url: url.clone(),
+            message: format!("unreadable answer: {e}"),
+        })?;
+        if info.sha.len() < 7 || !info.sha.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::Network {
+                url,
+                message: format!("the hub sent `{}` as the commit sha", info.sha),
+            });
+        }
+        for s in &info.siblings {
+            check_relative("file name from the hub", &s.rfilename)?;
+        }
+        Ok(info)
+    }
+
+    /// Downloads `sibling` of `commit` into the cache (unless there already), verified; returns
+    /// its snapshot path.
+    fn fetch(
+        &self,
+        spec: &RepoSpec,
+        commit: &str,
+        sibling: &Sibling,
+        progress: &mut dyn FnMut(ImportEvent<'_>),
+    ) -> Result<PathBuf> {
+        let repo_dir = self.repo_dir(spec);
+        let snapshot = repo_dir
+            .join("snapshots")
+            .join(commit)
+            .join(check_relative("file", &sibling.rfilename)?);
+        let (expected, kind) = match (&sibling.lfs, &sibling.blob_id) {
+            (Some(lfs), _) => (lfs.sha256.to_lowercase(), Digestion::Sha256),
+            (None, Some(blob)) => (blob.to_lowercase(), Digestion::GitBlob),
+            (None, None) => {
+                return Err(Error::Network {
+                    url: self.endpoint.clone(),
+                    message: format!("the hub gave no checksum for `{}`", sibling.rfilename),
+                });
+            }
+        };
+        let size = sibling.lfs.as_ref().map(|l| l.size).or(sibling.size);
+        check_relative("blob id", &expected)?;
+        let blob = repo_dir.join("blobs").join(&expected);
+        if snapshot.exists() && blob.exists() {
+            progress(ImportEvent::Cached {
+                path: &sibling.rfilename,
+            });
+            return Ok(snapshot);
+        }
+        std::fs::create_dir_all(repo_dir.join("blobs")).map_err(|e| write_error(&repo_dir, e))?;
+        // One writer per blob: a second pull of the same file waits here, then finds it done.
+        // Locks live where huggingface_hub keeps them (`.locks/models--org--name/`), and stay:
+        // deleting a lock file that another process waits on would let a third one in.
+        let locks = self
+            .cache
+            .path()
+            .join(".locks")
+            .join(repo_dir.file_name().expect("repo dir has a name"));
+        std::fs::create_dir_all(&locks).map_err(|e| write_error(&locks, e))?;
+        let lock_path = locks.join(format!("{expected}.lock"));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| write_error(&lock_path, e))?;
+        lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+        if blob.exists() {
+            progress(ImportEvent::Cached {
+                path: &sibling.rfilename,
+            });
+        } else {
+            let url = format!(
+                "{}/{}/resolve/{}/{}",
+                self.endpoint,
+                spec.repo_id,
+                commit,
+                percent_encode(&sibling.rfilename)
+            );
+            self.download(
+                spec,
+                &url,
+                &sibling.rfilename,
+                &blob,
+                &expected,
+                kind,
+                size,
+                progress,
+            )?;
+        }
+        link(&blob, &snapshot)?;
+        drop(lock);
+        Ok(snapshot)
+    }
+
+    /// Downloads into `blob`, resuming a previous `.incomplete`, verifying the digest.
+    #[allow(clippy::too_many_arguments)]
+    fn download(
+        &self,
+        spec: &RepoSpec,
+        url: &str,
+        file: &str,
+        blob: &Path,
+        expected: &str,
+        kind: Digestion,
+        size: Option<u64>,
+        progress: &mut dyn FnMut(ImportEvent<'_>),
+    ) -> Result<()> {
+        let partial = blob.with_extension("incomplete");
+        let mut attempt = 0;
+        loop {
+            let have = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+            let have = if size.is_some_and(|s| have > s) {
+                0
+            } else {
+                have
+            };
+            progress(ImportEvent::Download {
+                path: file,
+                size: size.unwrap_or(0),
+                resume_from: have,
+            });
+            let result = self.transfer(spec, url, file, &partial, have, progress);
+            match result {
+                Ok(()) => break,
+                // A dropped or stalled transfer resumes from what arrived.
+                Err(Error::Network { .. } | Error::Timeout { .. }) if attempt + 1 < ATTEMPTS => {
+                    attempt += 1;
+                    backoff(attempt);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let (len, found) = digest_file(&partial, kind)?;
+        if found != expected || size.is_some_and(|s| s != len) {
+            let _ = std::fs::remove_file(&partial);
+            return Err(Error::HashMismatch {
+                path: PathBuf::from(format!("{}@{}:{file}", spec.repo_id, spec.revision)),
+                expected: expected.to_string(),
+                found,
+            });
+        }
+        std::fs::rename(&partial, blob).map_err(|e| write_error(blob, e))
+    }
+
+    /// One HTTP transfer appended to `partial` from byte `have` (or from the start when the
+    /// server ignores the range).
+    fn transfer(
+        &self,
+        spec: &RepoSpec,
+        url: &str,
+        file: &str,
+        partial: &Path,
+        have: u64,
+        progress: &mut dyn FnMut(ImportEvent<'_>),
+    ) -> Result<()> {
+        let resp = self.get(url, have, spec, Some(file))?;
+        let resumed = have > 0 && resp.status() == 206;
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(resumed)
+            .write(true)
+            .truncate(!resumed)
+            .open(partial)
+            .map_err(|e| write_error(partial, e))?;
+        let mut done = if resumed { have } else { 0 };
+        let mut reader = resp.into_reader();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = out.sync_all();
+                    let timed_out = matches!(
+                        e.kind(),
+                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                    );
+                    return Err(transport(
+                        url,
+                        &format!("connection lost after {done} bytes: {e}"),
+                        timed_out,
+                    ));
+                }
+            };
+            out.write_all(&buf[..n])
+                .map_err(|e| write_error(partial, e))?;
+            done += n as u64;
+            progress(ImportEvent::Bytes(done));
+        }
+        out.sync_all().map_err(|e| write_error(partial, e))
+    }
+}
+
+/// How the hub identifies a file's content.
+#[derive(Clone, Copy, Debug)]
+enum Digestion {
+    /// LFS files: sha256 of the content.
+    Sha256,
+    /// Git-stored files: sha1 of `blob <len>\0` followed by the content.
+    GitBlob,
+}
+
+fn digest_file(path: &Path, kind: Digestion) -> Result<(u64, String)> {
+    match kind {
+        Digestion::Sha256 => crate::files::hash_file(path),
+        Digestion::GitBlob => {
+            let len = std::fs::metadata(path)
+                .map_err(|e| Error::io(path, e))?
+                .len();
+            let mut h = sha1::Sha1::new();
+            h.update(format!("blob {len}\0").as_bytes());
+            let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            crate::files::copy_digest(h, file, None, |_| {}).map_err(|e| Error::io(path, e))
+        }
+    }
+}
+
+/// `snapshots/<commit>/<file>` → `../../blobs/<etag>`, as the Hugging Face cache lays it out;
+/// made under a temporary name and renamed into place, so a reader never sees it half made.
+fn link(blob: &Path, snapshot: &Path) -> Result<()> {
+    let dir = snapshot.parent().expect("snapshot files have a parent");
+    std::fs::create_dir_all(dir).map_err(|e| write_error(dir, e))?;
+    let name = snapshot
+        .file_name()
+        .expect("snapshot files have a name")
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{name}.link-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    #[cfg(unix)]
+    {
+        let depth = snapshot
+            .strip_prefix(
+                blob.parent()
+                    .and_then(Path::parent)
+                    .expect("blobs/ has a parent"),
+            )
+            .map(|p| p.components().count() - 1)
+            .unwrap_or(2);
+        let mut target = PathBuf::new();
+        for _ in 0..depth {
+            target.push("..");
+        }
+        target.push("blobs");
+        target.push(blob.file_name().expect("blob has a name"));
+        std::os::unix::fs::symlink(&target, &tmp).map_err(|e| write_error(snapshot, e))?;
+    }
+    #[cfg(not(unix))]
+    std::fs::copy(blob, &tmp).map_err(|e| write_error(snapshot, e))?;
+    std::fs::rename(&tmp, snapshot).map_err(|e| write_error(snapshot, e))
+}
+
+/// Picks the files a package needs from a repository listing.
+fn select(info: &RepoInfo, quantization: Option<&str>, repo: &str) -> Result<Vec<Sibling>> {
+    let has = |name: &str| info.siblings.iter().find(|s| s.rfilename == name).cloned();
+    let mut chosen: Vec<Sibling> = Vec::new();
+    let ggufs: Vec<&Sibling> = info
+        .siblings
+        .iter()
+        .filter(|s| s.rfilename.to_lowercase().ends_with(".gguf"))
+        .collect();
+    let safetensors = has("model.safetensors").or_else(|| has("model.safetensors.index.json"));
+    match (quantization, safetensors) {
+        (None, Some(weights)) => chosen.push(weights),
+        (q, _) if !ggufs.is_empty() => {
+            let matching: Vec<&&Sibling> = match q {
+                Some(q) => ggufs
+                    .iter()
+                    .filter(|s| s.rfilename.to_lowercase().contains(&q.to_lowercase()))
+                    .collect(),
+                None => ggufs.iter().collect(),
+            };
+            let names = || {
+                ggufs
+                    .iter()
+                    .map(|s| s.rfilename.clone())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            match matching.as_slice() {
+                [one] => chosen.push((**one).clone()),
+                [] => {
+                    return Err(Error::InvalidArgument(format!(
+                        "{repo} has no GGUF file matching `{}` (it has: {})",
+                        q.unwrap_or_default(),
+                        names()
+                    )));
+                }
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "{repo} has several GGUF files; choose one with --quant (it has: {})",
+                        names()
+                    )));
+                }
+            }
+            return Ok(chosen);
+        }
+        (Some(q), Some(_)) => {
+            return Err(Error::InvalidArgument(format!(
+                "{repo} has no GGUF files, so --quant {q} does not apply"
+            )));
+        }
+        (_, None) => {
+            return Err(Error::InvalidArgument(format!(
+                "{repo} has neither model.safetensors nor GGUF files (pytorch_model.bin is not read: pickle can run code)"
+            )));
+        }
+    }
+    for name in SUPPORT_FILES {
+        if let Some(s) = has(name) {
+            chosen.push(s);
+        }
+    }
+    Ok(chosen)
+}
+
+/// Pulls `spec` and builds the package at `dest`. When `dest` already holds the package of the
+/// same commit, nothing is downloaded or written and that package is returned.
+pub fn pull(
+    spec: &RepoSpec,
+    dest: &Path,
+    options: &PullOptions,
+    progress: &mut dyn FnMut(ImportEvent<'_>),
+) -> Result<Package> {
+    let hub = Hub::new(options)?;
+    let quantization = options.quantization.as_deref();
+    let (commit, source) = if hub.offline {
+        let commit = hub.cached_commit(spec)?;
+        let snapshot = hub.repo_dir(spec).join("snapshots").join(&commit);
+        (
+            commit,
+            snapshot_source(&snapshot, quantization, &spec.repo_id)?,
+        )
+    } else {
+        let info = hub.info(spec)?;
+        let commit = info.sha.clone();
+        check_relative("commit", &commit)?;
+        progress(ImportEvent::Resolved { commit: &commit });
+        if let Ok(existing) = Package::open(dest)
+            && existing.metadata().source.commit.as_deref() == Some(commit.as_str())
+        {
+            progress(ImportEvent::UpToDate);
+            return Ok(existing);
+        }
+        let source = hub.download_all(spec, &info, quantization, progress)?;
+        (commit, source)
+    };
+    let provenance = Provenance {
+        kind: SourceKind::Hub,
+        path: None,
+        repo_id: Some(spec.repo_id.clone()),
+        revision: Some(spec.revision.clone()),
+        commit: Some(commit),
+    };
+    let import_options = ImportOptions {
+        overwrite: options.overwrite,
+        repo_id: Some(spec.repo_id.clone()),
+        revision: Some(spec.revision.clone()),
+        provenance: Some(provenance),
+        ..Default::default()
+    };
+    import(&source, dest, &import_options, progress)
+}
+
+/// What to import from a cached snapshot: the directory, or its GGUF file.
+fn snapshot_source(dir: &Path, quantization: Option<&str>, repo: &str) -> Result<PathBuf> {
+    let has_safetensors =
+        dir.join("model.safetensors").exists() || dir.join("model.safetensors.index.json").exists();
+    if has_safetensors && quantization.is_none() {
+        return Ok(dir.to_path_buf());
+    }
+    let mut ggufs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
+        })
+        .filter(|p| {
+            quantization.is_none_or(|q| {
+                p.file_name().is_some_and(|n| {
+                    n.to_string_lossy()
+                        .to_lowercase()
+                        .contains(&q.to_lowercase())
+                })
+            })
+        })
+        .collect();
+    ggufs.sort();
+    match ggufs.len() {
+        1 => Ok(ggufs.remove(0)),
+        0 => Err(Error::Offline {
+            repo: repo.to_string(),
+            what: format!(
+                "the cached snapshot {} has no weights to import{}",
+                dir.display(),
+                quantization
+                    .map(|q| format!(" matching `{q}`"))
+                    .unwrap_or_default()
+            ),
+        }),
+        _ => Err(Error::InvalidArgument(format!(
+            "the cached snapshot of {repo} has several GGUF files; choose one with --quant"
+        ))),
+    }
+}
+
+impl Hub {
+    /// The commit a revision points at, from the cache alone.
+    fn cached_commit(&self, spec: &RepoSpec) -> Result<String> {
+        let dir = self.repo_dir(spec);
+        let commit = match std::fs::read_to_string(
+            dir.join("refs")
+                .join(check_relative("revision", &spec.revision)?),
+        ) {
+            Ok(sha) => sha.trim().to_string(),
+            Err(_) if dir.join("snapshots").join(&spec.revision).is_dir() => spec.revision.clone(),
+            Err(_) => {
+                return Err(Error::Offline {
+                    repo: spec.repo_id.clone(),
+                    what: format!(
+                        "revision `{}` is not in the Hugging Face cache at {}",
+                        spec.revision,
+                        self.cache_dir().display()
+                    ),
+                });
+            }
+        };
+        check_relative("commit", &commit)?;
+        if !dir.join("snapshots").join(&commit).is_dir() {
+            return Err(Error::Offline {
+                repo: spec.repo_id.clone(),
+                what: format!("snapshot {commit} is not in the Hugging Face cache"),
+            });
+        }
+        Ok(commit)
+    }
+
+    /// Downloads what the package needs and is not cached yet, records the ref; returns the path
+    /// to import (the snapshot directory, or the GGUF file in it).
+    fn download_all(
+        &self,
+        spec: &RepoSpec,
+        info: &RepoInfo,
+        quantization: Option<&str>,
+        progress: &mut dyn FnMut(ImportEvent<'_>),
+    ) -> Result<PathBuf> {
+        let commit = &info.sha;
+        let files = select(info, quantization, &spec.repo_id)?;
+        let mut gguf = None;
+        for sibling in &files {
+            let path = self.fetch(spec, commit, sibling, progress)?;
+            if sibling.rfilename.ends_with("model.safetensors.index.json") {
+                // Follow the shard index.
+                #[derive(serde::Deserialize)]
+                struct Index {
+                    weight_map: std::collections::BTreeMap<String, String>,
+                }
+                let index: Index = crate::files::read_json(&path)?;
+                let mut shards: Vec<&String> = index.weight_map.values().collect();
+                shards.sort();
+                shards.dedup();
+                for shard in shards {
+                    let sib = info
+                        .siblings
+                        .iter()
+                        .find(|s| &s.rfilename == shard)
+                        .ok_or_else(|| Error::RemoteFileNotFound {
+                            repo: spec.repo_id.clone(),
+                            file: shard.clone(),
+                        })?;
+                    self.fetch(spec, commit, sib, progress)?;
+                }
+            }
+            if sibling.rfilename.to_lowercase().ends_with(".gguf") {
+                gguf = Some(path);
+            }
+        }
+        if &spec.revision != commit {
+            let repo = self.cache.repo(Repo::with_revision(
+                spec.repo_id.clone(),
+                RepoType::Model,
+                spec.revision.clone(),
+            ));
+            repo.create_ref(commit)
+                .map_err(|e| write_error(&self.repo_dir(spec), e))?;
+        }
+        Ok(gguf.unwrap_or_else(|| self.repo_dir(spec).join("snapshots").join(commit)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_specs() {
+        let s: RepoSpec = "org/name@v1.0".parse().unwrap();
+        assert_eq!(
+            (s.repo_id.as_str(), s.revision.as_str()),
+            ("org/name", "v1.0")
+        );
+        assert_eq!("gpt2".parse::<RepoSpec>().unwrap().revision, "main");
+        for bad in [
+            "../x",
+            "org/../x",
+            "a/b/c",
+            "org/.hidden",
+            "",
+            "org/name@",
+            "org/na me",
+            "/abs",
+        ] {
+            assert!(bad.parse::<RepoSpec>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn git_blob_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"hello\n").unwrap();
+        // `git hash-object` of "hello\n".
+        assert_eq!(
+            digest_file(&p, Digestion::GitBlob).unwrap().1,
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+    }
+
+    #[test]
+    fn disk_full_is_its_own_error() {
+        let e = write_error(
+            Path::new("/x"),
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        );
+        assert!(matches!(e, Error::DiskFull { .. }), "{e}");
+        if Path::new("/dev/full").exists() {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap();
+            let e = f
+                .write_all(&[0u8; 4096])
+                .and_then(|_| f.sync_all())
+                .unwrap_err();
+            assert!(matches!(
+                write_error(Path::new("/dev/full"), e),
+                Error::DiskFull { .. }
+            ));
+        }
+    }
+}
