@@ -1,4 +1,5 @@
-//! Records the build's features, version and commit for `inferox doctor`.
+//! Records the build's features, version and commit for `inferox doctor`, and gives the
+//! binaries an rpath to libtorch / the TensorFlow Lite C library when those backends are built.
 
 use std::process::Command;
 
@@ -37,6 +38,33 @@ fn main() {
         "cargo:rustc-env=INFEROX_PROFILE={}",
         std::env::var("PROFILE").unwrap_or_default()
     );
+    // The vendor libraries are linked at link time (DT_NEEDED, no dlopen). An rpath to where
+    // they were found lets the binaries start without LD_LIBRARY_PATH.
+    if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+        let version = std::path::Path::new(&dir)
+            .parent()
+            .and_then(|root| std::fs::read_to_string(root.join("build-version")).ok())
+            .map_or_else(|| "(version unknown)".to_string(), |v| v.trim().to_string());
+        println!("cargo:rustc-env=INFEROX_LIBTORCH_VERSION={version}");
+        println!("cargo:rustc-env=INFEROX_LIBTORCH_LIB={dir}");
+    }
+    if std::env::var_os("CARGO_FEATURE_TFLITE").is_some() {
+        println!("cargo:rerun-if-env-changed=TFLITEC_PREBUILT_PATH");
+        if let Some(dir) = std::env::var_os("TFLITEC_PREBUILT_PATH")
+            .map(std::path::PathBuf::from)
+            .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+        {
+            // A static build's libtensorflowlite_c.so is a linker script over the archives in
+            // `a/` beside it; a shared one is found at run time through the rpath.
+            let archives = dir.join("a");
+            if archives.is_dir() {
+                println!("cargo:rustc-link-search=native={}", archives.display());
+            } else {
+                println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+            }
+        }
+    }
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");

@@ -5,4 +5,5 @@
 pub mod bert;
 pub mod common;
 pub mod gpt2;
+pub mod graph;
 pub mod llama;

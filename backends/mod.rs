@@ -4,6 +4,10 @@
 
 #[cfg(feature = "candle")]
 pub mod candle;
+#[cfg(feature = "tflite")]
+pub mod tflite;
+#[cfg(feature = "torch")]
+pub mod torch;
 
 /// A backend inferox knows of, compiled in or not.
 #[derive(Clone, Copy, Debug)]
@@ -16,7 +20,21 @@ pub struct BackendInfo {
     pub compiled: bool,
     /// What it runs on.
     pub description: &'static str,
+    /// Whether it honours [`LoadOptions::threads`](crate::LoadOptions::threads); the others
+    /// say how to size their threads instead.
+    pub threads: Result<(), &'static str>,
+    /// What the linked runtime reports about itself (version, devices), when compiled in.
+    pub runtime: Option<fn() -> String>,
 }
+
+#[cfg(feature = "torch")]
+const TORCH_RUNTIME: Option<fn() -> String> = Some(torch::runtime);
+#[cfg(not(feature = "torch"))]
+const TORCH_RUNTIME: Option<fn() -> String> = None;
+#[cfg(feature = "tflite")]
+const TFLITE_RUNTIME: Option<fn() -> String> = Some(tflite::runtime);
+#[cfg(not(feature = "tflite"))]
+const TFLITE_RUNTIME: Option<fn() -> String> = None;
 
 /// Every known backend, most preferred first.
 pub const BACKENDS: &[BackendInfo] = &[
@@ -25,18 +43,26 @@ pub const BACKENDS: &[BackendInfo] = &[
         feature: "candle",
         compiled: cfg!(feature = "candle"),
         description: "pure-Rust tensors (candle); CPU, CUDA with `cuda`, Metal with `metal`",
+        threads: Err(
+            "candle sizes its worker pool once per process: set RAYON_NUM_THREADS=N instead",
+        ),
+        runtime: None,
     },
     BackendInfo {
         name: "torch",
         feature: "torch",
         compiled: cfg!(feature = "torch"),
-        description: "libtorch through tch",
+        description: "libtorch through tch; CPU, CUDA when libtorch sees a GPU",
+        threads: Ok(()),
+        runtime: TORCH_RUNTIME,
     },
     BackendInfo {
         name: "tflite",
         feature: "tflite",
         compiled: cfg!(feature = "tflite"),
-        description: "TensorFlow Lite through tflitec",
+        description: "TensorFlow Lite through tflitec; CPU",
+        threads: Ok(()),
+        runtime: TFLITE_RUNTIME,
     },
 ];
 

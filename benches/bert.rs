@@ -2,8 +2,10 @@
 //! * `minilm/latency_batch1`: one short sentence, tokenization to pooled embedding;
 //! * `minilm/throughput_32x128`: a 32 × 128-token batch through the encoder (sentences/s).
 //!
-//! Threads are pinned with INFEROX_BENCH_THREADS (default 1). scripts/bench.sh runs this beside
-//! PyTorch in the same sitting; docs/benchmarks.md has the results.
+//! Threads are pinned with INFEROX_BENCH_THREADS (default 1); INFEROX_BENCH_BACKEND picks the
+//! backend (default candle; `torch` needs `--features torch`). scripts/bench.sh and
+//! scripts/bench_backends.sh run this beside PyTorch in the same sitting; docs/benchmarks.md has
+//! the results.
 
 use criterion::{Criterion, Throughput};
 use inferox::{HostTensor, ImportOptions, LoadOptions, NamedTensors};
@@ -79,13 +81,24 @@ fn main() {
         &mut |_| {},
     )
     .unwrap();
-    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let backend = std::env::var("INFEROX_BENCH_BACKEND").unwrap_or_else(|_| "candle".into());
+    let options = LoadOptions {
+        // candle's pool is sized by RAYON_NUM_THREADS above; the others take the option.
+        threads: (backend != "candle").then(|| threads.parse().unwrap()),
+        backend: Some(backend.clone()),
+        ..Default::default()
+    };
+    let mut model = package.load(&options).unwrap();
 
     let mut c = Criterion::default()
         .configure_from_args()
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(8));
-    let mut group = c.benchmark_group(format!("minilm_t{threads}"));
+    let group_name = match backend.as_str() {
+        "candle" => format!("minilm_t{threads}"),
+        other => format!("minilm_{other}_t{threads}"),
+    };
+    let mut group = c.benchmark_group(group_name);
     group.throughput(Throughput::Elements(1));
     group.bench_function("latency_batch1", |b| {
         b.iter(|| {

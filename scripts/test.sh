@@ -1,8 +1,75 @@
 #!/usr/bin/env bash
-# Runs every test: unit and doc tests, the golden tests against transformers and llama.cpp, the
-# real-model tests (all-MiniLM-L6-v2 and SmolLM2-135M-Instruct, fetched first), the bad-input and
-# CLI tests.
+# Runs the tests, backend by backend; each stage installs what it needs first.
+#
+#   scripts/test.sh            # all stages: default, torch, tflite
+#   scripts/test.sh default    # candle (the default features): unit and doc tests, golden tests
+#                              # against transformers and llama.cpp, the real models
+#                              # (all-MiniLM-L6-v2, SmolLM2-135M-Instruct, fetched first),
+#                              # bad-input, CLI and hub tests
+#   scripts/test.sh torch      # --features torch: libtorch 2.13 from PyPI wheels
+#                              # (scripts/install-libtorch.sh), candle/torch parity, TorchScript
+#   scripts/test.sh tflite     # --features tflite: TensorFlow Lite C library and Debian packages
+#                              # (scripts/tflite-env.sh), the TFLite fixtures, shared then static
+#
+# Extra arguments after the stage go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/fetch-models.sh all
-cargo test "$@"
+
+stage="${1:-all}"
+[ $# -gt 0 ] && shift
+
+# Builds the binary with `$1` features and checks how the vendor library is linked: `$2` must be
+# (or with `!`, must not be) a DT_NEEDED entry, and the binary must start without
+# LD_LIBRARY_PATH (`inferox doctor`).
+check_binary() {
+  local features="$1" lib="$2"
+  cargo build --features "$features" --bin inferox
+  local bin=target/debug/inferox
+  echo "-- $bin (--features $features): dynamic section"
+  readelf -d "$bin" | grep -E "NEEDED|RUNPATH|RPATH"
+  if [ "${lib#!}" != "$lib" ]; then
+    ! readelf -d "$bin" | grep -q "NEEDED.*${lib#!}" || { echo "error: $bin needs ${lib#!}" >&2; exit 1; }
+  else
+    readelf -d "$bin" | grep -q "NEEDED.*$lib" || { echo "error: $bin does not link $lib" >&2; exit 1; }
+  fi
+  env -u LD_LIBRARY_PATH "$bin" doctor | sed -n '/^backends/,/^registry/p'
+}
+
+run_default() {
+  echo "== tests: default features (candle)"
+  scripts/fetch-models.sh all
+  cargo test "$@"
+}
+
+run_torch() {
+  echo "== tests: torch"
+  scripts/fetch-models.sh minilm
+  LIBTORCH="$(scripts/install-libtorch.sh)"
+  export LIBTORCH
+  # The library's unit tests and the CLI test again (the registry gains torch entries), then
+  # the cross-backend tests.
+  cargo test --features torch --lib --test cli --test torch "$@"
+  check_binary torch libtorch_cpu.so
+}
+
+run_tflite() {
+  echo "== tests: tflite (shared libtensorflowlite_c)"
+  eval "$(scripts/tflite-env.sh)"
+  cargo test --features tflite --lib --test cli --test tflite "$@"
+  check_binary tflite libtensorflowlite_c.so
+  echo "== tests: tflite (static TensorFlow Lite)"
+  eval "$(scripts/tflite-env.sh --static)"
+  # tflitec's build script copies the library it was given; make it look again.
+  cargo clean -p tflitec >/dev/null 2>&1
+  cargo test --features tflite --test tflite "$@"
+  check_binary tflite '!libtensorflowlite_c.so'
+  cargo clean -p tflitec >/dev/null 2>&1
+}
+
+case "$stage" in
+  all) run_default "$@"; run_torch "$@"; run_tflite "$@" ;;
+  default) run_default "$@" ;;
+  torch) run_torch "$@" ;;
+  tflite) run_tflite "$@" ;;
+  *) echo "usage: scripts/test.sh [all|default|torch|tflite] [cargo test args]" >&2; exit 2 ;;
+esac

@@ -11,6 +11,7 @@ use crate::manifest::{
 };
 use crate::package::{Package, PackageWriter};
 use crate::registry::{self, ImportSource};
+use crate::tensor::DType;
 use crate::weights::{SAFETENSORS_INDEX_FILE, WeightIndex};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -32,6 +33,72 @@ pub struct ImportOptions {
     /// Provenance to record instead of the one derived from the source path (a pull records
     /// the hub it came from).
     pub provenance: Option<Provenance>,
+    /// A TorchScript export of the model to carry as the torch backend's artifact.
+    pub torchscript: Option<TorchScriptExport>,
+}
+
+/// A TorchScript module (`torch.jit.trace` / `torch.jit.script` output) to put in a package as
+/// `backends/torch/model.pt`. TorchScript has no input names, so the order is given here and
+/// recorded in the manifest; every name must be in the model's I/O schema.
+#[derive(Clone, Debug, Default)]
+pub struct TorchScriptExport {
+    /// The `.pt` file.
+    pub path: PathBuf,
+    /// Schema input names, in the order the module's `forward` takes them.
+    pub inputs: Vec<String>,
+    /// Schema output names, in the order the module returns them.
+    pub outputs: Vec<String>,
+}
+
+/// Where a TorchScript artifact lives in a package.
+pub const TORCHSCRIPT_FILE: &str = "backends/torch/model.pt";
+
+/// Records `export` as the torch backend of `info` (replacing a safetensors entry).
+fn add_torchscript(
+    info: &mut ModelInfo,
+    export: &TorchScriptExport,
+    copies: &mut Vec<(PathBuf, String)>,
+) -> Result<()> {
+    if !export.path.is_file() {
+        return Err(Error::Import {
+            path: export.path.clone(),
+            message: "TorchScript file not found".into(),
+        });
+    }
+    for (what, names, known) in [
+        ("input", &export.inputs, info.io.input_names()),
+        ("output", &export.outputs, info.io.output_names()),
+    ] {
+        if names.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "TorchScript {what} order is empty; name the schema's {what}s ({}) in the order the module uses",
+                known.join(", ")
+            )));
+        }
+        if let Some(bad) = names.iter().find(|n| !known.contains(&n.as_str())) {
+            return Err(Error::InvalidArgument(format!(
+                "TorchScript {what} `{bad}` is not in the model's I/O schema ({})",
+                known.join(", ")
+            )));
+        }
+    }
+    copies.push((export.path.clone(), TORCHSCRIPT_FILE.to_string()));
+    info.backends.insert(
+        "torch".to_string(),
+        BackendArtifacts {
+            inputs: export.inputs.clone(),
+            outputs: export.outputs.clone(),
+            ..BackendArtifacts::new(
+                ExecutionFormat::Torchscript,
+                vec![Artifact {
+                    path: TORCHSCRIPT_FILE.to_string(),
+                    role: ArtifactRole::Model,
+                }],
+                DType::Float32,
+            )
+        },
+    );
+    Ok(())
 }
 
 /// Progress of an import, for progress bars.
@@ -287,6 +354,9 @@ pub fn import(
         return import_gguf(src, dest, options, progress);
     }
     let source = resolve_source(src, options)?;
+    if let Some(model) = tflite_file(&source.dir)? {
+        return import_tflite(&source, &model, dest, options, progress);
+    }
     let dir = &source.dir;
     let provenance = options
         .provenance
@@ -392,31 +462,11 @@ pub fn import(
         weights: &weights,
         tokenizer: tokenizer_rel,
         max_seq_length,
+        artifact: None,
     };
-    let mut info = ModelInfo {
-        format_version: FORMAT_VERSION,
-        model_type: model_type.clone(),
-        architectures: config
-            .get("architectures")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default(),
-        family: None,
-        tasks: Vec::new(),
-        source: Source {
-            repo_id: provenance.repo_id.clone(),
-            revision: provenance
-                .commit
-                .clone()
-                .or_else(|| provenance.revision.clone()),
-        },
-        backends: BTreeMap::new(),
-        io: Default::default(),
-        parameters: weights.parameter_count(),
-        memory_estimate_bytes: weights.parameter_bytes(),
-        labels: labels(&config, &config_path)?,
-        sentence_embedding: None,
-        generation: None,
-    };
+    let mut info = new_info(&model_type, &provenance, &weights);
+    info.architectures = architectures(&config);
+    info.labels = labels(&config, &config_path)?;
     let mut chat_template = None;
     if let Some(first) = entries.first() {
         let description = (first.describe)(&import_source)?;
@@ -426,12 +476,11 @@ pub fn import(
         for entry in &entries {
             info.backends.insert(
                 entry.backend.to_string(),
-                BackendArtifacts {
-                    format: ExecutionFormat::Safetensors,
-                    artifacts: artifacts.clone(),
-                    dtype: weights.float_dtype(),
-                    quantization: None,
-                },
+                BackendArtifacts::new(
+                    ExecutionFormat::Safetensors,
+                    artifacts.clone(),
+                    weights.float_dtype(),
+                ),
             );
         }
         if let Some(s) = &mut sentence {
@@ -462,6 +511,10 @@ pub fn import(
             info.generation = Some(generation);
             chat_template = template;
         }
+    }
+
+    if let Some(export) = &options.torchscript {
+        add_torchscript(&mut info, export, &mut copies)?;
     }
 
     let extra: Vec<(&str, Vec<u8>)> = chat_template
@@ -535,6 +588,7 @@ fn import_gguf(
         weights: &weights,
         tokenizer: Some("tokenizer.json"),
         max_seq_length: None,
+        artifact: None,
     })?;
     let id = |key: &str| {
         header
@@ -560,43 +614,29 @@ fn import_gguf(
         revision: options.revision.clone(),
         commit: None,
     });
-    let mut info = ModelInfo {
-        format_version: FORMAT_VERSION,
-        model_type: first.model_type.to_string(),
-        architectures: Vec::new(),
-        family: Some(first.family),
-        tasks: description.tasks,
-        source: Source {
-            repo_id: provenance.repo_id.clone(),
-            revision: provenance
-                .commit
-                .clone()
-                .or_else(|| provenance.revision.clone()),
-        },
-        backends: BTreeMap::new(),
-        io: description.io,
-        parameters: weights.parameter_count(),
-        memory_estimate_bytes: weights.parameter_bytes(),
-        labels: BTreeMap::new(),
-        sentence_embedding: None,
-        generation: Some(GenerationInfo {
-            eos_token_ids,
-            bos_token_id: id("tokenizer.ggml.bos_token_id"),
-            chat_template: template.as_ref().map(|_| CHAT_TEMPLATE_FILE.to_string()),
-            defaults: GenerationDefaults::default(),
-        }),
-    };
+    let mut info = new_info(first.model_type, &provenance, &weights);
+    info.family = Some(first.family);
+    info.tasks = description.tasks;
+    info.io = description.io;
+    info.generation = Some(GenerationInfo {
+        eos_token_ids,
+        bos_token_id: id("tokenizer.ggml.bos_token_id"),
+        chat_template: template.as_ref().map(|_| CHAT_TEMPLATE_FILE.to_string()),
+        defaults: GenerationDefaults::default(),
+    });
     for entry in &entries {
         info.backends.insert(
             entry.backend.to_string(),
             BackendArtifacts {
-                format: ExecutionFormat::Gguf,
-                artifacts: vec![Artifact {
-                    path: model_rel.clone(),
-                    role: ArtifactRole::Model,
-                }],
-                dtype: weights.float_dtype(),
                 quantization: header.main_quantization().map(str::to_string),
+                ..BackendArtifacts::new(
+                    ExecutionFormat::Gguf,
+                    vec![Artifact {
+                        path: model_rel.clone(),
+                        role: ArtifactRole::Model,
+                    }],
+                    weights.float_dtype(),
+                )
             },
         );
     }
@@ -614,6 +654,156 @@ fn import_gguf(
         provenance,
         progress,
     )
+}
+
+/// A model description with the fields every import fills the same way; the rest empty.
+fn new_info(model_type: &str, provenance: &Provenance, weights: &WeightIndex) -> ModelInfo {
+    ModelInfo {
+        format_version: FORMAT_VERSION,
+        model_type: model_type.to_string(),
+        architectures: Vec::new(),
+        family: None,
+        tasks: Vec::new(),
+        source: Source {
+            repo_id: provenance.repo_id.clone(),
+            revision: provenance
+                .commit
+                .clone()
+                .or_else(|| provenance.revision.clone()),
+        },
+        backends: BTreeMap::new(),
+        io: Default::default(),
+        parameters: weights.parameter_count(),
+        memory_estimate_bytes: weights.parameter_bytes(),
+        labels: BTreeMap::new(),
+        sentence_embedding: None,
+        generation: None,
+    }
+}
+
+/// HF `architectures` from a config.
+fn architectures(config: &serde_json::Value) -> Vec<String> {
+    config
+        .get("architectures")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// The `.tflite` file of a directory, if it holds one (several are an error).
+fn tflite_file(dir: &Path) -> Result<Option<PathBuf>> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "tflite") && p.is_file())
+        .collect();
+    found.sort();
+    match found.len() {
+        0 | 1 => Ok(found.pop()),
+        _ => Err(Error::Import {
+            path: dir.to_path_buf(),
+            message: format!(
+                "holds {} .tflite files ({}); import a directory with one model",
+                found.len(),
+                found
+                    .iter()
+                    .filter_map(|p| p.file_name())
+                    .map(|n| n.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
+/// Imports a directory holding a TensorFlow Lite model (and optionally config.json,
+/// tokenizer.json, preprocessor_config.json): the registered reader of the format derives the
+/// schema from the model's tensors.
+fn import_tflite(
+    source: &SourceDir,
+    model: &Path,
+    dest: &Path,
+    options: &ImportOptions,
+    progress: &mut dyn FnMut(ImportEvent<'_>),
+) -> Result<Package> {
+    let dir = &source.dir;
+    let provenance = options
+        .provenance
+        .clone()
+        .unwrap_or_else(|| source.provenance.clone());
+    let format = ExecutionFormat::Tflite;
+    let entries: Vec<_> = registry::architectures()
+        .iter()
+        .copied()
+        .filter(|e| e.formats.contains(&format))
+        .collect();
+    let Some(first) = entries.first() else {
+        return Err(Error::BackendNotCompiled {
+            backend: "tflite".into(),
+            feature: "tflite".into(),
+        });
+    };
+    let config_path = dir.join("config.json");
+    let config: serde_json::Value = if config_path.is_file() {
+        read_json(&config_path)?
+    } else {
+        serde_json::Value::Object(Default::default())
+    };
+    let weights = WeightIndex::default();
+    let tokenizer = dir.join("tokenizer.json");
+    let description = (first.describe)(&ImportSource {
+        config_path: &config_path,
+        config: &config,
+        weights: &weights,
+        tokenizer: tokenizer.is_file().then_some("tokenizer.json"),
+        max_seq_length: None,
+        artifact: Some(model),
+    })?;
+    let folder = format!("backends/{}", first.backend);
+    let model_rel = format!("{folder}/model.tflite");
+    let mut copies = vec![(model.to_path_buf(), model_rel.clone())];
+    let mut artifacts = vec![Artifact {
+        path: model_rel,
+        role: ArtifactRole::Model,
+    }];
+    if config_path.is_file() {
+        let rel = format!("{folder}/config.json");
+        copies.push((config_path.clone(), rel.clone()));
+        artifacts.push(Artifact {
+            path: rel,
+            role: ArtifactRole::Config,
+        });
+    }
+    for name in SHARED_FILES {
+        if dir.join(name).is_file() {
+            copies.push((dir.join(name), name.to_string()));
+        }
+    }
+    let quantized = description
+        .io
+        .inputs
+        .iter()
+        .chain(&description.io.outputs)
+        .find(|t| t.quantization.is_some())
+        .map(|t| t.dtype.to_string());
+    let mut info = new_info(first.model_type, &provenance, &weights);
+    info.architectures = architectures(&config);
+    info.family = Some(first.family);
+    info.io = description.io;
+    info.tasks = description.tasks;
+    info.labels = labels(&config, &config_path)?;
+    info.memory_estimate_bytes = std::fs::metadata(model)
+        .map_err(|e| Error::io(model, e))?
+        .len();
+    for entry in &entries {
+        info.backends.insert(
+            entry.backend.to_string(),
+            BackendArtifacts {
+                quantization: quantized.clone(),
+                ..BackendArtifacts::new(format, artifacts.clone(), DType::Float32)
+            },
+        );
+    }
+    write_package(dest, options, &copies, &[], &info, provenance, progress)
 }
 
 /// Token ids from a config value that may be one id or a list.

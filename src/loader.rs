@@ -71,6 +71,13 @@ pub struct LoadOptions {
     pub dtype: Option<DType>,
     /// Device to run on.
     pub device: Device,
+    /// Threads for the backend's kernels: libtorch's intra-op threads (process-wide) on torch,
+    /// the interpreter's threads on tflite. `None` keeps the backend's default. candle uses its
+    /// worker pool, sized once per process by `RAYON_NUM_THREADS`; it refuses this option.
+    pub threads: Option<usize>,
+    /// Quantized inputs and outputs (int8/uint8 tensors with a scale and zero point in the
+    /// schema) are float32 at the boundary: inputs are quantized, outputs dequantized.
+    pub dequantize: bool,
 }
 
 /// What a registry entry's loader gets: the package, the chosen backend's artifacts, and the
@@ -139,21 +146,21 @@ pub fn choose_backend(package: &Package, requested: Option<&str>) -> Result<&'st
                 feature: backend.feature.to_string(),
             });
         }
-        if !info.backends.contains_key(backend.name) {
+        if registry::find(&info.model_type, backend.name).is_none() {
+            return Err(no_implementation(&info.model_type, backend.name));
+        }
+        if artifacts_for(info, backend.name).is_none() {
             return Err(Error::BackendNotInPackage {
                 backend: backend.name.to_string(),
                 available: listed,
             });
         }
-        if registry::find(&info.model_type, backend.name).is_none() {
-            return Err(no_implementation(&info.model_type, backend.name));
-        }
         return Ok(backend.name);
     }
     backends::BACKENDS
         .iter()
-        .filter(|b| b.compiled && info.backends.contains_key(b.name))
-        .find(|b| registry::find(&info.model_type, b.name).is_some())
+        .filter(|b| b.compiled && registry::find(&info.model_type, b.name).is_some())
+        .find(|b| artifacts_for(info, b.name).is_some())
         .map(|b| b.name)
         .ok_or_else(|| {
             if registry::for_model_type(&info.model_type).is_empty()
@@ -182,6 +189,19 @@ pub fn choose_backend(package: &Package, requested: Option<&str>) -> Result<&'st
         })
 }
 
+/// The artifacts `backend` runs: its own entry in the package, or else another backend's in a
+/// format this build's implementation reads (config.json + safetensors and GGUF files are not
+/// tied to one backend, so a package imported by a candle-only build runs on torch too).
+pub fn artifacts_for<'p>(info: &'p ModelInfo, backend: &str) -> Option<&'p BackendArtifacts> {
+    if let Some(own) = info.backends.get(backend) {
+        return Some(own);
+    }
+    let entry = registry::find(&info.model_type, backend)?;
+    info.backends
+        .values()
+        .find(|a| entry.formats.contains(&a.format))
+}
+
 fn no_implementation(model_type: &str, backend: &str) -> Error {
     let available: Vec<String> = registry::for_model_type(model_type)
         .iter()
@@ -207,7 +227,16 @@ impl Package {
         let backend = choose_backend(self, options.backend.as_deref())?;
         let entry = registry::find(&self.info().model_type, backend)
             .ok_or_else(|| no_implementation(&self.info().model_type, backend))?;
-        let artifacts = &self.info().backends[backend];
+        if let (Some(_), Err(how)) = (
+            options.threads,
+            backends::get(backend).map(|b| b.threads).unwrap_or(Ok(())),
+        ) {
+            return Err(Error::InvalidArgument(format!(
+                "the {backend} backend does not take a thread count: {how}"
+            )));
+        }
+        let artifacts = artifacts_for(self.info(), backend)
+            .ok_or_else(|| no_implementation(&self.info().model_type, backend))?;
         if !entry.formats.contains(&artifacts.format) {
             let reads: Vec<String> = entry.formats.iter().map(|f| f.to_string()).collect();
             return Err(Error::Manifest {
@@ -229,7 +258,23 @@ impl Package {
             options,
         };
         let model = (entry.load)(&request)?;
+        let io = &self.info().io;
+        let quantized = io
+            .inputs
+            .iter()
+            .chain(&io.outputs)
+            .any(|t| t.quantization.is_some());
+        if options.dequantize && !quantized {
+            return Err(Error::InvalidArgument(
+                "dequantize: this model has no quantized inputs or outputs".into(),
+            ));
+        }
         Ok(LoadedModel {
+            io: if options.dequantize {
+                io.dequantized()
+            } else {
+                io.clone()
+            },
             package: self.clone(),
             backend,
             device: options.device,
@@ -242,6 +287,7 @@ impl Package {
 /// A model ready to run, with its package's schema and text preprocessing.
 pub struct LoadedModel {
     package: Package,
+    io: crate::schema::IoSchema,
     backend: &'static str,
     device: Device,
     model: Box<dyn Model>,
@@ -270,12 +316,19 @@ impl LoadedModel {
     }
 
     /// Runs the model on named tensors, checking inputs and outputs against the schema.
+    /// With [`LoadOptions::dequantize`], quantized tensors are float32 here.
     pub fn run(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
-        let io = &self.package.info().io;
+        let io = &self.io;
         let mut bound = io.check_inputs(inputs)?;
         let outputs = self.model.forward(inputs)?;
         io.check_outputs(&outputs, &mut bound)?;
         Ok(outputs)
+    }
+
+    /// The I/O schema calls are checked against: the package's, with quantized tensors as
+    /// float32 when the model was loaded with [`LoadOptions::dequantize`].
+    pub fn io(&self) -> &crate::schema::IoSchema {
+        &self.io
     }
 
     fn preprocessor(&mut self) -> Result<&mut TextPreprocessor> {

@@ -27,6 +27,8 @@ pub enum Family {
     Vision,
     Recurrent,
     Multimodal,
+    /// An exported computation graph (TensorFlow Lite) with no architecture of its own.
+    Graph,
 }
 
 impl fmt::Display for Family {
@@ -38,6 +40,7 @@ impl fmt::Display for Family {
             Family::Vision => "vision",
             Family::Recurrent => "recurrent",
             Family::Multimodal => "multimodal",
+            Family::Graph => "graph",
         };
         f.write_str(s)
     }
@@ -102,9 +105,27 @@ pub struct BackendArtifacts {
     /// Quantization holding most of the weights (GGUF type name such as `Q4_K`), if quantized.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<String>,
+    /// Schema input names in the order a positional artifact (TorchScript) takes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
+    /// Schema output names in the order a positional artifact returns them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
 }
 
 impl BackendArtifacts {
+    /// Artifacts in `format` with no positional I/O order.
+    pub fn new(format: ExecutionFormat, artifacts: Vec<Artifact>, dtype: DType) -> Self {
+        BackendArtifacts {
+            format,
+            artifacts,
+            dtype,
+            quantization: None,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        }
+    }
+
     /// Paths of the artifacts with this role.
     pub fn paths(&self, role: ArtifactRole) -> impl Iterator<Item = &str> {
         self.artifacts

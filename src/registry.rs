@@ -25,6 +25,8 @@ pub struct ImportSource<'a> {
     pub tokenizer: Option<&'a str>,
     /// Maximum sequence length from sentence-transformers' configs, when present.
     pub max_seq_length: Option<usize>,
+    /// The self-contained model file, for formats that carry their own graph (TFLite).
+    pub artifact: Option<&'a Path>,
 }
 
 impl ImportSource<'_> {

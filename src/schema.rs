@@ -82,12 +82,51 @@ pub struct Tokenization {
     pub pad_id: Option<u32>,
 }
 
+/// How an image becomes this input (from the package's `preprocessor_config.json`): pixels
+/// are multiplied by `rescale_factor`, then normalised per channel with `mean` and `std`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageNormalization {
+    /// The image-processor config it came from, relative to the package root.
+    pub config: String,
+    /// Scale applied to raw pixel values first (1/255 for 8-bit images).
+    pub rescale_factor: f64,
+    /// Per-channel mean subtracted after rescaling.
+    pub mean: Vec<f64>,
+    /// Per-channel standard deviation divided by after subtracting the mean.
+    pub std: Vec<f64>,
+    /// Axis order of the input: `nhwc` or `nchw`.
+    pub layout: String,
+}
+
 /// A hint on how raw data becomes this input.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Preprocessing {
     /// Text through a `tokenizers` tokenizer.
     Tokenization(Tokenization),
+    /// An image, rescaled and normalised.
+    Image(ImageNormalization),
+}
+
+/// Affine quantization of an integer tensor: `real = scale * (q - zero_point)`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Quantization {
+    pub scale: f64,
+    pub zero_point: i64,
+}
+
+impl Quantization {
+    /// `x` quantized to the nearest step (ties away from zero, as TensorFlow Lite rounds),
+    /// clamped to `lo..=hi`.
+    pub fn quantize(&self, x: f32, lo: i64, hi: i64) -> i64 {
+        let q = (f64::from(x) / self.scale).round() as i64 + self.zero_point;
+        q.clamp(lo, hi)
+    }
+
+    /// The real value of `q`.
+    pub fn dequantize(&self, q: i64) -> f32 {
+        (q - self.zero_point) as f32 * self.scale as f32
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -95,7 +134,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// One input or output tensor.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TensorSpec {
     /// Name used at the boundary (`input_ids`, `last_hidden_state`, ...).
     pub name: String,
@@ -112,6 +151,9 @@ pub struct TensorSpec {
     /// How raw data becomes this input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preprocessing: Option<Preprocessing>,
+    /// Scale and zero point of a quantized integer tensor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<Quantization>,
 }
 
 impl TensorSpec {
@@ -124,6 +166,7 @@ impl TensorSpec {
             optional: false,
             description: description.to_string(),
             preprocessing: None,
+            quantization: None,
         }
     }
 
@@ -137,7 +180,18 @@ impl TensorSpec {
     pub fn tokenization(&self) -> Option<&Tokenization> {
         match &self.preprocessing {
             Some(Preprocessing::Tokenization(t)) => Some(t),
-            None => None,
+            _ => None,
+        }
+    }
+
+    /// This spec as the boundary sees it with dequantization on: a quantized tensor is float32.
+    pub fn dequantized(&self) -> TensorSpec {
+        match self.quantization {
+            Some(_) => TensorSpec {
+                dtype: DType::Float32,
+                ..self.clone()
+            },
+            None => self.clone(),
         }
     }
 
@@ -156,7 +210,7 @@ impl TensorSpec {
 }
 
 /// The inputs and outputs of a model.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct IoSchema {
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
@@ -188,6 +242,26 @@ impl Side {
 }
 
 impl IoSchema {
+    /// Names of the inputs, in schema order.
+    pub fn input_names(&self) -> Vec<&str> {
+        self.inputs.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    /// Names of the outputs, in schema order.
+    pub fn output_names(&self) -> Vec<&str> {
+        self.outputs.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    /// The schema as the boundary sees it with dequantization on (see
+    /// [`TensorSpec::dequantized`]).
+    pub fn dequantized(&self) -> IoSchema {
+        IoSchema {
+            inputs: self.inputs.iter().map(TensorSpec::dequantized).collect(),
+            outputs: self.outputs.iter().map(TensorSpec::dequantized).collect(),
+            dims: self.dims.clone(),
+        }
+    }
+
     /// The input named `name`.
     pub fn input(&self, name: &str) -> Option<&TensorSpec> {
         self.inputs.iter().find(|s| s.name == name)

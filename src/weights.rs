@@ -213,6 +213,43 @@ impl WeightIndex {
         })
     }
 
+    /// Tensor `name`, checked: present, of shape `want` when given, and floating-point or not as
+    /// `float` says. Errors name the tensor and its file.
+    pub fn checked(&self, name: &str, want: Option<&[usize]>, float: bool) -> Result<&TensorInfo> {
+        let Some(info) = self.tensors.get(name) else {
+            return Err(Error::MissingTensor {
+                tensor: name.to_string(),
+                files: self.files.clone(),
+            });
+        };
+        let path = &self.files[info.file];
+        if let Some(want) = want
+            && want != info.shape.as_slice()
+        {
+            return Err(Error::TensorShape {
+                tensor: name.to_string(),
+                path: path.clone(),
+                expected: want.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        let stored_float = info.dtype.starts_with('F') || info.dtype == "BF16";
+        if stored_float != float {
+            return Err(Error::TensorDtype {
+                tensor: name.to_string(),
+                path: path.clone(),
+                expected: if float {
+                    "a floating-point dtype"
+                } else {
+                    "an integer dtype"
+                }
+                .into(),
+                found: info.dtype.clone(),
+            });
+        }
+        Ok(info)
+    }
+
     /// Whether the checkpoint has tensor `name`.
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)

@@ -65,15 +65,14 @@ fn duplicate_key_is_an_error() {
         source: Default::default(),
         backends: [(
             "candle".to_string(),
-            inferox::manifest::BackendArtifacts {
-                format: ExecutionFormat::Safetensors,
-                artifacts: vec![inferox::manifest::Artifact {
+            inferox::manifest::BackendArtifacts::new(
+                ExecutionFormat::Safetensors,
+                vec![inferox::manifest::Artifact {
                     path: "backends/candle/config.json".into(),
                     role: inferox::manifest::ArtifactRole::Config,
                 }],
-                dtype: inferox::DType::Float32,
-                quantization: None,
-            },
+                inferox::DType::Float32,
+            ),
         )]
         .into_iter()
         .collect(),

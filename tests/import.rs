@@ -219,3 +219,44 @@ fn unsupported_sentence_transformers_modules() {
         "CLS pooling is the first token's hidden state"
     );
 }
+
+#[cfg(not(feature = "tflite"))]
+#[test]
+fn tflite_models_need_the_tflite_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("pkg");
+    let e = inferox::import(
+        &common::fixtures().join("tflite/float_cnn"),
+        &dest,
+        &ImportOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, inferox::Error::BackendNotCompiled { feature, .. } if feature == "tflite"),
+        "{e}"
+    );
+    assert!(
+        e.hint().unwrap().contains("--features tflite"),
+        "{:?}",
+        e.hint()
+    );
+    assert!(!dest.exists());
+}
+
+#[cfg(not(feature = "torch"))]
+#[test]
+fn asking_for_torch_names_the_feature() {
+    let (_d, package) = import(&common::fixtures().join("bert/bert_gelu_pooler/model"));
+    let e = package
+        .load(&LoadOptions {
+            backend: Some("torch".into()),
+            ..Default::default()
+        })
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&e, inferox::Error::BackendNotCompiled { feature, .. } if feature == "torch"),
+        "{e}"
+    );
+}

@@ -3,13 +3,13 @@
 //! Query, key and value projections are fused into one matrix multiply; hidden states stay
 //! `[tokens, hidden]` so every projection is a single GEMM.
 
-use super::{BertConfig, Flavor, Layout};
+use super::{Batch, BertConfig, Flavor, Layout};
 use crate::architectures::common::Activation;
 use crate::backends::candle::{Weights, candle_core as candle, candle_nn, err, to_host};
 use crate::loader::LoadRequest;
 use crate::manifest::ArtifactRole;
 use crate::model::Model;
-use crate::tensor::{HostTensor, NamedTensors};
+use crate::tensor::NamedTensors;
 use crate::{Error, Result};
 use candle::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
@@ -200,63 +200,15 @@ impl Bert {
         })
     }
 
-    /// Token ids as u32, each checked against `limit`.
-    fn indices(&self, name: &str, t: &HostTensor, limit: usize) -> Result<Tensor> {
-        let values = t.as_i64().ok_or_else(|| Error::Input {
-            name: name.into(),
-            message: format!("dtype is {}, expected int64", t.dtype()),
-        })?;
-        let mut out = Vec::with_capacity(values.len());
-        for &v in values {
-            if v < 0 || v as u64 >= limit as u64 {
-                return Err(Error::Input {
-                    name: name.into(),
-                    message: format!("holds {v}, outside 0..{limit}"),
-                });
-            }
-            out.push(v as u32);
-        }
-        Tensor::from_vec(out, values.len(), &self.device).map_err(err)
-    }
-
-    /// RoBERTa positions: real tokens count up from `pad_id + 1`, padding sits at `pad_id`.
-    fn roberta_positions(&self, ids: &[i64], batch: usize, seq: usize) -> Result<Tensor> {
-        let mut pos = Vec::with_capacity(ids.len());
-        for row in ids.chunks(seq).take(batch) {
-            let mut count = 0u32;
-            for &id in row {
-                if id == self.pad_id {
-                    pos.push(self.pad_id as u32);
-                } else {
-                    count += 1;
-                    pos.push(self.pad_id as u32 + count);
-                }
-            }
-        }
-        Tensor::from_vec(pos, ids.len(), &self.device).map_err(err)
+    /// Checked ids as a u32 tensor for `index_select`.
+    fn indices(&self, ids: &[i64]) -> Result<Tensor> {
+        let v: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        Tensor::from_vec(v, ids.len(), &self.device).map_err(err)
     }
 
     /// The additive attention mask `[batch, 1, 1, seq]`, or `None` when nothing is masked.
-    fn attention_bias(
-        &self,
-        mask: Option<&HostTensor>,
-        batch: usize,
-        seq: usize,
-    ) -> Result<Option<Tensor>> {
-        let Some(mask) = mask else { return Ok(None) };
-        let values = mask.as_i64().ok_or_else(|| Error::Input {
-            name: "attention_mask".into(),
-            message: format!("dtype is {}, expected int64", mask.dtype()),
-        })?;
-        if let Some(bad) = values.iter().find(|&&m| m != 0 && m != 1) {
-            return Err(Error::Input {
-                name: "attention_mask".into(),
-                message: format!("holds {bad}; only 0 and 1 are allowed"),
-            });
-        }
-        if values.iter().all(|&m| m == 1) {
-            return Ok(None);
-        }
+    fn attention_bias(&self, b: &Batch<'_>) -> Result<Option<Tensor>> {
+        let Some(mask) = b.mask else { return Ok(None) };
         // transformers adds the compute dtype's minimum (finite, so a fully masked row stays
         // finite too).
         let min = match self.dtype {
@@ -264,11 +216,11 @@ impl Bert {
             DType::BF16 => -3.38e38,
             _ => f32::MIN,
         };
-        let bias: Vec<f32> = values
+        let bias: Vec<f32> = mask
             .iter()
             .map(|&m| if m == 1 { 0.0 } else { min })
             .collect();
-        let bias = Tensor::from_vec(bias, (batch, 1, 1, seq), &self.device)
+        let bias = Tensor::from_vec(bias, (b.batch, 1, 1, b.seq), &self.device)
             .and_then(|t| t.to_dtype(self.dtype))
             .map_err(err)?;
         Ok(Some(bias))
@@ -305,23 +257,17 @@ impl Bert {
     }
 
     fn encode(&self, inputs: &NamedTensors) -> Result<(Tensor, usize, usize)> {
-        let ids = inputs.get("input_ids").ok_or_else(|| Error::Input {
-            name: "input_ids".into(),
-            message: "missing (it is required)".into(),
-        })?;
-        let &[batch, seq] = ids.shape() else {
-            return Err(Error::Input {
-                name: "input_ids".into(),
-                message: format!("shape {:?} is not [batch, sequence]", ids.shape()),
-            });
-        };
+        let b = Batch::read(inputs, self.vocab_size, self.type_vocab_size)?;
+        let (batch, seq) = (b.batch, b.seq);
         let emb = &self.embeddings;
         let n = batch * seq;
-        let word_ids = self.indices("input_ids", ids, self.vocab_size)?;
-        let mut x = emb.word.index_select(&word_ids, 0).map_err(err)?;
-        x = match inputs.get("token_type_ids") {
+        let mut x = emb
+            .word
+            .index_select(&self.indices(b.ids)?, 0)
+            .map_err(err)?;
+        x = match b.type_ids {
             Some(tt) => {
-                let tt = self.indices("token_type_ids", tt, self.type_vocab_size)?;
+                let tt = self.indices(tt)?;
                 (x + emb.token_type.index_select(&tt, 0).map_err(err)?).map_err(err)?
             }
             None => x
@@ -337,13 +283,12 @@ impl Bert {
                     .map_err(err)?
             }
             Flavor::Roberta => {
-                let raw = ids.as_i64().expect("checked by indices");
-                let pos = self.roberta_positions(raw, batch, seq)?;
+                let pos = self.indices(&b.roberta_positions(self.pad_id))?;
                 (x + emb.position.index_select(&pos, 0).map_err(err)?).map_err(err)?
             }
         };
         let mut x = emb.norm.forward(&x).map_err(err)?;
-        let bias = self.attention_bias(inputs.get("attention_mask"), batch, seq)?;
+        let bias = self.attention_bias(&b)?;
         for layer in &self.layers {
             x = self
                 .layer(layer, &x, bias.as_ref(), batch, seq)

@@ -11,6 +11,13 @@ mod config;
 
 #[cfg(feature = "candle")]
 mod candle;
+#[cfg(feature = "torch")]
+mod torch;
+
+#[cfg(any(feature = "candle", feature = "torch"))]
+mod inputs;
+#[cfg(any(feature = "candle", feature = "torch"))]
+use inputs::Batch;
 
 pub use config::{BertConfig, Flavor};
 
@@ -196,19 +203,30 @@ pub fn describe(src: &ImportSource<'_>) -> Result<Description> {
     })
 }
 
-#[cfg(feature = "candle")]
-const fn candle_entry(model_type: &'static str) -> crate::registry::Architecture {
+#[cfg(any(feature = "candle", feature = "torch"))]
+const fn entry(
+    model_type: &'static str,
+    backend: &'static str,
+    formats: &'static [crate::manifest::ExecutionFormat],
+    load: crate::registry::LoadFn,
+) -> crate::registry::Architecture {
     crate::registry::Architecture {
         model_type,
-        backend: "candle",
+        backend,
         family: crate::manifest::Family::EncoderOnly,
         tasks: TASKS,
-        formats: &[crate::manifest::ExecutionFormat::Safetensors],
+        formats,
         gguf_architectures: &[],
         describe,
-        load: candle::load,
+        load,
         reference: REFERENCE,
     }
+}
+
+#[cfg(feature = "candle")]
+const fn candle_entry(model_type: &'static str) -> crate::registry::Architecture {
+    use crate::manifest::ExecutionFormat::Safetensors;
+    entry(model_type, "candle", &[Safetensors], candle::load)
 }
 
 #[cfg(feature = "candle")]
@@ -217,4 +235,23 @@ crate::register_architecture!(
     candle_entry("roberta"),
     candle_entry("xlm-roberta"),
     candle_entry("camembert"),
+);
+
+#[cfg(feature = "torch")]
+const fn torch_entry(model_type: &'static str) -> crate::registry::Architecture {
+    use crate::manifest::ExecutionFormat::{Safetensors, Torchscript};
+    entry(
+        model_type,
+        "torch",
+        &[Safetensors, Torchscript],
+        torch::load,
+    )
+}
+
+#[cfg(feature = "torch")]
+crate::register_architecture!(
+    torch_entry("bert"),
+    torch_entry("roberta"),
+    torch_entry("xlm-roberta"),
+    torch_entry("camembert"),
 );

@@ -186,23 +186,10 @@ impl Weights {
         dev: &candle::Device,
     ) -> candle::Result<candle::Tensor> {
         let inner = &self.0;
-        let Some(info) = inner.index.tensors.get(name) else {
-            return self.fail(Error::MissingTensor {
-                tensor: name.to_string(),
-                files: inner.index.files.clone(),
-            });
+        let info = match inner.index.checked(name, want, dtype.is_float()) {
+            Ok(info) => info,
+            Err(e) => return self.fail(e),
         };
-        let path = &inner.index.files[info.file];
-        if let Some(want) = want
-            && want != info.shape.as_slice()
-        {
-            return self.fail(Error::TensorShape {
-                tensor: name.to_string(),
-                path: path.clone(),
-                expected: want.to_vec(),
-                found: info.shape.clone(),
-            });
-        }
         let stored = match info.dtype.as_str() {
             "F32" => candle::DType::F32,
             "F16" => candle::DType::F16,
@@ -215,24 +202,12 @@ impl Weights {
             other => {
                 return self.fail(Error::TensorDtype {
                     tensor: name.to_string(),
-                    path: path.clone(),
+                    path: inner.index.files[info.file].clone(),
                     expected: format!("{dtype:?}"),
                     found: other.to_string(),
                 });
             }
         };
-        if dtype.is_float() != stored.is_float() {
-            return self.fail(Error::TensorDtype {
-                tensor: name.to_string(),
-                path: path.clone(),
-                expected: if dtype.is_float() {
-                    "a floating-point dtype".into()
-                } else {
-                    format!("{dtype:?}")
-                },
-                found: info.dtype.clone(),
-            });
-        }
         let map = &inner.maps[info.file];
         let (start, end) = (info.bytes.start as usize, info.bytes.end as usize);
         let tensor = candle::Tensor::from_raw_buffer(&map[start..end], stored, &info.shape, dev)?

@@ -28,6 +28,27 @@ pub struct Args {
     /// Print the new package's model_info.json instead of a summary.
     #[arg(long)]
     json: bool,
+    /// Also carry this TorchScript export (torch.jit.trace/script output) as the torch
+    /// backend's artifact, backends/torch/model.pt. Needs --torchscript-inputs and -outputs.
+    #[arg(long, value_name = "FILE.pt", requires_all = ["torchscript_inputs", "torchscript_outputs"])]
+    torchscript: Option<PathBuf>,
+    /// The schema inputs in the order the TorchScript module's forward takes them
+    /// (comma-separated, e.g. input_ids,attention_mask,token_type_ids).
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        requires = "torchscript"
+    )]
+    torchscript_inputs: Vec<String>,
+    /// The schema outputs in the order the module returns them (comma-separated).
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        requires = "torchscript"
+    )]
+    torchscript_outputs: Vec<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -37,6 +58,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         repo_id: args.repo_id,
         revision: args.revision,
         provenance: None,
+        torchscript: args
+            .torchscript
+            .map(|path| inferox::import::TorchScriptExport {
+                path,
+                inputs: args.torchscript_inputs,
+                outputs: args.torchscript_outputs,
+            }),
     };
     let output = match &args.output {
         Some(o) => o.clone(),

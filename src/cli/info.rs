@@ -228,13 +228,13 @@ pub fn list(args: ListArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<14} {:<8} {:<14} {:<18} TASKS",
+        "{:<14} {:<8} {:<14} {:<24} TASKS",
         "MODEL_TYPE", "BACKEND", "FAMILY", "FORMATS"
     );
     for a in entries {
         let formats: Vec<String> = a.formats.iter().map(|f| f.to_string()).collect();
         println!(
-            "{:<14} {:<8} {:<14} {:<18} {}",
+            "{:<14} {:<8} {:<14} {:<24} {}",
             a.model_type,
             a.backend,
             a.family.to_string(),
@@ -309,6 +309,7 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
             "features": build_info::FEATURES.split(',').filter(|f| !f.is_empty()).collect::<Vec<_>>(),
             "backends": backends::BACKENDS.iter().map(|b| json!({
                 "name": b.name, "feature": b.feature, "compiled": b.compiled, "description": b.description,
+                "runtime": b.runtime.map(|f| f()),
             })).collect::<Vec<_>>(),
             "architectures": registry::architectures().len(),
             "registry_ok": registry_ok.is_ok(),
@@ -335,6 +336,9 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
             format!("not compiled (enable feature `{}`)", b.feature)
         };
         println!("  {:<8} {:<40} {}", b.name, state, b.description);
+        if let Some(runtime) = b.runtime {
+            println!("  {:<8} {:<40} {}", "", "", runtime());
+        }
     }
     match &registry_ok {
         Ok(()) => println!(

@@ -18,6 +18,14 @@ pub fn expected_pairs() -> Vec<(String, String)> {
             pairs.push((t.to_string(), "candle".to_string()));
         }
     }
+    if cfg!(feature = "torch") {
+        for t in ["bert", "camembert", "roberta", "xlm-roberta"] {
+            pairs.push((t.to_string(), "torch".to_string()));
+        }
+    }
+    if cfg!(feature = "tflite") {
+        pairs.push(("graph".to_string(), "tflite".to_string()));
+    }
     pairs.sort();
     pairs
 }

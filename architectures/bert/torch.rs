@@ -1,0 +1,266 @@
+//! The BERT family on libtorch, from the same config.json and safetensors files as the candle
+//! backend. Ported from transformers' `modeling_bert.py` / `modeling_roberta.py`
+//! (<https://github.com/huggingface/transformers/blob/main/src/transformers/models/bert/modeling_bert.py>);
+//! attention goes through `scaled_dot_product_attention`, as transformers' `sdpa` path does.
+//! A package whose torch artifact is TorchScript runs through [`crate::backends::torch::script`].
+
+use super::{Batch, BertConfig, Flavor, Layout};
+use crate::architectures::common::Activation;
+use crate::backends::torch::{LayerNorm, Linear, Weights, err, set_threads, to_host};
+use crate::loader::LoadRequest;
+use crate::manifest::{ArtifactRole, ExecutionFormat};
+use crate::model::Model;
+use crate::tensor::NamedTensors;
+use crate::{Error, Result};
+use tch::{Kind, Tensor};
+
+struct Layer {
+    qkv: Linear,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+enum Classifier {
+    Bert(Linear),
+    Roberta { dense: Linear, out_proj: Linear },
+}
+
+/// A BERT-family encoder on libtorch.
+pub struct Bert {
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    embedding_norm: LayerNorm,
+    layers: Vec<Layer>,
+    pooler: Option<Linear>,
+    classifier: Option<Classifier>,
+    activation: Activation,
+    flavor: Flavor,
+    heads: i64,
+    head_dim: i64,
+    vocab_size: usize,
+    type_vocab_size: usize,
+    pad_id: i64,
+    kind: Kind,
+    device: tch::Device,
+}
+
+/// The registry's loader for the torch backend: safetensors weights, or a TorchScript module.
+pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
+    if req.artifacts.format == ExecutionFormat::Torchscript {
+        return crate::backends::torch::script::load(req);
+    }
+    let cfg: BertConfig = req.config()?;
+    let config_path = req.artifacts(ArtifactRole::Config)?.remove(0);
+    cfg.check().map_err(|message| Error::Config {
+        path: config_path,
+        message,
+    })?;
+    let device = crate::backends::torch::device(req.options.device)?;
+    set_threads(req.options.threads);
+    let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?, req.dtype(), device)?;
+    let layout = Layout::detect(
+        &cfg,
+        |n| weights.contains(n),
+        |n| weights.shape(n).map(<[usize]>::to_vec),
+    );
+    Ok(Box::new(Bert::load(&weights, &cfg, &layout, device)?))
+}
+
+impl Bert {
+    fn load(w: &Weights, cfg: &BertConfig, layout: &Layout, device: tch::Device) -> Result<Bert> {
+        let p = &layout.prefix;
+        let h = cfg.hidden_size;
+        let eps = cfg.layer_norm_eps;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let l = format!("{p}encoder.layer.{i}");
+                let sa = format!("{l}.attention.self");
+                let parts = ["query", "key", "value"]
+                    .iter()
+                    .map(|n| w.linear(&format!("{sa}.{n}"), h, h))
+                    .collect::<Result<Vec<_>>>()?;
+                let cat = |f: fn(&Linear) -> &Tensor| {
+                    Tensor::f_cat(&parts.iter().map(f).collect::<Vec<_>>(), 0).map_err(err)
+                };
+                Ok(Layer {
+                    qkv: Linear {
+                        weight: cat(|l| &l.weight)?,
+                        bias: cat(|l| &l.bias)?,
+                    },
+                    attention_out: w.linear(&format!("{l}.attention.output.dense"), h, h)?,
+                    attention_norm: w.layer_norm(
+                        &format!("{l}.attention.output.LayerNorm"),
+                        h,
+                        eps,
+                    )?,
+                    intermediate: w.linear(
+                        &format!("{l}.intermediate.dense"),
+                        h,
+                        cfg.intermediate_size,
+                    )?,
+                    output: w.linear(&format!("{l}.output.dense"), cfg.intermediate_size, h)?,
+                    output_norm: w.layer_norm(&format!("{l}.output.LayerNorm"), h, eps)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let pooler = layout
+            .pooler
+            .then(|| w.linear(&format!("{p}pooler.dense"), h, h))
+            .transpose()?;
+        let classifier = match (layout.num_labels, cfg.flavor()) {
+            (Some(n), Flavor::Bert) => Some(Classifier::Bert(w.linear("classifier", h, n)?)),
+            (Some(n), Flavor::Roberta) => Some(Classifier::Roberta {
+                dense: w.linear("classifier.dense", h, h)?,
+                out_proj: w.linear("classifier.out_proj", h, n)?,
+            }),
+            (None, _) => None,
+        };
+        let e = format!("{p}embeddings");
+        let word = w.get(&format!("{e}.word_embeddings.weight"), &[cfg.vocab_size, h])?;
+        Ok(Bert {
+            kind: word.kind(),
+            word,
+            position: w.get(
+                &format!("{e}.position_embeddings.weight"),
+                &[cfg.max_position_embeddings, h],
+            )?,
+            token_type: w.get(
+                &format!("{e}.token_type_embeddings.weight"),
+                &[cfg.type_vocab_size, h],
+            )?,
+            embedding_norm: w.layer_norm(&format!("{e}.LayerNorm"), h, eps)?,
+            layers,
+            pooler,
+            classifier,
+            activation: cfg.hidden_act,
+            flavor: cfg.flavor(),
+            heads: cfg.num_attention_heads as i64,
+            head_dim: (h / cfg.num_attention_heads) as i64,
+            vocab_size: cfg.vocab_size,
+            type_vocab_size: cfg.type_vocab_size,
+            pad_id: cfg.pad_id() as i64,
+            device,
+        })
+    }
+
+    fn ids(&self, values: &[i64], b: &Batch<'_>) -> Result<Tensor> {
+        Tensor::f_from_slice(values)
+            .and_then(|t| t.f_reshape([b.batch as i64, b.seq as i64]))
+            .and_then(|t| t.f_to_device(self.device))
+            .map_err(err)
+    }
+
+    fn activation(&self, x: &Tensor) -> Result<Tensor> {
+        match self.activation {
+            Activation::Gelu => x.f_gelu("none"),
+            Activation::GeluTanh => x.f_gelu("tanh"),
+            Activation::Relu => x.f_relu(),
+            Activation::Silu => x.f_silu(),
+        }
+        .map_err(err)
+    }
+
+    /// Additive mask `[batch, 1, 1, seq]` (0 to attend, the dtype's minimum to skip, finite as
+    /// in transformers so a fully masked row stays finite), or `None` when nothing is masked.
+    fn attention_mask(&self, b: &Batch<'_>) -> Result<Option<Tensor>> {
+        let Some(mask) = b.mask else { return Ok(None) };
+        let min = match self.kind {
+            Kind::Half => -65504.0,
+            Kind::BFloat16 => -3.38e38,
+            _ => f32::MIN,
+        };
+        let bias: Vec<f32> = mask
+            .iter()
+            .map(|&m| if m == 1 { 0.0 } else { min })
+            .collect();
+        Tensor::f_from_slice(&bias)
+            .and_then(|t| t.f_reshape([b.batch as i64, 1, 1, b.seq as i64]))
+            .and_then(|t| t.f_to_device(self.device))
+            .and_then(|t| t.f_to_kind(self.kind))
+            .map(Some)
+            .map_err(err)
+    }
+
+    fn layer(&self, layer: &Layer, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (batch, seq, hidden) = x.size3().map_err(err)?;
+        let qkv = layer
+            .qkv
+            .forward(x)?
+            .f_reshape([batch, seq, 3, self.heads, self.head_dim])
+            .and_then(|t| t.f_permute([2, 0, 3, 1, 4]))
+            .map_err(err)?;
+        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+        let attn = Tensor::f_scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            mask,
+            0.0,
+            false,
+            None::<f64>,
+            false,
+        )
+        .and_then(|t| t.f_transpose(1, 2))
+        .and_then(|t| t.f_reshape([batch, seq, hidden]))
+        .map_err(err)?;
+        let attn = layer.attention_out.forward(&attn)?;
+        let x = layer.attention_norm.forward(&(attn + x))?;
+        let inter = self.activation(&layer.intermediate.forward(&x)?)?;
+        let out = layer.output.forward(&inter)?;
+        layer.output_norm.forward(&(out + x))
+    }
+}
+
+impl Model for Bert {
+    fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
+        let _guard = tch::no_grad_guard();
+        let b = Batch::read(inputs, self.vocab_size, self.type_vocab_size)?;
+        let ids = self.ids(b.ids, &b)?;
+        let mut x = Tensor::f_embedding(&self.word, &ids, -1, false, false).map_err(err)?;
+        x = match b.type_ids {
+            Some(tt) => {
+                let tt = self.ids(tt, &b)?;
+                x + Tensor::f_embedding(&self.token_type, &tt, -1, false, false).map_err(err)?
+            }
+            None => x + self.token_type.get(0),
+        };
+        x = match self.flavor {
+            Flavor::Bert => x + self.position.narrow(0, 0, b.seq as i64),
+            Flavor::Roberta => {
+                let pos = self.ids(&b.roberta_positions(self.pad_id), &b)?;
+                x + Tensor::f_embedding(&self.position, &pos, -1, false, false).map_err(err)?
+            }
+        };
+        let mut x = self.embedding_norm.forward(&x)?;
+        let mask = self.attention_mask(&b)?;
+        for layer in &self.layers {
+            x = self.layer(layer, &x, mask.as_ref())?;
+        }
+        let mut out = NamedTensors::new();
+        let first = x.select(1, 0);
+        out.insert("last_hidden_state", to_host(&x)?);
+        let pooled = match &self.pooler {
+            Some(p) => {
+                let pooled = p.forward(&first)?.f_tanh().map_err(err)?;
+                out.insert("pooler_output", to_host(&pooled)?);
+                Some(pooled)
+            }
+            None => None,
+        };
+        let logits = match (&self.classifier, pooled) {
+            (Some(Classifier::Bert(linear)), Some(pooled)) => Some(linear.forward(&pooled)?),
+            (Some(Classifier::Roberta { dense, out_proj }), _) => {
+                Some(out_proj.forward(&dense.forward(&first)?.f_tanh().map_err(err)?)?)
+            }
+            _ => None,
+        };
+        if let Some(logits) = logits {
+            out.insert("logits", to_host(&logits)?);
+        }
+        Ok(out)
+    }
+}

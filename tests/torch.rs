@@ -1,0 +1,342 @@
+//! The torch backend (libtorch through tch): one package, the same weight files, two backends.
+//! Every tiny golden BERT-family model and the real all-MiniLM-L6-v2 must give the same outputs
+//! on torch as on candle (max abs <= 1e-4) and as transformers; a TorchScript export
+//! (tests/golden/generate_torchscript.py) must match the outputs Python computed with it.
+
+mod common;
+
+use common::{bert_cases, fixtures, import, max_abs_diff, minilm_dir, read_npy_dir};
+use inferox::import::TorchScriptExport;
+use inferox::{Error, ImportOptions, LoadOptions, NamedTensors, Package};
+use sha2::Digest;
+use std::path::Path;
+
+const TOLERANCE: f32 = 1e-4;
+
+fn on(backend: &str) -> LoadOptions {
+    LoadOptions {
+        backend: Some(backend.into()),
+        ..Default::default()
+    }
+}
+
+fn assert_close(what: &str, a: &NamedTensors, b: &NamedTensors, tol: f32) {
+    let names = |t: &NamedTensors| {
+        let mut v: Vec<String> = t.names().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(a), names(b), "{what}: output names differ");
+    for (name, x) in a.iter() {
+        let err = max_abs_diff(x, b.get(name).unwrap());
+        assert!(
+            err <= tol,
+            "{what}: `{name}` max abs difference {err} > {tol}"
+        );
+    }
+}
+
+/// Every file under `backends/` in the package.
+fn backend_files(package: &Package) -> Vec<String> {
+    let root = package.root().join("backends");
+    let mut files = Vec::new();
+    for dir in std::fs::read_dir(&root).unwrap() {
+        let dir = dir.unwrap().path();
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            files.push(
+                f.strip_prefix(package.root())
+                    .unwrap()
+                    .display()
+                    .to_string(),
+            );
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn tiny_goldens_agree_across_backends_and_with_transformers() {
+    for case in bert_cases() {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let (_dir, package) = import(&case.join("model"));
+        let info = package.info();
+        // One copy of the weights: both backends list the same files, all under candle's folder.
+        assert_eq!(
+            info.backends["torch"].artifacts, info.backends["candle"].artifacts,
+            "{name}"
+        );
+        assert!(
+            backend_files(&package)
+                .iter()
+                .all(|f| f.starts_with("backends/candle/")),
+            "{name}: {:?}",
+            backend_files(&package)
+        );
+        let inputs: NamedTensors = read_npy_dir(&case.join("inputs")).into_iter().collect();
+        let mut candle = package.load(&on("candle")).unwrap();
+        let mut torch = package.load(&on("torch")).unwrap();
+        assert_eq!(torch.backend(), "torch");
+        let a = candle.run(&inputs).unwrap();
+        let b = torch.run(&inputs).unwrap();
+        assert_close(&format!("{name} candle vs torch"), &a, &b, TOLERANCE);
+        let expected: NamedTensors = read_npy_dir(&case.join("expected")).into_iter().collect();
+        assert_close(
+            &format!("{name} torch vs transformers"),
+            &b,
+            &expected,
+            TOLERANCE,
+        );
+    }
+}
+
+#[test]
+fn text_with_padding_agrees_across_backends() {
+    let case = fixtures().join("bert/bert_gelu_pooler");
+    let (_dir, package) = import(&case.join("model"));
+    let texts: Vec<String> =
+        serde_json::from_slice(&std::fs::read(case.join("texts.json")).unwrap()).unwrap();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut torch = package.load(&on("torch")).unwrap();
+    let encoded = torch.encode(&texts, true).unwrap();
+    let mask = encoded.inputs.get("attention_mask").unwrap();
+    assert!(mask.as_i64().unwrap().contains(&0), "the batch is padded");
+    let b = torch.run(&encoded.inputs).unwrap();
+    let a = package
+        .load(&on("candle"))
+        .unwrap()
+        .run(&encoded.inputs)
+        .unwrap();
+    assert_close("text candle vs torch", &a, &b, TOLERANCE);
+    let expected: NamedTensors = read_npy_dir(&case.join("text_expected"))
+        .into_iter()
+        .collect();
+    assert_close("text torch vs transformers", &b, &expected, TOLERANCE);
+}
+
+#[test]
+fn minilm_agrees_across_backends() {
+    let (_dir, package) = import(&minilm_dir());
+    let texts: Vec<String> =
+        serde_json::from_slice(&std::fs::read(fixtures().join("minilm/texts.json")).unwrap())
+            .unwrap();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut candle = package.load(&on("candle")).unwrap();
+    let mut torch = package.load(&on("torch")).unwrap();
+    // Each text alone (no padding; the long one truncated to 256 tokens): every value agrees.
+    for text in &texts {
+        let encoded = candle.encode(&[text], true).unwrap();
+        let a = candle.run(&encoded.inputs).unwrap();
+        let b = torch.run(&encoded.inputs).unwrap();
+        assert_close("MiniLM, one text", &a, &b, TOLERANCE);
+    }
+    // A padded batch: every real token agrees. (The rows of padding tokens are computed but
+    // meaningless, and the backends' attention kernels round them differently: ~3e-4.)
+    let encoded = candle.encode(&texts, true).unwrap();
+    let mask = encoded.inputs.get("attention_mask").unwrap();
+    let a = candle.run(&encoded.inputs).unwrap();
+    let b = torch.run(&encoded.inputs).unwrap();
+    let (x, y) = (
+        a.get("last_hidden_state").unwrap(),
+        b.get("last_hidden_state").unwrap(),
+    );
+    let hidden = x.shape()[2];
+    let mut worst = 0.0f32;
+    for (token, _) in mask
+        .as_i64()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| **m == 1)
+    {
+        let rows = token * hidden..(token + 1) * hidden;
+        let (p, q) = (
+            &x.as_f32().unwrap()[rows.clone()],
+            &y.as_f32().unwrap()[rows],
+        );
+        worst = p
+            .iter()
+            .zip(q)
+            .map(|(p, q)| (p - q).abs())
+            .fold(worst, f32::max);
+    }
+    assert!(
+        worst <= TOLERANCE,
+        "padded batch: real tokens differ by {worst}"
+    );
+    // And the sentence embeddings built on them.
+    let ea = candle.embed(&texts).unwrap();
+    let eb = torch.embed(&texts).unwrap();
+    let worst = ea
+        .iter()
+        .flatten()
+        .zip(eb.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= TOLERANCE, "embeddings differ by {worst}");
+}
+
+#[test]
+fn a_package_listing_only_candle_runs_on_torch_from_the_same_files() {
+    // A candle-only build writes a manifest without a torch entry; the torch build reads the
+    // same config.json + safetensors through the candle entry's artifacts.
+    let case = fixtures().join("bert/bert_gelu_pooler");
+    let (_dir, package) = import(&case.join("model"));
+    let path = package.root().join("model_info.json");
+    let mut info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    info["backends"].as_object_mut().unwrap().remove("torch");
+    let bytes = serde_json::to_vec_pretty(&info).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    // Keep metadata.json's record of model_info.json true, as a candle-only import writes it.
+    let meta_path = package.root().join("metadata.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    for file in meta["files"].as_array_mut().unwrap() {
+        if file["path"] == "model_info.json" {
+            file["size"] = bytes.len().into();
+            file["sha256"] = format!("{:x}", sha2::Sha256::digest(&bytes)).into();
+        }
+    }
+    std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    let package = Package::open(package.root()).unwrap();
+    assert!(!package.info().backends.contains_key("torch"));
+    let inputs: NamedTensors = read_npy_dir(&case.join("inputs")).into_iter().collect();
+    let out = package.load(&on("torch")).unwrap().run(&inputs).unwrap();
+    let expected: NamedTensors = read_npy_dir(&case.join("expected")).into_iter().collect();
+    assert_close("candle-only manifest on torch", &out, &expected, TOLERANCE);
+}
+
+fn torchscript_package(dir: &Path) -> Package {
+    let case = fixtures().join("torchscript/bert_gelu_pooler");
+    #[derive(serde::Deserialize)]
+    struct Order {
+        inputs: Vec<String>,
+        outputs: Vec<String>,
+    }
+    let order: Order =
+        serde_json::from_slice(&std::fs::read(case.join("torchscript.json")).unwrap()).unwrap();
+    let options = ImportOptions {
+        torchscript: Some(TorchScriptExport {
+            path: case.join("model.pt"),
+            inputs: order.inputs,
+            outputs: order.outputs,
+        }),
+        ..Default::default()
+    };
+    inferox::import(
+        &fixtures().join("bert/bert_gelu_pooler/model"),
+        &dir.join("pkg"),
+        &options,
+        &mut |_| {},
+    )
+    .unwrap()
+}
+
+#[test]
+fn torchscript_artifact_matches_python() {
+    let dir = tempfile::tempdir().unwrap();
+    let package = torchscript_package(dir.path());
+    package.verify().unwrap();
+    let torch = &package.info().backends["torch"];
+    assert_eq!(torch.format, inferox::ExecutionFormat::Torchscript);
+    assert_eq!(
+        torch.inputs,
+        ["input_ids", "attention_mask", "token_type_ids"]
+    );
+    assert_eq!(torch.outputs, ["last_hidden_state", "pooler_output"]);
+    let case = fixtures().join("torchscript/bert_gelu_pooler");
+    let inputs: NamedTensors = read_npy_dir(&case.join("inputs")).into_iter().collect();
+    let mut model = package.load(&on("torch")).unwrap();
+    let out = model.run(&inputs).unwrap();
+    let expected: NamedTensors = read_npy_dir(&case.join("expected")).into_iter().collect();
+    assert_close("TorchScript vs Python", &out, &expected, 1e-5);
+    // The candle backend of the same package reads the safetensors and agrees too.
+    let candle = package.load(&on("candle")).unwrap().run(&inputs);
+    assert_close("TorchScript vs candle", &out, &candle.unwrap(), TOLERANCE);
+    // Positional inputs cannot be left out: a clear error, not a wrong call.
+    let mut partial = inputs.clone();
+    partial.remove("token_type_ids");
+    let e = model.run(&partial).unwrap_err();
+    assert!(
+        matches!(&e, Error::Input { name, .. } if name == "token_type_ids"),
+        "{e}"
+    );
+}
+
+#[test]
+fn torchscript_order_must_name_schema_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = fixtures().join("torchscript/bert_gelu_pooler");
+    let options = ImportOptions {
+        torchscript: Some(TorchScriptExport {
+            path: case.join("model.pt"),
+            inputs: vec!["input_ids".into(), "pixel_values".into()],
+            outputs: vec!["last_hidden_state".into()],
+        }),
+        ..Default::default()
+    };
+    let e = inferox::import(
+        &fixtures().join("bert/bert_gelu_pooler/model"),
+        &dir.path().join("pkg"),
+        &options,
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("`pixel_values` is not in the model's I/O schema"),
+        "{e}"
+    );
+    assert!(!dir.path().join("pkg").exists(), "no half package is left");
+}
+
+#[test]
+fn damaged_torchscript_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let package = torchscript_package(dir.path());
+    let pt = package.root().join("backends/torch/model.pt");
+    let bytes = std::fs::read(&pt).unwrap();
+    std::fs::write(&pt, &bytes[..bytes.len() / 2]).unwrap();
+    let e = package
+        .load(&on("torch"))
+        .err()
+        .expect("a truncated module fails to load");
+    let text = e.to_string();
+    assert!(
+        text.contains("model.pt") && text.contains("not a loadable TorchScript module"),
+        "{text}"
+    );
+}
+
+#[test]
+fn threads_and_devices_are_checked() {
+    let case = fixtures().join("bert/bert_gelu_pooler");
+    let (_dir, package) = import(&case.join("model"));
+    let threads = LoadOptions {
+        threads: Some(1),
+        ..on("torch")
+    };
+    assert!(package.load(&threads).is_ok());
+    let e = package
+        .load(&LoadOptions {
+            threads: Some(1),
+            ..on("candle")
+        })
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("RAYON_NUM_THREADS"), "{e}");
+    if inferox::backends::torch::tch::Cuda::device_count() == 0 {
+        let e = package
+            .load(&LoadOptions {
+                device: inferox::Device::Cuda(0),
+                ..on("torch")
+            })
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("cuda:0") && e.contains("0 CUDA device"), "{e}");
+    }
+}
