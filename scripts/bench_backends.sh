@@ -6,7 +6,8 @@
 #     and 32 x 128 throughput, 1 and 2 threads;
 #   * the TFLite fixtures on the tflite backend (benches/tflite.rs) against Python's
 #     tf.lite.Interpreter (scripts/bench_tflite.py): one call (set input, invoke, read output),
-#     1 and 2 threads.
+#     1 and 2 threads, against Python with its builtin kernels only (as our TFLite library is
+#     built: no XNNPACK) and with its default XNNPACK delegate.
 # Needs: python3 with torch + transformers (tests/golden/requirements.txt) and tensorflow-cpu
 # (tests/golden/requirements-tflite.txt); installs libtorch and the TFLite prerequisites itself.
 #
@@ -45,20 +46,25 @@ bench_torch() {
 
 bench_tflite() {
   eval "$(scripts/tflite-env.sh)"
-  echo "| threads | fixture | inferox (tflite backend, µs/call) | tf.lite.Interpreter (µs/call) | inferox / Python |"
-  echo "|---|---|---|---|---|"
+  echo "| threads | fixture | inferox (tflite backend) | tf.lite.Interpreter, builtin kernels | inferox / Python builtin | tf.lite.Interpreter, XNNPACK | inferox / Python XNNPACK |"
+  echo "|---|---|---|---|---|---|---|"
+  python3 scripts/bench_tflite.py > target/bench_tflite_xnnpack.jsonl
+  python3 scripts/bench_tflite.py --no-xnnpack > target/bench_tflite_builtin.jsonl
   for n in 1 2; do
     INFEROX_BENCH_THREADS=$n cargo bench --quiet --features tflite --bench tflite -- --noplot >&2
-    python3 scripts/bench_tflite.py > "target/bench_tflite_py.jsonl"
     for f in float_cnn embedding_dense int8_cnn; do
       ours=$(awk -v ns="$(estimate "tflite_t$n" "$f")" 'BEGIN {print ns / 1e3}')
-      theirs=$(python3 -c "
+      py() {
+        python3 -c "
 import json, sys
-for line in open('target/bench_tflite_py.jsonl'):
+for line in open(sys.argv[3]):
     r = json.loads(line)
     if r['fixture'] == sys.argv[1] and r['threads'] == int(sys.argv[2]):
-        print(r['median_us'])" "$f" "$n")
-      awk -v n="$n" -v f="$f" -v a="$ours" -v b="$theirs" 'BEGIN {printf "| %s | %s | %.2f | %.2f | %.2fx |\n", n, f, a, b, a/b}'
+        print(r['median_us'])" "$f" "$n" "$1"
+      }
+      builtin=$(py target/bench_tflite_builtin.jsonl)
+      xnn=$(py target/bench_tflite_xnnpack.jsonl)
+      awk -v n="$n" -v f="$f" -v a="$ours" -v b="$builtin" -v c="$xnn" 'BEGIN {printf "| %s | %s | %.2f µs | %.2f µs | %.2fx | %.2f µs | %.2fx |\n", n, f, a, b, a/b, c, a/c}'
     done
   done
   echo

@@ -32,10 +32,17 @@ FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 DEFAULT = [FIXTURES / name for name in ("float_cnn", "embedding_dense", "int8_cnn")]
 
 
-def bench(fixture, threads, iters, warmup):
+def bench(fixture, threads, iters, warmup, xnnpack=True):
     model = str(fixture / "model.tflite")
     t0 = time.perf_counter_ns()
-    interpreter = tf.lite.Interpreter(model_path=model, num_threads=threads)
+    resolver = (
+        tf.lite.experimental.OpResolverType.AUTO
+        if xnnpack
+        else tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    interpreter = tf.lite.Interpreter(
+        model_path=model, num_threads=threads, experimental_op_resolver_type=resolver
+    )
     interpreter.allocate_tensors()
     load_ns = time.perf_counter_ns() - t0
 
@@ -77,6 +84,7 @@ def bench(fixture, threads, iters, warmup):
         "p90_us": round(float(np.percentile(us, 90)), 3),
         "invoke_median_us": round(float(np.median(invoke_times / 1e3)), 3),
         "iters": iters,
+        "xnnpack": xnnpack,
     }
 
 
@@ -84,11 +92,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument(
+        "--no-xnnpack",
+        action="store_true",
+        help="builtin kernels only (no default XNNPACK delegate), like a TFLite built without it",
+    )
     parser.add_argument("fixtures", nargs="*", type=pathlib.Path, default=DEFAULT)
     args = parser.parse_args()
     for fixture in args.fixtures:
         for threads in (1, 2):
-            print(json.dumps(bench(fixture.resolve(), threads, args.iters, args.warmup)), flush=True)
+            result = bench(fixture.resolve(), threads, args.iters, args.warmup, not args.no_xnnpack)
+            print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

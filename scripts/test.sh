@@ -18,12 +18,11 @@ cd "$(dirname "$0")/.."
 stage="${1:-all}"
 [ $# -gt 0 ] && shift
 
-# Builds the binary with `$1` features and checks how the vendor library is linked: `$2` must be
-# (or with `!`, must not be) a DT_NEEDED entry, and the binary must start without
-# LD_LIBRARY_PATH (`inferox doctor`).
+# Checks how the binary the last `cargo test` built (with `$1` features; the integration tests
+# run it) links its vendor library: `$2` must be (or with `!`, must not be) a DT_NEEDED entry,
+# and the binary must start without LD_LIBRARY_PATH (`inferox doctor`).
 check_binary() {
   local features="$1" lib="$2"
-  cargo build --features "$features" --bin inferox
   local bin=target/debug/inferox
   echo "-- $bin (--features $features): dynamic section"
   readelf -d "$bin" | grep -E "NEEDED|RUNPATH|RPATH"

@@ -133,6 +133,19 @@ pub fn read_header(path: &Path) -> Result<BTreeMap<String, HeaderEntryInfo>> {
     Ok(out)
 }
 
+/// Memory-maps `files` for reading tensors out of them.
+pub fn map_files(files: &[PathBuf]) -> Result<Vec<memmap2::Mmap>> {
+    files
+        .iter()
+        .map(|path| {
+            let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            // SAFETY: a package's files are not modified while it is loaded; the mapping is
+            // only read, and tensors are copied out of it.
+            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
+        })
+        .collect()
+}
+
 impl WeightIndex {
     /// Reads the headers of `files`. A tensor present in two files is an error.
     pub fn read(files: &[PathBuf]) -> Result<WeightIndex> {

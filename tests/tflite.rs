@@ -5,27 +5,15 @@
 
 mod common;
 
-use common::{assert_matches_json_schemas, fixtures, max_abs_diff, read_npy_dir};
+use common::{assert_matches_json_schemas, fixtures, import, max_abs_diff, read_npy_dir};
 use inferox::schema::{Dim, Preprocessing};
-use inferox::{DType, Error, ImportOptions, LoadOptions, NamedTensors, Package};
-use std::path::{Path, PathBuf};
+use inferox::{DType, Error, ImportOptions, LoadOptions, NamedTensors};
+use std::path::PathBuf;
 
 const CASES: [&str; 3] = ["float_cnn", "embedding_dense", "int8_cnn"];
 
 fn case(name: &str) -> PathBuf {
     fixtures().join("tflite").join(name)
-}
-
-fn import(src: &Path) -> (tempfile::TempDir, Package) {
-    let dir = tempfile::tempdir().unwrap();
-    let package = inferox::import(
-        src,
-        &dir.path().join("pkg"),
-        &ImportOptions::default(),
-        &mut |_| {},
-    )
-    .unwrap_or_else(|e| panic!("import of {} failed: {e}", src.display()));
-    (dir, package)
 }
 
 fn with_threads(threads: usize) -> LoadOptions {
@@ -210,4 +198,49 @@ fn bad_models_and_inputs_are_clear_errors() {
         .unwrap()
         .to_string();
     assert!(e.contains("runs on the CPU"), "{e}");
+}
+
+#[test]
+fn cli_imports_and_runs_with_threads_and_dequantize() {
+    let bin = env!("CARGO_BIN_EXE_inferox");
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = tmp.path().join("int8.pkg");
+    let dir = case("int8_cnn");
+    let status = std::process::Command::new(bin)
+        .args([
+            "import",
+            dir.to_str().unwrap(),
+            "--output",
+            pkg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let input = format!("image={}", dir.join("float_inputs/image.npy").display());
+    let out = std::process::Command::new(bin)
+        .args([
+            "run",
+            pkg.to_str().unwrap(),
+            "--backend",
+            "tflite",
+            "--threads",
+            "2",
+        ])
+        .args(["--dequantize", "--input", &input, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Vec<f32> = json["outputs"]["logits"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let want = inferox::npy::read_npy(&dir.join("float_outputs/logits.npy")).unwrap();
+    assert_eq!(got, want.as_f32().unwrap());
 }

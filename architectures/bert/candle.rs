@@ -128,12 +128,7 @@ pub struct Bert {
 
 /// The registry's loader for the candle backend.
 pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
-    let cfg: BertConfig = req.config()?;
-    let config_path = req.artifacts(ArtifactRole::Config)?.remove(0);
-    cfg.check().map_err(|message| Error::Config {
-        path: config_path,
-        message,
-    })?;
+    let cfg = BertConfig::load(req)?;
     let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?)?;
     let device = crate::backends::candle::device(req.options.device)?;
     let dtype = crate::backends::candle::dtype(req.dtype())?;
@@ -208,18 +203,14 @@ impl Bert {
 
     /// The additive attention mask `[batch, 1, 1, seq]`, or `None` when nothing is masked.
     fn attention_bias(&self, b: &Batch<'_>) -> Result<Option<Tensor>> {
-        let Some(mask) = b.mask else { return Ok(None) };
-        // transformers adds the compute dtype's minimum (finite, so a fully masked row stays
-        // finite too).
-        let min = match self.dtype {
-            DType::F16 => -65504.0,
-            DType::BF16 => -3.38e38,
-            _ => f32::MIN,
+        let compute = match self.dtype {
+            DType::F16 => crate::tensor::DType::Float16,
+            DType::BF16 => crate::tensor::DType::BFloat16,
+            _ => crate::tensor::DType::Float32,
         };
-        let bias: Vec<f32> = mask
-            .iter()
-            .map(|&m| if m == 1 { 0.0 } else { min })
-            .collect();
+        let Some(bias) = b.additive_mask(compute) else {
+            return Ok(None);
+        };
         let bias = Tensor::from_vec(bias, (b.batch, 1, 1, b.seq), &self.device)
             .and_then(|t| t.to_dtype(self.dtype))
             .map_err(err)?;

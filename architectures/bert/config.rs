@@ -90,6 +90,20 @@ pub struct BertConfig {
 }
 
 impl BertConfig {
+    /// Reads and checks the package's config.json; errors name the file.
+    #[cfg(any(feature = "candle", feature = "torch"))]
+    pub fn load(req: &crate::loader::LoadRequest<'_>) -> crate::Result<BertConfig> {
+        let cfg: BertConfig = req.config()?;
+        cfg.check().map_err(|message| crate::Error::Config {
+            path: req
+                .artifacts(crate::manifest::ArtifactRole::Config)
+                .map(|mut p| p.remove(0))
+                .unwrap_or_default(),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
     /// The family member.
     pub fn flavor(&self) -> Flavor {
         Flavor::of(&self.model_type)

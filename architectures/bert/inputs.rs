@@ -1,6 +1,6 @@
 //! Input checks shared by the backends: the same errors whichever backend runs the model.
 
-use crate::tensor::{HostTensor, NamedTensors};
+use crate::tensor::{DType, HostTensor, NamedTensors};
 use crate::{Error, Result};
 
 /// A checked batch of inputs, shared by the backends: ids in range, the mask only 0 and 1.
@@ -43,6 +43,23 @@ impl<'a> Batch<'a> {
             type_ids,
             mask,
         })
+    }
+
+    /// The additive attention mask, `[batch * seq]` row-major: 0 to attend, and for padding the
+    /// compute dtype's most negative finite value (as transformers adds, so that a fully
+    /// masked row stays finite). `None` when nothing is masked.
+    pub fn additive_mask(&self, compute: DType) -> Option<Vec<f32>> {
+        let min = match compute {
+            DType::Float16 => -65504.0,
+            DType::BFloat16 => -3.38e38,
+            _ => f32::MIN,
+        };
+        let mask = self.mask?;
+        Some(
+            mask.iter()
+                .map(|&m| if m == 1 { 0.0 } else { min })
+                .collect(),
+        )
     }
 
     /// RoBERTa positions: real tokens count up from `pad_id + 1`, padding sits at `pad_id`.

@@ -5,13 +5,13 @@
 //! A package whose torch artifact is TorchScript runs through [`crate::backends::torch::script`].
 
 use super::{Batch, BertConfig, Flavor, Layout};
+use crate::Result;
 use crate::architectures::common::Activation;
 use crate::backends::torch::{LayerNorm, Linear, Weights, err, set_threads, to_host};
 use crate::loader::LoadRequest;
 use crate::manifest::{ArtifactRole, ExecutionFormat};
 use crate::model::Model;
 use crate::tensor::NamedTensors;
-use crate::{Error, Result};
 use tch::{Kind, Tensor};
 
 struct Layer {
@@ -44,6 +44,7 @@ pub struct Bert {
     vocab_size: usize,
     type_vocab_size: usize,
     pad_id: i64,
+    compute: crate::tensor::DType,
     kind: Kind,
     device: tch::Device,
 }
@@ -53,12 +54,7 @@ pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
     if req.artifacts.format == ExecutionFormat::Torchscript {
         return crate::backends::torch::script::load(req);
     }
-    let cfg: BertConfig = req.config()?;
-    let config_path = req.artifacts(ArtifactRole::Config)?.remove(0);
-    cfg.check().map_err(|message| Error::Config {
-        path: config_path,
-        message,
-    })?;
+    let cfg = BertConfig::load(req)?;
     let device = crate::backends::torch::device(req.options.device)?;
     set_threads(req.options.threads);
     let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?, req.dtype(), device)?;
@@ -67,11 +63,23 @@ pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
         |n| weights.contains(n),
         |n| weights.shape(n).map(<[usize]>::to_vec),
     );
-    Ok(Box::new(Bert::load(&weights, &cfg, &layout, device)?))
+    Ok(Box::new(Bert::load(
+        &weights,
+        &cfg,
+        &layout,
+        device,
+        req.dtype(),
+    )?))
 }
 
 impl Bert {
-    fn load(w: &Weights, cfg: &BertConfig, layout: &Layout, device: tch::Device) -> Result<Bert> {
+    fn load(
+        w: &Weights,
+        cfg: &BertConfig,
+        layout: &Layout,
+        device: tch::Device,
+        compute: crate::tensor::DType,
+    ) -> Result<Bert> {
         let p = &layout.prefix;
         let h = cfg.hidden_size;
         let eps = cfg.layer_norm_eps;
@@ -143,6 +151,7 @@ impl Bert {
             vocab_size: cfg.vocab_size,
             type_vocab_size: cfg.type_vocab_size,
             pad_id: cfg.pad_id() as i64,
+            compute,
             device,
         })
     }
@@ -164,19 +173,11 @@ impl Bert {
         .map_err(err)
     }
 
-    /// Additive mask `[batch, 1, 1, seq]` (0 to attend, the dtype's minimum to skip, finite as
-    /// in transformers so a fully masked row stays finite), or `None` when nothing is masked.
+    /// The additive mask as `[batch, 1, 1, seq]`, or `None` when nothing is masked.
     fn attention_mask(&self, b: &Batch<'_>) -> Result<Option<Tensor>> {
-        let Some(mask) = b.mask else { return Ok(None) };
-        let min = match self.kind {
-            Kind::Half => -65504.0,
-            Kind::BFloat16 => -3.38e38,
-            _ => f32::MIN,
+        let Some(bias) = b.additive_mask(self.compute) else {
+            return Ok(None);
         };
-        let bias: Vec<f32> = mask
-            .iter()
-            .map(|&m| if m == 1 { 0.0 } else { min })
-            .collect();
         Tensor::f_from_slice(&bias)
             .and_then(|t| t.f_reshape([b.batch as i64, 1, 1, b.seq as i64]))
             .and_then(|t| t.f_to_device(self.device))

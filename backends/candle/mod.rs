@@ -122,15 +122,7 @@ impl Weights {
     /// Maps and indexes the weight files (headers are checked against file sizes).
     pub fn open(files: &[PathBuf]) -> Result<Weights> {
         let index = WeightIndex::read(files)?;
-        let maps = files
-            .iter()
-            .map(|path| {
-                let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-                // SAFETY: the package's files are not modified while it is loaded; the mapping
-                // is only read, and each tensor is copied out before the builder returns it.
-                unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let maps = crate::weights::map_files(files)?;
         Ok(Weights(Arc::new(Inner {
             index,
             maps,

@@ -152,15 +152,7 @@ impl Weights {
             )));
         }
         let index = WeightIndex::read(files)?;
-        let maps = files
-            .iter()
-            .map(|path| {
-                let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-                // SAFETY: the package's files are not modified while it is loaded; the mapping
-                // is only read, and each tensor is copied out before `get` returns.
-                unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let maps = crate::weights::map_files(files)?;
         Ok(Weights {
             index,
             maps,
