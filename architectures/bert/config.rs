@@ -93,14 +93,12 @@ impl BertConfig {
     /// Reads and checks the package's config.json; errors name the file.
     #[cfg(any(feature = "candle", feature = "torch"))]
     pub fn load(req: &crate::loader::LoadRequest<'_>) -> crate::Result<BertConfig> {
-        let cfg: BertConfig = req.config()?;
-        cfg.check().map_err(|message| crate::Error::Config {
-            path: req
-                .artifacts(crate::manifest::ArtifactRole::Config)
-                .map(|mut p| p.remove(0))
-                .unwrap_or_default(),
-            message,
-        })?;
+        let path = req
+            .artifacts(crate::manifest::ArtifactRole::Config)?
+            .remove(0);
+        let cfg: BertConfig = crate::files::read_config(&path)?;
+        cfg.check()
+            .map_err(|message| crate::Error::Config { path, message })?;
         Ok(cfg)
     }
 

@@ -63,12 +63,15 @@ impl Graph {
     }
 }
 
-/// One input or output of the graph: its schema name, interpreter index and element type.
+/// One input or output of the graph: its schema name, the model's tensor, interpreter index,
+/// element type and shape.
 #[derive(Clone, Debug)]
 struct Port {
     name: String,
+    tensor: String,
     index: usize,
     dtype: DType,
+    shape: Vec<usize>,
     quantization: Option<Quantization>,
 }
 
@@ -133,78 +136,73 @@ fn tensor<'i>(
     t.map_err(|e| err(path, &format!("reading {side} {index}"), e))
 }
 
-/// Reads the graph's inputs (`input`) or outputs.
-fn ports(path: &Path, interp: &Interpreter<'_>, input: bool) -> Result<Vec<Port>> {
+/// Reads the graph's inputs and outputs (the signature is looked up once for both).
+fn ports(path: &Path, interp: &Interpreter<'_>) -> Result<(Vec<Port>, Vec<Port>)> {
     let (in_names, out_names) = signature_names(interp);
-    let (names, count, side) = if input {
-        (in_names, interp.input_tensor_count(), "input")
-    } else {
-        (out_names, interp.output_tensor_count(), "output")
-    };
-    (0..count)
-        .map(|index| {
-            let t = tensor(path, interp, input, index)?;
-            let name = names
-                .iter()
-                .find(|(tensor, _)| tensor == t.name())
-                .map_or_else(|| t.name().to_string(), |(_, n)| n.clone());
-            let dtype = dtype(t.data_type()).ok_or_else(|| {
-                Error::Unsupported(format!(
-                    "{}: {side} `{name}` has element type {:?}, which inferox does not exchange",
-                    path.display(),
-                    t.data_type()
-                ))
-            })?;
-            let quantization = t
-                .quantization_parameters()
-                .filter(|q| q.scale != 0.0)
-                .map(|q| Quantization {
-                    scale: f64::from(q.scale),
-                    zero_point: i64::from(q.zero_point),
-                });
-            Ok(Port {
-                name,
-                index,
-                dtype,
-                quantization,
+    let side = |input: bool, names: &Names, count: usize| -> Result<Vec<Port>> {
+        (0..count)
+            .map(|index| {
+                let t = tensor(path, interp, input, index)?;
+                let name = names
+                    .iter()
+                    .find(|(tensor, _)| tensor == t.name())
+                    .map_or_else(|| t.name().to_string(), |(_, n)| n.clone());
+                let dtype = dtype(t.data_type()).ok_or_else(|| {
+                    Error::Unsupported(format!(
+                        "{}: {} `{name}` has element type {:?}, which inferox does not exchange",
+                        path.display(),
+                        if input { "input" } else { "output" },
+                        t.data_type()
+                    ))
+                })?;
+                let quantization =
+                    t.quantization_parameters()
+                        .filter(|q| q.scale != 0.0)
+                        .map(|q| Quantization {
+                            scale: f64::from(q.scale),
+                            zero_point: i64::from(q.zero_point),
+                        });
+                Ok(Port {
+                    name,
+                    tensor: t.name().to_string(),
+                    index,
+                    dtype,
+                    shape: t.shape().dimensions().clone(),
+                    quantization,
+                })
             })
-        })
-        .collect()
+            .collect()
+    };
+    Ok((
+        side(true, &in_names, interp.input_tensor_count())?,
+        side(false, &out_names, interp.output_tensor_count())?,
+    ))
+}
+
+/// The schema entry of a port.
+fn spec(p: &Port, what: &str) -> TensorSpec {
+    let description = match p.quantization {
+        Some(q) => format!(
+            "{what} `{}`, quantized (scale {}, zero point {})",
+            p.tensor, q.scale, q.zero_point
+        ),
+        None => format!("{what} `{}`", p.tensor),
+    };
+    let shape = p.shape.iter().map(|&d| Dim::Fixed(d)).collect();
+    TensorSpec {
+        quantization: p.quantization,
+        ..TensorSpec::new(&p.name, p.dtype, shape, &description)
+    }
 }
 
 /// The tensors of a `.tflite` model as schema entries: inputs, then outputs.
 pub fn describe(path: &Path) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>)> {
     let graph = Graph::open(path, Some(1))?;
-    let interp = graph.borrow_dependent();
-    let specs = |input: bool| -> Result<Vec<TensorSpec>> {
-        let what = if input { "model input" } else { "model output" };
-        ports(path, interp, input)?
-            .into_iter()
-            .map(|p| {
-                let t = tensor(path, interp, input, p.index)?;
-                let description = match p.quantization {
-                    Some(q) => format!(
-                        "{what} `{}`, quantized (scale {}, zero point {})",
-                        t.name(),
-                        q.scale,
-                        q.zero_point
-                    ),
-                    None => format!("{what} `{}`", t.name()),
-                };
-                let shape = t
-                    .shape()
-                    .dimensions()
-                    .iter()
-                    .map(|&d| Dim::Fixed(d))
-                    .collect();
-                Ok(TensorSpec {
-                    quantization: p.quantization,
-                    ..TensorSpec::new(&p.name, p.dtype, shape, &description)
-                })
-            })
-            .collect()
-    };
-    Ok((specs(true)?, specs(false)?))
+    let (inputs, outputs) = ports(path, graph.borrow_dependent())?;
+    Ok((
+        inputs.iter().map(|p| spec(p, "model input")).collect(),
+        outputs.iter().map(|p| spec(p, "model output")).collect(),
+    ))
 }
 
 /// A TensorFlow Lite model ready to run.
@@ -226,8 +224,7 @@ pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
     }
     let path = req.artifacts(ArtifactRole::Model)?.remove(0);
     let graph = Graph::open(&path, req.options.threads)?;
-    let inputs = ports(&path, graph.borrow_dependent(), true)?;
-    let outputs = ports(&path, graph.borrow_dependent(), false)?;
+    let (inputs, outputs) = ports(&path, graph.borrow_dependent())?;
     Ok(Box::new(TfLite {
         graph,
         path,
