@@ -178,11 +178,11 @@ fn embeddings(model: &mut LoadedModel, args: &Args, texts: &[&str]) -> anyhow::R
     if let Some(s) = similarity {
         println!("cosine similarity");
         let header: Vec<String> = (0..s.len())
-            .map(|j| format!("{:>7}", format!("[{j}]")))
+            .map(|j| format!("{:>8}", format!("[{j}]")))
             .collect();
         println!("     {}", header.join(""));
         for (i, row) in s.iter().enumerate() {
-            let cells: Vec<String> = row.iter().map(|x| format!("{x:>7.4}")).collect();
+            let cells: Vec<String> = row.iter().map(|x| format!("{x:>8.4}")).collect();
             println!("{:>4} {}", format!("[{i}]"), cells.join(""));
         }
     }
