@@ -114,3 +114,109 @@ pub fn causal_lm_description(
         tasks: vec!["text-generation".to_string()],
     }
 }
+
+/// Largest sequence length a config may declare: positions are `u32`, and no model attends
+/// over more than this (Llama 4 declares 10M). Anything larger is a corrupt config.
+pub const MAX_POSITIONS: usize = 1 << 28;
+
+/// Checks the numbers of a config against the checkpoint they describe, before anything is
+/// sized by them: layer counts against the layers present, sizes against tensor shapes.
+/// Errors are [`Error::Config`] naming the config file and the field (or
+/// [`Error::MissingTensor`] when the tensor that would tell is absent).
+pub struct ConfigCheck<'a> {
+    /// The file the config came from (config.json, or the GGUF file).
+    pub path: &'a std::path::Path,
+    /// The checkpoint's tensors.
+    pub weights: &'a crate::weights::WeightIndex,
+}
+
+/// A size from config fields: its description (`num_attention_heads × head_dim`) and value,
+/// `None` when the product overflowed.
+pub type Size<'a> = (&'a str, Option<usize>);
+
+impl ConfigCheck<'_> {
+    /// An [`Error::Config`](crate::Error::Config) about this config.
+    pub fn error(&self, message: String) -> crate::Error {
+        crate::Error::Config {
+            path: self.path.to_path_buf(),
+            message,
+        }
+    }
+
+    /// The layers present under `prefix` (`model.layers.` holds `model.layers.N.*`) must be
+    /// exactly `0..value`, `value` being the config's `field`.
+    pub fn layers(&self, field: &str, value: usize, prefix: &str) -> crate::Result<()> {
+        let mut present = std::collections::BTreeSet::new();
+        for name in self.weights.tensors.keys() {
+            if let Some((index, _)) = name.strip_prefix(prefix).and_then(|r| r.split_once('.'))
+                && let Ok(index) = index.parse::<usize>()
+            {
+                present.insert(index);
+            }
+        }
+        let contiguous = present.last().is_none_or(|&last| last + 1 == present.len());
+        if present.len() != value || !contiguous {
+            let held = match (present.first(), present.last()) {
+                (Some(first), Some(last)) => format!(
+                    "{} layers ({prefix}{first} to {prefix}{last})",
+                    present.len()
+                ),
+                _ => format!("no {prefix}N layers"),
+            };
+            return Err(self.error(format!(
+                "field `{field}` is {value}, but the weights hold {held}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Tensor `tensor` must have the shape the config's sizes give.
+    pub fn shape(&self, tensor: &str, want: &[Size<'_>]) -> crate::Result<()> {
+        let Some(info) = self.weights.tensors.get(tensor) else {
+            return Err(crate::Error::MissingTensor {
+                tensor: tensor.to_string(),
+                files: self.weights.files.clone(),
+            });
+        };
+        let matches = info.shape.len() == want.len()
+            && want
+                .iter()
+                .zip(&info.shape)
+                .all(|((_, w), s)| *w == Some(*s));
+        if !matches {
+            let fields: Vec<String> = want
+                .iter()
+                .map(|(field, value)| match value {
+                    Some(v) => format!("{field} = {v}"),
+                    None => format!("{field} overflows"),
+                })
+                .collect();
+            return Err(self.error(format!(
+                "{} do not match tensor `{tensor}` of shape {:?}",
+                fields.join(", "),
+                info.shape
+            )));
+        }
+        Ok(())
+    }
+
+    /// A sequence length field must be positive and at most [`MAX_POSITIONS`].
+    pub fn positions(&self, field: &str, value: usize) -> crate::Result<()> {
+        if value == 0 || value > MAX_POSITIONS {
+            return Err(self.error(format!(
+                "field `{field}` is {value}; it must be between 1 and {MAX_POSITIONS}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A float field (an epsilon, a rotary base, a scaling factor) must be finite and positive.
+    pub fn positive(&self, field: &str, value: f64) -> crate::Result<()> {
+        if !(value.is_finite() && value > 0.0) {
+            return Err(self.error(format!(
+                "field `{field}` is {value}; it must be a positive number"
+            )));
+        }
+        Ok(())
+    }
+}

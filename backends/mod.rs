@@ -20,9 +20,8 @@ pub struct BackendInfo {
     pub compiled: bool,
     /// What it runs on.
     pub description: &'static str,
-    /// Whether it honours [`LoadOptions::threads`](crate::LoadOptions::threads); the others
-    /// say how to size their threads instead.
-    pub threads: Result<(), &'static str>,
+    /// Applies [`LoadOptions::threads`](crate::LoadOptions::threads), or says why it cannot.
+    pub threads: fn(usize) -> crate::Result<()>,
     /// What the linked runtime reports about itself (version, devices), when compiled in.
     pub runtime: Option<fn() -> String>,
 }
@@ -31,6 +30,16 @@ pub struct BackendInfo {
 const TORCH_RUNTIME: Option<fn() -> String> = Some(torch::runtime);
 #[cfg(not(feature = "torch"))]
 const TORCH_RUNTIME: Option<fn() -> String> = None;
+#[cfg(feature = "candle")]
+const CANDLE_THREADS: fn(usize) -> crate::Result<()> = candle::threads;
+#[cfg(not(feature = "candle"))]
+const CANDLE_THREADS: fn(usize) -> crate::Result<()> = |_| Ok(());
+
+/// For backends that take their thread count per model, at load.
+fn per_model_threads(_: usize) -> crate::Result<()> {
+    Ok(())
+}
+
 #[cfg(feature = "tflite")]
 const TFLITE_RUNTIME: Option<fn() -> String> = Some(tflite::runtime);
 #[cfg(not(feature = "tflite"))]
@@ -43,9 +52,7 @@ pub const BACKENDS: &[BackendInfo] = &[
         feature: "candle",
         compiled: cfg!(feature = "candle"),
         description: "pure-Rust tensors (candle); CPU, CUDA with `cuda`, Metal with `metal`",
-        threads: Err(
-            "candle sizes its worker pool once per process: set RAYON_NUM_THREADS=N instead",
-        ),
+        threads: CANDLE_THREADS,
         runtime: None,
     },
     BackendInfo {
@@ -53,7 +60,7 @@ pub const BACKENDS: &[BackendInfo] = &[
         feature: "torch",
         compiled: cfg!(feature = "torch"),
         description: "libtorch through tch; CPU, CUDA when libtorch sees a GPU",
-        threads: Ok(()),
+        threads: per_model_threads,
         runtime: TORCH_RUNTIME,
     },
     BackendInfo {
@@ -61,7 +68,7 @@ pub const BACKENDS: &[BackendInfo] = &[
         feature: "tflite",
         compiled: cfg!(feature = "tflite"),
         description: "TensorFlow Lite through tflitec; CPU",
-        threads: Ok(()),
+        threads: per_model_threads,
         runtime: TFLITE_RUNTIME,
     },
 ];

@@ -21,17 +21,30 @@ WEIGHTS=$(stat -c %s "$MODEL/model.safetensors")
 TEXT="A man is eating food on the street."
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-# Wall seconds and peak RSS (KiB) of a command, median over 5 runs.
+# Wall seconds and peak RSS (KiB) of a command, median over 5 runs. The command must succeed,
+# and CHECK (a Python expression over `out`, its standard output) must hold every time, or the
+# benchmark stops: a timing of an error is not a benchmark.
+#   measure CHECK COMMAND...
 measure() {
-  local t r
+  local check="$1" t r
+  shift
   t=$(mktemp); r=$(mktemp)
   for _ in 1 2 3 4 5; do
-    /usr/bin/time -f "%e %M" -o "$t.one" "$@" >/dev/null 2>&1
-    read -r secs kib <"$t.one"
+    if ! /usr/bin/time -f "%e %M" -o "$t.one" "$@" >"$t.out" 2>"$t.err"; then
+      echo "error: the timed command failed: $*" >&2
+      cat "$t.err" >&2
+      exit 1
+    fi
+    if ! python3 -c "import json, sys; out = open(sys.argv[1]).read(); assert $check" "$t.out"; then
+      echo "error: the timed command's output fails the check ($check): $*" >&2
+      head -c 2000 "$t.out" >&2
+      exit 1
+    fi
+    read -r secs kib < <(tail -n 1 "$t.one")
     echo "$secs" >>"$t"; echo "$kib" >>"$r"
   done
   echo "$(median <"$t") $(median <"$r")"
-  rm -f "$t" "$r" "$t.one"
+  rm -f "$t" "$r" "$t.one" "$t.out" "$t.err"
 }
 
 echo "| threads | case | inferox (candle) | PyTorch | inferox / PyTorch |"
@@ -54,8 +67,11 @@ PY
   awk -v n="$n" -v a="$thr" -v b="$pthr" 'BEGIN {printf "| %s | throughput, 32 x 128 (sentences/s, higher is better) | %.1f | %.1f | %.2fx |\n", n, a, b, a/b}'
 done
 
-read -r isecs ikib < <(measure target/release/inferox --threads 2 run "$PKG" --text "$TEXT")
-read -r psecs pkib < <(measure python3 scripts/bench_pytorch.py "$MODEL" --threads 2 --once)
+# Each must print one 384-dimensional embedding (inferox) / its first four values (PyTorch).
+read -r isecs ikib < <(measure 'len(json.loads(out)["embeddings"][0]) == 384' \
+  target/release/inferox --threads 2 run "$PKG" --text "$TEXT" --json)
+read -r psecs pkib < <(measure 'len(json.loads(out)) == 4' \
+  python3 scripts/bench_pytorch.py "$MODEL" --threads 2 --once)
 echo
 echo "| cold start to first embedding (2 threads) | inferox | PyTorch | inferox / PyTorch |"
 echo "|---|---|---|---|"

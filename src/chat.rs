@@ -67,8 +67,32 @@ fn strftime_now(format: String) -> String {
         .replace("%b", &name[..3])
 }
 
+/// Instructions a chat template may run: real templates need a few thousand per message; a
+/// template that loops for minutes runs out and fails.
+pub const TEMPLATE_FUEL: u64 = 20_000_000;
+/// Largest rendered prompt, in bytes (far beyond any model's context).
+pub const TEMPLATE_OUTPUT_LIMIT: usize = 16 << 20;
+
+/// Collects rendered text up to [`TEMPLATE_OUTPUT_LIMIT`], failing beyond it.
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > TEMPLATE_OUTPUT_LIMIT {
+            return Err(std::io::Error::other("output limit"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Renders `template` for `messages`, ending with the assistant's turn prompt when
-/// `add_generation_prompt`.
+/// `add_generation_prompt`. Rendering is bounded: at most [`TEMPLATE_FUEL`] instructions and
+/// [`TEMPLATE_OUTPUT_LIMIT`] bytes of output, beyond which it fails with a clear error.
 pub fn render(
     template: &str,
     messages: &[ChatMessage],
@@ -92,17 +116,33 @@ pub fn render(
         },
     );
     env.add_function("strftime_now", strftime_now);
-    let invalid = |e: minijinja::Error| Error::Unsupported(format!("chat template: {e:#}"));
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    let invalid = |e: minijinja::Error| match e.kind() {
+        ErrorKind::OutOfFuel => Error::Unsupported(format!(
+            "chat template: stopped after {TEMPLATE_FUEL} instructions (a runaway loop?)"
+        )),
+        ErrorKind::WriteFailure => Error::Unsupported(format!(
+            "chat template: the rendered prompt passed {} MiB",
+            TEMPLATE_OUTPUT_LIMIT >> 20
+        )),
+        _ => Error::Unsupported(format!("chat template: {e:#}")),
+    };
     env.add_template("chat", template).map_err(invalid)?;
+    let mut out = Capped(Vec::new());
     env.get_template("chat")
         .map_err(invalid)?
-        .render(context! {
-            messages => Value::from(minijinja::value::Serde(messages)),
-            add_generation_prompt => add_generation_prompt,
-            bos_token => bos_token,
-            eos_token => eos_token,
-        })
-        .map_err(invalid)
+        .render_captured_to(
+            context! {
+                messages => Value::from(minijinja::value::Serde(messages)),
+                add_generation_prompt => add_generation_prompt,
+                bos_token => bos_token,
+                eos_token => eos_token,
+            },
+            &mut out,
+        )
+        .map_err(invalid)?;
+    String::from_utf8(out.0)
+        .map_err(|_| Error::Unsupported("chat template: the output is not UTF-8".into()))
 }
 
 #[cfg(test)]
@@ -131,6 +171,25 @@ mod tests {
         assert!(err.to_string().contains("roles must alternate"), "{err}");
         let err = render("{% for %}", &[], false, "", "").unwrap_err();
         assert!(err.to_string().starts_with("chat template:"), "{err}");
+    }
+
+    /// Regression: nested `range(100000)` loops ran for minutes.
+    #[test]
+    fn runaway_templates_stop() {
+        let start = std::time::Instant::now();
+        let t = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+        let err = render(t, &[], false, "", "").unwrap_err().to_string();
+        assert!(err.contains("stopped after"), "{err}");
+        let t = "{% set s = 'x' * 10000000 %}{% for i in range(100) %}{{ s }}{% endfor %}";
+        let err = render(t, &[], false, "", "").unwrap_err().to_string();
+        assert!(err.contains("passed 16 MiB"), "{err}");
+        assert!(start.elapsed().as_secs() < 30, "took {:?}", start.elapsed());
+        // A long real conversation is far inside the budget.
+        let messages: Vec<ChatMessage> = (0..500)
+            .map(|i| ChatMessage::new(if i % 2 == 0 { "user" } else { "assistant" }, "some text"))
+            .collect();
+        let out = render(CHATML, &messages, true, "", "").unwrap();
+        assert_eq!(out.matches("<|im_start|>").count(), 502);
     }
 
     #[test]

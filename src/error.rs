@@ -10,12 +10,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An I/O operation on `path` failed.
-    #[error("{}: {source}", path.display())]
+    /// An I/O operation on `path` failed. The OS error is part of the message (and so not
+    /// also a `source()`, which would print it twice in an error chain).
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A JSON file could not be parsed or does not have the expected structure.
     #[error("{}: malformed JSON: {message}", path.display())]
@@ -87,14 +87,13 @@ pub enum Error {
     },
     /// No backend is both listed in the package and compiled in with an implementation.
     #[error(
-        "no backend in this binary can run this `{model_type}` package (package lists: {}; compiled in: {})",
-        list(listed),
-        list(compiled)
+        "no backend in this binary can run this `{model_type}` package ({})",
+        if reasons.is_empty() { "no backend is compiled in".to_string() } else { reasons.join("; ") }
     )]
     NoUsableBackend {
         model_type: String,
-        listed: Vec<String>,
-        compiled: Vec<String>,
+        /// One line per backend the package lists or the binary has: why it cannot.
+        reasons: Vec<String>,
     },
     /// The model type is registered, but not for this backend.
     #[error(
@@ -140,6 +139,13 @@ pub enum Error {
     /// A model produced an output that does not match its schema (a bug in that architecture).
     #[error("output `{name}`: {message}")]
     Output { name: String, message: String },
+    /// A model produced NaN or infinity: never handed out silently.
+    #[error("output `{name}`: element {index} is {value}")]
+    NonFinite {
+        name: String,
+        index: usize,
+        value: String,
+    },
     /// The tokenizer could not be loaded or failed on the input.
     #[error("{}: tokenizer: {message}", path.display())]
     Tokenizer { path: PathBuf, message: String },
@@ -159,6 +165,9 @@ pub enum Error {
     /// The destination of a write already exists.
     #[error("{}: already exists", path.display())]
     AlreadyExists { path: PathBuf },
+    /// An overwrite was asked for, but the destination is not something inferox wrote.
+    #[error("{}: refusing to replace: {reason}", path.display())]
+    NotReplaceable { path: PathBuf, reason: String },
     /// The caller passed an argument that cannot be used.
     #[error("{0}")]
     InvalidArgument(String),
@@ -225,17 +234,28 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
+    }
+
+    /// Wraps an error from writing `path`: a full disk becomes [`Error::DiskFull`].
+    pub fn write(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        if matches!(
+            error.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ) {
+            return Error::DiskFull { path: path.into() };
+        }
+        Error::io(path, error)
     }
 
     /// What the user can do about this error, when there is something to say.
     pub fn hint(&self) -> Option<String> {
         let hint = match self {
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            Error::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {
                 "check the path".to_string()
             }
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            Error::Io { error, .. } if error.kind() == std::io::ErrorKind::PermissionDenied => {
                 "check the file permissions".to_string()
             }
             Error::Json { .. } | Error::Manifest { .. } => {
@@ -292,6 +312,10 @@ impl Error {
             Error::Output { .. } => {
                 "this is a bug in the architecture's implementation; please report it".to_string()
             }
+            Error::NonFinite { .. } => {
+                "the weights or the inputs are damaged or out of range (check the package with `inferox validate`); LoadOptions::allow_non_finite passes such outputs through"
+                    .to_string()
+            }
             Error::Tokenizer { .. } => {
                 "the package's tokenizer.json is damaged; re-import the model".to_string()
             }
@@ -304,6 +328,10 @@ impl Error {
             }
             Error::AlreadyExists { .. } => {
                 "choose another --output or pass --overwrite".to_string()
+            }
+            Error::NotReplaceable { .. } => {
+                "an overwrite only replaces an inferox package (model_info.json + metadata.json and the files it lists) or an empty directory; choose another destination or move those files away first"
+                    .to_string()
             }
             Error::RepoNotFound { .. } => {
                 "check the repo id (org/name); for a private repository set HF_TOKEN".to_string()

@@ -89,7 +89,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
+        return Err(Error::write(path, e));
     }
     Ok(())
 }
@@ -106,6 +106,20 @@ mod tests {
             h,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    /// Regression (`run --save-outputs`): a failed write left a 0-byte file behind.
+    #[test]
+    fn failed_atomic_writes_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.npy");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("keep"), b"x").unwrap();
+        let err = write_atomic(&target, b"data").unwrap_err();
+        assert!(err.to_string().contains("out.npy"), "{err}");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "a temporary file was left behind");
+        assert_eq!(std::fs::read(target.join("keep")).unwrap(), b"x");
     }
 
     #[test]

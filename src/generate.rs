@@ -77,7 +77,7 @@ impl Sampling {
                     None
                 })
                 .filter(|&k| k > 0),
-            top_p: pick(options.top_p, defaults.top_p).filter(|&p| p < 1.0),
+            top_p: pick(options.top_p, defaults.top_p),
             repetition_penalty: options
                 .repetition_penalty
                 .or(defaults.repetition_penalty)
@@ -102,12 +102,17 @@ impl Sampling {
             )));
         }
         if let Some(p) = s.top_p
-            && (p.is_nan() || p <= 0.0)
+            && !(p > 0.0 && p <= 1.0)
         {
             return Err(Error::InvalidArgument(format!(
                 "top-p must be in (0, 1], not {p}"
             )));
         }
+        // 1 keeps every token: the same as no nucleus filter.
+        let s = Sampling {
+            top_p: s.top_p.filter(|&p| p < 1.0),
+            ..s
+        };
         if s.repetition_penalty.is_nan()
             || s.repetition_penalty <= 0.0
             || s.repetition_penalty.is_infinite()
@@ -377,7 +382,7 @@ impl<'a> Generator<'a> {
                 decoder.max_positions()
             )));
         }
-        let rows = prompts
+        let mut rows = prompts
             .iter()
             .enumerate()
             .map(|(i, p)| Row {
@@ -392,7 +397,13 @@ impl<'a> Generator<'a> {
                 rng: ChaCha8Rng::seed_from_u64(sampling.seed.wrapping_add(i as u64)),
                 finish: None,
             })
-            .collect();
+            .collect::<Vec<Row>>();
+        if sampling.max_new_tokens == 0 {
+            // Nothing to generate: every row is done before the model runs.
+            for row in &mut rows {
+                row.finish = Some(FinishReason::Length);
+            }
+        }
         Ok(Generator {
             decoder,
             tokenizer,
@@ -505,7 +516,7 @@ impl<'a> Generator<'a> {
             all_positions: false,
         })?;
         self.stats.prompt_seconds = start.elapsed().as_secs_f64();
-        Ok(logits)
+        finite(logits)
     }
 
     fn decode(&mut self) -> Result<Vec<f32>> {
@@ -517,13 +528,13 @@ impl<'a> Generator<'a> {
         }
         let flat_mask: Vec<u8> = self.mask.concat();
         let next = std::mem::take(&mut self.next);
-        self.decoder.step(&DecodeStep {
+        finite(self.decoder.step(&DecodeStep {
             tokens: &next,
             batch,
             positions: &positions,
             mask: &flat_mask,
             all_positions: false,
-        })
+        })?)
     }
 
     fn finish_all(&mut self, reason: FinishReason) -> Vec<String> {
@@ -615,6 +626,18 @@ impl Iterator for TextStream<'_> {
             }
         }
         None
+    }
+}
+
+/// Logits with NaN or infinity would be sampled into garbage: they are an error.
+fn finite(logits: Vec<f32>) -> Result<Vec<f32>> {
+    match logits.iter().position(|x| !x.is_finite()) {
+        None => Ok(logits),
+        Some(index) => Err(Error::NonFinite {
+            name: "logits".into(),
+            index,
+            value: logits[index].to_string(),
+        }),
     }
 }
 

@@ -139,6 +139,66 @@ struct SourceDir {
     provenance: Provenance,
 }
 
+/// Most entries a source directory may hold (a model directory holds a few dozen).
+const MAX_SOURCE_ENTRIES: usize = 100_000;
+
+/// Checks that no symbolic link under `dir` leads outside `root` (the source directory, or
+/// for a Hugging Face cache snapshot the cache entry whose blobs its links point at): import
+/// reads and copies only files of the source, never what a link drags in from elsewhere.
+fn check_links(dir: &Path, root: &Path) -> Result<()> {
+    let mut stack = vec![(dir.to_path_buf(), 0)];
+    let mut seen = 0usize;
+    while let Some((folder, depth)) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).map_err(|e| Error::io(&folder, e))? {
+            let entry = entry.map_err(|e| Error::io(&folder, e))?;
+            seen += 1;
+            if seen > MAX_SOURCE_ENTRIES {
+                return Err(Error::Import {
+                    path: dir.to_path_buf(),
+                    message: format!(
+                        "holds more than {MAX_SOURCE_ENTRIES} entries; is this a model directory?"
+                    ),
+                });
+            }
+            let path = entry.path();
+            let kind = entry.file_type().map_err(|e| Error::io(&path, e))?;
+            if kind.is_symlink() {
+                let target = path.canonicalize().ok();
+                if !target.as_ref().is_some_and(|t| t.starts_with(root)) {
+                    return Err(Error::Import {
+                        path: path.clone(),
+                        message: format!(
+                            "is a symbolic link to {}, outside the source directory {}; import copies only the source's own files (copy the file in instead of linking it)",
+                            target.map_or_else(
+                                || "a missing file".to_string(),
+                                |t| t.display().to_string()
+                            ),
+                            root.display()
+                        ),
+                    });
+                }
+            } else if kind.is_dir() && depth < 3 {
+                stack.push((path, depth + 1));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The shared files (tokenizer, preprocessor and generation configs) the source has, as
+/// (source, package path); each JSON file must parse.
+fn shared_files(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    for name in SHARED_FILES {
+        let path = dir.join(name);
+        if path.is_file() {
+            read_json::<serde_json::Value>(&path)?;
+            out.push((path, name.to_string()));
+        }
+    }
+    Ok(out)
+}
+
 /// `models--org--name` → `org/name`.
 fn repo_id_from_cache_dir(name: &str) -> Option<String> {
     let rest = name.strip_prefix("models--")?;
@@ -184,6 +244,7 @@ fn resolve_source(src: &Path, options: &ImportOptions) -> Result<SourceDir> {
         };
         crate::package::check_relative("cache ref", &commit)?;
         let dir = abs.join("snapshots").join(&commit);
+        check_links(&dir, &abs)?;
         return Ok(SourceDir {
             provenance: Provenance {
                 kind: SourceKind::HfCache,
@@ -202,6 +263,13 @@ fn resolve_source(src: &Path, options: &ImportOptions) -> Result<SourceDir> {
         .and_then(|p| p.parent())
         .and_then(|p| p.file_name())
         .and_then(|n| repo_id_from_cache_dir(&n.to_string_lossy()));
+    // A snapshot's links point into its cache entry's blobs; elsewhere the directory itself
+    // is the boundary.
+    let root = match &in_cache {
+        Some(_) => abs.ancestors().nth(2).unwrap_or(&abs).to_path_buf(),
+        None => abs.clone(),
+    };
+    check_links(&abs, &root)?;
     let provenance = match in_cache {
         Some(repo_id) => Provenance {
             kind: SourceKind::HfCache,
@@ -446,11 +514,7 @@ pub fn import(
             role: ArtifactRole::Weights,
         });
     }
-    for name in SHARED_FILES {
-        if dir.join(name).is_file() {
-            copies.push((dir.join(name), name.to_string()));
-        }
-    }
+    copies.extend(shared_files(dir)?);
 
     let max_seq_length = sentence
         .as_ref()
@@ -773,11 +837,7 @@ fn import_tflite(
             role: ArtifactRole::Config,
         });
     }
-    for name in SHARED_FILES {
-        if dir.join(name).is_file() {
-            copies.push((dir.join(name), name.to_string()));
-        }
-    }
+    copies.extend(shared_files(dir)?);
     let quantized = description
         .io
         .inputs

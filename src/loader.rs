@@ -72,12 +72,17 @@ pub struct LoadOptions {
     /// Device to run on.
     pub device: Device,
     /// Threads for the backend's kernels: libtorch's intra-op threads (process-wide) on torch,
-    /// the interpreter's threads on tflite. `None` keeps the backend's default. candle uses its
-    /// worker pool, sized once per process by `RAYON_NUM_THREADS`; it refuses this option.
+    /// the interpreter's threads on tflite. `None` keeps the backend's default. candle sizes its
+    /// worker pools once per process, from `CANDLE_NUM_THREADS` / `RAYON_NUM_THREADS` (the CLI's
+    /// `--threads` sets both at start-up): there a count that differs from the pool's is an
+    /// error that says so.
     pub threads: Option<usize>,
     /// Quantized inputs and outputs (int8/uint8 tensors with a scale and zero point in the
     /// schema) are float32 at the boundary: inputs are quantized, outputs dequantized.
     pub dequantize: bool,
+    /// Hand out outputs holding NaN or infinity instead of failing with
+    /// [`Error::NonFinite`].
+    pub allow_non_finite: bool,
 }
 
 /// What a registry entry's loader gets: the package, the chosen backend's artifacts, and the
@@ -171,20 +176,38 @@ pub fn choose_backend(package: &Package, requested: Option<&str>) -> Result<&'st
                     registered: registry::model_types(),
                 };
             }
-            // The package lists a backend this binary was built without: say which feature.
-            if let Some(missing) = backends::BACKENDS
+            // Why each backend the package lists or the binary has cannot run it.
+            let candidates: Vec<_> = backends::BACKENDS
                 .iter()
-                .find(|b| !b.compiled && info.backends.contains_key(b.name))
+                .filter(|b| b.compiled || info.backends.contains_key(b.name))
+                .collect();
+            if let [only] = candidates.as_slice()
+                && !only.compiled
             {
                 return Error::BackendNotCompiled {
-                    backend: missing.name.to_string(),
-                    feature: missing.feature.to_string(),
+                    backend: only.name.to_string(),
+                    feature: only.feature.to_string(),
                 };
             }
+            let reasons = candidates
+                .iter()
+                .map(|b| {
+                    let why = if !b.compiled {
+                        format!("not compiled in (cargo feature `{}`)", b.feature)
+                    } else if registry::find(&info.model_type, b.name).is_none() {
+                        format!("has no `{}` implementation", info.model_type)
+                    } else {
+                        format!(
+                            "the package has no artifacts it reads (package lists: {})",
+                            listed.join(", ")
+                        )
+                    };
+                    format!("{}: {why}", b.name)
+                })
+                .collect();
             Error::NoUsableBackend {
                 model_type: info.model_type.clone(),
-                listed,
-                compiled: backends::compiled().iter().map(|s| s.to_string()).collect(),
+                reasons,
             }
         })
 }
@@ -227,13 +250,11 @@ impl Package {
         let backend = choose_backend(self, options.backend.as_deref())?;
         let entry = registry::find(&self.info().model_type, backend)
             .ok_or_else(|| no_implementation(&self.info().model_type, backend))?;
-        if let (Some(_), Err(how)) = (
-            options.threads,
-            backends::get(backend).map(|b| b.threads).unwrap_or(Ok(())),
-        ) {
-            return Err(Error::InvalidArgument(format!(
-                "the {backend} backend does not take a thread count: {how}"
-            )));
+        if let (Some(n), Some(info)) = (options.threads, backends::get(backend)) {
+            if n == 0 {
+                return Err(Error::InvalidArgument("threads must be at least 1".into()));
+            }
+            (info.threads)(n)?;
         }
         let artifacts = artifacts_for(self.info(), backend)
             .ok_or_else(|| no_implementation(&self.info().model_type, backend))?;
@@ -280,7 +301,20 @@ impl Package {
             device: options.device,
             model,
             text: None,
+            allow_non_finite: options.allow_non_finite,
         })
+    }
+}
+
+/// Fails with [`Error::NonFinite`] when `data` holds NaN or infinity.
+pub fn check_finite(name: &str, data: &crate::tensor::TensorData) -> Result<()> {
+    match data.first_non_finite() {
+        None => Ok(()),
+        Some((index, value)) => Err(Error::NonFinite {
+            name: name.to_string(),
+            index,
+            value: value.to_string(),
+        }),
     }
 }
 
@@ -292,6 +326,7 @@ pub struct LoadedModel {
     device: Device,
     model: Box<dyn Model>,
     text: Option<TextPreprocessor>,
+    allow_non_finite: bool,
 }
 
 impl LoadedModel {
@@ -322,6 +357,11 @@ impl LoadedModel {
         let mut bound = io.check_inputs(inputs)?;
         let outputs = self.model.forward(inputs)?;
         io.check_outputs(&outputs, &mut bound)?;
+        if !self.allow_non_finite {
+            for (name, tensor) in outputs.iter() {
+                check_finite(name, tensor.data())?;
+            }
+        }
         Ok(outputs)
     }
 

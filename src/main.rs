@@ -16,9 +16,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "inferox", version, about, after_help = EXAMPLES)]
 struct Cli {
-    /// Threads for tensor work (default: one per physical core).
-    #[arg(long, global = true, value_name = "N")]
-    threads: Option<usize>,
+    /// Threads for tensor work, on every backend (default: one per physical core). Goes
+    /// before or after the command: `inferox run PKG --threads 2 ...`.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -87,16 +88,13 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
-        if n == 0 {
-            eprintln!("error: --threads must be at least 1");
-            return ExitCode::from(2);
-        }
         // SAFETY: no other thread exists yet; candle and rayon read these when they start.
         unsafe {
             std::env::set_var("RAYON_NUM_THREADS", n.to_string());
             std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
         }
     }
+    cli::set_threads(cli.threads.map(usize::from));
     let result = match cli.command {
         Command::Import(args) => cli::import::run(args),
         Command::Inspect(args) => cli::info::inspect(args),

@@ -3,7 +3,7 @@
 use crate::tensor::{HostTensor, TensorData};
 use crate::{Error, Result};
 use npyz::{TypeChar, WriterBuilder};
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, Write};
 use std::path::Path;
 
 fn npy_error(path: &Path, message: impl std::fmt::Display) -> Error {
@@ -13,10 +13,46 @@ fn npy_error(path: &Path, message: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Reads a C-ordered `.npy` file of a numeric dtype into a [`HostTensor`].
+/// Where the data of a `.npy` file starts: after the magic, the version, the header length
+/// and the header (format versions 1 to 3).
+fn data_offset(prefix: &[u8]) -> Option<u64> {
+    match prefix.get(6)? {
+        1 => Some(10 + u16::from_le_bytes(prefix.get(8..10)?.try_into().ok()?) as u64),
+        2 | 3 => Some(12 + u32::from_le_bytes(prefix.get(8..12)?.try_into().ok()?) as u64),
+        _ => None,
+    }
+}
+
+/// Reads a C-ordered `.npy` file of a numeric dtype into a [`HostTensor`]. The data must be
+/// exactly what the header's shape and dtype describe (no more, no less), checked before
+/// anything is allocated.
 pub fn read_npy(path: &Path) -> Result<HostTensor> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut prefix = [0u8; 12];
+    let got = std::io::Read::read(&mut file, &mut prefix).map_err(|e| Error::io(path, e))?;
+    std::io::Seek::rewind(&mut file).map_err(|e| Error::io(path, e))?;
     let npy = npyz::NpyFile::new(BufReader::new(file)).map_err(|e| npy_error(path, e))?;
+    let element = match npy.dtype() {
+        npyz::DType::Plain(t) => t.num_bytes().unwrap_or(0) as u64,
+        _ => 0,
+    };
+    let expected = npy
+        .shape()
+        .iter()
+        .try_fold(element, |acc, &d| acc.checked_mul(d));
+    let found = data_offset(&prefix[..got]).and_then(|o| file_len.checked_sub(o));
+    if element > 0 && expected != found {
+        return Err(npy_error(
+            path,
+            format!(
+                "the header describes {} bytes of data (shape {:?}) but the file holds {} (truncated, or extra bytes at the end)",
+                expected.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string()),
+                npy.shape(),
+                found.unwrap_or(0)
+            ),
+        ));
+    }
     if npy.order() != npyz::Order::C && npy.shape().len() > 1 {
         return Err(npy_error(
             path,
@@ -49,10 +85,10 @@ pub fn read_npy(path: &Path) -> Result<HostTensor> {
 }
 
 /// Writes a tensor as a C-ordered `.npy` file (bfloat16 is widened to float32: NumPy has none).
+/// The file is written atomically: a failed write leaves nothing at `path`.
 pub fn write_npy(path: &Path, tensor: &HostTensor) -> Result<()> {
     let shape: Vec<u64> = tensor.shape().iter().map(|&d| d as u64).collect();
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut out = BufWriter::new(file);
+    let mut out = Vec::new();
     let io = |e: std::io::Error| Error::io(path, e);
     fn write_all<T: npyz::AutoSerialize + Copy, W: Write>(
         w: W,
@@ -81,7 +117,7 @@ pub fn write_npy(path: &Path, tensor: &HostTensor) -> Result<()> {
         TensorData::Uint8(v) => write_all(&mut out, &shape, v),
     }
     .map_err(io)?;
-    out.flush().map_err(io)
+    crate::files::write_atomic(path, &out)
 }
 
 #[cfg(test)]
@@ -102,6 +138,40 @@ mod tests {
             write_npy(&path, t).unwrap();
             assert_eq!(&read_npy(&path).unwrap(), t);
         }
+    }
+
+    /// Regression: trailing bytes were accepted; a shape far beyond the file was allocated.
+    #[test]
+    fn data_must_match_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.npy");
+        let t = HostTensor::from_f32(vec![2], vec![1.0, 2.0]).unwrap();
+        write_npy(&path, &t).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let mut longer = good.clone();
+        longer.push(0);
+        std::fs::write(&path, &longer).unwrap();
+        let err = read_npy(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("describes 8 bytes") && err.contains("holds 9"),
+            "{err}"
+        );
+        std::fs::write(&path, &good[..good.len() - 1]).unwrap();
+        assert!(read_npy(&path).is_err());
+        // The same header claiming 2^40 elements: refused before allocating.
+        let mut header =
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776,), }".to_string();
+        while !(10 + header.len() + 1).is_multiple_of(64) {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut huge = b"\x93NUMPY\x01\x00".to_vec();
+        huge.extend((header.len() as u16).to_le_bytes());
+        huge.extend(header.as_bytes());
+        huge.extend([0u8; 8]);
+        std::fs::write(&path, &huge).unwrap();
+        let err = read_npy(&path).unwrap_err().to_string();
+        assert!(err.contains("describes 4398046511104 bytes"), "{err}");
     }
 
     #[test]

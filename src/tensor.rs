@@ -153,6 +153,23 @@ macro_rules! each_variant {
 }
 
 impl TensorData {
+    /// The first element that is NaN or infinite, with its index (floating-point data only).
+    pub fn first_non_finite(&self) -> Option<(usize, f64)> {
+        fn find<T: Copy + Into<f64>>(v: &[T]) -> Option<(usize, f64)> {
+            v.iter()
+                .map(|&x| x.into())
+                .enumerate()
+                .find(|(_, x): &(usize, f64)| !x.is_finite())
+        }
+        match self {
+            TensorData::Float32(v) => find(v),
+            TensorData::Float16(v) => find(v),
+            TensorData::BFloat16(v) => find(v),
+            TensorData::Float64(v) => find(v),
+            _ => None,
+        }
+    }
+
     /// The element type.
     pub fn dtype(&self) -> DType {
         match self {

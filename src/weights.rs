@@ -5,16 +5,12 @@ use crate::files::read_json;
 use crate::tensor::DType;
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// File name of a single-file checkpoint.
 pub const SAFETENSORS_FILE: &str = "model.safetensors";
 /// File name of the index of a sharded checkpoint.
 pub const SAFETENSORS_INDEX_FILE: &str = "model.safetensors.index.json";
-
-/// Largest header we accept (the format's own reference implementation uses the same bound).
-const MAX_HEADER: u64 = 100_000_000;
 
 /// One tensor of a checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,81 +52,87 @@ pub struct WeightIndex {
     pub tensors: BTreeMap<String, TensorInfo>,
 }
 
-fn element_size(dtype: &str) -> Option<u64> {
-    Some(match dtype {
-        "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" | "F8_E8M0" => 1,
-        "I16" | "U16" | "F16" | "BF16" => 2,
-        "I32" | "U32" | "F32" => 4,
-        "I64" | "U64" | "F64" => 8,
-        _ => return None,
-    })
-}
-
-#[derive(serde::Deserialize)]
-struct HeaderEntry {
-    dtype: String,
-    shape: Vec<usize>,
-    data_offsets: (u64, u64),
-}
-
 /// A tensor as a safetensors header describes it: dtype name, shape, byte range in the file.
 pub type HeaderEntryInfo = (String, Vec<usize>, std::ops::Range<u64>);
 
-/// Reads and checks the header of one safetensors file.
+/// Reads and checks the header of one safetensors file, as strictly as the `safetensors` crate
+/// does (it does the checking): a header length inside the file, valid UTF-8 JSON, known
+/// dtypes, shape × dtype size = byte length, offsets sorted and tiling the data region exactly
+/// to the end of the file (no gap, no overlap, no trailing bytes).
 pub fn read_header(path: &Path) -> Result<BTreeMap<String, HeaderEntryInfo>> {
-    let weights_err = |message: String| Error::Weights {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if file_len < 8 {
+        return Err(Error::Weights {
+            path: path.to_path_buf(),
+            message: format!("only {file_len} bytes: too short to be a safetensors file"),
+        });
+    }
+    // SAFETY: the mapping is only read, here, while the file is open; only the header is touched.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&map)
+        .map_err(|e| safetensors_error(path, &map, e))?;
+    let base = 8 + header_len as u64;
+    Ok(metadata
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| {
+            let (begin, end) = info.data_offsets;
+            let entry = (
+                info.dtype.to_string(),
+                info.shape.clone(),
+                base + begin as u64..base + end as u64,
+            );
+            (name, entry)
+        })
+        .collect())
+}
+
+/// Turns the `safetensors` crate's verdict into an error that says what is wrong with the file.
+fn safetensors_error(path: &Path, bytes: &[u8], e: safetensors::SafeTensorError) -> Error {
+    use safetensors::SafeTensorError as E;
+    let file_len = bytes.len() as u64;
+    let claimed = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default());
+    let message = match e {
+        E::HeaderTooLarge | E::InvalidHeaderLength | E::HeaderTooSmall => format!(
+            "safetensors header claims {claimed} bytes but the file has {file_len} (truncated or not safetensors)"
+        ),
+        E::InvalidHeader(_) => {
+            "safetensors header is not UTF-8 JSON (corrupt, or not a safetensors file)".to_string()
+        }
+        E::InvalidHeaderDeserialization(e) => {
+            format!("safetensors header is not a valid tensor table: {e}")
+        }
+        E::InvalidOffset(name) => format!(
+            "tensor `{name}`: its data offsets overlap another tensor's, leave a gap, or run backwards (the data must be tiled exactly)"
+        ),
+        E::TensorInvalidInfo | E::MisalignedSlice | E::ValidationOverflow => {
+            "a tensor's byte length does not match its shape and dtype".to_string()
+        }
+        E::MetadataIncompleteBuffer => {
+            let data_len = file_len.saturating_sub(8).saturating_sub(claimed);
+            format!(
+                "the header describes {} bytes of tensor data but the file holds {data_len} after the {claimed}-byte header (truncated file, or a header length that is off)",
+                described_data_len(bytes, claimed)
+                    .map_or_else(|| "a different number of".into(), |n| n.to_string())
+            )
+        }
+        other => format!("not a valid safetensors file: {other}"),
+    };
+    Error::Weights {
         path: path.to_path_buf(),
         message,
-    };
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut len_bytes = [0u8; 8];
-    if file_len < 8 {
-        return Err(weights_err(format!(
-            "only {file_len} bytes: too short to be a safetensors file"
-        )));
     }
-    file.read_exact(&mut len_bytes)
-        .map_err(|e| Error::io(path, e))?;
-    let header_len = u64::from_le_bytes(len_bytes);
-    if header_len > MAX_HEADER || 8 + header_len > file_len {
-        return Err(weights_err(format!(
-            "safetensors header claims {header_len} bytes but the file has {file_len} (truncated or not safetensors)"
-        )));
-    }
-    let mut header = vec![0u8; header_len as usize];
-    file.read_exact(&mut header)
-        .map_err(|e| Error::io(path, e))?;
-    let entries: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)
-        .map_err(|e| weights_err(format!("safetensors header is not valid JSON: {e}")))?;
-    let data_len = file_len - 8 - header_len;
-    let mut out = BTreeMap::new();
-    for (name, value) in entries {
-        if name == "__metadata__" {
-            continue;
-        }
-        let entry: HeaderEntry = serde_json::from_value(value)
-            .map_err(|e| weights_err(format!("tensor `{name}`: malformed header entry: {e}")))?;
-        let size = element_size(&entry.dtype).ok_or_else(|| {
-            weights_err(format!("tensor `{name}`: unknown dtype `{}`", entry.dtype))
-        })?;
-        let numel: u64 = entry.shape.iter().map(|&d| d as u64).product();
-        let (begin, end) = entry.data_offsets;
-        if end < begin || end - begin != numel * size {
-            return Err(weights_err(format!(
-                "tensor `{name}`: offsets {begin}..{end} do not fit shape {:?} of {}",
-                entry.shape, entry.dtype
-            )));
-        }
-        if end > data_len {
-            return Err(weights_err(format!(
-                "tensor `{name}` ends at byte {end} of the data but the file holds {data_len} bytes of data (truncated file)"
-            )));
-        }
-        let base = 8 + header_len;
-        out.insert(name, (entry.dtype, entry.shape, base + begin..base + end));
-    }
-    Ok(out)
+}
+
+/// The end of the last tensor a header describes, for error messages.
+fn described_data_len(bytes: &[u8], header_len: u64) -> Option<u64> {
+    let header = bytes.get(8..usize::try_from(header_len).ok()?.checked_add(8)?)?;
+    let table: HashMap<String, serde_json::Value> = serde_json::from_slice(header).ok()?;
+    table
+        .values()
+        .filter_map(|v| v.get("data_offsets")?.get(1)?.as_u64())
+        .max()
 }
 
 /// Memory-maps `files` for reading tensors out of them.
@@ -341,11 +343,76 @@ mod tests {
         );
         let err = read_header(&p).unwrap_err().to_string();
         assert!(
-            err.contains("tensor `w` ends at byte 24") && err.contains("truncated"),
+            err.contains("describes 24 bytes of tensor data but the file holds 10")
+                && err.contains("truncated"),
             "{err}"
         );
         std::fs::write(&p, [1u8, 2, 3]).unwrap();
         let err = read_header(&p).unwrap_err().to_string();
         assert!(err.contains("too short"), "{err}");
+    }
+
+    /// Regression: a length prefix one byte short (the header padded with spaces, as writers
+    /// do) parsed, shifted every tensor by a byte and gave NaN embeddings.
+    #[test]
+    fn header_length_must_be_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("model.safetensors");
+        let header = r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}   "#;
+        let mut bytes = ((header.len() - 1) as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend([0u8; 8]);
+        std::fs::write(&p, &bytes).unwrap();
+        let err = read_header(&p).unwrap_err().to_string();
+        assert!(err.contains("header length that is off"), "{err}");
+        bytes[..8].copy_from_slice(&(header.len() as u64).to_le_bytes());
+        std::fs::write(&p, &bytes).unwrap();
+        assert_eq!(
+            read_header(&p).unwrap()["w"].2,
+            8 + header.len() as u64..16 + header.len() as u64
+        );
+    }
+
+    /// Overlaps, gaps, trailing bytes, bad sizes and unknown dtypes are refused.
+    #[test]
+    fn offsets_must_tile_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("model.safetensors");
+        for (header, data, want) in [
+            (
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+                12,
+                "tensor `b`: its data offsets overlap",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}}"#,
+                20,
+                "tensor `b`",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+                9,
+                "holds 9",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+                8,
+                "does not match its shape and dtype",
+            ),
+            (
+                r#"{"a":{"dtype":"F33","shape":[2],"data_offsets":[0,8]}}"#,
+                8,
+                "not a valid tensor table",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}"#,
+                8,
+                "does not match its shape and dtype",
+            ),
+        ] {
+            write_safetensors(&p, header, data);
+            let err = read_header(&p).unwrap_err().to_string();
+            assert!(err.contains(want), "{header}: {err}");
+        }
     }
 }

@@ -161,18 +161,17 @@ fn wrong_weight_shape() {
         text.replace("\"intermediate_size\": 37", "\"intermediate_size\": 40"),
     )
     .unwrap();
-    match load_err(&model) {
-        Error::TensorShape {
-            tensor,
-            expected,
-            found,
-            ..
-        } => {
-            assert_eq!(tensor, "encoder.layer.0.intermediate.dense.weight");
-            assert_eq!((expected, found), (vec![40, 32], vec![37, 32]));
-        }
-        other => panic!("expected TensorShape, got {other}"),
-    }
+    // Config numbers are checked against the tensors at import, before anything is sized.
+    let err = import_err(&model);
+    assert!(matches!(err, Error::Config { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("config.json")
+            && msg.contains("intermediate_size = 40")
+            && msg.contains("encoder.layer.0.intermediate.dense.weight")
+            && msg.contains("[37, 32]"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -358,7 +357,10 @@ fn missing_directory() {
     )
     .unwrap_err();
     match &err {
-        Error::Io { path, source } => {
+        Error::Io {
+            path,
+            error: source,
+        } => {
             assert_eq!(path, missing);
             assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
         }
@@ -495,4 +497,373 @@ fn failed_and_interrupted_writes_leave_no_package() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["pkg"]);
+}
+
+/// Names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Regression: `import --overwrite` replaced a directory of the user's notes with the package.
+/// An overwrite replaces only a package (every file listed in its metadata.json) or an empty
+/// directory; anything else is refused, untouched, with nothing left beside it.
+#[test]
+fn overwrite_replaces_only_what_inferox_wrote() {
+    let (_d, model) = model_copy();
+    let dir = tempfile::tempdir().unwrap();
+    let overwrite = ImportOptions {
+        overwrite: true,
+        ..Default::default()
+    };
+    let refused = |dest: &Path, why: &str| {
+        let err = inferox::import(&model, dest, &overwrite, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, Error::NotReplaceable { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&dest.display().to_string()) && text.contains(why),
+            "{text}"
+        );
+        assert!(
+            err.hint()
+                .unwrap()
+                .contains("only replaces an inferox package")
+        );
+    };
+
+    // A directory of the user's files.
+    let notes = dir.path().join("notes");
+    std::fs::create_dir(&notes).unwrap();
+    std::fs::write(notes.join("todo.txt"), b"my notes").unwrap();
+    refused(&notes, "not an inferox package");
+    assert_eq!(std::fs::read(notes.join("todo.txt")).unwrap(), b"my notes");
+
+    // A regular file: refused, and no .partial or .old directory left behind.
+    let file = dir.path().join("file.pkg");
+    std::fs::write(&file, b"data").unwrap();
+    refused(&file, "is a file");
+    assert_eq!(std::fs::read(&file).unwrap(), b"data");
+
+    // A symbolic link (even to a package) is not replaced through.
+    let real = dir.path().join("real.pkg");
+    inferox::import(&model, &real, &ImportOptions::default(), &mut |_| {}).unwrap();
+    let link = dir.path().join("link.pkg");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    refused(&link, "symbolic link");
+
+    // A package that holds a file of the user's.
+    std::fs::write(real.join("my-results.csv"), b"1,2,3").unwrap();
+    refused(&real, "`my-results.csv` is not one of the package's files");
+    std::fs::create_dir(real.join("extra")).unwrap();
+    std::fs::remove_file(real.join("my-results.csv")).unwrap();
+    std::fs::write(real.join("extra/mine.txt"), b"x").unwrap();
+    refused(&real, "`extra/mine.txt`");
+    std::fs::remove_dir_all(real.join("extra")).unwrap();
+
+    // A package of ours and an empty directory are replaced.
+    inferox::import(&model, &real, &overwrite, &mut |_| {}).unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    inferox::import(&model, &empty, &overwrite, &mut |_| {}).unwrap();
+    assert!(Package::open(&empty).is_ok());
+
+    assert_eq!(
+        names_in(dir.path()),
+        ["empty", "file.pkg", "link.pkg", "notes", "real.pkg"],
+        "something was left behind"
+    );
+}
+
+/// A manifest that is a symbolic link is refused at open, wherever it points.
+#[test]
+fn manifest_symlinks_are_refused_at_open() {
+    let (_d, model) = model_copy();
+    let (_dir, package) = import(&model);
+    let root = package.root().to_path_buf();
+    let copy = root.parent().unwrap().join("metadata-copy.json");
+    std::fs::rename(root.join("metadata.json"), &copy).unwrap();
+    std::os::unix::fs::symlink(&copy, root.join("metadata.json")).unwrap();
+    let err = Package::open(&root).unwrap_err();
+    assert!(matches!(err, Error::PathEscape { .. }), "{err}");
+    assert!(err.to_string().contains("metadata.json"), "{err}");
+}
+
+/// A writable copy of a fixture directory under `fixtures()`.
+fn fixture_copy(rel: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    copy_dir(&fixtures().join(rel), &model);
+    (dir, model)
+}
+
+/// Sets `field` of `dir/config.json` to the raw JSON `value`.
+fn set_config(dir: &Path, field: &str, value: &str) {
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config[field] = serde_json::from_str(value).unwrap();
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+}
+
+/// Regression: absurd numbers in config.json imported fine, then panicked (`capacity
+/// overflow`) or tried to allocate terabytes. Every number is checked against the weights at
+/// import, and again at load (a package edited after import).
+#[test]
+fn absurd_config_numbers_are_config_errors() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "decoders/llama/model",
+            "num_hidden_layers",
+            "18446744073709551615",
+            "the weights hold 2 layers",
+        ),
+        (
+            "decoders/llama/model",
+            "num_hidden_layers",
+            "3",
+            "field `num_hidden_layers` is 3",
+        ),
+        (
+            "decoders/llama/model",
+            "head_dim",
+            "9223372036854775808",
+            "head_dim",
+        ),
+        (
+            "decoders/llama/model",
+            "hidden_size",
+            "4294967296",
+            "hidden_size = 4294967296",
+        ),
+        (
+            "decoders/llama/model",
+            "num_attention_heads",
+            "0",
+            "num_attention_heads",
+        ),
+        (
+            "decoders/llama/model",
+            "max_position_embeddings",
+            "18446744073709551615",
+            "max_position_embeddings",
+        ),
+        (
+            "decoders/llama/model",
+            "rms_norm_eps",
+            "-1.0",
+            "rms_norm_eps",
+        ),
+        (
+            "decoders/gpt2/model",
+            "n_layer",
+            "1000000000000",
+            "field `n_layer`",
+        ),
+        (
+            "decoders/gpt2/model",
+            "n_positions",
+            "9223372036854775807",
+            "n_positions",
+        ),
+        (
+            "decoders/gpt2/model",
+            "n_inner",
+            "18446744073709551615",
+            "n_inner",
+        ),
+        (
+            "bert/bert_gelu_pooler/model",
+            "num_hidden_layers",
+            "18446744073709551615",
+            "field `num_hidden_layers`",
+        ),
+        (
+            "bert/bert_gelu_pooler/model",
+            "vocab_size",
+            "1099511627776",
+            "vocab_size = 1099511627776",
+        ),
+        (
+            "bert/bert_gelu_pooler/model",
+            "layer_norm_eps",
+            "0",
+            "layer_norm_eps",
+        ),
+    ];
+    for (fixture, field, value, want) in cases {
+        let (_d, model) = fixture_copy(fixture);
+        set_config(&model, field, value);
+        let err = import_err(&model);
+        let msg = err.to_string();
+        assert!(
+            matches!(err, Error::Config { .. })
+                && msg.contains("config.json")
+                && msg.contains(want),
+            "{fixture} {field}={value}: {msg}"
+        );
+    }
+    // Edited inside a package after import: refused at load with the same error.
+    let (_d, model) = fixture_copy("decoders/llama/model");
+    let (_dir, package) = import(&model);
+    let config = package.root().join("backends/candle/config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    // Same size, so opening the package does not notice (only --verify's hashes would).
+    std::fs::write(
+        &config,
+        text.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 9"),
+    )
+    .unwrap();
+    let err = Package::open(package.root())
+        .unwrap()
+        .load(&LoadOptions::default())
+        .err()
+        .expect("load accepted 9 layers for 2");
+    assert!(
+        matches!(err, Error::Config { .. })
+            && err.to_string().contains("field `num_hidden_layers` is 9"),
+        "{err}"
+    );
+}
+
+/// Rewrites the u32 value of GGUF metadata key `key` in `bytes`.
+fn set_gguf_u32(bytes: &mut [u8], key: &str, value: u32) {
+    let mut pattern = (key.len() as u64).to_le_bytes().to_vec();
+    pattern.extend(key.as_bytes());
+    let at = bytes
+        .windows(pattern.len())
+        .position(|w| w == pattern.as_slice())
+        .unwrap_or_else(|| panic!("{key} not in the GGUF file"));
+    let ty = at + pattern.len();
+    assert_eq!(
+        u32::from_le_bytes(bytes[ty..ty + 4].try_into().unwrap()),
+        4,
+        "{key} is not u32"
+    );
+    bytes[ty + 4..ty + 8].copy_from_slice(&value.to_le_bytes());
+}
+
+/// Regression: a GGUF with `llama.block_count = 4294967295` imported and validated, then
+/// tried to allocate 3.7 TB.
+#[test]
+fn absurd_gguf_metadata_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("model.gguf");
+    let original = std::fs::read(fixtures().join("gguf/llama-mixed.gguf")).unwrap();
+    for (key, value, want) in [
+        (
+            "llama.block_count",
+            u32::MAX,
+            "field `llama.block_count` is 4294967295",
+        ),
+        (
+            "llama.attention.head_count",
+            0,
+            "llama.attention.head_count",
+        ),
+        (
+            "llama.feed_forward_length",
+            u32::MAX,
+            "llama.feed_forward_length = 4294967295",
+        ),
+        ("llama.context_length", 0, "llama.context_length"),
+    ] {
+        let mut bytes = original.clone();
+        set_gguf_u32(&mut bytes, key, value);
+        std::fs::write(&gguf, &bytes).unwrap();
+        let err = import_err(&gguf);
+        let msg = err.to_string();
+        assert!(
+            matches!(err, Error::Config { .. }) && msg.contains("model.gguf") && msg.contains(want),
+            "{key}={value}: {msg}"
+        );
+    }
+}
+
+/// NaN weights give an error naming the output, not NaN embeddings with success; the caller
+/// may ask for them anyway.
+#[test]
+fn non_finite_outputs_are_errors() {
+    let (_d, model) = model_copy();
+    rewrite_weights(&model, |name, dtype, shape, data| {
+        let mut data = data.to_vec();
+        if name.ends_with("embeddings.LayerNorm.weight") {
+            data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        }
+        Some((dtype, shape.to_vec(), data))
+    });
+    let (_dir, package) = import(&model);
+    let mut loaded = package.load(&LoadOptions::default()).unwrap();
+    match loaded.run_text(&["hello"], true) {
+        Err(Error::NonFinite { name, .. }) => assert_eq!(name, "last_hidden_state"),
+        Err(other) => panic!("expected NonFinite, got {other}"),
+        Ok(_) => panic!("NaN outputs were handed out"),
+    }
+    let options = LoadOptions {
+        allow_non_finite: true,
+        ..Default::default()
+    };
+    let mut loaded = package.load(&options).unwrap();
+    let out = loaded.run_text(&["hello"], true).unwrap();
+    let hidden = out.get("last_hidden_state").unwrap();
+    assert!(hidden.data().first_non_finite().is_some());
+}
+
+/// Import reads and copies only the source's own files: a side file linked to /etc/passwd
+/// is refused, and every JSON side file must parse.
+#[test]
+fn import_never_follows_links_out_of_the_source() {
+    let (_d, model) = model_copy();
+    std::os::unix::fs::symlink("/etc/passwd", model.join("preprocessor_config.json")).unwrap();
+    let err = import_err(&model);
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::Import { .. })
+            && msg.contains("preprocessor_config.json")
+            && msg.contains("/etc/passwd")
+            && msg.contains("outside the source directory"),
+        "{msg}"
+    );
+    std::fs::remove_file(model.join("preprocessor_config.json")).unwrap();
+    // A link that stays inside the source is fine.
+    std::fs::write(model.join("real.json"), b"{\"do_resize\": true}").unwrap();
+    std::os::unix::fs::symlink("real.json", model.join("preprocessor_config.json")).unwrap();
+    let (_dir, package) = import(&model);
+    assert!(package.file("preprocessor_config.json").is_ok());
+    // A JSON side file that is not JSON is refused.
+    std::fs::write(model.join("real.json"), b"root:x:0:0:root").unwrap();
+    let err = import_err(&model);
+    assert!(matches!(err, Error::Json { .. }), "{err}");
+    assert!(
+        err.to_string().contains("preprocessor_config.json"),
+        "{err}"
+    );
+}
+
+/// A write that fails for lack of space names the destination, not the source, and leaves
+/// nothing behind.
+#[test]
+fn disk_full_names_the_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("pkg");
+    let src = dir.path().join("src.bin");
+    std::fs::write(&src, vec![7u8; 1 << 16]).unwrap();
+    let mut writer = PackageWriter::create(&dest, false).unwrap();
+    // The file being written is /dev/full, which answers every write with ENOSPC.
+    let partial = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains(".partial-"))
+        .unwrap();
+    std::os::unix::fs::symlink("/dev/full", partial.join("big.bin")).unwrap();
+    let err = writer.copy_file(&src, "big.bin", &mut |_| {}).unwrap_err();
+    match &err {
+        Error::DiskFull { path } => assert!(path.ends_with("big.bin"), "{err}"),
+        other => panic!("expected DiskFull, got {other}"),
+    }
+    drop(writer);
+    assert_eq!(names_in(dir.path()), ["src.bin"]);
 }

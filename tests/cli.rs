@@ -386,6 +386,54 @@ fn generate_and_chat() {
     assert!(err.contains("not a text-generation model"), "{err}");
     let err = fails(&["generate", s(&pkg), "--prompt", "hi", "--temperature=-1"]);
     assert!(err.contains("temperature"), "{err}");
+    // Regressions: --max-tokens 0 generated one token; --top-p 2 and NaN were accepted.
+    let doc = json(&ok(&[
+        "generate",
+        s(&pkg),
+        "--prompt",
+        "Once upon a",
+        "--max-tokens",
+        "0",
+        "--json",
+    ]));
+    assert_eq!(doc["token_ids"], serde_json::json!([]), "{doc}");
+    assert_eq!(doc["text"], "", "{doc}");
+    for bad in ["2", "NaN", "0", "-0.5"] {
+        let flag = format!("--top-p={bad}");
+        let err = fails(&["generate", s(&pkg), "--prompt", "hi", &flag]);
+        assert!(err.contains("top-p must be in (0, 1]"), "{bad}: {err}");
+    }
+    // --threads works for candle, before or after the command.
+    ok(&[
+        "generate",
+        s(&pkg),
+        "--prompt",
+        "hi",
+        "--max-tokens",
+        "2",
+        "--threads",
+        "1",
+    ]);
+    ok(&[
+        "--threads",
+        "2",
+        "generate",
+        s(&pkg),
+        "--prompt",
+        "hi",
+        "--max-tokens",
+        "2",
+    ]);
+    let out = inferox(&["--threads", "0", "doctor"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--threads"));
+}
+
+/// Regression: OS errors were printed twice ("... (os error 2): ... (os error 2)").
+#[test]
+fn os_errors_are_printed_once() {
+    let err = fails(&["inspect", "/nonexistent/inferox-package"]);
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
 }
 
 #[test]
@@ -410,6 +458,13 @@ fn chat_with_a_gguf_template() {
         "--json",
     ]));
     assert!(doc["token_ids"].as_array().unwrap().len() <= 8, "{doc}");
+    // Regression: inspect showed `gguf (float32)` and hid the quantization.
+    let human = ok(&["inspect", s(&pkg)]);
+    let line = human.lines().find(|l| l.contains(" gguf ")).unwrap();
+    assert!(
+        line.contains("quantized") && !line.contains("float32"),
+        "{line}"
+    );
     // Interactive mode reads one message per line from standard input.
     let mut child = Command::new(env!("CARGO_BIN_EXE_inferox"))
         .args(["chat", s(&pkg), "--max-tokens", "4", "--temperature", "0"])

@@ -1,7 +1,7 @@
 //! `config.json` of the BERT family, mirroring transformers' `BertConfig` / `RobertaConfig`
 //! (defaults as there).
 
-use crate::architectures::common::Activation;
+use crate::architectures::common::{Activation, ConfigCheck};
 use serde::Deserialize;
 
 /// Which member of the family: they differ in position ids and the classification head.
@@ -97,9 +97,53 @@ impl BertConfig {
             .artifacts(crate::manifest::ArtifactRole::Config)?
             .remove(0);
         let cfg: BertConfig = crate::files::read_config(&path)?;
-        cfg.check()
-            .map_err(|message| crate::Error::Config { path, message })?;
+        let weights = crate::weights::WeightIndex::read(
+            &req.artifacts(crate::manifest::ArtifactRole::Weights)?,
+        )?;
+        let check = ConfigCheck {
+            path: &path,
+            weights: &weights,
+        };
+        let prefix = super::Layout::detect(&cfg, |n| weights.contains(n), |_| None).prefix;
+        cfg.check_weights(&check, &prefix)?;
+        cfg.check().map_err(|message| check.error(message))?;
         Ok(cfg)
+    }
+
+    /// Checks the config's numbers against the checkpoint (the encoder under `prefix`) before
+    /// anything is sized by them.
+    pub fn check_weights(&self, check: &ConfigCheck<'_>, prefix: &str) -> crate::Result<()> {
+        let h = ("hidden_size", Some(self.hidden_size));
+        let embeddings = |n: &str| format!("{prefix}embeddings.{n}.weight");
+        check.shape(
+            &embeddings("word_embeddings"),
+            &[("vocab_size", Some(self.vocab_size)), h],
+        )?;
+        check.shape(
+            &embeddings("position_embeddings"),
+            &[
+                (
+                    "max_position_embeddings",
+                    Some(self.max_position_embeddings),
+                ),
+                h,
+            ],
+        )?;
+        check.shape(
+            &embeddings("token_type_embeddings"),
+            &[("type_vocab_size", Some(self.type_vocab_size)), h],
+        )?;
+        let layers = format!("{prefix}encoder.layer.");
+        check.layers("num_hidden_layers", self.num_hidden_layers, &layers)?;
+        if self.num_hidden_layers > 0 {
+            check.shape(&format!("{layers}0.attention.self.query.weight"), &[h, h])?;
+            check.shape(
+                &format!("{layers}0.intermediate.dense.weight"),
+                &[("intermediate_size", Some(self.intermediate_size)), h],
+            )?;
+        }
+        check.positions("max_position_embeddings", self.max_position_embeddings)?;
+        check.positive("layer_norm_eps", self.layer_norm_eps)
     }
 
     /// The family member.

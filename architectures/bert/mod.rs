@@ -21,6 +21,7 @@ use inputs::Batch;
 
 pub use config::{BertConfig, Flavor};
 
+use crate::architectures::common::ConfigCheck;
 use crate::registry::{Description, ImportSource};
 use crate::schema::{
     Dim, DynamicDim, IoSchema, PaddingSide, Preprocessing, TensorSpec, TokenField, Tokenization,
@@ -98,15 +99,11 @@ pub fn describe(src: &ImportSource<'_>) -> Result<Description> {
         |n| src.weights.contains(n),
         |n| src.weights.tensors.get(n).map(|t| t.shape.clone()),
     );
-    if !src.weights.contains(&format!(
-        "{}embeddings.word_embeddings.weight",
-        layout.prefix
-    )) {
-        return Err(Error::MissingTensor {
-            tensor: "embeddings.word_embeddings.weight".into(),
-            files: src.weights.files.clone(),
-        });
-    }
+    let check = ConfigCheck {
+        path: src.config_path,
+        weights: src.weights,
+    };
+    cfg.check_weights(&check, &layout.prefix)?;
     let max_length = src
         .max_seq_length
         .map_or(cfg.max_sequence(), |m| m.min(cfg.max_sequence()));

@@ -2,14 +2,14 @@
 //! (<https://github.com/huggingface/transformers/blob/main/src/transformers/models/gpt2/modeling_gpt2.py>).
 
 use super::Gpt2Config;
-use crate::architectures::common::Activation;
+use crate::Result;
+use crate::architectures::common::{Activation, ConfigCheck};
 use crate::backends::candle::decoder::{Linear, attention, causal_bias, last_positions};
 use crate::backends::candle::{Weights, candle_core as candle, candle_nn, err};
 use crate::loader::LoadRequest;
 use crate::manifest::ArtifactRole;
 use crate::model::{DecodeStep, Decoder, Model, decoder_forward};
 use crate::tensor::NamedTensors;
-use crate::{Error, Result};
 use candle::{DType, Device, Module, Tensor};
 use candle_nn::kv_cache::KvCache;
 use candle_nn::{LayerNorm, VarBuilder};
@@ -69,17 +69,17 @@ pub struct Gpt2 {
 /// The registry's loader for the candle backend.
 pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
     let cfg: Gpt2Config = req.config()?;
-    cfg.check().map_err(|message| Error::Config {
-        path: req
-            .artifacts(ArtifactRole::Config)
-            .map(|mut v| v.remove(0))
-            .unwrap_or_default(),
-        message,
-    })?;
+    let config_path = req.artifacts(ArtifactRole::Config)?.remove(0);
     let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?)?;
+    let prefix = super::prefix(|n| weights.contains(n));
+    let check = ConfigCheck {
+        path: &config_path,
+        weights: weights.index(),
+    };
+    cfg.check_weights(&check, prefix)?;
+    cfg.check().map_err(|message| check.error(message))?;
     let device = crate::backends::candle::device(req.options.device)?;
     let dtype = crate::backends::candle::dtype(req.dtype())?;
-    let prefix = super::prefix(|n| weights.contains(n));
     let vb = weights.var_builder(dtype, &device);
     let model = Gpt2::load(vb, &cfg, prefix, device).map_err(|e| weights.explain(e))?;
     Ok(Box::new(model))

@@ -1,6 +1,6 @@
 //! `config.json` of GPT-2, mirroring transformers' `GPT2Config` (defaults as there).
 
-use crate::architectures::common::Activation;
+use crate::architectures::common::{Activation, ConfigCheck};
 use serde::Deserialize;
 
 fn d_vocab() -> usize {
@@ -60,6 +60,34 @@ impl Gpt2Config {
     /// Feed-forward size.
     pub fn inner(&self) -> usize {
         self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
+    /// Checks the config's numbers against the checkpoint (tensors under `prefix`) before
+    /// anything is sized by them.
+    pub fn check_weights(&self, check: &ConfigCheck<'_>, prefix: &str) -> crate::Result<()> {
+        let e = ("n_embd", Some(self.n_embd));
+        check.shape(
+            &format!("{prefix}wte.weight"),
+            &[("vocab_size", Some(self.vocab_size)), e],
+        )?;
+        check.shape(
+            &format!("{prefix}wpe.weight"),
+            &[("n_positions", Some(self.n_positions)), e],
+        )?;
+        check.layers("n_layer", self.n_layer, &format!("{prefix}h."))?;
+        if self.n_layer > 0 {
+            check.shape(
+                &format!("{prefix}h.0.attn.c_attn.weight"),
+                &[e, ("3 × n_embd", self.n_embd.checked_mul(3))],
+            )?;
+            let inner = self.n_inner.or(self.n_embd.checked_mul(4));
+            check.shape(
+                &format!("{prefix}h.0.mlp.c_fc.weight"),
+                &[e, ("n_inner", inner)],
+            )?;
+        }
+        check.positions("n_positions", self.n_positions)?;
+        check.positive("layer_norm_epsilon", self.layer_norm_epsilon)
     }
 
     /// Checks what this implementation supports; the message names the offending field.

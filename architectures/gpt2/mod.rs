@@ -13,7 +13,7 @@ mod candle;
 
 pub use config::Gpt2Config;
 
-use crate::architectures::common::causal_lm_description;
+use crate::architectures::common::{ConfigCheck, causal_lm_description};
 use crate::registry::{Description, ImportSource};
 use crate::{Error, Result};
 
@@ -37,12 +37,11 @@ pub fn describe(src: &ImportSource<'_>) -> Result<Description> {
         message,
     })?;
     let p = prefix(|n| src.weights.contains(n));
-    if !src.weights.contains(&format!("{p}wte.weight")) {
-        return Err(Error::MissingTensor {
-            tensor: "wte.weight".into(),
-            files: src.weights.files.clone(),
-        });
-    }
+    let check = ConfigCheck {
+        path: src.config_path,
+        weights: src.weights,
+    };
+    cfg.check_weights(&check, p)?;
     // GPT-2 has no padding token; transformers pads with the end-of-text token.
     let pad = ["pad_token_id", "eos_token_id"]
         .iter()

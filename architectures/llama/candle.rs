@@ -4,7 +4,7 @@
 //! GGUF tensor names and the interleaved rotary layout of llama GGUFs follow llama.cpp.
 
 use super::{Flavor, LlamaConfig};
-use crate::architectures::common::Activation;
+use crate::architectures::common::{Activation, ConfigCheck};
 use crate::backends::candle::decoder::{
     Linear, RmsNorm, Rotary, attention, causal_bias, last_positions,
 };
@@ -138,6 +138,11 @@ pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
                     message,
                 },
             )?;
+            let check = ConfigCheck {
+                path: &path,
+                weights: &header.weight_index(),
+            };
+            cfg.check_weights(&check, Some(&arch))?;
             // llama.cpp stores Llama's q/k rows permuted for adjacent-pair rotation; Qwen's are not.
             (cfg, Params::Gguf(gguf), arch == "llama")
         }
@@ -145,6 +150,12 @@ pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
             let cfg: LlamaConfig = req.config()?;
             let dtype = crate::backends::candle::dtype(req.dtype())?;
             let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?)?;
+            let config_path = req.artifacts(ArtifactRole::Config)?.remove(0);
+            let check = ConfigCheck {
+                path: &config_path,
+                weights: weights.index(),
+            };
+            cfg.check_weights(&check, None)?;
             (
                 cfg,
                 Params::Hf {

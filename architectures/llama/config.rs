@@ -1,7 +1,7 @@
 //! `config.json` of the Llama family (transformers' `LlamaConfig`, `MistralConfig`,
 //! `Qwen2Config`, `Qwen3Config`), or the same settings read from GGUF metadata.
 
-use crate::architectures::common::Activation;
+use crate::architectures::common::{Activation, ConfigCheck};
 use serde::Deserialize;
 
 /// Which member of the family: they differ in biases, per-head norms and sliding windows.
@@ -155,6 +155,12 @@ impl LlamaConfig {
             Some(s) if s.rope_type == "default" => base,
             Some(s) if s.rope_type == "linear" => base.iter().map(|f| f / s.factor).collect(),
             Some(s) if s.rope_type == "llama3" => {
+                if s.high_freq_factor <= s.low_freq_factor {
+                    return Err(format!(
+                        "rope_scaling: high_freq_factor {} must be larger than low_freq_factor {}",
+                        s.high_freq_factor, s.low_freq_factor
+                    ));
+                }
                 let original = s.original_max_position_embeddings.unwrap_or(8192) as f64;
                 let low_wavelen = original / s.low_freq_factor;
                 let high_wavelen = original / s.high_freq_factor;
@@ -181,6 +187,89 @@ impl LlamaConfig {
             }
         };
         Ok(scaled.into_iter().map(|f| f as f32).collect())
+    }
+
+    /// Checks the config's numbers against the checkpoint (HF names, or GGUF names when
+    /// `gguf_arch` is the file's `general.architecture`) before anything is sized by them.
+    pub fn check_weights(
+        &self,
+        check: &ConfigCheck<'_>,
+        gguf_arch: Option<&str>,
+    ) -> crate::Result<()> {
+        // Field and tensor names as the source spells them.
+        let field = |hf: &'static str, gguf: &str| match gguf_arch {
+            Some(arch) => format!("{arch}.{gguf}"),
+            None => hf.to_string(),
+        };
+        let (layers, q, k, gate) = match gguf_arch {
+            Some(_) => (
+                "blk.",
+                "blk.0.attn_q.weight",
+                "blk.0.attn_k.weight",
+                "blk.0.ffn_gate.weight",
+            ),
+            None => (
+                "model.layers.",
+                "model.layers.0.self_attn.q_proj.weight",
+                "model.layers.0.self_attn.k_proj.weight",
+                "model.layers.0.mlp.gate_proj.weight",
+            ),
+        };
+        let embed = if gguf_arch.is_some() {
+            "token_embd.weight"
+        } else {
+            "model.embed_tokens.weight"
+        };
+        check.layers(
+            &field("num_hidden_layers", "block_count"),
+            self.num_hidden_layers,
+            layers,
+        )?;
+        let hidden = field("hidden_size", "embedding_length");
+        let h = (hidden.as_str(), Some(self.hidden_size));
+        check.shape(embed, &[("vocab_size", Some(self.vocab_size)), h])?;
+        if self.num_attention_heads == 0 || self.kv_heads() == 0 {
+            return Err(check.error(format!(
+                "field `{}` and `{}` must be positive",
+                field("num_attention_heads", "attention.head_count"),
+                field("num_key_value_heads", "attention.head_count_kv")
+            )));
+        }
+        if self.num_hidden_layers > 0 {
+            let head_dim = field("head_dim", "attention.key_length");
+            let qd = format!(
+                "{} × {head_dim}",
+                field("num_attention_heads", "attention.head_count")
+            );
+            let kd = format!(
+                "{} × {head_dim}",
+                field("num_key_value_heads", "attention.head_count_kv")
+            );
+            let hd = self.head_size();
+            check.shape(q, &[(&qd, self.num_attention_heads.checked_mul(hd)), h])?;
+            check.shape(k, &[(&kd, self.kv_heads().checked_mul(hd)), h])?;
+            let ff = field("intermediate_size", "feed_forward_length");
+            check.shape(gate, &[(&ff, Some(self.intermediate_size)), h])?;
+        }
+        check.positions(
+            &field("max_position_embeddings", "context_length"),
+            self.max_position_embeddings,
+        )?;
+        check.positive(
+            &field("rms_norm_eps", "attention.layer_norm_rms_epsilon"),
+            self.rms_norm_eps,
+        )?;
+        check.positive(&field("rope_theta", "rope.freq_base"), self.rope_theta)?;
+        for scaling in [&self.rope_scaling, &self.rope_parameters]
+            .into_iter()
+            .flatten()
+        {
+            check.positive("rope_scaling.factor", scaling.factor)?;
+            if let Some(theta) = scaling.rope_theta {
+                check.positive("rope_parameters.rope_theta", theta)?;
+            }
+        }
+        Ok(())
     }
 
     /// Checks what this implementation supports; the message names the offending field.

@@ -15,7 +15,7 @@ mod candle;
 
 pub use config::{Flavor, LlamaConfig, RopeScaling};
 
-use crate::architectures::common::causal_lm_description;
+use crate::architectures::common::{ConfigCheck, causal_lm_description};
 use crate::registry::{Description, ImportSource};
 use crate::{Error, Result};
 
@@ -47,6 +47,15 @@ pub fn source_config(src: &ImportSource<'_>) -> Result<LlamaConfig> {
         }
         None => src.parse_config()?,
     };
+    let gguf_arch = src
+        .config
+        .get("general.architecture")
+        .and_then(|v| v.as_str());
+    let check = ConfigCheck {
+        path: src.config_path,
+        weights: src.weights,
+    };
+    cfg.check_weights(&check, gguf_arch)?;
     cfg.check().map_err(config_error)?;
     Ok(cfg)
 }

@@ -44,6 +44,20 @@ impl DisjointOut {
     }
 }
 
+/// Checks a thread count against candle's worker pools, which are sized once per process
+/// from `CANDLE_NUM_THREADS` (or `RAYON_NUM_THREADS`) when first used.
+pub fn threads(n: usize) -> Result<()> {
+    let pool = candle::utils::barrier_pool().n_workers() + 1;
+    if n != pool {
+        return Err(Error::InvalidArgument(format!(
+            "candle's worker pool runs {pool} threads in this process, not {n}: it is sized once, \
+             from CANDLE_NUM_THREADS or RAYON_NUM_THREADS, before the first model runs (the \
+             inferox command line's --threads sets both)"
+        )));
+    }
+    Ok(())
+}
+
 /// Converts a candle error into ours.
 pub fn err(e: candle::Error) -> Error {
     Error::Backend {
@@ -133,6 +147,11 @@ impl Weights {
     /// Whether tensor `name` exists.
     pub fn contains(&self, name: &str) -> bool {
         self.0.index.contains(name)
+    }
+
+    /// The headers of the weight files.
+    pub fn index(&self) -> &WeightIndex {
+        &self.0.index
     }
 
     /// The shape of tensor `name`, if present.

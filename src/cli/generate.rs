@@ -70,6 +70,7 @@ impl Sampling {
             backend: self.backend.clone(),
             dtype: Some(self.dtype.parse::<DType>()?),
             device: self.device.parse::<Device>()?,
+            threads: super::threads(),
             ..Default::default()
         };
         Ok(package.load(&options)?)

@@ -116,11 +116,15 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     println!("backends");
     for (name, b) in &info.backends {
         let compiled = backends::get(name).is_some_and(|b| b.compiled);
+        // A quantized checkpoint is described by its quantization, not its float dtype.
+        let storage = match &b.quantization {
+            Some(q) => format!("{q} quantized"),
+            None => b.dtype.to_string(),
+        };
         println!(
-            "  {:<8} {} ({}), {} artifacts{}",
+            "  {:<8} {} ({storage}), {} artifacts{}",
             name,
             b.format,
-            b.dtype,
             b.artifacts.len(),
             if compiled {
                 ""
@@ -192,7 +196,7 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<()> {
         }));
     }
     println!(
-        "ok: {} files, {} verified (structure, paths, sizes, sha256)",
+        "ok: {} files, {} verified (structure, paths, sizes, sha256, weight headers)",
         package.metadata().files.len(),
         human_bytes(total)
     );

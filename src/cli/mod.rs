@@ -8,6 +8,19 @@ pub mod run;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+static THREADS: OnceLock<Option<usize>> = OnceLock::new();
+
+/// Records the global `--threads` (once, at start-up) for the commands that load models.
+pub fn set_threads(threads: Option<usize>) {
+    let _ = THREADS.set(threads);
+}
+
+/// The global `--threads`, if given.
+pub fn threads() -> Option<usize> {
+    THREADS.get().copied().flatten()
+}
 
 /// A byte progress bar on stderr, or a hidden one when stderr is not a terminal.
 pub fn byte_bar(total: u64, message: String) -> ProgressBar {

@@ -27,14 +27,14 @@ pub struct Args {
     /// Device: cpu, cuda, cuda:N, metal.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Threads for the backend (torch: libtorch intra-op threads; tflite: interpreter threads;
-    /// candle: set RAYON_NUM_THREADS instead).
-    #[arg(long, value_name = "N")]
-    threads: Option<usize>,
     /// Quantized models: take float32 inputs and return float32 outputs, (de)quantizing at the
     /// boundary with the scale and zero point in the schema.
     #[arg(long)]
     dequantize: bool,
+    /// Print outputs even when they hold NaN or infinity (otherwise that is an error naming
+    /// the output; in --json they print as null).
+    #[arg(long)]
+    allow_non_finite: bool,
     /// Compute dtype for the weights: f32, f16 or bf16 (outputs are always float32).
     #[arg(long, default_value = "f32")]
     dtype: String,
@@ -203,8 +203,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         backend: args.backend.clone(),
         dtype: Some(args.dtype.parse::<DType>()?),
         device: args.device.parse::<Device>()?,
-        threads: args.threads,
+        threads: super::threads(),
         dequantize: args.dequantize,
+        allow_non_finite: args.allow_non_finite,
     };
     let mut model = package.load(&options)?;
     if !args.inputs.is_empty() {

@@ -281,11 +281,17 @@ impl GgufHeader {
             let offset = r.u64()?;
             infos.push((name, dims, ty, offset));
         }
-        let alignment = metadata
-            .get("general.alignment")
-            .and_then(GgufValue::as_u64)
-            .filter(|&a| a > 0)
-            .unwrap_or(32);
+        let alignment = match metadata.get("general.alignment") {
+            None => 32,
+            Some(v) => match v.as_u64() {
+                Some(a) if a.is_power_of_two() && a <= 1 << 30 => a,
+                _ => {
+                    return Err(r.err(format!(
+                        "general.alignment is {v:?}; it must be a power of two (llama.cpp writes 32)"
+                    )));
+                }
+            },
+        };
         let pos = r.inner.stream_position().map_err(|e| Error::io(path, e))?;
         let data_start = pos.div_ceil(alignment) * alignment;
         let mut tensors = Vec::with_capacity(infos.len());
@@ -295,28 +301,60 @@ impl GgufHeader {
                     "tensor `{name}` has ggml type {ty}, which is not supported"
                 ))
             })?;
+            if dims.iter().any(|&d| d == 0 || usize::try_from(d).is_err()) {
+                return Err(r.err(format!(
+                    "tensor `{name}` has an empty or impossible dimension ({dims:?})"
+                )));
+            }
             let elements = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
             let elements =
                 elements.ok_or_else(|| r.err(format!("tensor `{name}` is impossibly large")))?;
-            if elements % block != 0 {
+            // Blocks run along the innermost dimension, as in ggml.
+            if dims.first().is_some_and(|d| d % block != 0) {
                 return Err(r.err(format!(
-                    "tensor `{name}` ({dtype}) has {elements} elements, not a multiple of its block of {block}"
+                    "tensor `{name}` ({dtype}) has rows of {} elements, not a multiple of its block of {block}",
+                    dims[0]
                 )));
             }
-            let size = elements / block * block_bytes;
-            let start = data_start + offset;
-            let end = start + size;
-            if end > file_size {
+            if offset % alignment != 0 {
                 return Err(r.err(format!(
-                    "tensor `{name}` ends at byte {end} but the file has {file_size} (truncated file)"
+                    "tensor `{name}` starts at data offset {offset}, which is not a multiple of the alignment {alignment}"
                 )));
             }
+            let size = (elements / block).checked_mul(block_bytes);
+            let range = data_start
+                .checked_add(offset)
+                .zip(size)
+                .and_then(|(start, size)| Some(start..start.checked_add(size)?))
+                .filter(|range| range.end <= file_size);
+            let Some(range) = range else {
+                return Err(r.err(format!(
+                    "tensor `{name}` ({} bytes at data offset {offset}) runs past the end of the {file_size}-byte file (truncated file)",
+                    size.map_or_else(|| "more than 2^64".to_string(), |s| s.to_string())
+                )));
+            };
             tensors.push(GgufTensor {
                 name,
                 shape: dims.iter().rev().map(|&d| d as usize).collect(),
                 dtype,
-                bytes: start..end,
+                bytes: range,
             });
+        }
+        // No two tensors may share bytes (nor a name).
+        let mut by_offset: Vec<&GgufTensor> = tensors.iter().collect();
+        by_offset.sort_by_key(|t| (t.bytes.start, t.bytes.end));
+        for pair in by_offset.windows(2) {
+            if pair[1].bytes.start < pair[0].bytes.end {
+                return Err(r.err(format!(
+                    "tensors `{}` and `{}` overlap in the file (corrupt header)",
+                    pair[0].name, pair[1].name
+                )));
+            }
+        }
+        let mut names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|p| p[0] == p[1]) {
+            return Err(r.err(format!("tensor `{}` appears twice in the header", pair[0])));
         }
         Ok(GgufHeader {
             path: path.to_path_buf(),
@@ -396,11 +434,12 @@ impl GgufHeader {
 mod tests {
     use super::*;
 
-    /// A minimal GGUF v3 file: one metadata string and one F32 tensor of 4 elements.
-    pub fn tiny_gguf(data_len: usize) -> Vec<u8> {
+    /// A GGUF v3 file with `general.architecture = llama` and F32 tensors (name, dims innermost
+    /// first, data offset), then `data_len` bytes of data.
+    fn gguf_with(tensors: &[(&str, [u64; 2], u64)], data_len: usize) -> Vec<u8> {
         let mut b = b"GGUF".to_vec();
         b.extend(3u32.to_le_bytes());
-        b.extend(1u64.to_le_bytes()); // tensors
+        b.extend((tensors.len() as u64).to_le_bytes());
         b.extend(1u64.to_le_bytes()); // kv
         let key = b"general.architecture";
         b.extend((key.len() as u64).to_le_bytes());
@@ -408,19 +447,59 @@ mod tests {
         b.extend(8u32.to_le_bytes());
         b.extend(5u64.to_le_bytes());
         b.extend(b"llama");
-        let name = b"w";
-        b.extend((name.len() as u64).to_le_bytes());
-        b.extend(name);
-        b.extend(2u32.to_le_bytes());
-        b.extend(2u64.to_le_bytes());
-        b.extend(2u64.to_le_bytes());
-        b.extend(0u32.to_le_bytes()); // F32
-        b.extend(0u64.to_le_bytes());
+        for (name, dims, offset) in tensors {
+            b.extend((name.len() as u64).to_le_bytes());
+            b.extend(name.as_bytes());
+            b.extend(2u32.to_le_bytes());
+            b.extend(dims[0].to_le_bytes());
+            b.extend(dims[1].to_le_bytes());
+            b.extend(0u32.to_le_bytes()); // F32
+            b.extend(offset.to_le_bytes());
+        }
         while !b.len().is_multiple_of(32) {
             b.push(0);
         }
         b.extend(std::iter::repeat_n(0u8, data_len));
         b
+    }
+
+    /// A minimal GGUF v3 file: one metadata string and one F32 tensor of 4 elements.
+    pub fn tiny_gguf(data_len: usize) -> Vec<u8> {
+        gguf_with(&[("w", [2, 2], 0)], data_len)
+    }
+
+    /// Offsets must be aligned, inside the file and not shared; sizes must not overflow.
+    #[test]
+    fn tensor_offsets_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.gguf");
+        for (tensors, data, want) in [
+            (
+                vec![("a", [2, 2], 8)],
+                64,
+                "not a multiple of the alignment 32",
+            ),
+            (
+                vec![("a", [8, 2], 0), ("b", [2, 2], 32)],
+                96,
+                "tensors `a` and `b` overlap",
+            ),
+            (
+                vec![("a", [2, 2], 0), ("a", [2, 2], 32)],
+                64,
+                "appears twice",
+            ),
+            (vec![("a", [2, 2], u64::MAX - 31)], 64, "runs past the end"),
+            (vec![("a", [1 << 62, 2], 0)], 64, "runs past the end"),
+            (vec![("a", [u64::MAX, u64::MAX], 0)], 64, "impossibly large"),
+            (vec![("a", [0, 2], 0)], 64, "empty or impossible dimension"),
+        ] {
+            std::fs::write(&p, gguf_with(&tensors, data)).unwrap();
+            let err = GgufHeader::read(&p).unwrap_err().to_string();
+            assert!(err.contains(want), "{tensors:?}: {err}");
+        }
+        std::fs::write(&p, gguf_with(&[("a", [8, 2], 0), ("b", [2, 2], 64)], 96)).unwrap();
+        assert_eq!(GgufHeader::read(&p).unwrap().tensors.len(), 2);
     }
 
     #[test]
@@ -442,7 +521,8 @@ mod tests {
         std::fs::write(&p, tiny_gguf(8)).unwrap();
         let err = GgufHeader::read(&p).unwrap_err().to_string();
         assert!(
-            err.contains("tensor `w` ends at byte") && err.contains("truncated"),
+            err.contains("tensor `w` (16 bytes at data offset 0) runs past the end")
+                && err.contains("truncated"),
             "{err}"
         );
         let full = tiny_gguf(16);

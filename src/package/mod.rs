@@ -6,7 +6,7 @@ mod paths;
 mod writer;
 
 pub use paths::check_relative;
-pub use writer::PackageWriter;
+pub use writer::{PackageWriter, check_replaceable};
 
 use crate::files::{hash_file, read_json};
 use crate::manifest::{FORMAT_VERSION, METADATA_FILE, MODEL_INFO_FILE, Metadata, ModelInfo};
@@ -65,11 +65,22 @@ impl Package {
         }
         let root = path.canonicalize().map_err(|e| Error::io(path, e))?;
         for required in [MODEL_INFO_FILE, METADATA_FILE] {
-            if !root.join(required).is_file() {
-                return Err(Error::NotAPackage {
-                    path: path.to_path_buf(),
-                    missing: required.into(),
-                });
+            match std::fs::symlink_metadata(root.join(required)) {
+                Ok(m) if m.is_file() => {}
+                // The manifests are trusted to describe the package: never read them through a
+                // link that may lead anywhere.
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(Error::PathEscape {
+                        field: format!("{required} (a symbolic link)"),
+                        path: required.into(),
+                    });
+                }
+                _ => {
+                    return Err(Error::NotAPackage {
+                        path: path.to_path_buf(),
+                        missing: required.into(),
+                    });
+                }
             }
         }
         let info: ModelInfo = read_manifest(&root.join(MODEL_INFO_FILE))?;
@@ -188,7 +199,35 @@ impl Package {
     }
 
     /// Like [`verify`](Package::verify), calling `progress(file, bytes)` before each file.
+    /// After the hashes, the headers of the weight files are parsed and checked too
+    /// ([`check_weights`](Package::check_weights)).
     pub fn verify_with(&self, mut progress: impl FnMut(&str, u64)) -> Result<()> {
+        self.verify_hashes(&mut progress)?;
+        self.check_weights()
+    }
+
+    /// Parses the header of every weight file the backends read (safetensors, GGUF) as
+    /// strictly as loading does: offsets, sizes, dtypes, alignment.
+    pub fn check_weights(&self) -> Result<()> {
+        use crate::manifest::{ArtifactRole, ExecutionFormat};
+        for backend in self.info.backends.values() {
+            for artifact in &backend.artifacts {
+                let path = self.file(&artifact.path)?;
+                match (backend.format, artifact.role) {
+                    (ExecutionFormat::Safetensors, ArtifactRole::Weights) => {
+                        crate::weights::read_header(&path)?;
+                    }
+                    (ExecutionFormat::Gguf, ArtifactRole::Model) => {
+                        crate::gguf::GgufHeader::read(&path)?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn verify_hashes(&self, progress: &mut impl FnMut(&str, u64)) -> Result<()> {
         for file in &self.metadata.files {
             progress(&file.path, file.size);
             let path = self.root.join(&file.path);

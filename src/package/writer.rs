@@ -51,13 +51,108 @@ fn remove_stale(parent: &Path, name: &str) {
     }
 }
 
+/// Checks that `dest` may be replaced by a new package: it does not exist, or it is an empty
+/// directory, or it is a package whose every file is listed in its metadata.json (so that an
+/// overwrite only ever replaces what inferox wrote). Symlinks, regular files, other
+/// directories and packages holding files of someone else's are refused with
+/// [`Error::NotReplaceable`], which names the path and why.
+pub fn check_replaceable(dest: &Path) -> Result<()> {
+    let refuse = |reason: String| {
+        Err(Error::NotReplaceable {
+            path: dest.to_path_buf(),
+            reason,
+        })
+    };
+    let meta = match std::fs::symlink_metadata(dest) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dest, e)),
+    };
+    if meta.file_type().is_symlink() {
+        return refuse("it is a symbolic link, not a package directory".into());
+    }
+    if !meta.is_dir() {
+        return refuse("it is a file, not a package directory".into());
+    }
+    let mut entries = std::fs::read_dir(dest).map_err(|e| Error::io(dest, e))?;
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    let metadata_path = dest.join(METADATA_FILE);
+    for required in [MODEL_INFO_FILE, METADATA_FILE] {
+        if !std::fs::symlink_metadata(dest.join(required)).is_ok_and(|m| m.is_file()) {
+            return refuse(format!(
+                "it is a non-empty directory without {required}, so not an inferox package"
+            ));
+        }
+    }
+    // Only the list of files is needed, so any format version of metadata.json will do.
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        path: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Files {
+        files: Vec<Listed>,
+    }
+    let listed: Files =
+        crate::files::read_json(&metadata_path).map_err(|_| Error::NotReplaceable {
+            path: dest.to_path_buf(),
+            reason: format!("{} is not an inferox file list", metadata_path.display()),
+        })?;
+    let listed: std::collections::BTreeSet<String> =
+        listed.files.into_iter().map(|f| f.path).collect();
+    // Walk without following symlinks: every file must be one the package lists.
+    let mut stack = vec![(dest.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let rel = format!("{prefix}{name}");
+            let kind = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
+            if kind.is_dir() {
+                stack.push((entry.path(), format!("{rel}/")));
+            } else if !(kind.is_file() && (rel == METADATA_FILE || listed.contains(&rel))) {
+                return refuse(format!(
+                    "`{rel}` is not one of the package's files (metadata.json does not list it)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A writer that remembers whether writing failed.
+struct WriteSide {
+    inner: std::fs::File,
+    failed: bool,
+}
+
+impl Write for WriteSide {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.failed |= r.is_err();
+        r
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.inner.flush();
+        self.failed |= r.is_err();
+        r
+    }
+}
+
 impl PackageWriter {
-    /// Starts a package that will live at `dest`. Fails if `dest` exists, unless `overwrite`.
+    /// Starts a package that will live at `dest`. Fails if `dest` exists, unless `overwrite`
+    /// and [`check_replaceable`] allows it; nothing is created when it fails.
     pub fn create(dest: &Path, overwrite: bool) -> Result<Self> {
-        if dest.exists() && !overwrite {
-            return Err(Error::AlreadyExists {
-                path: dest.to_path_buf(),
-            });
+        if std::fs::symlink_metadata(dest).is_ok() {
+            if !overwrite {
+                return Err(Error::AlreadyExists {
+                    path: dest.to_path_buf(),
+                });
+            }
+            check_replaceable(dest)?;
         }
         let name = dest
             .file_name()
@@ -107,14 +202,29 @@ impl PackageWriter {
     ) -> Result<()> {
         let target = self.target(rel)?;
         let input = std::fs::File::open(src).map_err(|e| Error::io(src, e))?;
-        let mut output = std::fs::File::create(&target).map_err(|e| Error::io(&target, e))?;
+        let output = std::fs::File::create(&target).map_err(|e| Error::write(&target, e))?;
+        // Tell a failed read (the source's fault) from a failed write (the destination's: a
+        // full disk, say).
+        let mut output = WriteSide {
+            inner: output,
+            failed: false,
+        };
         let (size, sha256) = {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut output);
             let r = copy_hashed(input, Some(&mut w), progress);
-            let r = r.and_then(|r| w.flush().map(|_| r));
-            r.map_err(|e| Error::io(src, e))?
-        };
-        output.sync_all().map_err(|e| Error::io(&target, e))?;
+            r.and_then(|r| w.flush().map(|_| r))
+        }
+        .map_err(|e| {
+            if output.failed {
+                Error::write(&target, e)
+            } else {
+                Error::io(src, e)
+            }
+        })?;
+        output
+            .inner
+            .sync_all()
+            .map_err(|e| Error::write(&target, e))?;
         self.files.push(FileEntry {
             path: rel.to_string(),
             size,
@@ -171,12 +281,14 @@ impl PackageWriter {
     fn move_into_place(&self) -> Result<()> {
         let rename =
             |from: &Path, to: &Path| std::fs::rename(from, to).map_err(|e| Error::io(to, e));
-        if self.dest.exists() {
+        if std::fs::symlink_metadata(&self.dest).is_ok() {
             if !self.overwrite {
                 return Err(Error::AlreadyExists {
                     path: self.dest.clone(),
                 });
             }
+            // Again: something may have appeared there while the package was written.
+            check_replaceable(&self.dest)?;
             let name = self.dest.file_name().unwrap_or_default().to_string_lossy();
             let old = self
                 .dest
