@@ -190,6 +190,17 @@ pub enum Error {
         status: u16,
         gated: bool,
     },
+    /// A downloaded file does not match the checksum the hub announced; it was deleted.
+    #[error("`{file}` of {repo}: {message}")]
+    ChecksumMismatch {
+        repo: String,
+        file: String,
+        message: String,
+    },
+    /// The hub or mirror does not answer as the Hugging Face hub does (no checksum, a commit
+    /// that is not one): running again will not help.
+    #[error("the hub at {endpoint} {message}")]
+    NotAHub { endpoint: String, message: String },
     /// The hub kept failing (5xx) after retries.
     #[error("{url}: the server answered HTTP {status}")]
     ServerError { url: String, status: u16 },
@@ -351,6 +362,14 @@ impl Error {
             }
             Error::ServerError { .. } | Error::Network { .. } | Error::Timeout { .. } => {
                 "try again later; a re-run resumes where this one stopped (HF_ENDPOINT picks another hub)"
+                    .to_string()
+            }
+            Error::ChecksumMismatch { .. } => {
+                "run the pull again to download the file afresh; if it fails the same way, the hub or mirror (HF_ENDPOINT) serves a file that does not match its checksum"
+                    .to_string()
+            }
+            Error::NotAHub { .. } => {
+                "use a hub or mirror that answers as huggingface.co does (unset HF_ENDPOINT for huggingface.co itself); running again will not help"
                     .to_string()
             }
             Error::DiskFull { .. } => {

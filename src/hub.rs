@@ -1,7 +1,9 @@
 //! Pulling models from a Hugging Face hub: resolve the revision to a commit, download only what
 //! a package needs into the Hugging Face cache (so Python tools and inferox share it), verify
 //! every file against the hub's sha256 (LFS) or git blob id, then build the package exactly as
-//! [`import`](crate::import()) does.
+//! [`import`](crate::import()) does. Checksums come from the API listing (`?blobs=true`) or,
+//! from hubs and mirrors that list none, from the download's `X-Linked-Etag` / `ETag` headers
+//! (as huggingface_hub reads them); a file with neither is not downloaded.
 //!
 //! Downloads go to `blobs/<etag>.incomplete` and are renamed when verified; a file lock keeps
 //! two pulls from writing the same blob; an interrupted download resumes with an HTTP range
@@ -40,44 +42,98 @@ impl std::str::FromStr for RepoSpec {
             Some((r, rev)) => (r, rev),
             None => (s, "main"),
         };
-        check_repo_id(repo_id)?;
-        if revision.is_empty() || check_relative("revision", revision).is_err() {
-            return Err(Error::InvalidArgument(format!(
-                "`{revision}` is not a valid revision"
-            )));
-        }
-        Ok(RepoSpec {
+        let spec = RepoSpec {
             repo_id: repo_id.to_string(),
             revision: revision.to_string(),
-        })
+        };
+        spec.check()?;
+        Ok(spec)
     }
 }
 
-/// Checks `org/name` (or `name`): letters, digits, `-`, `_`, `.`; nothing that could leave a
-/// directory.
+impl RepoSpec {
+    /// Checks the repo id and the revision (see [`check_repo_id`], [`check_revision`]).
+    pub fn check(&self) -> Result<()> {
+        check_repo_id(&self.repo_id)?;
+        check_revision(&self.revision)
+    }
+}
+
+/// Checks `org/name` (or `name`): letters, digits, `-`, `_`, `.`, at most 96 of them per part,
+/// none starting with `.` (so no `..`), no `--`: nothing that could leave a directory, or name
+/// two repositories alike in the cache's `models--org--name`.
 pub fn check_repo_id(id: &str) -> Result<()> {
-    let bad = || {
+    let bad = |why: &str| {
         Error::InvalidArgument(format!(
-            "`{id}` is not a Hugging Face repo id (expected org/name)"
+            "{id:?} is not a Hugging Face repo id (expected org/name): {why}"
         ))
     };
     let parts: Vec<&str> = id.split('/').collect();
-    if parts.is_empty() || parts.len() > 2 || id.len() > 96 {
-        return Err(bad());
+    if parts.len() > 2 {
+        return Err(bad("more than one `/`"));
     }
     for part in parts {
-        let ok = !part.is_empty()
-            && part != "."
-            && part != ".."
-            && !part.starts_with('.')
-            && part
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if !ok {
-            return Err(bad());
+        if part.is_empty() {
+            return Err(bad("empty name"));
+        }
+        if part.len() > 96 {
+            return Err(bad("a name is longer than 96 characters"));
+        }
+        if !part
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(bad("only letters, digits, `-`, `_` and `.` are allowed"));
+        }
+        if part.starts_with('.') {
+            return Err(bad("a name cannot start with `.`"));
+        }
+        if part.contains("--") {
+            return Err(bad("`--` is not allowed (the cache writes `/` so)"));
         }
     }
     Ok(())
+}
+
+/// Checks a branch, tag or commit as git checks ref names (`git check-ref-format`): no `..`,
+/// `//` or `@{`, no control characters, spaces or any of `~^:?*[\`, not starting with `/` or
+/// `-`, no part starting with `.` or ending with `.lock`, not ending with `/` or `.`. Revisions
+/// become URL and cache path components, so this runs before either is built.
+pub fn check_revision(revision: &str) -> Result<()> {
+    let why = if revision.is_empty() {
+        Some("it is empty")
+    } else if revision.len() > 255 {
+        Some("it is longer than 255 characters")
+    } else if revision
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c))
+    {
+        Some("control characters, spaces and `~^:?*[\\` are not allowed")
+    } else if revision.contains("..") || revision.contains("//") || revision.contains("@{") {
+        Some("`..`, `//` and `@{` are not allowed")
+    } else if revision == "@" || revision.starts_with(['/', '-']) {
+        Some("it cannot be `@` or start with `/` or `-`")
+    } else if revision.ends_with(['/', '.']) {
+        Some("it cannot end with `/` or `.`")
+    } else if revision
+        .split('/')
+        .any(|part| part.starts_with('.') || part.ends_with(".lock"))
+    {
+        Some("no part of it can start with `.` or end with `.lock`")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(Error::InvalidArgument(format!(
+            "revision {revision:?} is not a branch, tag or commit: {why}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A full commit id: 40 hex digits.
+fn is_commit(s: &str) -> bool {
+    s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// How to pull.
@@ -157,6 +213,9 @@ pub struct Hub {
     token: Option<String>,
     cache: Cache,
     agent: ureq::Agent,
+    /// For HEAD requests: follows no redirect, so the hub's own headers (`X-Linked-Etag`) are
+    /// seen rather than those of the CDN it redirects to.
+    head_agent: ureq::Agent,
     offline: bool,
 }
 
@@ -208,9 +267,11 @@ fn transport(url: &str, message: &str, timed_out: bool) -> Error {
     }
 }
 
-/// Maps an I/O error while writing into the cache (disk full gets its own error).
+/// Maps an I/O error while writing `path` into the cache; a full disk (or quota) gets its own
+/// error, which names `path`, the destination.
 fn write_error(path: &Path, e: std::io::Error) -> Error {
-    if e.kind() == std::io::ErrorKind::StorageFull {
+    use std::io::ErrorKind;
+    if matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) {
         Error::DiskFull {
             path: path.to_path_buf(),
         }
@@ -257,17 +318,19 @@ impl Hub {
             .or_else(|| env("HF_TOKEN"))
             .or_else(|| cache.token());
         let timeout = options.timeout.unwrap_or(Duration::from_secs(30));
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(timeout.min(Duration::from_secs(10)))
-            .timeout_read(timeout)
-            .timeout_write(timeout)
-            .user_agent(concat!("inferox/", env!("CARGO_PKG_VERSION")))
-            .build();
+        let builder = || {
+            ureq::AgentBuilder::new()
+                .timeout_connect(timeout.min(Duration::from_secs(10)))
+                .timeout_read(timeout)
+                .timeout_write(timeout)
+                .user_agent(concat!("inferox/", env!("CARGO_PKG_VERSION")))
+        };
         Ok(Hub {
             endpoint,
             token,
             cache,
-            agent,
+            agent: builder().build(),
+            head_agent: builder().redirects(0).build(),
             offline,
         })
     }
@@ -277,8 +340,11 @@ impl Hub {
         self.cache.path()
     }
 
-    fn request(&self, url: &str) -> ureq::Request {
-        let r = self.agent.get(url);
+    fn request(&self, method: Method, url: &str) -> ureq::Request {
+        let r = match method {
+            Method::Get => self.agent.get(url),
+            Method::Head => self.head_agent.head(url),
+        };
         match &self.token {
             Some(t) => r.set("Authorization", &format!("Bearer {t}")),
             None => r,
@@ -293,9 +359,21 @@ impl Hub {
         spec: &RepoSpec,
         file: Option<&str>,
     ) -> Result<ureq::Response> {
+        self.call(Method::Get, url, range_from, spec, file)
+    }
+
+    /// A request with retries on server errors and dropped connections.
+    fn call(
+        &self,
+        method: Method,
+        url: &str,
+        range_from: u64,
+        spec: &RepoSpec,
+        file: Option<&str>,
+    ) -> Result<ureq::Response> {
         let mut attempt = 0;
         loop {
-            let mut req = self.request(url);
+            let mut req = self.request(method, url);
             if range_from > 0 {
                 req = req.set("Range", &format!("bytes={range_from}-"));
             }
@@ -332,11 +410,11 @@ impl Hub {
             url: url.clone(),
             message: format!("unreadable answer: {e}"),
         })?;
-        if info.sha.len() < 7 || !info.sha.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(Error::Network {
-                url,
-                message: format!("the hub sent `{}` as the commit sha", info.sha),
-            });
+        if !is_commit(&info.sha) {
+            return Err(self.not_a_hub(&format!(
+                "it answered {url} with {:?} as the commit of `{}`",
+                info.sha, spec.revision
+            )));
         }
         for s in &info.siblings {
             check_relative("file name from the hub", &s.rfilename)?;
@@ -354,30 +432,38 @@ impl Hub {
         progress: &mut dyn FnMut(ImportEvent<'_>),
     ) -> Result<PathBuf> {
         let repo_dir = self.repo_dir(spec);
+        let file = sibling.rfilename.as_str();
         let snapshot = repo_dir
             .join("snapshots")
             .join(commit)
-            .join(check_relative("file", &sibling.rfilename)?);
-        let (expected, kind) = match (&sibling.lfs, &sibling.blob_id) {
-            (Some(lfs), _) => (lfs.sha256.to_lowercase(), Digestion::Sha256),
-            (None, Some(blob)) => (blob.to_lowercase(), Digestion::GitBlob),
-            (None, None) => {
-                return Err(Error::Network {
-                    url: self.endpoint.clone(),
-                    message: format!("the hub gave no checksum for `{}`", sibling.rfilename),
-                });
+            .join(check_relative("file", file)?);
+        let url = format!(
+            "{}/{}/resolve/{}/{}",
+            self.endpoint,
+            spec.repo_id,
+            commit,
+            percent_encode(file)
+        );
+        let checksum = match self.listed_checksum(spec, sibling)? {
+            Some(c) => c,
+            // A commit's files never change: what its snapshot holds is the file.
+            None if snapshot.exists() => {
+                progress(ImportEvent::Cached { path: file });
+                return Ok(snapshot);
             }
+            None => self.announced_checksum(spec, &url, file)?,
         };
-        let size = sibling.lfs.as_ref().map(|l| l.size).or(sibling.size);
-        check_relative("blob id", &expected)?;
-        let blob = repo_dir.join("blobs").join(&expected);
+        let checksum = Checksum {
+            size: checksum.size.or(sibling.size),
+            ..checksum
+        };
+        let blob = repo_dir.join("blobs").join(&checksum.value);
         if snapshot.exists() && blob.exists() {
-            progress(ImportEvent::Cached {
-                path: &sibling.rfilename,
-            });
+            progress(ImportEvent::Cached { path: file });
             return Ok(snapshot);
         }
-        std::fs::create_dir_all(repo_dir.join("blobs")).map_err(|e| write_error(&repo_dir, e))?;
+        std::fs::create_dir_all(repo_dir.join("blobs"))
+            .map_err(|e| write_error(&repo_dir.join("blobs"), e))?;
         // One writer per blob: a second pull of the same file waits here, then finds it done.
         // Locks live where huggingface_hub keeps them (`.locks/models--org--name/`), and stay:
         // deleting a lock file that another process waits on would let a third one in.
@@ -387,7 +473,7 @@ impl Hub {
             .join(".locks")
             .join(repo_dir.file_name().expect("repo dir has a name"));
         std::fs::create_dir_all(&locks).map_err(|e| write_error(&locks, e))?;
-        let lock_path = locks.join(format!("{expected}.lock"));
+        let lock_path = locks.join(format!("{}.lock", checksum.value));
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -396,46 +482,133 @@ impl Hub {
             .map_err(|e| write_error(&lock_path, e))?;
         lock.lock().map_err(|e| Error::io(&lock_path, e))?;
         if blob.exists() {
-            progress(ImportEvent::Cached {
-                path: &sibling.rfilename,
-            });
+            progress(ImportEvent::Cached { path: file });
         } else {
-            let url = format!(
-                "{}/{}/resolve/{}/{}",
-                self.endpoint,
-                spec.repo_id,
-                commit,
-                percent_encode(&sibling.rfilename)
-            );
-            self.download(
-                spec,
-                &url,
-                &sibling.rfilename,
-                &blob,
-                &expected,
-                kind,
-                size,
-                progress,
-            )?;
+            self.download(spec, &url, file, &blob, &checksum, progress)?;
         }
         link(&blob, &snapshot)?;
         drop(lock);
         Ok(snapshot)
     }
 
-    /// Downloads into `blob`, resuming a previous `.incomplete`, verifying the digest.
-    #[allow(clippy::too_many_arguments)]
+    /// The checksum the API listing gives `sibling` (with `?blobs=true`): the LFS sha256, else
+    /// the git blob id; `None` when it gives neither, as some hubs and mirrors do.
+    fn listed_checksum(&self, spec: &RepoSpec, sibling: &Sibling) -> Result<Option<Checksum>> {
+        let (value, kind, size) = match (&sibling.lfs, &sibling.blob_id) {
+            (Some(lfs), _) => (&lfs.sha256, Digestion::Sha256, Some(lfs.size)),
+            (None, Some(blob)) => (blob, Digestion::GitBlob, sibling.size),
+            (None, None) => return Ok(None),
+        };
+        let value = value.trim().to_ascii_lowercase();
+        if !kind.is_well_formed(&value) {
+            return Err(self.not_a_hub(&format!(
+                "its API lists {value:?} as the {} of `{}` in {}",
+                kind.name(),
+                sibling.rfilename,
+                spec.repo_id
+            )));
+        }
+        Ok(Some(Checksum {
+            value,
+            kind,
+            size,
+            announced_in: "the API listing",
+        }))
+    }
+
+    /// The checksum a download's headers announce, read as huggingface_hub reads it when the API
+    /// gives none: `X-Linked-Etag` (LFS files: the sha256), else `ETag` (git files: the blob id;
+    /// `W/` and quotes dropped), from a HEAD request that follows the hub's own relative
+    /// redirects (a renamed repository) but not the one to a CDN, whose ETag is no checksum.
+    fn announced_checksum(&self, spec: &RepoSpec, url: &str, file: &str) -> Result<Checksum> {
+        let mut url = url.to_string();
+        for _ in 0..5 {
+            let resp = self.call(Method::Head, &url, 0, spec, Some(file))?;
+            let header = |name: &str| resp.header(name).map(str::trim).filter(|v| !v.is_empty());
+            let relative =
+                header("location").filter(|l| l.starts_with('/') && !l.starts_with("//"));
+            let redirect = (300..400).contains(&resp.status());
+            let (raw, announced_in, size) = match (header("x-linked-etag"), header("etag")) {
+                (Some(linked), _) => (
+                    linked,
+                    "X-Linked-Etag",
+                    header("x-linked-size").and_then(|s| s.parse().ok()),
+                ),
+                (None, _) if redirect && relative.is_some() => {
+                    url = format!("{}{}", origin(&self.endpoint), relative.unwrap_or_default());
+                    continue;
+                }
+                (None, Some(etag)) => (
+                    etag,
+                    "ETag",
+                    header("content-length")
+                        .filter(|_| !redirect)
+                        .and_then(|s| s.parse().ok()),
+                ),
+                (None, None) => return Err(self.no_checksum(spec, file, None)),
+            };
+            let value = raw
+                .trim_start_matches("W/")
+                .trim_matches('"')
+                .to_ascii_lowercase();
+            let kind = [Digestion::Sha256, Digestion::GitBlob]
+                .into_iter()
+                .find(|k| k.is_well_formed(&value))
+                .ok_or_else(|| self.no_checksum(spec, file, Some((announced_in, raw))))?;
+            return Ok(Checksum {
+                value,
+                kind,
+                size,
+                announced_in,
+            });
+        }
+        Err(self.no_checksum(spec, file, None))
+    }
+
+    /// A permanent error: the hub at `self.endpoint` does not answer as the Hugging Face hub
+    /// does, so running again will not help.
+    fn not_a_hub(&self, what: &str) -> Error {
+        let advice = if self.endpoint == DEFAULT_ENDPOINT {
+            format!("{DEFAULT_ENDPOINT} normally does: check for a proxy that rewrites its answers")
+        } else {
+            format!(
+                "use a hub or mirror that does (HF_ENDPOINT is {}; unset it to pull from {DEFAULT_ENDPOINT})",
+                self.endpoint
+            )
+        };
+        Error::NotAHub {
+            endpoint: self.endpoint.clone(),
+            message: format!("does not answer as the Hugging Face hub does: {what}; {advice}"),
+        }
+    }
+
+    /// No checksum in the API listing nor in the download's headers (or one that is neither a
+    /// sha256 nor a git blob id): the file cannot be verified, so it is not downloaded.
+    fn no_checksum(&self, spec: &RepoSpec, file: &str, unusable: Option<(&str, &str)>) -> Error {
+        let headers = match unusable {
+            Some((header, value)) => format!(
+                "its {header} header, `{value}`, is neither a sha256 (64 hex digits) nor a git blob id (40)"
+            ),
+            None => "its download has no X-Linked-Etag or ETag header".to_string(),
+        };
+        self.not_a_hub(&format!(
+            "it gives no checksum for `{file}` of {} (no sha256 or blob id in its API listing, and {headers}), so the file cannot be verified and was not downloaded",
+            spec.repo_id
+        ))
+    }
+
+    /// Downloads into `blob`, resuming a previous `.incomplete`, verifying the digest; on a
+    /// mismatch the partial download is deleted.
     fn download(
         &self,
         spec: &RepoSpec,
         url: &str,
         file: &str,
         blob: &Path,
-        expected: &str,
-        kind: Digestion,
-        size: Option<u64>,
+        checksum: &Checksum,
         progress: &mut dyn FnMut(ImportEvent<'_>),
     ) -> Result<()> {
+        let size = checksum.size;
         let partial = blob.with_extension("incomplete");
         let mut attempt = 0;
         loop {
@@ -461,13 +634,31 @@ impl Hub {
                 Err(e) => return Err(e),
             }
         }
-        let (len, found) = digest_file(&partial, kind)?;
-        if found != expected || size.is_some_and(|s| s != len) {
-            let _ = std::fs::remove_file(&partial);
-            return Err(Error::HashMismatch {
-                path: PathBuf::from(format!("{}@{}:{file}", spec.repo_id, spec.revision)),
-                expected: expected.to_string(),
-                found,
+        let (len, found) = digest_file(&partial, checksum.kind)?;
+        let wrong_size = size.filter(|&s| s != len);
+        if found != checksum.value || wrong_size.is_some() {
+            let deleted = match std::fs::remove_file(&partial) {
+                Ok(()) => "the partial download was deleted".to_string(),
+                Err(e) => format!(
+                    "the partial download could not be deleted ({e}): delete {}",
+                    partial.display()
+                ),
+            };
+            let differs = match wrong_size {
+                Some(s) if found == checksum.value => {
+                    format!("it is {len} bytes, but the hub announced {s} bytes")
+                }
+                _ => format!(
+                    "its {} is {found}, but the hub announced {} (in {})",
+                    checksum.kind.name(),
+                    checksum.value,
+                    checksum.announced_in
+                ),
+            };
+            return Err(Error::ChecksumMismatch {
+                repo: format!("{}@{}", spec.repo_id, spec.revision),
+                file: file.to_string(),
+                message: format!("downloaded from {}, {differs}; {deleted}", self.endpoint),
             });
         }
         std::fs::rename(&partial, blob).map_err(|e| write_error(blob, e))
@@ -530,6 +721,51 @@ enum Digestion {
     Sha256,
     /// Git-stored files: sha1 of `blob <len>\0` followed by the content.
     GitBlob,
+}
+
+impl Digestion {
+    fn name(self) -> &'static str {
+        match self {
+            Digestion::Sha256 => "sha256",
+            Digestion::GitBlob => "git blob id",
+        }
+    }
+
+    /// Lowercase hex of the digest's length (so also a safe file name).
+    fn is_well_formed(self, value: &str) -> bool {
+        let len = match self {
+            Digestion::Sha256 => 64,
+            Digestion::GitBlob => 40,
+        };
+        value.len() == len && value.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))
+    }
+}
+
+/// What the hub announced of a file's content.
+#[derive(Clone, Debug)]
+struct Checksum {
+    /// Lowercase hex digest; also the blob's name in the cache.
+    value: String,
+    kind: Digestion,
+    /// Size in bytes, when announced.
+    size: Option<u64>,
+    /// Where: the API listing or a header of the download.
+    announced_in: &'static str,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Method {
+    Get,
+    Head,
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin(url: &str) -> &str {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    match url[start..].find('/') {
+        Some(i) => &url[..start + i],
+        None => url,
+    }
 }
 
 fn digest_file(path: &Path, kind: Digestion) -> Result<(u64, String)> {
@@ -653,6 +889,8 @@ pub fn pull(
     options: &PullOptions,
     progress: &mut dyn FnMut(ImportEvent<'_>),
 ) -> Result<Package> {
+    // The fields are public: check them here too, before any URL or path is built from them.
+    spec.check()?;
     let hub = Hub::new(options)?;
     let quantization = options.quantization.as_deref();
     let (commit, source) = if hub.offline {
@@ -665,7 +903,6 @@ pub fn pull(
     } else {
         let info = hub.info(spec)?;
         let commit = info.sha.clone();
-        check_relative("commit", &commit)?;
         progress(ImportEvent::Resolved { commit: &commit });
         if let Ok(existing) = Package::open(dest)
             && existing.metadata().source.commit.as_deref() == Some(commit.as_str())
@@ -741,12 +978,17 @@ impl Hub {
     /// The commit a revision points at, from the cache alone.
     fn cached_commit(&self, spec: &RepoSpec) -> Result<String> {
         let dir = self.repo_dir(spec);
-        let commit = match std::fs::read_to_string(
-            dir.join("refs")
-                .join(check_relative("revision", &spec.revision)?),
-        ) {
+        let ref_path = dir
+            .join("refs")
+            .join(check_relative("revision", &spec.revision)?);
+        let commit = match std::fs::read_to_string(&ref_path) {
             Ok(sha) => sha.trim().to_string(),
-            Err(_) if dir.join("snapshots").join(&spec.revision).is_dir() => spec.revision.clone(),
+            Err(_)
+                if is_commit(&spec.revision)
+                    && dir.join("snapshots").join(&spec.revision).is_dir() =>
+            {
+                spec.revision.clone()
+            }
             Err(_) => {
                 return Err(Error::Offline {
                     repo: spec.repo_id.clone(),
@@ -758,7 +1000,15 @@ impl Hub {
                 });
             }
         };
-        check_relative("commit", &commit)?;
+        if !is_commit(&commit) {
+            return Err(Error::Offline {
+                repo: spec.repo_id.clone(),
+                what: format!(
+                    "{} holds {commit:?}, not a commit id (delete it and pull once online)",
+                    ref_path.display()
+                ),
+            });
+        }
         if !dir.join("snapshots").join(&commit).is_dir() {
             return Err(Error::Offline {
                 repo: spec.repo_id.clone(),
@@ -804,21 +1054,65 @@ impl Hub {
                     self.fetch(spec, commit, sib, progress)?;
                 }
             }
+            if sibling.rfilename == "modules.json" {
+                // sentence-transformers modules: each folder's config.json (import reads the
+                // Pooling module's). Only files the listing has are looked up, so a hostile
+                // path in modules.json names nothing to download.
+                for config in module_configs(&path) {
+                    if let Some(sib) = info.siblings.iter().find(|s| s.rfilename == config) {
+                        self.fetch(spec, commit, sib, progress)?;
+                    }
+                }
+            }
             if sibling.rfilename.to_lowercase().ends_with(".gguf") {
                 gguf = Some(path);
             }
         }
         if &spec.revision != commit {
-            let repo = self.cache.repo(Repo::with_revision(
-                spec.repo_id.clone(),
-                RepoType::Model,
-                spec.revision.clone(),
-            ));
-            repo.create_ref(commit)
-                .map_err(|e| write_error(&self.repo_dir(spec), e))?;
+            self.write_ref(spec, commit)?;
         }
         Ok(gguf.unwrap_or_else(|| self.repo_dir(spec).join("snapshots").join(commit)))
     }
+
+    /// `refs/<revision>` ← `commit`, written under a temporary name and renamed into place.
+    fn write_ref(&self, spec: &RepoSpec, commit: &str) -> Result<()> {
+        let path = self
+            .repo_dir(spec)
+            .join("refs")
+            .join(check_relative("revision", &spec.revision)?);
+        let dir = path.parent().expect("a ref has a parent");
+        std::fs::create_dir_all(dir).map_err(|e| write_error(dir, e))?;
+        let name = path
+            .file_name()
+            .expect("a ref has a name")
+            .to_string_lossy();
+        // Unique to this process and call: two pulls (or threads) may write the same ref.
+        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.tmp-{}-{call}", std::process::id()));
+        std::fs::write(&tmp, commit).map_err(|e| write_error(&path, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            write_error(&path, e)
+        })
+    }
+}
+
+/// `<folder>/config.json` of every module that modules.json names with a folder; nothing when
+/// it does not parse (import then says what is wrong with it).
+fn module_configs(modules_json: &Path) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Module {
+        #[serde(default)]
+        path: String,
+    }
+    let modules: Vec<Module> = crate::files::read_json(modules_json).unwrap_or_default();
+    modules
+        .into_iter()
+        .map(|m| m.path.trim_end_matches('/').to_string())
+        .filter(|p| !p.is_empty())
+        .map(|p| format!("{p}/config.json"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -833,18 +1127,84 @@ mod tests {
             ("org/name", "v1.0")
         );
         assert_eq!("gpt2".parse::<RepoSpec>().unwrap().revision, "main");
+        assert_eq!(
+            "org/name@refs/pr/1".parse::<RepoSpec>().unwrap().revision,
+            "refs/pr/1"
+        );
         for bad in [
             "../x",
+            "..",
+            "org/..",
             "org/../x",
             "a/b/c",
             "org/.hidden",
+            "org--x/name",
             "",
+            "/",
+            "org/",
+            "org//name",
             "org/name@",
             "org/na me",
+            "org\\name",
+            "..\\..\\x",
+            "C:/x",
             "/abs",
+            "/abs/x",
+            "org/na\0me",
         ] {
-            assert!(bad.parse::<RepoSpec>().is_err(), "{bad:?} accepted");
+            let err = bad.parse::<RepoSpec>().unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn revisions_are_git_ref_names() {
+        for good in [
+            "main",
+            "v1.0",
+            "refs/pr/12",
+            "release/2024-01",
+            "0123456789abcdef0123456789abcdef01234567",
+            "a@b",
+        ] {
+            check_revision(good).unwrap_or_else(|e| panic!("{good:?}: {e}"));
+        }
+        for bad in [
+            "", "../../x", "a/../b", "a..b", "/abs", "-rf", "a//b", "a/", "a.", "a.lock",
+            "a.lock/b", ".hidden", "a/.b", "@", "a@{1}", "a b", "a\tb", "a\nb", "a\u{7f}", "a~1",
+            "a^", "a:b", "a?", "a*", "a[b", "a\\b",
+        ] {
+            let err = check_revision(bad).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidArgument(m) if m.contains(&format!("{bad:?}"))),
+                "{bad:?}: {err}"
+            );
+        }
+        assert!(check_revision(&"a".repeat(256)).is_err());
+        // A spec built by hand is checked by pull before anything else.
+        let spec = RepoSpec {
+            repo_id: "org/name".into(),
+            revision: "../../x".into(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let options = PullOptions {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            cache_dir: Some(dir.path().join("cache")),
+            ..Default::default()
+        };
+        let err = pull(&spec, &dir.path().join("pkg"), &options, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!(origin("https://hf.co/a/b"), "https://hf.co");
+        assert_eq!(origin("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(
+            origin("https://mirror.example/hf"),
+            "https://mirror.example"
+        );
     }
 
     #[test]

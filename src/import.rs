@@ -242,6 +242,7 @@ fn resolve_source(src: &Path, options: &ImportOptions) -> Result<SourceDir> {
                 });
             }
         };
+        crate::hub::check_repo_id(&repo_id)?;
         crate::package::check_relative("cache ref", &commit)?;
         let dir = abs.join("snapshots").join(&commit);
         check_links(&dir, &abs)?;
@@ -270,6 +271,9 @@ fn resolve_source(src: &Path, options: &ImportOptions) -> Result<SourceDir> {
         None => abs.clone(),
     };
     check_links(&abs, &root)?;
+    if let Some(repo_id) = &in_cache {
+        crate::hub::check_repo_id(repo_id)?;
+    }
     let provenance = match in_cache {
         Some(repo_id) => Provenance {
             kind: SourceKind::HfCache,
@@ -418,6 +422,13 @@ pub fn import(
     progress: &mut dyn FnMut(ImportEvent<'_>),
 ) -> Result<Package> {
     registry::check()?;
+    // Recorded in the manifests and used to name store entries and cache refs: checked first.
+    if let Some(revision) = &options.revision {
+        crate::hub::check_revision(revision)?;
+    }
+    if let Some(repo_id) = &options.repo_id {
+        crate::hub::check_repo_id(repo_id)?;
+    }
     if std::fs::metadata(src).is_ok_and(|m| m.is_file()) {
         return import_gguf(src, dest, options, progress);
     }

@@ -46,7 +46,9 @@ fn check_id(id: &str) -> Result<()> {
         return Err(bad());
     }
     if let Some(rev) = revision {
-        let ok = !rev.is_empty()
+        // What pull refuses never names a package; and in a directory name only plain
+        // characters, without `--` (it stands for `/`).
+        let ok = crate::hub::check_revision(rev).is_ok()
             && rev
                 .split('/')
                 .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.contains("--"))
@@ -150,6 +152,8 @@ impl Store {
                 store: self.root.clone(),
             });
         }
+        // Only what inferox wrote is deleted: a package holding files of the user's stays.
+        crate::package::check_replaceable(&path)?;
         // Out of sight first, so that an interrupted removal leaves no half package under the id.
         let doomed = self.root.join(format!(
             ".{}.removing-{}",
@@ -189,11 +193,23 @@ mod tests {
             "org/name@",
             "/abs",
             "org/name@a b",
+            "org/name@../../x",
+            "org/name@a/../b",
+            "org/name@/abs",
+            "org/name@-x",
+            "org/name@a.lock",
+            "org/name@a//b",
+            "org\\name",
+            "org/name@a\\b",
         ] {
             assert!(s.path_for(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(package_id("org/name", "main"), "org/name");
         assert_eq!(package_id("org/name", "v2"), "org/name@v2");
+        assert_eq!(
+            s.path_for("org/name@refs/pr/1").unwrap(),
+            Path::new("/store/org--name@refs--pr--1")
+        );
     }
 
     #[test]

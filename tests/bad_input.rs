@@ -867,3 +867,25 @@ fn disk_full_names_the_destination() {
     drop(writer);
     assert_eq!(names_in(dir.path()), ["src.bin"]);
 }
+
+/// Regression: `import --revision ../../x` was accepted and recorded (and, for a cache entry,
+/// read `refs/../../x`).
+#[test]
+fn revisions_and_repo_ids_are_checked_at_import() {
+    let (_d, model) = model_copy();
+    for (revision, repo_id) in [
+        (Some("../../x"), None),
+        (None, Some("../../x")),
+        (Some("a b"), None),
+    ] {
+        let options = ImportOptions {
+            revision: revision.map(str::to_string),
+            repo_id: repo_id.map(str::to_string),
+            ..Default::default()
+        };
+        let out = model.parent().unwrap().join("out.pkg");
+        let err = inferox::import(&model, &out, &options, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(!out.exists());
+    }
+}

@@ -1,8 +1,10 @@
 //! `pull` against a hub served on 127.0.0.1 by the test itself (tests/common/hub.rs): fixture
-//! repositories (tiny BERT, a sharded checkpoint, GGUF quantizations, a gated repository) and
-//! injected failures (404, 401/403, 500 then success, a connection dropped mid-file, a stalled
-//! server, corrupted bytes, hostile file names). Every case checks the exact outcome and that no
-//! partial file or package is left.
+//! repositories (tiny BERT, a sentence-transformers layout like all-MiniLM-L6-v2's, a sharded
+//! checkpoint, GGUF quantizations, a gated repository, a mirror without `?blobs=true` metadata)
+//! and injected failures (404, 401/403, 500 then success, a connection dropped mid-file, a
+//! stalled server, corrupted bytes, wrong or missing checksum headers, hostile file names,
+//! revisions and commits, a full disk). Every case checks the exact outcome and that no partial
+//! file or package is left.
 
 mod common;
 
@@ -102,11 +104,13 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The files downloaded (GET of `/resolve/{rev}/{file}`), as repository paths, in order.
 fn downloads(hub: &FakeHub) -> Vec<String> {
     hub.log()
         .iter()
-        .filter(|l| l.path.contains("/resolve/") && !l.path.ends_with("(progress)"))
-        .map(|l| l.path.rsplit('/').next().unwrap().to_string())
+        .filter(|l| l.method == "GET" && !l.path.ends_with("(progress)"))
+        .filter_map(|l| l.path.split_once("/resolve/"))
+        .map(|(_, rest)| rest.split_once('/').unwrap().1.to_string())
         .collect()
 }
 
@@ -420,10 +424,19 @@ fn corrupted_bytes_are_caught_and_deleted() {
     let env = Env::new();
     env.hub.fault("model.safetensors", Fault::Corrupt, 1);
     match env.pull("inferox/tiny-bert", "bad", &env.options()) {
-        Err(Error::HashMismatch { path, .. }) => {
-            assert!(path.to_string_lossy().contains("model.safetensors"))
+        Err(e @ Error::ChecksumMismatch { .. }) => {
+            let m = e.to_string();
+            assert!(
+                m.starts_with("`model.safetensors` of ")
+                    && m.contains("inferox/tiny-bert")
+                    && m.contains("its sha256 is ")
+                    && m.contains("the hub announced")
+                    && m.contains("partial download was deleted")
+                    && !m.contains("metadata.json"),
+                "{m}"
+            );
         }
-        other => panic!("expected HashMismatch, got {other:?}"),
+        other => panic!("expected a checksum error, got {other:?}"),
     }
     env.assert_nothing_partial("bad", false);
     assert!(
@@ -649,6 +662,18 @@ fn the_store_lists_runs_and_removes_packages() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // `rm` deletes only what inferox wrote: a user's file inside the package keeps it.
+    let mine = store.join("inferox--tiny-bert/notes.txt");
+    std::fs::write(&mine, b"mine").unwrap();
+    let out = inferox(&["rm", "inferox/tiny-bert"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`notes.txt` is not one of the package's files"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&mine).unwrap(), b"mine");
+    std::fs::remove_file(&mine).unwrap();
     let out = inferox(&["rm", "inferox/tiny-bert"]);
     assert!(out.status.success());
     let out = inferox(&["packages"]);
@@ -673,4 +698,432 @@ fn the_store_lists_runs_and_removes_packages() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A repository laid out as sentence-transformers/all-MiniLM-L6-v2 is (with the tiny BERT's
+/// weights): what pull needs, and the files it must leave on the hub.
+fn sentence_transformers_repo(dir: &Path) -> PathBuf {
+    let src = dir.join("all-MiniLM-L6-v2");
+    copy_dir(&fixtures().join("bert/bert_gelu_pooler/model"), &src);
+    let tokenizer: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("tokenizer.json")).unwrap()).unwrap();
+    let mut vocab: Vec<(&String, u64)> = tokenizer["model"]["vocab"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(t, id)| (t, id.as_u64().unwrap()))
+        .collect();
+    vocab.sort_by_key(|(_, id)| *id);
+    let vocab: String = vocab.iter().map(|(t, _)| format!("{t}\n")).collect();
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("vocab.txt", vocab.into_bytes()),
+        (
+            "tokenizer_config.json",
+            serde_json::json!({"clean_up_tokenization_spaces": true, "cls_token": "[CLS]",
+                "do_basic_tokenize": true, "do_lower_case": true, "mask_token": "[MASK]",
+                "model_max_length": 512, "never_split": null, "pad_token": "[PAD]",
+                "sep_token": "[SEP]", "strip_accents": null, "tokenize_chinese_chars": true,
+                "tokenizer_class": "BertTokenizer", "unk_token": "[UNK]"})
+            .to_string()
+            .into_bytes(),
+        ),
+        (
+            "special_tokens_map.json",
+            serde_json::json!({"cls_token": "[CLS]", "mask_token": "[MASK]", "pad_token": "[PAD]",
+                "sep_token": "[SEP]", "unk_token": "[UNK]"})
+            .to_string()
+            .into_bytes(),
+        ),
+        (
+            "modules.json",
+            serde_json::json!([
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+            ])
+            .to_string()
+            .into_bytes(),
+        ),
+        (
+            "1_Pooling/config.json",
+            serde_json::json!({"word_embedding_dimension": 32, "pooling_mode_cls_token": false,
+                "pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": false,
+                "pooling_mode_mean_sqrt_len_tokens": false})
+            .to_string()
+            .into_bytes(),
+        ),
+        (
+            "sentence_bert_config.json",
+            br#"{"max_seq_length": 256, "do_lower_case": false}"#.to_vec(),
+        ),
+        (
+            "config_sentence_transformers.json",
+            br#"{"__version__": {"sentence_transformers": "2.0.0", "transformers": "4.6.1", "pytorch": "1.8.1"}}"#.to_vec(),
+        ),
+        ("README.md", b"---\nlicense: apache-2.0\n---\n# all-MiniLM-L6-v2\n".to_vec()),
+        (".gitattributes", b"*.bin filter=lfs diff=lfs merge=lfs -text\n".to_vec()),
+        ("data_config.json", b"[]".to_vec()),
+        ("train_script.py", b"print('train')\n".to_vec()),
+        // Weights in other formats: never fetched (pickle can run code; the rest is unused).
+        ("pytorch_model.bin", vec![0x80; 4096]),
+        ("tf_model.h5", vec![0x89; 4096]),
+        ("rust_model.ot", vec![1; 4096]),
+        ("onnx/model.onnx", vec![8; 4096]),
+        ("onnx/model_qint8_avx512.onnx", vec![8; 2048]),
+        ("openvino/openvino_model.xml", b"<net/>".to_vec()),
+        ("openvino/openvino_model.bin", vec![0; 2048]),
+    ];
+    for (name, bytes) in files {
+        let path = src.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    // No files: git keeps no empty folder, so the hub lists nothing under it.
+    std::fs::create_dir_all(src.join("2_Normalize")).unwrap();
+    src
+}
+
+/// What pull of a sentence-transformers repository must download, and nothing else.
+const SENTENCE_TRANSFORMERS_FILES: [&str; 9] = [
+    "1_Pooling/config.json",
+    "config.json",
+    "config_sentence_transformers.json",
+    "model.safetensors",
+    "modules.json",
+    "sentence_bert_config.json",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+];
+
+/// The package's files with their sha256, model_info.json (which records the source) aside.
+fn package_files(package: &Package) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = package
+        .metadata()
+        .files
+        .iter()
+        .filter(|f| f.path != "model_info.json")
+        .map(|f| (f.path.clone(), f.sha256.clone()))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The pulled package is the package `import` makes of the same files.
+fn assert_same_as_import(pulled: &Package, src: &Path) {
+    let (_d, local) = common::import(src);
+    let st = pulled.info().sentence_embedding.clone();
+    assert!(st.is_some(), "no sentence_embedding in the pulled package");
+    assert_eq!(st, local.info().sentence_embedding);
+    assert_eq!(pulled.info().io, local.info().io);
+    assert_eq!(pulled.info().tasks, local.info().tasks);
+    assert_eq!(package_files(pulled), package_files(&local));
+    let texts = ["A man is eating food.", "A man is riding a horse."];
+    let a = pulled
+        .load(&LoadOptions::default())
+        .unwrap()
+        .embed(&texts)
+        .unwrap();
+    let b = local
+        .load(&LoadOptions::default())
+        .unwrap()
+        .embed(&texts)
+        .unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn sentence_transformers_repositories_pull_like_import() {
+    let env = Env::new();
+    let src = sentence_transformers_repo(env.dir.path());
+    env.hub.add(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        Repo::from_dir(&src, SHA),
+    );
+    let package = env
+        .pull(
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "st",
+            &env.options(),
+        )
+        .unwrap();
+    package.verify().unwrap();
+    let mut got = downloads(&env.hub);
+    got.sort();
+    assert_eq!(got, SENTENCE_TRANSFORMERS_FILES);
+    let st = package.info().sentence_embedding.clone().unwrap();
+    assert_eq!(st.pooling, inferox::manifest::Pooling::Mean);
+    assert!(st.normalize);
+    assert_same_as_import(&package, &src);
+    // Offline, from the cache alone: the same package again.
+    let offline = PullOptions {
+        offline: true,
+        endpoint: Some("http://127.0.0.1:9".into()),
+        ..env.options()
+    };
+    let again = env
+        .pull(
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "st-offline",
+            &offline,
+        )
+        .unwrap();
+    assert_eq!(
+        again.info().sentence_embedding,
+        package.info().sentence_embedding
+    );
+}
+
+/// A mirror that ignores `?blobs=true`: checksums come from the download's headers.
+fn bare_env(src: &Path) -> Env {
+    let env = Env::new();
+    let mut repo = Repo::from_dir(src, SHA);
+    repo.bare_listing = true;
+    repo.redirect_lfs = true;
+    env.hub.add("mirror/minilm", repo);
+    env
+}
+
+#[test]
+fn checksums_come_from_the_headers_when_the_api_lists_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = sentence_transformers_repo(dir.path());
+    let env = bare_env(&src);
+    let package = env.pull("mirror/minilm", "m", &env.options()).unwrap();
+    package.verify().unwrap();
+    let mut got = downloads(&env.hub);
+    got.sort();
+    assert_eq!(got, SENTENCE_TRANSFORMERS_FILES);
+    // One HEAD per file for its checksum; the weights came from the CDN after the redirect.
+    let log = env.hub.log();
+    let heads = log.iter().filter(|l| l.method == "HEAD").count();
+    assert_eq!(heads, SENTENCE_TRANSFORMERS_FILES.len(), "{log:?}");
+    assert!(log.iter().any(|l| l.path.starts_with("/cdn/")), "{log:?}");
+    // Blobs are named by the checksum the headers gave: sha256 for LFS, blob id for git files.
+    let blobs = env.cache().join("models--mirror--minilm/blobs");
+    let weights = std::fs::read(src.join("model.safetensors")).unwrap();
+    let sha256 = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(&weights));
+    assert!(blobs.join(&sha256).is_file());
+    assert_eq!(walk(&blobs).len(), SENTENCE_TRANSFORMERS_FILES.len());
+    assert_same_as_import(&package, &src);
+    env.assert_nothing_partial("none", false);
+
+    // Into another destination: everything is in the snapshot, nothing is asked of the hub
+    // but the revision.
+    env.hub.clear_log();
+    env.pull("mirror/minilm", "m2", &env.options()).unwrap();
+    let log = env.hub.log();
+    assert!(log.iter().all(|l| l.path.starts_with("/api/")), "{log:?}");
+}
+
+#[test]
+fn a_wrong_announced_checksum_is_refused_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = sentence_transformers_repo(dir.path());
+    let wrong_sha256 = "ab".repeat(32);
+    let env = bare_env(&src);
+    env.hub.fault(
+        "resolve/0123456789abcdef0123456789abcdef01234567/model.safetensors",
+        Fault::AnnounceChecksum(Box::leak(wrong_sha256.clone().into_boxed_str())),
+        1,
+    );
+    match env.pull("mirror/minilm", "bad", &env.options()) {
+        Err(e @ Error::ChecksumMismatch { .. }) => {
+            let m = e.to_string();
+            assert!(
+                m.starts_with("`model.safetensors` of ")
+                    && m.contains("mirror/minilm")
+                    && m.contains("its sha256 is ")
+                    && m.contains(&format!(
+                        "the hub announced {wrong_sha256} (in X-Linked-Etag)"
+                    ))
+                    && m.contains("partial download was deleted")
+                    && !m.contains("metadata.json")
+                    && !m.contains("try again later"),
+                "{m}"
+            );
+        }
+        other => panic!("expected a checksum error, got {other:?}"),
+    }
+    env.assert_nothing_partial("bad", false);
+    let repo = env.cache().join("models--mirror--minilm");
+    assert!(!repo.join("blobs").join(&wrong_sha256).exists());
+    assert!(
+        !repo
+            .join("snapshots")
+            .join(SHA)
+            .join("model.safetensors")
+            .exists()
+    );
+
+    // A git file whose ETag is not its blob id.
+    let wrong_blob = "cd".repeat(20);
+    env.hub.fault(
+        "/config.json",
+        Fault::AnnounceChecksum(Box::leak(wrong_blob.clone().into_boxed_str())),
+        1,
+    );
+    match env.pull("mirror/minilm", "bad", &env.options()) {
+        Err(e @ Error::ChecksumMismatch { .. }) => {
+            let m = e.to_string();
+            assert!(
+                m.starts_with("`config.json` of ")
+                    && m.contains("its git blob id is ")
+                    && m.contains(&format!("the hub announced {wrong_blob} (in ETag)")),
+                "{m}"
+            );
+        }
+        other => panic!("expected a checksum error, got {other:?}"),
+    }
+    env.assert_nothing_partial("bad", false);
+
+    // With honest headers the next pull succeeds.
+    env.pull("mirror/minilm", "bad", &env.options())
+        .unwrap()
+        .verify()
+        .unwrap();
+}
+
+#[test]
+fn no_checksum_anywhere_is_a_permanent_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = sentence_transformers_repo(dir.path());
+    for (fault, says) in [
+        (Fault::NoChecksumHeaders, "no X-Linked-Etag or ETag header"),
+        // An md5-like tag is no checksum the hub gives.
+        (
+            Fault::AnnounceChecksum("d41d8cd98f00b204e9800998ecf8427e"),
+            "neither a sha256",
+        ),
+    ] {
+        let env = bare_env(&src);
+        env.hub.fault("model.safetensors", fault, 100);
+        match env.pull("mirror/minilm", "x", &env.options()) {
+            Err(e @ Error::NotAHub { .. }) => {
+                let m = e.to_string();
+                assert!(
+                    m.contains("`model.safetensors` of mirror/minilm")
+                        && m.contains(says)
+                        && m.contains("cannot be verified")
+                        && m.contains(&format!("HF_ENDPOINT is {}", env.hub.url)),
+                    "{m}"
+                );
+                let all = format!("{m} {}", e.hint().unwrap_or_default());
+                assert!(!all.contains("try again"), "{all}");
+            }
+            other => panic!("expected a permanent error, got {other:?}"),
+        }
+        assert!(
+            downloads(&env.hub).is_empty(),
+            "nothing unverifiable is fetched"
+        );
+        env.assert_nothing_partial("x", false);
+    }
+}
+
+#[test]
+fn revisions_and_repo_ids_cannot_escape_the_cache() {
+    let env = Env::new();
+    for bad in [
+        "inferox/tiny-bert@../../x",
+        "inferox/tiny-bert@a/../../x",
+        "inferox/tiny-bert@/etc/passwd",
+        "inferox/tiny-bert@-x",
+        "inferox/tiny-bert@a b",
+        "inferox/tiny-bert@x.lock",
+        "inferox/tiny-bert@a//b",
+        "inferox/tiny-bert@a\\b",
+        "inferox/tiny-bert@a:b",
+        "../../x",
+        "/etc/x",
+        "inferox/..",
+        "..\\..\\x",
+        "inferox\\tiny-bert",
+        "inferox--x/tiny-bert",
+    ] {
+        match bad.parse::<RepoSpec>() {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains('"'), "{bad}: {m}"),
+            other => panic!("{bad}: expected InvalidArgument, got {other:?}"),
+        }
+    }
+    // A spec built field by field is checked by pull before any request or path.
+    let spec = RepoSpec {
+        repo_id: "inferox/tiny-bert".into(),
+        revision: "../../x".into(),
+    };
+    match pull(&spec, &env.dest("esc"), &env.options(), &mut |_| {}) {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("\"../../x\""), "{m}"),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    let spec = RepoSpec {
+        repo_id: "../../x".into(),
+        revision: "main".into(),
+    };
+    assert!(matches!(
+        pull(&spec, &env.dest("esc"), &env.options(), &mut |_| {}),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(env.hub.log().is_empty(), "{:?}", env.hub.log());
+    assert!(!env.cache().exists());
+
+    // The command line refuses it too, with the revision named, and writes nothing.
+    let store = env.dir.path().join("store");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_inferox"))
+        .args(["pull", "inferox/tiny-bert@../../x"])
+        .env("HF_ENDPOINT", &env.hub.url)
+        .env("HF_HOME", env.dir.path().join("hf-home"))
+        .env("INFEROX_PACKAGES", &store)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("revision \"../../x\""), "{stderr}");
+    assert!(!store.exists() && !env.dir.path().join("hf-home").exists());
+    assert!(env.hub.log().is_empty());
+
+    // A hub that answers with a commit that is no commit id is refused before it names a path.
+    let mut evil = Repo::from_dir(&fixtures().join("bert/bert_gelu_pooler/model"), SHA);
+    evil.sha = "../../../escaped".into();
+    env.hub.add("inferox/evil", evil);
+    match env.pull("inferox/evil", "evil", &env.options()) {
+        Err(e @ Error::NotAHub { .. }) => {
+            assert!(e.to_string().contains("../../../escaped"), "{e}")
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    assert!(!env.dir.path().join("escaped").exists());
+    assert!(downloads(&env.hub).is_empty());
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_names_the_cache_file_being_written() {
+    if !Path::new("/dev/full").exists() {
+        return;
+    }
+    let env = Env::new();
+    // The weights' partial download is /dev/full, where every write fails with ENOSPC.
+    let weights =
+        std::fs::read(fixtures().join("bert/bert_gelu_pooler/model/model.safetensors")).unwrap();
+    let sha256 = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(&weights));
+    let blobs = env.cache().join("models--inferox--tiny-bert/blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let partial = blobs.join(format!("{sha256}.incomplete"));
+    std::os::unix::fs::symlink("/dev/full", &partial).unwrap();
+    match env.pull("inferox/tiny-bert", "full", &env.options()) {
+        Err(e @ Error::DiskFull { .. }) => {
+            let Error::DiskFull { path } = &e else {
+                unreachable!()
+            };
+            assert_eq!(path, &partial);
+            let m = e.to_string();
+            assert!(
+                m.contains(&partial.display().to_string()) && !m.contains("http"),
+                "{m}"
+            );
+            assert!(e.hint().unwrap().contains("HF_HOME"));
+        }
+        other => panic!("expected DiskFull, got {other:?}"),
+    }
+    assert!(!env.dest("full").exists());
 }

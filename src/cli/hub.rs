@@ -49,7 +49,16 @@ pub fn pull(args: PullArgs) -> anyhow::Result<()> {
     let into_store = args.output.is_none();
     let dest = match &args.output {
         Some(o) => o.clone(),
-        None => Store::from_env()?.path_for(&package_id(&spec.repo_id, &spec.revision))?,
+        None => {
+            let id = package_id(&spec.repo_id, &spec.revision);
+            Store::from_env()?.path_for(&id).map_err(|_| {
+                inferox::Error::InvalidArgument(format!(
+                    "`{id}` cannot name a package in the store (a revision there has only \
+                     letters, digits, `-`, `_`, `.` and `/`, and no `--`); choose a directory \
+                     with --output"
+                ))
+            })?
+        }
     };
     let options = PullOptions {
         offline: args.offline,

@@ -1,7 +1,9 @@
 //! A Hugging Face hub on 127.0.0.1 for tests: it serves the endpoints inferox uses
-//! (`/api/models/{repo}/revision/{rev}` and `/{repo}/resolve/{rev}/{file}` with ranges) from
-//! in-memory repositories, logs every request, and injects faults on demand. Only loopback is
-//! ever contacted; every request loop is bounded.
+//! (`/api/models/{repo}/revision/{rev}` and `/{repo}/resolve/{rev}/{file}`, GET with ranges and
+//! HEAD) from in-memory repositories, with the hub's headers (`X-Linked-Etag`/`X-Linked-Size`
+//! for LFS files, `ETag` for git files), optionally without `?blobs=true` metadata or with LFS
+//! files redirected to a CDN path; it logs every request and injects faults on demand. Only
+//! loopback is ever contacted; every request loop is bounded.
 
 use sha2::Digest;
 use std::collections::BTreeMap;
@@ -17,6 +19,12 @@ pub struct Repo {
     pub files: BTreeMap<String, Vec<u8>>,
     /// Token a gated repository requires.
     pub token: Option<String>,
+    /// List files by name only (no sizes, `blobId` or `lfs`), as hubs and mirrors that ignore
+    /// `?blobs=true` do: checksums are then only in the download's headers.
+    pub bare_listing: bool,
+    /// Answer downloads of LFS files with a 302 to `/cdn/{repo}/{sha256}`, as the hub does; the
+    /// CDN's ETag is no checksum of the file.
+    pub redirect_lfs: bool,
 }
 
 impl Repo {
@@ -46,7 +54,7 @@ impl Repo {
         Repo {
             sha: sha.into(),
             files,
-            token: None,
+            ..Default::default()
         }
     }
 }
@@ -66,6 +74,11 @@ pub enum Fault {
     Corrupt,
     /// List an extra sibling with this (hostile) name.
     ExtraSibling(&'static str),
+    /// Announce this checksum in the download's headers (`X-Linked-Etag` of an LFS file, `ETag`
+    /// of a git file) instead of the true one.
+    AnnounceChecksum(&'static str),
+    /// Send no `X-Linked-Etag` or `ETag` header.
+    NoChecksumHeaders,
 }
 
 struct Rule {
@@ -77,6 +90,8 @@ struct Rule {
 /// One request as the server saw it.
 #[derive(Clone, Debug)]
 pub struct Logged {
+    /// `GET` or `HEAD`.
+    pub method: String,
     pub path: String,
     pub range_start: u64,
     pub bytes_sent: usize,
@@ -106,7 +121,31 @@ fn git_blob_id(data: &[u8]) -> String {
 
 /// Files the hub would store with LFS.
 fn is_lfs(name: &str) -> bool {
-    name.ends_with(".safetensors") || name.ends_with(".gguf")
+    [
+        ".safetensors",
+        ".gguf",
+        ".bin",
+        ".h5",
+        ".onnx",
+        ".ot",
+        ".msgpack",
+    ]
+    .iter()
+    .any(|x| name.ends_with(x))
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    format!("{:x}", sha2::Sha256::digest(data))
+}
+
+/// The pointer git stores for an LFS file (the hub's ETag of an LFS file is its blob id).
+fn lfs_pointer(data: &[u8]) -> Vec<u8> {
+    format!(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize {}\n",
+        sha256_hex(data),
+        data.len()
+    )
+    .into_bytes()
 }
 
 impl FakeHub {
@@ -185,11 +224,10 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
-    let path = request_line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("/")
-        .to_string();
+    let mut words = request_line.split_whitespace();
+    let method = words.next().unwrap_or("GET").to_string();
+    let path = words.next().unwrap_or("/").to_string();
+    let head_only = method == "HEAD";
     let mut headers = BTreeMap::new();
     loop {
         let mut line = String::new();
@@ -219,6 +257,7 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     };
     let log = |sent: usize| {
         state.lock().unwrap().log.push(Logged {
+            method: method.clone(),
             path: path.clone(),
             range_start,
             bytes_sent: sent,
@@ -274,9 +313,12 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             .files
             .iter()
             .map(|(name, data)| {
+                if repo.bare_listing {
+                    return serde_json::json!({"rfilename": name});
+                }
                 let mut s = serde_json::json!({"rfilename": name, "size": data.len(), "blobId": git_blob_id(data)});
                 if is_lfs(name) {
-                    s["lfs"] = serde_json::json!({"sha256": format!("{:x}", sha2::Sha256::digest(data)), "size": data.len()});
+                    s["lfs"] = serde_json::json!({"sha256": sha256_hex(data), "size": data.len()});
                 }
                 s
             })
@@ -291,6 +333,34 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             200,
             &[("Content-Type", "application/json".into())],
             body.as_bytes(),
+        );
+    }
+    // /cdn/{org}/{name}/{sha256}: where LFS downloads are redirected.
+    if let Some(rest) = path.strip_prefix("/cdn/") {
+        let found = rest.rsplit_once('/').and_then(|(id, sha)| {
+            repos
+                .get(id)?
+                .files
+                .values()
+                .find(|d| sha256_hex(d) == sha)
+                .cloned()
+        });
+        let Some(data) = found else {
+            log(0);
+            return respond(&mut stream, 404, &[], b"");
+        };
+        // A CDN's ETag: an md5-like tag, no checksum the hub announces.
+        let headers = vec![("ETag", format!("\"{}\"", &sha256_hex(&data)[..32]))];
+        return send_body(
+            &mut stream,
+            state,
+            &path,
+            &log,
+            &fault,
+            &data,
+            range_start,
+            headers,
+            head_only,
         );
     }
     // /{org}/{name}/resolve/{rev}/{file}
@@ -330,22 +400,75 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             b"",
         );
     };
-    let mut body = data[range_start as usize..].to_vec();
-    if let Some(Fault::Corrupt) = &fault {
+    // The hub's headers: an LFS file's sha256 in X-Linked-Etag (its ETag is the pointer's blob
+    // id), a git file's blob id in a weak ETag.
+    let lfs = is_lfs(&file);
+    let mut announced = match &fault {
+        Some(Fault::AnnounceChecksum(c)) => c.to_string(),
+        _ if lfs => sha256_hex(data),
+        _ => git_blob_id(data),
+    };
+    let mut out = vec![("X-Repo-Commit", repo.sha.clone())];
+    if !matches!(fault, Some(Fault::NoChecksumHeaders)) {
+        if lfs {
+            out.push(("X-Linked-Etag", format!("\"{announced}\"")));
+            out.push(("X-Linked-Size", data.len().to_string()));
+            announced = git_blob_id(&lfs_pointer(data));
+        }
+        out.push(("ETag", format!("W/\"{announced}\"")));
+    }
+    if lfs && repo.redirect_lfs {
+        let host = headers.get("host").cloned().unwrap_or_default();
+        out.push((
+            "Location",
+            format!("http://{host}/cdn/{id}/{}", sha256_hex(data)),
+        ));
+        log(0);
+        return respond(&mut stream, 302, &out, b"");
+    }
+    let data = data.clone();
+    send_body(
+        &mut stream,
+        state,
+        &path,
+        &log,
+        &fault,
+        &data,
+        range_start,
+        out,
+        head_only,
+    )
+}
+
+/// Sends `data` from `range_start` (206 when > 0) with `headers`, applying body faults; only
+/// the headers for HEAD.
+#[allow(clippy::too_many_arguments)]
+fn send_body(
+    stream: &mut TcpStream,
+    state: &Mutex<State>,
+    path: &str,
+    log: &dyn Fn(usize),
+    fault: &Option<Fault>,
+    data: &[u8],
+    range_start: u64,
+    headers: Vec<(&str, String)>,
+    head_only: bool,
+) -> std::io::Result<()> {
+    let mut body = data[(range_start as usize).min(data.len())..].to_vec();
+    if let Some(Fault::Corrupt) = fault
+        && !body.is_empty()
+    {
         let mid = body.len() / 2;
         body[mid] ^= 0xff;
     }
-    let etag = if is_lfs(&file) {
-        format!("{:x}", sha2::Sha256::digest(data))
-    } else {
-        git_blob_id(data)
-    };
     let status = if range_start > 0 { 206 } else { 200 };
     let mut head = format!(
-        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\nX-Repo-Commit: {}\r\nETag: \"{etag}\"\r\n",
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len(),
-        repo.sha
     );
+    for (k, v) in &headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
     if range_start > 0 {
         head.push_str(&format!(
             "Content-Range: bytes {range_start}-{}/{}\r\n",
@@ -355,9 +478,13 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
+    if head_only {
+        log(0);
+        return Ok(());
+    }
     let mut sent = 0;
     let result = (|| -> std::io::Result<()> {
-        match &fault {
+        match fault {
             Some(Fault::Stall(d)) => {
                 std::thread::sleep(*d);
                 stream.write_all(&body)?;
@@ -376,6 +503,7 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
                     sent += chunk.len();
                     stream.flush()?;
                     state.lock().unwrap().log.push(Logged {
+                        method: "GET".into(),
                         path: format!("{path} (progress)"),
                         range_start,
                         bytes_sent: sent,
