@@ -267,19 +267,6 @@ fn transport(url: &str, message: &str, timed_out: bool) -> Error {
     }
 }
 
-/// Maps an I/O error while writing `path` into the cache; a full disk (or quota) gets its own
-/// error, which names `path`, the destination.
-fn write_error(path: &Path, e: std::io::Error) -> Error {
-    use std::io::ErrorKind;
-    if matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) {
-        Error::DiskFull {
-            path: path.to_path_buf(),
-        }
-    } else {
-        Error::io(path, e)
-    }
-}
-
 /// Attempts of a request that fails with a server error or a dropped connection.
 const ATTEMPTS: u32 = 4;
 
@@ -463,7 +450,7 @@ impl Hub {
             return Ok(snapshot);
         }
         std::fs::create_dir_all(repo_dir.join("blobs"))
-            .map_err(|e| write_error(&repo_dir.join("blobs"), e))?;
+            .map_err(|e| Error::write(&repo_dir.join("blobs"), e))?;
         // One writer per blob: a second pull of the same file waits here, then finds it done.
         // Locks live where huggingface_hub keeps them (`.locks/models--org--name/`), and stay:
         // deleting a lock file that another process waits on would let a third one in.
@@ -472,14 +459,14 @@ impl Hub {
             .path()
             .join(".locks")
             .join(repo_dir.file_name().expect("repo dir has a name"));
-        std::fs::create_dir_all(&locks).map_err(|e| write_error(&locks, e))?;
+        std::fs::create_dir_all(&locks).map_err(|e| Error::write(&locks, e))?;
         let lock_path = locks.join(format!("{}.lock", checksum.value));
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| write_error(&lock_path, e))?;
+            .map_err(|e| Error::write(&lock_path, e))?;
         lock.lock().map_err(|e| Error::io(&lock_path, e))?;
         if blob.exists() {
             progress(ImportEvent::Cached { path: file });
@@ -661,7 +648,7 @@ impl Hub {
                 message: format!("downloaded from {}, {differs}; {deleted}", self.endpoint),
             });
         }
-        std::fs::rename(&partial, blob).map_err(|e| write_error(blob, e))
+        std::fs::rename(&partial, blob).map_err(|e| Error::write(blob, e))
     }
 
     /// One HTTP transfer appended to `partial` from byte `have` (or from the start when the
@@ -683,7 +670,7 @@ impl Hub {
             .write(true)
             .truncate(!resumed)
             .open(partial)
-            .map_err(|e| write_error(partial, e))?;
+            .map_err(|e| Error::write(partial, e))?;
         let mut done = if resumed { have } else { 0 };
         let mut reader = resp.into_reader();
         let mut buf = vec![0u8; 1 << 16];
@@ -706,11 +693,11 @@ impl Hub {
                 }
             };
             out.write_all(&buf[..n])
-                .map_err(|e| write_error(partial, e))?;
+                .map_err(|e| Error::write(partial, e))?;
             done += n as u64;
             progress(ImportEvent::Bytes(done));
         }
-        out.sync_all().map_err(|e| write_error(partial, e))
+        out.sync_all().map_err(|e| Error::write(partial, e))
     }
 }
 
@@ -787,7 +774,7 @@ fn digest_file(path: &Path, kind: Digestion) -> Result<(u64, String)> {
 /// made under a temporary name and renamed into place, so a reader never sees it half made.
 fn link(blob: &Path, snapshot: &Path) -> Result<()> {
     let dir = snapshot.parent().expect("snapshot files have a parent");
-    std::fs::create_dir_all(dir).map_err(|e| write_error(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
     let name = snapshot
         .file_name()
         .expect("snapshot files have a name")
@@ -810,11 +797,11 @@ fn link(blob: &Path, snapshot: &Path) -> Result<()> {
         }
         target.push("blobs");
         target.push(blob.file_name().expect("blob has a name"));
-        std::os::unix::fs::symlink(&target, &tmp).map_err(|e| write_error(snapshot, e))?;
+        std::os::unix::fs::symlink(&target, &tmp).map_err(|e| Error::write(snapshot, e))?;
     }
     #[cfg(not(unix))]
-    std::fs::copy(blob, &tmp).map_err(|e| write_error(snapshot, e))?;
-    std::fs::rename(&tmp, snapshot).map_err(|e| write_error(snapshot, e))
+    std::fs::copy(blob, &tmp).map_err(|e| Error::write(snapshot, e))?;
+    std::fs::rename(&tmp, snapshot).map_err(|e| Error::write(snapshot, e))
 }
 
 /// Picks the files a package needs from a repository listing.
@@ -1081,7 +1068,7 @@ impl Hub {
             .join("refs")
             .join(check_relative("revision", &spec.revision)?);
         let dir = path.parent().expect("a ref has a parent");
-        std::fs::create_dir_all(dir).map_err(|e| write_error(dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
         let name = path
             .file_name()
             .expect("a ref has a name")
@@ -1090,10 +1077,10 @@ impl Hub {
         static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = dir.join(format!(".{name}.tmp-{}-{call}", std::process::id()));
-        std::fs::write(&tmp, commit).map_err(|e| write_error(&path, e))?;
+        std::fs::write(&tmp, commit).map_err(|e| Error::write(&path, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            write_error(&path, e)
+            Error::write(&path, e)
         })
     }
 }
@@ -1221,7 +1208,7 @@ mod tests {
 
     #[test]
     fn disk_full_is_its_own_error() {
-        let e = write_error(
+        let e = Error::write(
             Path::new("/x"),
             std::io::Error::from(std::io::ErrorKind::StorageFull),
         );
@@ -1236,7 +1223,7 @@ mod tests {
                 .and_then(|_| f.sync_all())
                 .unwrap_err();
             assert!(matches!(
-                write_error(Path::new("/dev/full"), e),
+                Error::write(Path::new("/dev/full"), e),
                 Error::DiskFull { .. }
             ));
         }
