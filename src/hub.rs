@@ -450,7 +450,7 @@ impl Hub {
             return Ok(snapshot);
         }
         std::fs::create_dir_all(repo_dir.join("blobs"))
-            .map_err(|e| Error::write(&repo_dir.join("blobs"), e))?;
+            .map_err(|e| Error::write(repo_dir.join("blobs"), e))?;
         // One writer per blob: a second pull of the same file waits here, then finds it done.
         // Locks live where huggingface_hub keeps them (`.locks/models--org--name/`), and stay:
         // deleting a lock file that another process waits on would let a third one in.

@@ -464,10 +464,7 @@ pub fn import(
     let tokenizer = dir.join("tokenizer.json");
     let tokenizer_rel = tokenizer.is_file().then_some("tokenizer.json");
     if tokenizer_rel.is_some() {
-        tokenizers::Tokenizer::from_file(&tokenizer).map_err(|e| Error::Tokenizer {
-            path: tokenizer.clone(),
-            message: e.to_string(),
-        })?;
+        crate::preprocess::load_tokenizer(&tokenizer)?;
     }
     let hidden_size = config
         .get("hidden_size")
@@ -651,10 +648,11 @@ fn import_gguf(
     };
     let tokenizer = serde_json::to_vec_pretty(&tokenizer_json(&header)?)
         .map_err(|e| Error::InvalidArgument(format!("tokenizer.json: {e}")))?;
-    tokenizers::Tokenizer::from_bytes(&tokenizer).map_err(|e| Error::Tokenizer {
-        path: path.clone(),
-        message: format!("the tokenizer rebuilt from GGUF metadata does not load: {e}"),
-    })?;
+    crate::preprocess::tokenizer_call(&path, || tokenizers::Tokenizer::from_bytes(&tokenizer))
+        .map_err(|e| Error::Tokenizer {
+            path: path.clone(),
+            message: format!("the tokenizer rebuilt from GGUF metadata does not load: {e}"),
+        })?;
     let config = header.metadata_json();
     let weights = header.weight_index();
     let description = (first.describe)(&ImportSource {

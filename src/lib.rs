@@ -25,6 +25,7 @@
 
 mod error;
 mod files;
+mod guard;
 
 pub mod chat;
 pub mod generate;
@@ -51,6 +52,7 @@ pub mod backends;
 pub mod architectures;
 
 pub use error::{Error, Result};
+pub use guard::panic_is_guarded;
 pub use import::{ImportEvent, ImportOptions, import};
 pub use loader::{Device, LoadOptions, LoadRequest, LoadedModel};
 pub use manifest::{ExecutionFormat, Family, Metadata, ModelInfo};

@@ -83,6 +83,10 @@ const EXAMPLES: &str = "Examples:
 
 fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
+        // A panic in third-party code that the library catches becomes an ordinary error.
+        if inferox::panic_is_guarded() {
+            return;
+        }
         eprintln!("error: internal error: {info}");
         eprintln!("hint: this is a bug in inferox; please report it with the command you ran");
     }));

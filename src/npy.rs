@@ -23,6 +23,36 @@ fn data_offset(prefix: &[u8]) -> Option<u64> {
     }
 }
 
+/// Largest header accepted: NumPy's own default limit (`max_header_size`).
+const MAX_HEADER: u64 = 10_000;
+
+/// Refuses headers that are not the plain `{'descr': '<f4', 'fortran_order': False, 'shape':
+/// (2, 3), }` form before the parser sees them: too long, or nested (structured dtypes,
+/// nested tuples), which sends npyz's grammar into exponential backtracking.
+fn check_header(path: &Path, file: &mut std::fs::File, end: Option<u64>) -> Result<()> {
+    let Some(end) = end else {
+        return Ok(()); // not a supported preamble: npyz says what is wrong
+    };
+    if end > MAX_HEADER + 12 {
+        return Err(npy_error(
+            path,
+            format!("the header is {end} bytes long; NumPy writes at most {MAX_HEADER}"),
+        ));
+    }
+    let mut header = vec![0u8; end as usize];
+    std::io::Read::read_exact(file, &mut header).map_err(|e| Error::io(path, e))?;
+    std::io::Seek::rewind(file).map_err(|e| Error::io(path, e))?;
+    let count = |c: u8| header.iter().filter(|&&b| b == c).count();
+    if count(b'[') > 0 || count(b'{') != 1 || count(b'(') != 1 {
+        return Err(npy_error(
+            path,
+            "the header is not a plain {'descr', 'fortran_order', 'shape'} dictionary \
+             (structured dtypes are not supported)",
+        ));
+    }
+    Ok(())
+}
+
 /// Reads a C-ordered `.npy` file of a numeric dtype into a [`HostTensor`]. The data must be
 /// exactly what the header's shape and dtype describe (no more, no less), checked before
 /// anything is allocated.
@@ -32,6 +62,16 @@ pub fn read_npy(path: &Path) -> Result<HostTensor> {
     let mut prefix = [0u8; 12];
     let got = std::io::Read::read(&mut file, &mut prefix).map_err(|e| Error::io(path, e))?;
     std::io::Seek::rewind(&mut file).map_err(|e| Error::io(path, e))?;
+    // The header is read into memory by its length prefix: check that against the file first.
+    if let Some(offset) = data_offset(&prefix[..got])
+        && offset > file_len
+    {
+        return Err(npy_error(
+            path,
+            format!("the header claims to end at byte {offset} but the file has {file_len}"),
+        ));
+    }
+    check_header(path, &mut file, data_offset(&prefix[..got]))?;
     let npy = npyz::NpyFile::new(BufReader::new(file)).map_err(|e| npy_error(path, e))?;
     let element = match npy.dtype() {
         npyz::DType::Plain(t) => t.num_bytes().unwrap_or(0) as u64,
@@ -158,6 +198,24 @@ mod tests {
         );
         std::fs::write(&path, &good[..good.len() - 1]).unwrap();
         assert!(read_npy(&path).is_err());
+        // Found by fuzzing: a version-2 header length of 2^30 was allocated before any check.
+        let mut long = good.clone();
+        long[6] = 2;
+        long[8..12].copy_from_slice(&(1u32 << 30).to_le_bytes());
+        std::fs::write(&path, &long).unwrap();
+        let err = read_npy(&path).unwrap_err().to_string();
+        assert!(err.contains("header claims to end at byte"), "{err}");
+        // Found by fuzzing: nested brackets sent the header grammar into exponential
+        // backtracking (minutes for 300 bytes).
+        let mut nested = b"\x93NUMPY\x01\x00".to_vec();
+        let header = format!("{{'descr': {}, }}\n", "[".repeat(300));
+        nested.extend((header.len() as u16).to_le_bytes());
+        nested.extend(header.as_bytes());
+        std::fs::write(&path, &nested).unwrap();
+        let start = std::time::Instant::now();
+        let err = read_npy(&path).unwrap_err().to_string();
+        assert!(err.contains("not a plain"), "{err}");
+        assert!(start.elapsed().as_secs() < 1);
         // The same header claiming 2^40 elements: refused before allocating.
         let mut header =
             "{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776,), }".to_string();

@@ -14,6 +14,27 @@ use tokenizers::{
     TruncationParams, TruncationStrategy,
 };
 
+/// Runs a call into the `tokenizers` crate for the tokenizer at `path`: its errors, and the
+/// panics it raises on some damaged files, become [`Error::Tokenizer`].
+pub(crate) fn tokenizer_call<T>(
+    path: &Path,
+    f: impl FnOnce() -> tokenizers::Result<T>,
+) -> Result<T> {
+    let error = |message: String| Error::Tokenizer {
+        path: path.to_path_buf(),
+        message,
+    };
+    crate::guard::guarded(
+        || f().map_err(|e| error(e.to_string())),
+        |panic| error(format!("the tokenizer failed on this input ({panic})")),
+    )
+}
+
+/// Loads a tokenizer.json.
+pub(crate) fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    tokenizer_call(path, || Tokenizer::from_file(path))
+}
+
 /// A batch of texts turned into model inputs.
 #[derive(Clone, Debug)]
 pub struct Encoded {
@@ -79,10 +100,7 @@ impl TextPreprocessor {
         }
         let path = crate::package::check_relative("tokenizer", &first.tokenizer)
             .map(|rel| root.join(rel))?;
-        let tokenizer = Tokenizer::from_file(&path).map_err(|e| Error::Tokenizer {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let tokenizer = load_tokenizer(&path)?;
         let mut pre = TextPreprocessor {
             tokenizer,
             path,
@@ -152,13 +170,10 @@ impl TextPreprocessor {
     /// already contains them), never padded or truncated.
     pub fn encode_ids(&mut self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         self.set_truncation(false)?;
-        let encoding = self
-            .tokenizer
-            .encode_fast(text, add_special_tokens)
-            .map_err(|e| Error::Tokenizer {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
+        let tokenizer = &self.tokenizer;
+        let encoding = tokenizer_call(&self.path, || {
+            tokenizer.encode_fast(text, add_special_tokens)
+        })?;
         Ok(encoding.get_ids().to_vec())
     }
 
@@ -173,13 +188,10 @@ impl TextPreprocessor {
             return Err(Error::InvalidArgument("no texts given".into()));
         }
         self.set_truncation(truncate)?;
-        let encodings = self
-            .tokenizer
-            .encode_batch_fast(texts.to_vec(), true)
-            .map_err(|e| Error::Tokenizer {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
+        let tokenizer = &self.tokenizer;
+        let encodings = tokenizer_call(&self.path, || {
+            tokenizer.encode_batch_fast(texts.to_vec(), true)
+        })?;
         let batch = encodings.len();
         let seq = encodings.first().map_or(0, |e| e.len());
         if encodings.iter().any(|e| e.len() != seq) {
@@ -230,11 +242,6 @@ impl TextPreprocessor {
 
 impl crate::generate::Detokenize for TextPreprocessor {
     fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.tokenizer
-            .decode(ids, true)
-            .map_err(|e| Error::Tokenizer {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })
+        tokenizer_call(&self.path, || self.tokenizer.decode(ids, true))
     }
 }

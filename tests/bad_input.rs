@@ -889,3 +889,48 @@ fn revisions_and_repo_ids_are_checked_at_import() {
         assert!(!out.exists());
     }
 }
+
+/// Found by the mutation test: damaged tokenizer.json files make the `tokenizers` crate panic
+/// (a template naming an undefined special token; a malformed `decoder`). They are
+/// Error::Tokenizer naming the file.
+#[test]
+fn tokenizer_panics_are_errors() {
+    let (_d, model) = model_copy();
+    let (_dir, package) = import(&model);
+    let path = package.root().join("tokenizer.json");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let mut tokenizer: serde_json::Value = serde_json::from_str(&original).unwrap();
+    tokenizer["post_processor"]["single"][0]["SpecialToken"]["id"] = "\u{0}".into();
+    let damaged = serde_json::to_string(&tokenizer).unwrap();
+    // Keep the recorded size so that only the tokenizer notices.
+    let padded = format!("{damaged:<width$}", width = original.len());
+    assert_eq!(
+        padded.len(),
+        original.len(),
+        "the damaged file must not be longer"
+    );
+    std::fs::write(&path, &padded).unwrap();
+    let mut loaded = Package::open(package.root())
+        .unwrap()
+        .load(&LoadOptions::default())
+        .unwrap();
+    match loaded.run_text(&["hello"], true) {
+        Err(Error::Tokenizer { path: p, message }) => {
+            assert!(p.ends_with("tokenizer.json"), "{}", p.display());
+            assert!(message.contains("failed on this input"), "{message}");
+        }
+        Err(other) => panic!("expected a tokenizer error, got {other}"),
+        Ok(_) => panic!("a damaged tokenizer encoded"),
+    }
+    // A malformed decoder section panics while loading.
+    tokenizer["post_processor"] = serde_json::Value::Null;
+    tokenizer["decoder"] = serde_json::json!({"type": "ByteLevel", "add_prefix_space": 1});
+    let damaged = serde_json::to_string(&tokenizer).unwrap();
+    std::fs::write(&path, format!("{damaged:<width$}", width = original.len())).unwrap();
+    let err = Package::open(package.root())
+        .unwrap()
+        .load(&LoadOptions::default())
+        .and_then(|mut m| m.run_text(&["hello"], true).map(|_| ()))
+        .unwrap_err();
+    assert!(matches!(err, Error::Tokenizer { .. }), "{err}");
+}

@@ -57,9 +57,10 @@ pub struct Gpt2Config {
 }
 
 impl Gpt2Config {
-    /// Feed-forward size.
+    /// Feed-forward size (saturating: [`check_weights`](Self::check_weights) has compared it
+    /// with the weights before anything is sized by it).
     pub fn inner(&self) -> usize {
-        self.n_inner.unwrap_or(4 * self.n_embd)
+        self.n_inner.unwrap_or(self.n_embd.saturating_mul(4))
     }
 
     /// Checks the config's numbers against the checkpoint (tensors under `prefix`) before
