@@ -490,3 +490,83 @@ fn chat_with_a_gguf_template() {
     );
     assert!(stderr.contains("conversation cleared"), "{stderr}");
 }
+
+/// `kill -9` at any moment of an import leaves either no package or a complete one (never a
+/// half one), and the next import cleans up what the killed one left.
+#[test]
+fn a_killed_import_leaves_no_half_package() {
+    let src = common::minilm_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("minilm.pkg");
+    let mut mid_write = 0;
+    for delay_ms in [5, 30, 60, 100, 150, 250, 400] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_inferox"))
+            .args(["import", s(&src), "--output", s(&dest), "--overwrite"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let partial = std::fs::read_dir(dir.path()).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".partial-")
+        });
+        mid_write += usize::from(partial);
+        if dest.exists() {
+            let package = inferox::Package::open(&dest)
+                .unwrap_or_else(|e| panic!("killed after {delay_ms} ms: a broken package: {e}"));
+            package
+                .verify()
+                .unwrap_or_else(|e| panic!("killed after {delay_ms} ms: {e}"));
+        }
+    }
+    assert!(
+        mid_write > 0,
+        "no kill landed while the package was being written"
+    );
+    // The next import completes and removes every leftover of the killed ones.
+    ok(&["import", s(&src), "--output", s(&dest), "--overwrite"]);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["minilm.pkg"], "leftovers of killed imports");
+}
+
+/// Imports racing for one destination: each ends with success or a clean error, and what is
+/// left is one complete package.
+#[test]
+fn concurrent_imports_to_one_destination() {
+    let src = fixtures().join("bert/bert_gelu_pooler/model");
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("pkg");
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_inferox"))
+                .args(["import", s(&src), "--output", s(&dest), "--overwrite"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)) && !stderr.contains("internal error"),
+            "{stderr}"
+        );
+    }
+    let package = inferox::Package::open(&dest).unwrap();
+    package.verify().unwrap();
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["pkg"], "leftovers of concurrent imports");
+}

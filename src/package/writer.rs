@@ -295,7 +295,11 @@ impl PackageWriter {
                 .with_file_name(format!(".{name}.old-{}", std::process::id()));
             rename(&self.dest, &old)?;
             if let Err(e) = rename(&self.tmp, &self.dest) {
-                let _ = std::fs::rename(&old, &self.dest);
+                // Put the old package back; if another writer put its complete package there
+                // in the meantime, that one stays and ours (the old one) goes.
+                if std::fs::rename(&old, &self.dest).is_err() {
+                    let _ = std::fs::remove_dir_all(&old);
+                }
                 return Err(e);
             }
             std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
