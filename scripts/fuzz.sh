@@ -77,8 +77,10 @@ for t in "${TARGETS[@]}"; do
   extra=()
   [ "$t" = tokenizer ] && extra=(-max_len=1024)
   rc=0
+  # Scratch files of this run only (another run of the same target may be going on).
+  scratch_root=$(mktemp -d "$( [ -d /dev/shm ] && echo /dev/shm || echo "${TMPDIR:-/tmp}")/inferox-fuzz-XXXXXX")
   # shellcheck disable=SC2086
-  "$BIN_DIR/$t" "$corpus" "fuzz/seeds/$t" \
+  INFEROX_FUZZ_SCRATCH="$scratch_root" "$BIN_DIR/$t" "$corpus" "fuzz/seeds/$t" \
     -max_total_time="$SECS" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 \
     -artifact_prefix="$artifacts/" -print_final_stats=1 "${extra[@]}" ${FUZZ_ARGS:-} >"$log" 2>&1 || rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | awk '{s += $1} END {print s + 0}')
@@ -86,7 +88,7 @@ for t in "${TARGETS[@]}"; do
   found=$(find "$artifacts" -maxdepth 1 -type f \
     \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) -newer "$marker" | sort)
   rm -f "$marker"
-  rm -rf /dev/shm/inferox-fuzz-"$t"-* 2>/dev/null || true
+  rm -rf "$scratch_root"
   line=$(printf '%-14s %12s execs  %8s exec/s' "$t" "$execs" "$rate")
   if [ "$rc" -ne 0 ] || [ -n "$found" ]; then
     failed+=("$t")

@@ -307,7 +307,7 @@ impl Error {
                 "two crates register the same architecture; remove one registration".to_string()
             }
             Error::Config { .. } => {
-                "the model's config.json does not match its model_type; compare it with the upstream model"
+                "the model's config (config.json or GGUF metadata) does not match its weights or model_type; compare it with the upstream model"
                     .to_string()
             }
             Error::Weights { .. } => {

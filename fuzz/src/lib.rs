@@ -105,16 +105,17 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A scratch directory for this process and target, created once: in /dev/shm when there is
-/// one (no disk traffic), else the system's temporary directory.
+/// A scratch directory for this process and target, created once: under
+/// `INFEROX_FUZZ_SCRATCH` (scripts/fuzz.sh gives each run its own), else in /dev/shm when there
+/// is one (no disk traffic), else in the system's temporary directory.
 pub fn scratch(target: &str) -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let base = Path::new("/dev/shm");
-        let base = if base.is_dir() {
-            base.to_path_buf()
-        } else {
-            std::env::temp_dir()
+        let shm = Path::new("/dev/shm");
+        let base = match std::env::var_os("INFEROX_FUZZ_SCRATCH") {
+            Some(dir) => PathBuf::from(dir),
+            None if shm.is_dir() => shm.to_path_buf(),
+            None => std::env::temp_dir(),
         };
         let dir = base.join(format!("inferox-fuzz-{target}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
