@@ -50,6 +50,31 @@ fn check_header(path: &Path, file: &mut std::fs::File, end: Option<u64>) -> Resu
              (structured dtypes are not supported)",
         ));
     }
+    // The element count must fit in 64 bits (npyz multiplies the dimensions unchecked).
+    let text = String::from_utf8_lossy(&header);
+    if let Some(dims) = text
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+    {
+        let parsed: Option<Vec<u64>> = dims
+            .0
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(|d| d.parse::<u64>().ok())
+            .collect();
+        let overflows = parsed.is_some_and(|d| {
+            d.iter()
+                .try_fold(1u64, |acc, &n| acc.checked_mul(n))
+                .is_none()
+        });
+        if overflows {
+            return Err(npy_error(
+                path,
+                format!("the shape ({}) has more than 2^64 elements", dims.0.trim()),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -205,6 +230,20 @@ mod tests {
         std::fs::write(&path, &long).unwrap();
         let err = read_npy(&path).unwrap_err().to_string();
         assert!(err.contains("header claims to end at byte"), "{err}");
+        // Found by fuzzing: a shape whose element count overflows 64 bits.
+        let mut header =
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 2), }"
+                .to_string();
+        while !(10 + header.len() + 1).is_multiple_of(64) {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut overflow = b"\x93NUMPY\x01\x00".to_vec();
+        overflow.extend((header.len() as u16).to_le_bytes());
+        overflow.extend(header.as_bytes());
+        std::fs::write(&path, &overflow).unwrap();
+        let err = read_npy(&path).unwrap_err().to_string();
+        assert!(err.contains("more than 2^64 elements"), "{err}");
         // Found by fuzzing: nested brackets sent the header grammar into exponential
         // backtracking (minutes for 300 bytes).
         let mut nested = b"\x93NUMPY\x01\x00".to_vec();
