@@ -205,6 +205,19 @@ mod tests {
         }
     }
 
+    /// A version-1 `.npy` preamble and `header`, padded as NumPy pads it (no data).
+    fn npy_v1(header: &str) -> Vec<u8> {
+        let mut header = header.to_string();
+        while !(10 + header.len() + 1).is_multiple_of(64) {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend((header.len() as u16).to_le_bytes());
+        bytes.extend(header.as_bytes());
+        bytes
+    }
+
     /// Regression: trailing bytes were accepted; a shape far beyond the file was allocated.
     #[test]
     fn data_must_match_the_header() {
@@ -231,40 +244,23 @@ mod tests {
         let err = read_npy(&path).unwrap_err().to_string();
         assert!(err.contains("header claims to end at byte"), "{err}");
         // Found by fuzzing: a shape whose element count overflows 64 bits.
-        let mut header =
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 2), }"
-                .to_string();
-        while !(10 + header.len() + 1).is_multiple_of(64) {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut overflow = b"\x93NUMPY\x01\x00".to_vec();
-        overflow.extend((header.len() as u16).to_le_bytes());
-        overflow.extend(header.as_bytes());
+        let overflow = npy_v1(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 2), }",
+        );
         std::fs::write(&path, &overflow).unwrap();
         let err = read_npy(&path).unwrap_err().to_string();
         assert!(err.contains("more than 2^64 elements"), "{err}");
         // Found by fuzzing: nested brackets sent the header grammar into exponential
         // backtracking (minutes for 300 bytes).
-        let mut nested = b"\x93NUMPY\x01\x00".to_vec();
-        let header = format!("{{'descr': {}, }}\n", "[".repeat(300));
-        nested.extend((header.len() as u16).to_le_bytes());
-        nested.extend(header.as_bytes());
+        let nested = npy_v1(&format!("{{'descr': {}, }}", "[".repeat(300)));
         std::fs::write(&path, &nested).unwrap();
         let start = std::time::Instant::now();
         let err = read_npy(&path).unwrap_err().to_string();
         assert!(err.contains("not a plain"), "{err}");
         assert!(start.elapsed().as_secs() < 1);
         // The same header claiming 2^40 elements: refused before allocating.
-        let mut header =
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776,), }".to_string();
-        while !(10 + header.len() + 1).is_multiple_of(64) {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut huge = b"\x93NUMPY\x01\x00".to_vec();
-        huge.extend((header.len() as u16).to_le_bytes());
-        huge.extend(header.as_bytes());
+        let mut huge =
+            npy_v1("{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776,), }");
         huge.extend([0u8; 8]);
         std::fs::write(&path, &huge).unwrap();
         let err = read_npy(&path).unwrap_err().to_string();
