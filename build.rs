@@ -40,14 +40,9 @@ fn main() {
     );
     // The vendor libraries are linked at link time (DT_NEEDED, no dlopen). An rpath to where
     // they were found lets the binaries start without LD_LIBRARY_PATH.
+    // (torch-sys is a dependency of this crate, with the `torch` feature, for this path only.)
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
-        let version = std::path::Path::new(&dir)
-            .parent()
-            .and_then(|root| std::fs::read_to_string(root.join("build-version")).ok())
-            .map_or_else(|| "(version unknown)".to_string(), |v| v.trim().to_string());
-        println!("cargo:rustc-env=INFEROX_LIBTORCH_VERSION={version}");
-        println!("cargo:rustc-env=INFEROX_LIBTORCH_LIB={dir}");
     }
     if std::env::var_os("CARGO_FEATURE_TFLITE").is_some() {
         println!("cargo:rerun-if-env-changed=TFLITEC_PREBUILT_PATH");

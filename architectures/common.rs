@@ -24,9 +24,8 @@ impl Activation {
     /// Applies the activation to a candle tensor.
     pub fn apply(
         self,
-        x: &crate::backends::candle::candle_core::Tensor,
-    ) -> crate::backends::candle::candle_core::Result<crate::backends::candle::candle_core::Tensor>
-    {
+        x: &inferox_candle::candle_core::Tensor,
+    ) -> inferox_candle::candle_core::Result<inferox_candle::candle_core::Tensor> {
         match self {
             Activation::Gelu => x.gelu_erf(),
             Activation::GeluTanh => x.gelu(),
@@ -36,11 +35,11 @@ impl Activation {
     }
 }
 
-use crate::registry::Description;
-use crate::schema::{
+use inferox_core::registry::Description;
+use inferox_core::schema::{
     Dim, DynamicDim, IoSchema, PaddingSide, Preprocessing, TensorSpec, TokenField, Tokenization,
 };
-use crate::tensor::DType;
+use inferox_core::tensor::DType;
 use std::collections::BTreeMap;
 
 /// The I/O schema of a causal language model: token ids (left-padded when batched) and an
@@ -127,7 +126,7 @@ pub struct ConfigCheck<'a> {
     /// The file the config came from (config.json, or the GGUF file).
     pub path: &'a std::path::Path,
     /// The checkpoint's tensors.
-    pub weights: &'a crate::weights::WeightIndex,
+    pub weights: &'a inferox_core::weights::WeightIndex,
 }
 
 /// A size from config fields: its description (`num_attention_heads × head_dim`) and value,
@@ -135,9 +134,9 @@ pub struct ConfigCheck<'a> {
 pub type Size<'a> = (&'a str, Option<usize>);
 
 impl ConfigCheck<'_> {
-    /// An [`Error::Config`](crate::Error::Config) about this config.
-    pub fn error(&self, message: String) -> crate::Error {
-        crate::Error::Config {
+    /// An [`Error::Config`](inferox_core::Error::Config) about this config.
+    pub fn error(&self, message: String) -> inferox_core::Error {
+        inferox_core::Error::Config {
             path: self.path.to_path_buf(),
             message,
         }
@@ -145,7 +144,7 @@ impl ConfigCheck<'_> {
 
     /// The layers present under `prefix` (`model.layers.` holds `model.layers.N.*`) must be
     /// exactly `0..value`, `value` being the config's `field`.
-    pub fn layers(&self, field: &str, value: usize, prefix: &str) -> crate::Result<()> {
+    pub fn layers(&self, field: &str, value: usize, prefix: &str) -> inferox_core::Result<()> {
         let mut present = std::collections::BTreeSet::new();
         for name in self.weights.tensors.keys() {
             if let Some((index, _)) = name.strip_prefix(prefix).and_then(|r| r.split_once('.'))
@@ -171,9 +170,9 @@ impl ConfigCheck<'_> {
     }
 
     /// Tensor `tensor` must have the shape the config's sizes give.
-    pub fn shape(&self, tensor: &str, want: &[Size<'_>]) -> crate::Result<()> {
+    pub fn shape(&self, tensor: &str, want: &[Size<'_>]) -> inferox_core::Result<()> {
         let Some(info) = self.weights.tensors.get(tensor) else {
-            return Err(crate::Error::MissingTensor {
+            return Err(inferox_core::Error::MissingTensor {
                 tensor: tensor.to_string(),
                 files: self.weights.files.clone(),
             });
@@ -201,7 +200,7 @@ impl ConfigCheck<'_> {
     }
 
     /// A sequence length field must be positive and at most [`MAX_POSITIONS`].
-    pub fn positions(&self, field: &str, value: usize) -> crate::Result<()> {
+    pub fn positions(&self, field: &str, value: usize) -> inferox_core::Result<()> {
         if value == 0 || value > MAX_POSITIONS {
             return Err(self.error(format!(
                 "field `{field}` is {value}; it must be between 1 and {MAX_POSITIONS}"
@@ -211,7 +210,7 @@ impl ConfigCheck<'_> {
     }
 
     /// A float field (an epsilon, a rotary base, a scaling factor) must be finite and positive.
-    pub fn positive(&self, field: &str, value: f64) -> crate::Result<()> {
+    pub fn positive(&self, field: &str, value: f64) -> inferox_core::Result<()> {
         if !(value.is_finite() && value > 0.0) {
             return Err(self.error(format!(
                 "field `{field}` is {value}; it must be a positive number"

@@ -8,6 +8,7 @@
 //! the results.
 
 use criterion::{Criterion, Throughput};
+use inferox::LoadPackage;
 use inferox::{HostTensor, ImportOptions, LoadOptions, NamedTensors};
 use std::path::PathBuf;
 use std::time::Duration;

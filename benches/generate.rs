@@ -7,6 +7,7 @@
 //! end-to-end comparison with llama.cpp and PyTorch; docs/benchmarks.md has the results.
 
 use criterion::{Criterion, Throughput};
+use inferox::LoadPackage;
 use inferox::generate::GenerateOptions;
 use inferox::model::DecodeStep;
 use inferox::{ImportOptions, LoadOptions};

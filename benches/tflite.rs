@@ -6,6 +6,7 @@
 //! sitting; docs/benchmarks.md has the results.
 
 use criterion::Criterion;
+use inferox::LoadPackage;
 use inferox::{ImportOptions, LoadOptions, NamedTensors};
 use std::path::Path;
 use std::time::Duration;

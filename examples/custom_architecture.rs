@@ -1,15 +1,16 @@
 //! Registering an architecture from outside inferox.
 //!
 //! A crate of your own describes its model type once — config, I/O schema, candle model — and
-//! registers it with `inferox::register_architecture!`. Packages of that type then import, load
+//! registers it with `inferox::register!`: a model type, then its implementation per backend. Packages of that type then import, load
 //! and run through inferox's normal loader, like the built-in architectures: no plugin library,
 //! no dlopen.
 //!
 //! Run with `cargo run --example custom_architecture`.
 
-use inferox::backends::candle::{Weights, candle_core as candle, err, to_host};
+use inferox::LoadPackage;
+use inferox::backends::candle::{self as backend, Weights, candle_core as candle, to_host};
 use inferox::manifest::ArtifactRole;
-use inferox::registry::{Architecture, Description, ImportSource};
+use inferox::registry::{Description, Implementation, ImportSource, ModelType};
 use inferox::schema::{Dim, IoSchema, TensorSpec};
 use inferox::{DType, ExecutionFormat, Family, LoadRequest, Model, NamedTensors, Result};
 
@@ -66,34 +67,40 @@ fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
     Ok(Box::new(model))
 }
 
-impl Model for LinearClassifier {
-    fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
-        let features = inputs.get("features").expect("checked against the schema");
+impl LinearClassifier {
+    /// The logits for `features`. Inside a model, errors are the backend's: `?` takes both
+    /// candle's and inferox's.
+    fn logits(&self, features: &inferox::HostTensor) -> backend::Result<inferox::HostTensor> {
         let x = candle::Tensor::from_slice(
             features.as_f32().expect("checked against the schema"),
             features.shape(),
             &self.device,
-        )
-        .map_err(err)?;
-        let logits = x
-            .matmul(&self.weight.t().map_err(err)?)
-            .and_then(|y| y.broadcast_add(&self.bias))
-            .map_err(err)?;
-        Ok([("logits", to_host(&logits)?)].into_iter().collect())
+        )?;
+        let logits = x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
+        to_host(&logits)
     }
 }
 
-inferox::register_architecture!(Architecture {
-    model_type: "linear-classifier",
-    backend: "candle",
-    family: Family::EncoderOnly,
-    tasks: &["tabular-classification"],
-    formats: &[ExecutionFormat::Safetensors],
-    gguf_architectures: &[],
-    describe,
-    load,
-    reference: "https://en.wikipedia.org/wiki/Linear_classifier",
-});
+impl Model for LinearClassifier {
+    fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
+        let features = inputs.get("features").expect("checked against the schema");
+        // `?` turns the backend's error into inferox's (a candle error becomes `Error::Backend`).
+        Ok([("logits", self.logits(features)?)].into_iter().collect())
+    }
+}
+
+// The model type (used at import), then its implementation on candle (used at load).
+inferox::register!(
+    ModelType::new("linear-classifier", Family::EncoderOnly, describe)
+        .tasks(&["tabular-classification"])
+        .reference("https://en.wikipedia.org/wiki/Linear_classifier"),
+    Implementation::new(
+        "linear-classifier",
+        inferox::backends::candle::NAME,
+        &[ExecutionFormat::Safetensors],
+        load
+    ),
+);
 
 /// Writes a Hugging Face-style model directory for the `linear-classifier` type.
 pub fn write_model(dir: &std::path::Path) -> std::io::Result<()> {

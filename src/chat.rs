@@ -2,6 +2,8 @@
 //! GGUF metadata) rendered with minijinja the way transformers renders it (`trim_blocks`,
 //! `lstrip_blocks`, loop controls, Python string methods, `raise_exception`, `strftime_now`).
 
+use crate::generate::{GenerateOptions, Generation, TextStream};
+use crate::loader::LoadedModel;
 use crate::{Error, Result};
 use minijinja::{Environment, ErrorKind, Value, context};
 use serde::{Deserialize, Serialize};
@@ -143,6 +145,57 @@ pub fn render(
         .map_err(invalid)?;
     String::from_utf8(out.0)
         .map_err(|_| Error::Unsupported("chat template: the output is not UTF-8".into()))
+}
+
+impl LoadedModel {
+    /// The prompt the package's chat template makes of `messages`, ready for the assistant's
+    /// turn.
+    pub fn chat_prompt(&mut self, messages: &[ChatMessage]) -> Result<String> {
+        let info = self.package.info();
+        let template_path = info
+            .generation
+            .as_ref()
+            .and_then(|g| g.chat_template.clone())
+            .ok_or_else(|| {
+                Error::Unsupported(
+                    "this package has no chat template (use `inferox generate` for plain completion)"
+                        .into(),
+                )
+            })?;
+        let path = self.package.file(&template_path)?;
+        let template = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let generation = info.generation.clone().unwrap_or_default();
+        let pre = self.preprocessor()?;
+        let token = |id: Option<u32>| id.and_then(|i| pre.token_text(i)).unwrap_or_default();
+        let bos = token(generation.bos_token_id);
+        let eos = token(generation.eos_token_ids.first().copied());
+        render(&template, messages, true, &bos, &eos)
+    }
+
+    /// Streams the assistant's reply to `messages`.
+    pub fn stream_chat(
+        &mut self,
+        messages: &[ChatMessage],
+        options: &GenerateOptions,
+    ) -> Result<TextStream<'_>> {
+        let prompt = self.chat_prompt(messages)?;
+        // The template already holds the special tokens.
+        let ids = self.tokenize(&prompt, false)?;
+        self.stream_ids(ids, options)
+    }
+
+    /// The assistant's reply to `messages`.
+    pub fn chat(
+        &mut self,
+        messages: &[ChatMessage],
+        options: &GenerateOptions,
+    ) -> Result<Generation> {
+        let mut stream = self.stream_chat(messages, options)?;
+        for piece in stream.by_ref() {
+            piece?;
+        }
+        Ok(stream.into_generation())
+    }
 }
 
 #[cfg(test)]

@@ -2,214 +2,101 @@
 //! model, and wrap it so that every call is checked against the package's I/O schema.
 
 use crate::backends;
-use crate::chat::{self, ChatMessage};
-use crate::files::read_config;
-use crate::generate::{GenerateOptions, Generation, Generator, Sampling, TextStream};
-use crate::manifest::{ArtifactRole, BackendArtifacts, ModelInfo};
-use crate::model::Model;
-use crate::package::Package;
-use crate::pipeline::{self, EmbedOptions, Embeddings};
 use crate::preprocess::{Encoded, TextPreprocessor};
-use crate::registry;
-use crate::tensor::{DType, NamedTensors};
-use crate::{Error, Result};
-use std::fmt;
-use std::path::PathBuf;
-
-/// Where a model runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Device {
-    /// The CPU.
-    #[default]
-    Cpu,
-    /// An NVIDIA GPU (candle built with `cuda`).
-    Cuda(usize),
-    /// An Apple GPU (candle built with `metal`).
-    Metal(usize),
-}
-
-impl fmt::Display for Device {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Device::Cpu => f.write_str("cpu"),
-            Device::Cuda(i) => write!(f, "cuda:{i}"),
-            Device::Metal(i) => write!(f, "metal:{i}"),
-        }
-    }
-}
-
-impl std::str::FromStr for Device {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let (kind, index) = match s.split_once(':') {
-            Some((k, i)) => (
-                k,
-                i.parse::<usize>().map_err(|_| {
-                    Error::InvalidArgument(format!("device `{s}`: `{i}` is not a device index"))
-                })?,
-            ),
-            None => (s, 0),
-        };
-        match kind {
-            "cpu" => Ok(Device::Cpu),
-            "cuda" => Ok(Device::Cuda(index)),
-            "metal" => Ok(Device::Metal(index)),
-            _ => Err(Error::InvalidArgument(format!(
-                "unknown device `{s}` (use cpu, cuda, cuda:N, metal or metal:N)"
-            ))),
-        }
-    }
-}
-
-/// How to load a package.
-#[derive(Clone, Debug, Default)]
-pub struct LoadOptions {
-    /// Backend to use; `None` picks the first in preference order that the package lists and
-    /// this binary has (see [`backends::BACKENDS`]).
-    pub backend: Option<String>,
-    /// Compute dtype for floating-point weights; `None` means float32.
-    pub dtype: Option<DType>,
-    /// Device to run on.
-    pub device: Device,
-    /// Threads for the backend's kernels: libtorch's intra-op threads (process-wide) on torch,
-    /// the interpreter's threads on tflite. `None` keeps the backend's default. candle sizes its
-    /// worker pools once per process, from `CANDLE_NUM_THREADS` / `RAYON_NUM_THREADS` (the CLI's
-    /// `--threads` sets both at start-up): there a count that differs from the pool's is an
-    /// error that says so.
-    pub threads: Option<usize>,
-    /// Quantized inputs and outputs (int8/uint8 tensors with a scale and zero point in the
-    /// schema) are float32 at the boundary: inputs are quantized, outputs dequantized.
-    pub dequantize: bool,
-    /// Hand out outputs holding NaN or infinity instead of failing with
-    /// [`Error::NonFinite`].
-    pub allow_non_finite: bool,
-}
-
-/// What a registry entry's loader gets: the package, the chosen backend's artifacts, and the
-/// options.
-pub struct LoadRequest<'a> {
-    /// The package.
-    pub package: &'a Package,
-    /// The chosen backend.
-    pub backend: &'a str,
-    /// That backend's artifacts in the package.
-    pub artifacts: &'a BackendArtifacts,
-    /// The caller's options.
-    pub options: &'a LoadOptions,
-}
-
-impl LoadRequest<'_> {
-    /// The model description.
-    pub fn info(&self) -> &ModelInfo {
-        self.package.info()
-    }
-
-    /// Absolute paths of the artifacts with `role`; at least one must exist.
-    pub fn artifacts(&self, role: ArtifactRole) -> Result<Vec<PathBuf>> {
-        let paths: Vec<PathBuf> = self
-            .artifacts
-            .paths(role)
-            .map(|p| self.package.file(p))
-            .collect::<Result<_>>()?;
-        if paths.is_empty() {
-            return Err(Error::Manifest {
-                path: self.package.root().join(crate::manifest::MODEL_INFO_FILE),
-                field: format!("backends.{}.artifacts", self.backend),
-                message: format!("no artifact with role {role:?}"),
-            });
-        }
-        Ok(paths)
-    }
-
-    /// Reads the backend's config artifact (HF config.json) into `T`.
-    pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        let path = self.artifacts(ArtifactRole::Config)?.remove(0);
-        read_config(&path)
-    }
-
-    /// The compute dtype (float32 unless the caller chose another).
-    pub fn dtype(&self) -> DType {
-        self.options.dtype.unwrap_or(DType::Float32)
-    }
-}
+use inferox_core::backend;
+use inferox_core::load::check_finite;
+use inferox_core::manifest::{BackendArtifacts, ModelInfo};
+use inferox_core::model::Model;
+use inferox_core::package::Package;
+use inferox_core::registry;
+use inferox_core::tensor::NamedTensors;
+use inferox_core::{Device, Error, LoadOptions, LoadRequest, Result};
 
 /// Picks the backend for `package` (see [`LoadOptions::backend`]).
 pub fn choose_backend(package: &Package, requested: Option<&str>) -> Result<&'static str> {
     let info = package.info();
+    let model_type = &info.model_type;
     let listed: Vec<String> = info.backends.keys().cloned().collect();
     if let Some(name) = requested {
-        let backend = backends::get(name).ok_or_else(|| Error::UnknownBackend {
-            name: name.to_string(),
-            known: backends::BACKENDS
-                .iter()
-                .map(|b| b.name.to_string())
-                .collect(),
-        })?;
-        if !backend.compiled {
-            return Err(Error::BackendNotCompiled {
-                backend: backend.name.to_string(),
-                feature: backend.feature.to_string(),
-            });
+        let Some(linked) = backend::get(name) else {
+            return Err(not_linked(name));
+        };
+        if registry::find(model_type, linked.name).is_none() {
+            return Err(no_implementation(model_type, linked.name));
         }
-        if registry::find(&info.model_type, backend.name).is_none() {
-            return Err(no_implementation(&info.model_type, backend.name));
-        }
-        if artifacts_for(info, backend.name).is_none() {
+        if artifacts_for(info, linked.name).is_none() {
             return Err(Error::BackendNotInPackage {
-                backend: backend.name.to_string(),
+                backend: linked.name.to_string(),
                 available: listed,
             });
         }
-        return Ok(backend.name);
+        return Ok(linked.name);
     }
-    backends::BACKENDS
+    let linked = backend::backends();
+    linked
         .iter()
-        .filter(|b| b.compiled && registry::find(&info.model_type, b.name).is_some())
+        .filter(|b| registry::find(model_type, b.name).is_some())
         .find(|b| artifacts_for(info, b.name).is_some())
         .map(|b| b.name)
         .ok_or_else(|| {
-            if registry::for_model_type(&info.model_type).is_empty()
-                && !backends::compiled().is_empty()
-            {
+            if registry::model_type(model_type).is_none() && !linked.is_empty() {
                 return Error::UnknownModelType {
-                    model_type: info.model_type.clone(),
-                    registered: registry::model_types(),
+                    model_type: model_type.clone(),
+                    registered: registry::model_type_names(),
                 };
             }
-            // Why each backend the package lists or the binary has cannot run it.
-            let candidates: Vec<_> = backends::BACKENDS
-                .iter()
-                .filter(|b| b.compiled || info.backends.contains_key(b.name))
-                .collect();
-            if let [only] = candidates.as_slice()
-                && !only.compiled
-            {
-                return Error::BackendNotCompiled {
-                    backend: only.name.to_string(),
-                    feature: only.feature.to_string(),
-                };
+            // Why each backend the binary links or the package lists cannot run it.
+            let mut candidates: Vec<(&str, bool)> = linked.iter().map(|b| (b.name, true)).collect();
+            candidates.extend(
+                listed
+                    .iter()
+                    .filter(|n| backend::get(n).is_none())
+                    .map(|n| (n.as_str(), false)),
+            );
+            if let [(only, false)] = candidates.as_slice() {
+                return not_linked(only);
             }
             let reasons = candidates
                 .iter()
-                .map(|b| {
-                    let why = if !b.compiled {
-                        format!("not compiled in (cargo feature `{}`)", b.feature)
-                    } else if registry::find(&info.model_type, b.name).is_none() {
-                        format!("has no `{}` implementation", info.model_type)
+                .map(|&(name, is_linked)| {
+                    let why = if !is_linked {
+                        match backends::feature(name) {
+                            Some(feature) => format!("not compiled in (cargo feature `{feature}`)"),
+                            None => "not a backend this inferox knows".to_string(),
+                        }
+                    } else if registry::find(model_type, name).is_none() {
+                        format!("has no `{model_type}` implementation")
                     } else {
                         format!(
                             "the package has no artifacts it reads (package lists: {})",
                             listed.join(", ")
                         )
                     };
-                    format!("{}: {why}", b.name)
+                    format!("{name}: {why}")
                 })
                 .collect();
             Error::NoUsableBackend {
-                model_type: info.model_type.clone(),
+                model_type: model_type.clone(),
                 reasons,
             }
         })
+}
+
+/// The error for a backend this binary does not link: one to rebuild with, or an unknown name.
+fn not_linked(name: &str) -> Error {
+    match backends::feature(name) {
+        Some(feature) => Error::BackendNotCompiled {
+            backend: name.to_string(),
+            feature: feature.to_string(),
+        },
+        None => Error::UnknownBackend {
+            name: name.to_string(),
+            known: backends::FEATURES
+                .iter()
+                .map(|(n, _)| n.to_string())
+                .collect(),
+        },
+    }
 }
 
 /// The artifacts `backend` runs: its own entry in the package, or else another backend's in a
@@ -226,14 +113,14 @@ pub fn artifacts_for<'p>(info: &'p ModelInfo, backend: &str) -> Option<&'p Backe
 }
 
 fn no_implementation(model_type: &str, backend: &str) -> Error {
-    let available: Vec<String> = registry::for_model_type(model_type)
+    let available: Vec<String> = registry::implementations_of(model_type, None)
         .iter()
         .map(|a| a.backend.to_string())
         .collect();
-    if available.is_empty() {
+    if registry::model_type(model_type).is_none() {
         return Error::UnknownModelType {
             model_type: model_type.to_string(),
-            registered: registry::model_types(),
+            registered: registry::model_type_names(),
         };
     }
     Error::NoImplementation {
@@ -243,14 +130,20 @@ fn no_implementation(model_type: &str, backend: &str) -> Error {
     }
 }
 
-impl Package {
-    /// Loads the package on the chosen backend.
-    pub fn load(&self, options: &LoadOptions) -> Result<LoadedModel> {
+/// Loading a [`Package`]: `package.load(&options)` with this trait in scope (it is in
+/// [`inferox::prelude`](crate::prelude)).
+pub trait LoadPackage {
+    /// Loads the package on the chosen backend (see [`LoadOptions`]).
+    fn load(&self, options: &LoadOptions) -> Result<LoadedModel>;
+}
+
+impl LoadPackage for Package {
+    fn load(&self, options: &LoadOptions) -> Result<LoadedModel> {
         registry::check()?;
         let backend = choose_backend(self, options.backend.as_deref())?;
         let entry = registry::find(&self.info().model_type, backend)
             .ok_or_else(|| no_implementation(&self.info().model_type, backend))?;
-        if let (Some(n), Some(info)) = (options.threads, backends::get(backend)) {
+        if let (Some(n), Some(info)) = (options.threads, backend::get(backend)) {
             if n == 0 {
                 return Err(Error::InvalidArgument("threads must be at least 1".into()));
             }
@@ -306,26 +199,18 @@ impl Package {
     }
 }
 
-/// Fails with [`Error::NonFinite`] when `data` holds NaN or infinity.
-pub fn check_finite(name: &str, data: &crate::tensor::TensorData) -> Result<()> {
-    match data.first_non_finite() {
-        None => Ok(()),
-        Some((index, value)) => Err(Error::NonFinite {
-            name: name.to_string(),
-            index,
-            value: value.to_string(),
-        }),
-    }
-}
-
 /// A model ready to run, with its package's schema and text preprocessing.
+///
+/// Its core is here; the task methods live with their tasks: embeddings in the `pipeline`
+/// module, generation in `generate`, chat in `chat`.
 pub struct LoadedModel {
-    package: Package,
+    pub(crate) package: Package,
     io: crate::schema::IoSchema,
     backend: &'static str,
     device: Device,
-    model: Box<dyn Model>,
-    text: Option<TextPreprocessor>,
+    pub(crate) model: Box<dyn Model>,
+    /// The tokenizer, made on first use by [`LoadedModel::preprocessor`].
+    pub(crate) text: Option<TextPreprocessor>,
     allow_non_finite: bool,
 }
 
@@ -371,7 +256,8 @@ impl LoadedModel {
         &self.io
     }
 
-    fn preprocessor(&mut self) -> Result<&mut TextPreprocessor> {
+    /// The text preprocessor (tokenizer), made from the schema on first use.
+    pub(crate) fn preprocessor(&mut self) -> Result<&mut TextPreprocessor> {
         if self.text.is_none() {
             let pre = TextPreprocessor::from_schema(self.package.root(), &self.package.info().io)?;
             self.text = Some(pre);
@@ -391,149 +277,8 @@ impl LoadedModel {
         self.run(&encoded.inputs)
     }
 
-    /// Sentence embeddings with the package's pooling settings, one per text, in order.
-    pub fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        Ok(self.embed_with(texts, &EmbedOptions::default())?.vectors)
-    }
-
-    /// Sentence embeddings with explicit options, and which texts were truncated.
-    pub fn embed_with(&mut self, texts: &[&str], options: &EmbedOptions) -> Result<Embeddings> {
-        pipeline::embed(self, texts, options)
-    }
-}
-
-impl LoadedModel {
-    /// The decoder and the tokenizer, for generation.
-    fn generation_parts(
-        &mut self,
-    ) -> Result<(&mut dyn crate::model::Decoder, &mut TextPreprocessor)> {
-        if self.text.is_none() {
-            self.preprocessor()?;
-        }
-        let decoder = self.model.decoder().ok_or_else(|| {
-            Error::Unsupported(format!(
-                "this `{}` package is not a text-generation model",
-                self.package.info().model_type
-            ))
-        })?;
-        Ok((decoder, self.text.as_mut().expect("set above")))
-    }
-
-    fn sampling(&self, options: &GenerateOptions) -> Result<Sampling> {
-        Sampling::resolve(options, self.package.info().generation.as_ref())
-    }
-
-    /// The incremental-decoding interface, for text-generation packages.
-    pub fn decoder(&mut self) -> Option<&mut dyn crate::model::Decoder> {
-        self.model.decoder()
-    }
-
     /// Token ids of `text` (with the tokenizer's special tokens when `add_special_tokens`).
     pub fn tokenize(&mut self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         self.preprocessor()?.encode_ids(text, add_special_tokens)
-    }
-
-    /// Generates from token-id prompts, left-padded into one batch.
-    pub fn generate_ids(
-        &mut self,
-        prompts: &[Vec<u32>],
-        options: &GenerateOptions,
-    ) -> Result<Vec<Generation>> {
-        let sampling = self.sampling(options)?;
-        let (decoder, tokenizer) = self.generation_parts()?;
-        Generator::new(decoder, tokenizer, prompts, sampling)?.run()
-    }
-
-    /// Completes each prompt (encoded with the tokenizer's special tokens), batched.
-    pub fn generate_batch(
-        &mut self,
-        prompts: &[&str],
-        options: &GenerateOptions,
-    ) -> Result<Vec<Generation>> {
-        let ids = prompts
-            .iter()
-            .map(|p| self.tokenize(p, true))
-            .collect::<Result<Vec<_>>>()?;
-        self.generate_ids(&ids, options)
-    }
-
-    /// Completes `prompt`.
-    pub fn generate(&mut self, prompt: &str, options: &GenerateOptions) -> Result<Generation> {
-        let mut stream = self.stream(prompt, options)?;
-        for piece in stream.by_ref() {
-            piece?;
-        }
-        Ok(stream.into_generation())
-    }
-
-    /// Completes `prompt`, streaming the text piece by piece.
-    pub fn stream(&mut self, prompt: &str, options: &GenerateOptions) -> Result<TextStream<'_>> {
-        let ids = self.tokenize(prompt, true)?;
-        self.stream_ids(ids, options)
-    }
-
-    /// Streams a completion of token ids.
-    pub fn stream_ids(
-        &mut self,
-        prompt: Vec<u32>,
-        options: &GenerateOptions,
-    ) -> Result<TextStream<'_>> {
-        let sampling = self.sampling(options)?;
-        let (decoder, tokenizer) = self.generation_parts()?;
-        Ok(TextStream::new(Generator::new(
-            decoder,
-            tokenizer,
-            &[prompt],
-            sampling,
-        )?))
-    }
-
-    /// The prompt the package's chat template makes of `messages`, ready for the assistant's
-    /// turn.
-    pub fn chat_prompt(&mut self, messages: &[ChatMessage]) -> Result<String> {
-        let info = self.package.info();
-        let template_path = info
-            .generation
-            .as_ref()
-            .and_then(|g| g.chat_template.clone())
-            .ok_or_else(|| {
-                Error::Unsupported(
-                    "this package has no chat template (use `inferox generate` for plain completion)"
-                        .into(),
-                )
-            })?;
-        let path = self.package.file(&template_path)?;
-        let template = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let generation = info.generation.clone().unwrap_or_default();
-        let pre = self.preprocessor()?;
-        let token = |id: Option<u32>| id.and_then(|i| pre.token_text(i)).unwrap_or_default();
-        let bos = token(generation.bos_token_id);
-        let eos = token(generation.eos_token_ids.first().copied());
-        chat::render(&template, messages, true, &bos, &eos)
-    }
-
-    /// Streams the assistant's reply to `messages`.
-    pub fn stream_chat(
-        &mut self,
-        messages: &[ChatMessage],
-        options: &GenerateOptions,
-    ) -> Result<TextStream<'_>> {
-        let prompt = self.chat_prompt(messages)?;
-        // The template already holds the special tokens.
-        let ids = self.tokenize(&prompt, false)?;
-        self.stream_ids(ids, options)
-    }
-
-    /// The assistant's reply to `messages`.
-    pub fn chat(
-        &mut self,
-        messages: &[ChatMessage],
-        options: &GenerateOptions,
-    ) -> Result<Generation> {
-        let mut stream = self.stream_chat(messages, options)?;
-        for piece in stream.by_ref() {
-            piece?;
-        }
-        Ok(stream.into_generation())
     }
 }

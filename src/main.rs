@@ -116,7 +116,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if let Some(hint) = e.downcast_ref::<inferox::Error>().and_then(|e| e.hint()) {
+            if let Some(hint) = e.downcast_ref::<inferox::Error>().and_then(cli::hint) {
                 eprintln!("hint: {hint}");
             }
             ExitCode::FAILURE
@@ -131,11 +131,16 @@ mod tests {
     #[test]
     fn registrations_are_linked_into_the_binary() {
         inferox::registry::check().unwrap();
-        let mut linked: Vec<(String, String)> = inferox::registry::architectures()
+        let mut linked: Vec<(String, String)> = inferox::registry::implementations()
             .iter()
             .map(|a| (a.model_type.to_string(), a.backend.to_string()))
             .collect();
         linked.sort();
         assert_eq!(linked, expected_pairs());
+        assert_eq!(
+            inferox::registry::model_type_names(),
+            expected_model_types()
+        );
+        assert_eq!(inferox::backend::names(), expected_backends());
     }
 }

@@ -70,6 +70,18 @@ pub struct Embeddings {
     pub truncated: Vec<usize>,
 }
 
+impl LoadedModel {
+    /// Sentence embeddings with the package's pooling settings, one per text, in order.
+    pub fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        Ok(self.embed_with(texts, &EmbedOptions::default())?.vectors)
+    }
+
+    /// Sentence embeddings with explicit options, and which texts were truncated.
+    pub fn embed_with(&mut self, texts: &[&str], options: &EmbedOptions) -> Result<Embeddings> {
+        embed(self, texts, options)
+    }
+}
+
 /// Embeds `texts`, one vector per text, in the order given.
 pub fn embed(
     model: &mut LoadedModel,

@@ -41,14 +41,14 @@ fn check_id(id: &str) -> Result<()> {
         Some((repo, rev)) => (repo, Some(rev)),
         None => (id, None),
     };
-    crate::hub::check_repo_id(repo).map_err(|_| bad())?;
+    crate::repo::check_repo_id(repo).map_err(|_| bad())?;
     if repo.contains("--") {
         return Err(bad());
     }
     if let Some(rev) = revision {
         // What pull refuses never names a package; and in a directory name only plain
         // characters, without `--` (it stands for `/`).
-        let ok = crate::hub::check_revision(rev).is_ok()
+        let ok = crate::repo::check_revision(rev).is_ok()
             && rev
                 .split('/')
                 .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.contains("--"))

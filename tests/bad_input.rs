@@ -4,6 +4,7 @@
 mod common;
 
 use common::{copy_dir, fixtures, import, read_npy_dir};
+use inferox::LoadPackage;
 use inferox::package::PackageWriter;
 use inferox::{Error, HostTensor, ImportOptions, LoadOptions, NamedTensors, Package};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};

@@ -1,28 +1,20 @@
 //! A second registration of an existing (model_type, backend) key is detected, and the loader
 //! refuses to pick one at random.
 
-use inferox::registry::{self, Architecture, Description, ImportSource};
+use inferox::LoadPackage;
+use inferox::registry::{self, Implementation};
 use inferox::{Error, ExecutionFormat, Family, LoadRequest, Model, Result};
-
-fn describe(_: &ImportSource<'_>) -> Result<Description> {
-    Err(Error::Unsupported("test double".into()))
-}
 
 fn load(_: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
     Err(Error::Unsupported("test double".into()))
 }
 
-inferox::register_architecture!(Architecture {
-    model_type: "bert",
-    backend: "candle",
-    family: Family::EncoderOnly,
-    tasks: &[],
-    formats: &[ExecutionFormat::Safetensors],
-    gguf_architectures: &[],
-    describe,
-    load,
-    reference: "",
-});
+inferox::register!(Implementation::new(
+    "bert",
+    "candle",
+    &[ExecutionFormat::Safetensors],
+    load
+));
 
 #[test]
 fn duplicate_key_is_an_error() {

@@ -4,12 +4,17 @@
 #[path = "../examples/custom_architecture.rs"]
 mod custom;
 
+use inferox::LoadPackage;
 use inferox::{HostTensor, ImportOptions, LoadOptions, registry};
 
 #[test]
 fn external_architecture_loads_through_the_normal_loader() {
     registry::check().unwrap();
-    let entry = registry::find("linear-classifier", "candle").expect("registered from outside");
+    assert!(
+        registry::find("linear-classifier", "candle").is_some(),
+        "registered from outside"
+    );
+    let entry = registry::model_type("linear-classifier").expect("registered from outside");
     assert_eq!(entry.tasks, ["tabular-classification"]);
     assert!(
         registry::find("bert", "candle").is_some(),

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{assert_matches_json_schemas, fixtures, import, models_dir};
+use inferox::LoadPackage;
 use inferox::chat::ChatMessage;
 use inferox::generate::{FinishReason, GenerateOptions};
 use inferox::model::DecodeStep;

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{assert_matches_json_schemas, bert_cases, import, max_abs_diff, read_npy_dir};
+use inferox::LoadPackage;
 use inferox::{DType, LoadOptions, NamedTensors};
 
 const TOLERANCE: f32 = 1e-4;

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{assert_matches_json_schemas, fixtures, import};
+use inferox::LoadPackage;
 use inferox::generate::{FinishReason, GenerateOptions};
 use inferox::model::DecodeStep;
 use inferox::{HostTensor, LoadOptions, NamedTensors};

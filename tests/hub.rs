@@ -10,6 +10,7 @@ mod common;
 
 use common::hub::{FakeHub, Fault, Repo};
 use common::{copy_dir, fixtures};
+use inferox::LoadPackage;
 use inferox::hub::{PullOptions, RepoSpec, pull};
 use inferox::{Error, ImportEvent, LoadOptions, Package};
 use std::path::{Path, PathBuf};

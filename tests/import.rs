@@ -5,6 +5,7 @@
 mod common;
 
 use common::{copy_dir, fixtures, import, read_npy_dir};
+use inferox::LoadPackage;
 use inferox::manifest::ArtifactRole;
 use inferox::{Error, ImportEvent, ImportOptions, LoadOptions, NamedTensors};
 use safetensors::tensor::{SafeTensors, TensorView};

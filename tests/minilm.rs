@@ -4,6 +4,7 @@
 mod common;
 
 use common::{assert_matches_json_schemas, fixtures, minilm_dir};
+use inferox::LoadPackage;
 use inferox::manifest::Pooling;
 use inferox::pipeline::cosine;
 use inferox::{EmbedOptions, LoadOptions, Package};

@@ -6,6 +6,7 @@
 mod common;
 
 use common::{assert_matches_json_schemas, fixtures, import, max_abs_diff, read_npy_dir};
+use inferox::LoadPackage;
 use inferox::schema::{Dim, Preprocessing};
 use inferox::{DType, Error, ImportOptions, LoadOptions, NamedTensors};
 use std::path::PathBuf;

@@ -6,6 +6,7 @@
 mod common;
 
 use common::{bert_cases, fixtures, import, max_abs_diff, minilm_dir, read_npy_dir};
+use inferox::LoadPackage;
 use inferox::import::TorchScriptExport;
 use inferox::{Error, ImportOptions, LoadOptions, NamedTensors, Package};
 use sha2::Digest;

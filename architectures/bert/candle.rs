@@ -1,18 +1,19 @@
 //! The BERT family on candle. Ported from transformers' `modeling_bert.py` / `modeling_roberta.py`
 //! (<https://github.com/huggingface/transformers/blob/main/src/transformers/models/bert/modeling_bert.py>).
 //! Query, key and value projections are fused into one matrix multiply; hidden states stay
-//! `[tokens, hidden]` so every projection is a single GEMM.
+//! `[tokens, hidden]` so every projection is a single GEMM. Errors inside are the backend's
+//! ([`inferox_candle::Result`]); the registry loader and [`Model::forward`] convert them once.
 
 use super::{Batch, BertConfig, Flavor, Layout};
-use crate::architectures::common::Activation;
-use crate::backends::candle::{Weights, candle_core as candle, candle_nn, err, to_host};
-use crate::loader::LoadRequest;
-use crate::manifest::ArtifactRole;
-use crate::model::Model;
-use crate::tensor::NamedTensors;
-use crate::{Error, Result};
+use crate::common::Activation;
 use candle::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
+use inferox_candle::{Result, Weights, candle_core as candle, candle_nn, to_host};
+use inferox_core::Error;
+use inferox_core::load::LoadRequest;
+use inferox_core::manifest::ArtifactRole;
+use inferox_core::model::Model;
+use inferox_core::tensor::NamedTensors;
 
 /// A dense layer with its weight stored transposed (`[in, out]`, contiguous): the layout the
 /// GEMM kernel reads without repacking, which halves the cost of small batches.
@@ -127,11 +128,11 @@ pub struct Bert {
 }
 
 /// The registry's loader for the candle backend.
-pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
+pub fn load(req: &LoadRequest<'_>) -> inferox_core::Result<Box<dyn Model>> {
     let cfg = BertConfig::load(req)?;
     let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?)?;
-    let device = crate::backends::candle::device(req.options.device)?;
-    let dtype = crate::backends::candle::dtype(req.dtype())?;
+    let device = inferox_candle::device(req.options.device)?;
+    let dtype = inferox_candle::dtype(req.dtype())?;
     if !dtype.is_float() {
         return Err(Error::InvalidArgument(format!(
             "compute dtype must be floating point, not {}",
@@ -198,23 +199,21 @@ impl Bert {
     /// Checked ids as a u32 tensor for `index_select`.
     fn indices(&self, ids: &[i64]) -> Result<Tensor> {
         let v: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
-        Tensor::from_vec(v, ids.len(), &self.device).map_err(err)
+        Ok(Tensor::from_vec(v, ids.len(), &self.device)?)
     }
 
     /// The additive attention mask `[batch, 1, 1, seq]`, or `None` when nothing is masked.
     fn attention_bias(&self, b: &Batch<'_>) -> Result<Option<Tensor>> {
         let compute = match self.dtype {
-            DType::F16 => crate::tensor::DType::Float16,
-            DType::BF16 => crate::tensor::DType::BFloat16,
-            _ => crate::tensor::DType::Float32,
+            DType::F16 => inferox_core::tensor::DType::Float16,
+            DType::BF16 => inferox_core::tensor::DType::BFloat16,
+            _ => inferox_core::tensor::DType::Float32,
         };
         let Some(bias) = b.additive_mask(compute) else {
             return Ok(None);
         };
-        let bias = Tensor::from_vec(bias, (b.batch, 1, 1, b.seq), &self.device)
-            .and_then(|t| t.to_dtype(self.dtype))
-            .map_err(err)?;
-        Ok(Some(bias))
+        let bias = Tensor::from_vec(bias, (b.batch, 1, 1, b.seq), &self.device)?;
+        Ok(Some(bias.to_dtype(self.dtype)?))
     }
 
     fn attention(
@@ -252,38 +251,30 @@ impl Bert {
         let (batch, seq) = (b.batch, b.seq);
         let emb = &self.embeddings;
         let n = batch * seq;
-        let mut x = emb
-            .word
-            .index_select(&self.indices(b.ids)?, 0)
-            .map_err(err)?;
+        let mut x = emb.word.index_select(&self.indices(b.ids)?, 0)?;
         x = match b.type_ids {
             Some(tt) => {
                 let tt = self.indices(tt)?;
-                (x + emb.token_type.index_select(&tt, 0).map_err(err)?).map_err(err)?
+                (x + emb.token_type.index_select(&tt, 0)?)?
             }
-            None => x
-                .broadcast_add(&emb.token_type.get(0).map_err(err)?)
-                .map_err(err)?,
+            None => x.broadcast_add(&emb.token_type.get(0)?)?,
         };
         x = match self.flavor {
             Flavor::Bert => {
-                let pos = emb.position.narrow(0, 0, seq).map_err(err)?;
-                x.reshape((batch, seq, self.hidden))
-                    .and_then(|x| x.broadcast_add(&pos))
-                    .and_then(|x| x.reshape((n, self.hidden)))
-                    .map_err(err)?
+                let pos = emb.position.narrow(0, 0, seq)?;
+                x.reshape((batch, seq, self.hidden))?
+                    .broadcast_add(&pos)?
+                    .reshape((n, self.hidden))?
             }
             Flavor::Roberta => {
                 let pos = self.indices(&b.roberta_positions(self.pad_id))?;
-                (x + emb.position.index_select(&pos, 0).map_err(err)?).map_err(err)?
+                (x + emb.position.index_select(&pos, 0)?)?
             }
         };
-        let mut x = emb.norm.forward(&x).map_err(err)?;
+        let mut x = emb.norm.forward(&x)?;
         let bias = self.attention_bias(&b)?;
         for layer in &self.layers {
-            x = self
-                .layer(layer, &x, bias.as_ref(), batch, seq)
-                .map_err(err)?;
+            x = self.layer(layer, &x, bias.as_ref(), batch, seq)?;
         }
         Ok((x, batch, seq))
     }
@@ -303,21 +294,17 @@ impl Bert {
         let out = layer.output.forward(&inter)?;
         layer.output_norm.forward(&(out + x)?)
     }
-}
 
-impl Model for Bert {
-    fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
+    /// The model's outputs for `inputs`.
+    fn outputs(&self, inputs: &NamedTensors) -> Result<NamedTensors> {
         let (x, batch, seq) = self.encode(inputs)?;
         let mut out = NamedTensors::new();
-        let hidden = x.reshape((batch, seq, self.hidden)).map_err(err)?;
-        let first = hidden
-            .narrow(1, 0, 1)
-            .and_then(|t| t.squeeze(1))
-            .map_err(err)?;
+        let hidden = x.reshape((batch, seq, self.hidden))?;
+        let first = hidden.narrow(1, 0, 1)?.squeeze(1)?;
         out.insert("last_hidden_state", to_host(&hidden)?);
         let pooled = match &self.pooler {
             Some(p) => {
-                let pooled = p.forward(&first).and_then(|t| t.tanh()).map_err(err)?;
+                let pooled = p.forward(&first)?.tanh()?;
                 out.insert("pooler_output", to_host(&pooled)?);
                 Some(pooled)
             }
@@ -334,8 +321,14 @@ impl Model for Bert {
             _ => None,
         };
         if let Some(logits) = logits {
-            out.insert("logits", to_host(&logits.map_err(err)?)?);
+            out.insert("logits", to_host(&logits?)?);
         }
         Ok(out)
+    }
+}
+
+impl Model for Bert {
+    fn forward(&mut self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
+        self.outputs(inputs).map_err(Into::into)
     }
 }

@@ -1,7 +1,7 @@
 //! `config.json` of the BERT family, mirroring transformers' `BertConfig` / `RobertaConfig`
 //! (defaults as there).
 
-use crate::architectures::common::{Activation, ConfigCheck};
+use crate::common::{Activation, ConfigCheck};
 use serde::Deserialize;
 
 /// Which member of the family: they differ in position ids and the classification head.
@@ -92,13 +92,13 @@ pub struct BertConfig {
 impl BertConfig {
     /// Reads and checks the package's config.json; errors name the file.
     #[cfg(any(feature = "candle", feature = "torch"))]
-    pub fn load(req: &crate::loader::LoadRequest<'_>) -> crate::Result<BertConfig> {
+    pub fn load(req: &inferox_core::load::LoadRequest<'_>) -> inferox_core::Result<BertConfig> {
         let path = req
-            .artifacts(crate::manifest::ArtifactRole::Config)?
+            .artifacts(inferox_core::manifest::ArtifactRole::Config)?
             .remove(0);
-        let cfg: BertConfig = crate::files::read_config(&path)?;
-        let weights = crate::weights::WeightIndex::read(
-            &req.artifacts(crate::manifest::ArtifactRole::Weights)?,
+        let cfg: BertConfig = inferox_core::files::read_config(&path)?;
+        let weights = inferox_core::weights::WeightIndex::read(
+            &req.artifacts(inferox_core::manifest::ArtifactRole::Weights)?,
         )?;
         let check = ConfigCheck {
             path: &path,
@@ -112,7 +112,7 @@ impl BertConfig {
 
     /// Checks the config's numbers against the checkpoint (the encoder under `prefix`) before
     /// anything is sized by them.
-    pub fn check_weights(&self, check: &ConfigCheck<'_>, prefix: &str) -> crate::Result<()> {
+    pub fn check_weights(&self, check: &ConfigCheck<'_>, prefix: &str) -> inferox_core::Result<()> {
         let h = ("hidden_size", Some(self.hidden_size));
         let embeddings = |n: &str| format!("{prefix}embeddings.{n}.weight");
         check.shape(

@@ -1,7 +1,7 @@
 //! Input checks shared by the backends: the same errors whichever backend runs the model.
 
-use crate::tensor::{DType, HostTensor, NamedTensors};
-use crate::{Error, Result};
+use inferox_core::tensor::{DType, HostTensor, NamedTensors};
+use inferox_core::{Error, Result};
 
 /// A checked batch of inputs, shared by the backends: ids in range, the mask only 0 and 1.
 pub(crate) struct Batch<'a> {

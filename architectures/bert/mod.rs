@@ -21,17 +21,16 @@ use inputs::Batch;
 
 pub use config::{BertConfig, Flavor};
 
-use crate::architectures::common::ConfigCheck;
-use crate::registry::{Description, ImportSource};
-use crate::schema::{
+use crate::common::ConfigCheck;
+use inferox_core::Family;
+use inferox_core::registry::{Description, ImportSource, ModelType};
+use inferox_core::schema::{
     Dim, DynamicDim, IoSchema, PaddingSide, Preprocessing, TensorSpec, TokenField, Tokenization,
 };
-use crate::tensor::DType;
-use crate::{Error, Result};
+use inferox_core::tensor::DType;
+use inferox_core::{Error, Result};
 use std::collections::BTreeMap;
 
-/// The model types this folder serves.
-pub const MODEL_TYPES: &[&str] = &["bert", "roberta", "xlm-roberta", "camembert"];
 /// Tasks the implementation can serve (a given package serves those its heads allow).
 pub const TASKS: &[&str] = &[
     "feature-extraction",
@@ -200,55 +199,61 @@ pub fn describe(src: &ImportSource<'_>) -> Result<Description> {
     })
 }
 
-#[cfg(any(feature = "candle", feature = "torch"))]
-const fn entry(
-    model_type: &'static str,
-    backend: &'static str,
-    formats: &'static [crate::manifest::ExecutionFormat],
-    load: crate::registry::LoadFn,
-) -> crate::registry::Architecture {
-    crate::registry::Architecture {
-        model_type,
-        backend,
-        family: crate::manifest::Family::EncoderOnly,
-        tasks: TASKS,
-        formats,
-        gguf_architectures: &[],
-        describe,
-        load,
-        reference: REFERENCE,
+// Registration: the model types, then their implementations per backend.
+
+const fn model_type(name: &'static str) -> ModelType {
+    ModelType::new(name, Family::EncoderOnly, describe)
+        .tasks(TASKS)
+        .reference(REFERENCE)
+}
+
+inferox_core::register!(
+    model_type("bert"),
+    model_type("roberta"),
+    model_type("xlm-roberta"),
+    model_type("camembert"),
+);
+
+#[cfg(feature = "candle")]
+mod on_candle {
+    use inferox_core::ExecutionFormat::Safetensors;
+    use inferox_core::registry::Implementation;
+
+    const fn on_candle(name: &'static str) -> Implementation {
+        Implementation::new(
+            name,
+            inferox_candle::NAME,
+            &[Safetensors],
+            super::candle::load,
+        )
     }
-}
 
-#[cfg(feature = "candle")]
-const fn candle_entry(model_type: &'static str) -> crate::registry::Architecture {
-    use crate::manifest::ExecutionFormat::Safetensors;
-    entry(model_type, "candle", &[Safetensors], candle::load)
-}
-
-#[cfg(feature = "candle")]
-crate::register_architecture!(
-    candle_entry("bert"),
-    candle_entry("roberta"),
-    candle_entry("xlm-roberta"),
-    candle_entry("camembert"),
-);
-
-#[cfg(feature = "torch")]
-const fn torch_entry(model_type: &'static str) -> crate::registry::Architecture {
-    use crate::manifest::ExecutionFormat::{Safetensors, Torchscript};
-    entry(
-        model_type,
-        "torch",
-        &[Safetensors, Torchscript],
-        torch::load,
-    )
+    inferox_core::register!(
+        on_candle("bert"),
+        on_candle("roberta"),
+        on_candle("xlm-roberta"),
+        on_candle("camembert"),
+    );
 }
 
 #[cfg(feature = "torch")]
-crate::register_architecture!(
-    torch_entry("bert"),
-    torch_entry("roberta"),
-    torch_entry("xlm-roberta"),
-    torch_entry("camembert"),
-);
+mod on_torch {
+    use inferox_core::ExecutionFormat::{Safetensors, Torchscript};
+    use inferox_core::registry::Implementation;
+
+    const fn on_torch(name: &'static str) -> Implementation {
+        Implementation::new(
+            name,
+            inferox_torch::NAME,
+            &[Safetensors, Torchscript],
+            super::torch::load,
+        )
+    }
+
+    inferox_core::register!(
+        on_torch("bert"),
+        on_torch("roberta"),
+        on_torch("xlm-roberta"),
+        on_torch("camembert"),
+    );
+}

@@ -2,17 +2,18 @@
 //! backend. Ported from transformers' `modeling_bert.py` / `modeling_roberta.py`
 //! (<https://github.com/huggingface/transformers/blob/main/src/transformers/models/bert/modeling_bert.py>);
 //! attention goes through `scaled_dot_product_attention`, as transformers' `sdpa` path does.
-//! A package whose torch artifact is TorchScript runs through [`crate::backends::torch::script`].
+//! A package whose torch artifact is TorchScript runs through [`inferox_torch::script`].
+//! Errors inside are the backend's ([`inferox_torch::Result`]); the registry loader and
+//! [`Model::forward`] convert them once.
 
 use super::{Batch, BertConfig, Flavor, Layout};
-use crate::Result;
-use crate::architectures::common::Activation;
-use crate::backends::torch::{LayerNorm, Linear, Weights, err, set_threads, to_host};
-use crate::loader::LoadRequest;
-use crate::manifest::{ArtifactRole, ExecutionFormat};
-use crate::model::Model;
-use crate::tensor::NamedTensors;
-use tch::{Kind, Tensor};
+use crate::common::Activation;
+use inferox_core::load::LoadRequest;
+use inferox_core::manifest::{ArtifactRole, ExecutionFormat};
+use inferox_core::model::Model;
+use inferox_core::tensor::NamedTensors;
+use inferox_torch::tch::{self, Kind, Tensor};
+use inferox_torch::{LayerNorm, Linear, Result, Weights, set_threads, to_host};
 
 struct Layer {
     qkv: Linear,
@@ -44,18 +45,18 @@ pub struct Bert {
     vocab_size: usize,
     type_vocab_size: usize,
     pad_id: i64,
-    compute: crate::tensor::DType,
+    compute: inferox_core::tensor::DType,
     kind: Kind,
     device: tch::Device,
 }
 
 /// The registry's loader for the torch backend: safetensors weights, or a TorchScript module.
-pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
+pub fn load(req: &LoadRequest<'_>) -> inferox_core::Result<Box<dyn Model>> {
     if req.artifacts.format == ExecutionFormat::Torchscript {
-        return crate::backends::torch::script::load(req);
+        return inferox_torch::script::load(req);
     }
     let cfg = BertConfig::load(req)?;
-    let device = crate::backends::torch::device(req.options.device)?;
+    let device = inferox_torch::device(req.options.device)?;
     set_threads(req.options.threads);
     let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?, req.dtype(), device)?;
     let layout = Layout::detect(
@@ -78,7 +79,7 @@ impl Bert {
         cfg: &BertConfig,
         layout: &Layout,
         device: tch::Device,
-        compute: crate::tensor::DType,
+        compute: inferox_core::tensor::DType,
     ) -> Result<Bert> {
         let p = &layout.prefix;
         let h = cfg.hidden_size;
@@ -92,7 +93,7 @@ impl Bert {
                     .map(|n| w.linear(&format!("{sa}.{n}"), h, h))
                     .collect::<Result<Vec<_>>>()?;
                 let cat = |f: fn(&Linear) -> &Tensor| {
-                    Tensor::f_cat(&parts.iter().map(f).collect::<Vec<_>>(), 0).map_err(err)
+                    Tensor::f_cat(&parts.iter().map(f).collect::<Vec<_>>(), 0)
                 };
                 Ok(Layer {
                     qkv: Linear {
@@ -157,20 +158,18 @@ impl Bert {
     }
 
     fn ids(&self, values: &[i64], b: &Batch<'_>) -> Result<Tensor> {
-        Tensor::f_from_slice(values)
-            .and_then(|t| t.f_reshape([b.batch as i64, b.seq as i64]))
-            .and_then(|t| t.f_to_device(self.device))
-            .map_err(err)
+        Ok(Tensor::f_from_slice(values)?
+            .f_reshape([b.batch as i64, b.seq as i64])?
+            .f_to_device(self.device)?)
     }
 
     fn activation(&self, x: &Tensor) -> Result<Tensor> {
-        match self.activation {
+        Ok(match self.activation {
             Activation::Gelu => x.f_gelu("none"),
             Activation::GeluTanh => x.f_gelu("tanh"),
             Activation::Relu => x.f_relu(),
             Activation::Silu => x.f_silu(),
-        }
-        .map_err(err)
+        }?)
     }
 
     /// The additive mask as `[batch, 1, 1, seq]`, or `None` when nothing is masked.
@@ -178,22 +177,20 @@ impl Bert {
         let Some(bias) = b.additive_mask(self.compute) else {
             return Ok(None);
         };
-        Tensor::f_from_slice(&bias)
-            .and_then(|t| t.f_reshape([b.batch as i64, 1, 1, b.seq as i64]))
-            .and_then(|t| t.f_to_device(self.device))
-            .and_then(|t| t.f_to_kind(self.kind))
-            .map(Some)
-            .map_err(err)
+        let mask = Tensor::f_from_slice(&bias)?
+            .f_reshape([b.batch as i64, 1, 1, b.seq as i64])?
+            .f_to_device(self.device)?
+            .f_to_kind(self.kind)?;
+        Ok(Some(mask))
     }
 
     fn layer(&self, layer: &Layer, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let (batch, seq, hidden) = x.size3().map_err(err)?;
+        let (batch, seq, hidden) = x.size3()?;
         let qkv = layer
             .qkv
             .forward(x)?
-            .f_reshape([batch, seq, 3, self.heads, self.head_dim])
-            .and_then(|t| t.f_permute([2, 0, 3, 1, 4]))
-            .map_err(err)?;
+            .f_reshape([batch, seq, 3, self.heads, self.head_dim])?
+            .f_permute([2, 0, 3, 1, 4])?;
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
         let attn = Tensor::f_scaled_dot_product_attention(
             &q,
@@ -204,28 +201,26 @@ impl Bert {
             false,
             None::<f64>,
             false,
-        )
-        .and_then(|t| t.f_transpose(1, 2))
-        .and_then(|t| t.f_reshape([batch, seq, hidden]))
-        .map_err(err)?;
+        )?
+        .f_transpose(1, 2)?
+        .f_reshape([batch, seq, hidden])?;
         let attn = layer.attention_out.forward(&attn)?;
         let x = layer.attention_norm.forward(&(attn + x))?;
         let inter = self.activation(&layer.intermediate.forward(&x)?)?;
         let out = layer.output.forward(&inter)?;
         layer.output_norm.forward(&(out + x))
     }
-}
 
-impl Model for Bert {
-    fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
+    /// The model's outputs for `inputs`.
+    fn outputs(&self, inputs: &NamedTensors) -> Result<NamedTensors> {
         let _guard = tch::no_grad_guard();
         let b = Batch::read(inputs, self.vocab_size, self.type_vocab_size)?;
         let ids = self.ids(b.ids, &b)?;
-        let mut x = Tensor::f_embedding(&self.word, &ids, -1, false, false).map_err(err)?;
+        let mut x = Tensor::f_embedding(&self.word, &ids, -1, false, false)?;
         x = match b.type_ids {
             Some(tt) => {
                 let tt = self.ids(tt, &b)?;
-                x + Tensor::f_embedding(&self.token_type, &tt, -1, false, false).map_err(err)?
+                x + Tensor::f_embedding(&self.token_type, &tt, -1, false, false)?
             }
             None => x + self.token_type.get(0),
         };
@@ -233,7 +228,7 @@ impl Model for Bert {
             Flavor::Bert => x + self.position.narrow(0, 0, b.seq as i64),
             Flavor::Roberta => {
                 let pos = self.ids(&b.roberta_positions(self.pad_id), &b)?;
-                x + Tensor::f_embedding(&self.position, &pos, -1, false, false).map_err(err)?
+                x + Tensor::f_embedding(&self.position, &pos, -1, false, false)?
             }
         };
         let mut x = self.embedding_norm.forward(&x)?;
@@ -246,7 +241,7 @@ impl Model for Bert {
         out.insert("last_hidden_state", to_host(&x)?);
         let pooled = match &self.pooler {
             Some(p) => {
-                let pooled = p.forward(&first)?.f_tanh().map_err(err)?;
+                let pooled = p.forward(&first)?.f_tanh()?;
                 out.insert("pooler_output", to_host(&pooled)?);
                 Some(pooled)
             }
@@ -255,7 +250,7 @@ impl Model for Bert {
         let logits = match (&self.classifier, pooled) {
             (Some(Classifier::Bert(linear)), Some(pooled)) => Some(linear.forward(&pooled)?),
             (Some(Classifier::Roberta { dense, out_proj }), _) => {
-                Some(out_proj.forward(&dense.forward(&first)?.f_tanh().map_err(err)?)?)
+                Some(out_proj.forward(&dense.forward(&first)?.f_tanh()?)?)
             }
             _ => None,
         };
@@ -263,5 +258,11 @@ impl Model for Bert {
             out.insert("logits", to_host(&logits)?);
         }
         Ok(out)
+    }
+}
+
+impl Model for Bert {
+    fn forward(&mut self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
+        self.outputs(inputs).map_err(Into::into)
     }
 }

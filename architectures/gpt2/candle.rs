@@ -1,18 +1,19 @@
 //! GPT-2 on candle, ported from transformers' `modeling_gpt2.py`
 //! (<https://github.com/huggingface/transformers/blob/main/src/transformers/models/gpt2/modeling_gpt2.py>).
+//! Errors inside are the backend's ([`inferox_candle::Result`]); the registry loader and the
+//! [`Decoder`] methods convert them once.
 
 use super::Gpt2Config;
-use crate::Result;
-use crate::architectures::common::{Activation, ConfigCheck};
-use crate::backends::candle::decoder::{Linear, attention, causal_bias, last_positions};
-use crate::backends::candle::{Weights, candle_core as candle, candle_nn, err};
-use crate::loader::LoadRequest;
-use crate::manifest::ArtifactRole;
-use crate::model::{DecodeStep, Decoder, Model, decoder_forward};
-use crate::tensor::NamedTensors;
+use crate::common::{Activation, ConfigCheck};
 use candle::{DType, Device, Module, Tensor};
 use candle_nn::kv_cache::KvCache;
 use candle_nn::{LayerNorm, VarBuilder};
+use inferox_candle::decoder::{Linear, attention, causal_bias, last_positions};
+use inferox_candle::{Result, Weights, candle_core as candle, candle_nn};
+use inferox_core::load::LoadRequest;
+use inferox_core::manifest::ArtifactRole;
+use inferox_core::model::{DecodeStep, Decoder, Model, decoder_forward};
+use inferox_core::tensor::NamedTensors;
 
 struct Block {
     ln_1: LayerNorm,
@@ -67,7 +68,7 @@ pub struct Gpt2 {
 }
 
 /// The registry's loader for the candle backend.
-pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
+pub fn load(req: &LoadRequest<'_>) -> inferox_core::Result<Box<dyn Model>> {
     let cfg: Gpt2Config = req.config()?;
     let config_path = req.artifacts(ArtifactRole::Config)?.remove(0);
     let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?)?;
@@ -78,8 +79,8 @@ pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
     };
     cfg.check_weights(&check, prefix)?;
     cfg.check().map_err(|message| check.error(message))?;
-    let device = crate::backends::candle::device(req.options.device)?;
-    let dtype = crate::backends::candle::dtype(req.dtype())?;
+    let device = inferox_candle::device(req.options.device)?;
+    let dtype = inferox_candle::dtype(req.dtype())?;
     let vb = weights.var_builder(dtype, &device);
     let model = Gpt2::load(vb, &cfg, prefix, device).map_err(|e| weights.explain(e))?;
     Ok(Box::new(model))
@@ -124,7 +125,8 @@ impl Gpt2 {
         })
     }
 
-    fn run(&mut self, step: &DecodeStep<'_>) -> candle::Result<Tensor> {
+    /// The logits of one decoding step, flattened.
+    fn run(&mut self, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
         let (b, s) = (step.batch, step.seq());
         let tokens = Tensor::from_slice(step.tokens, b * s, &self.device)?;
         let positions = Tensor::from_slice(step.positions, b * s, &self.device)?;
@@ -163,11 +165,11 @@ impl Gpt2 {
             last_positions(&x, b, s)?
         };
         // One row (decoding): a matrix-vector product that streams the embedding matrix once.
-        let logits = match crate::backends::candle::dense::try_mat_vec(&x, &self.lm_head)? {
+        let logits = match inferox_candle::dense::try_mat_vec(&x, &self.lm_head)? {
             Some(logits) => logits,
             None => x.matmul(&self.lm_head.t()?)?,
         };
-        logits.to_dtype(DType::F32)?.flatten_all()
+        Ok(logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
     }
 }
 
@@ -190,14 +192,13 @@ impl Decoder for Gpt2 {
         }
     }
 
-    fn step(&mut self, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
-        let logits = self.run(step).map_err(err)?;
-        logits.to_vec1().map_err(err)
+    fn step(&mut self, step: &DecodeStep<'_>) -> inferox_core::Result<Vec<f32>> {
+        self.run(step).map_err(Into::into)
     }
 }
 
 impl Model for Gpt2 {
-    fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
+    fn forward(&mut self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
         decoder_forward(self, inputs)
     }
 

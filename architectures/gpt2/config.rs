@@ -1,6 +1,6 @@
 //! `config.json` of GPT-2, mirroring transformers' `GPT2Config` (defaults as there).
 
-use crate::architectures::common::{Activation, ConfigCheck};
+use crate::common::{Activation, ConfigCheck};
 use serde::Deserialize;
 
 fn d_vocab() -> usize {
@@ -65,7 +65,7 @@ impl Gpt2Config {
 
     /// Checks the config's numbers against the checkpoint (tensors under `prefix`) before
     /// anything is sized by them.
-    pub fn check_weights(&self, check: &ConfigCheck<'_>, prefix: &str) -> crate::Result<()> {
+    pub fn check_weights(&self, check: &ConfigCheck<'_>, prefix: &str) -> inferox_core::Result<()> {
         let e = ("n_embd", Some(self.n_embd));
         check.shape(
             &format!("{prefix}wte.weight"),

@@ -13,9 +13,10 @@ mod candle;
 
 pub use config::Gpt2Config;
 
-use crate::architectures::common::{ConfigCheck, causal_lm_description};
-use crate::registry::{Description, ImportSource};
-use crate::{Error, Result};
+use crate::common::{ConfigCheck, causal_lm_description};
+use inferox_core::Family;
+use inferox_core::registry::{Description, ImportSource, ModelType};
+use inferox_core::{Error, Result};
 
 /// Where the port comes from.
 pub const REFERENCE: &str = "https://github.com/huggingface/transformers/blob/main/src/transformers/models/gpt2/modeling_gpt2.py";
@@ -56,15 +57,18 @@ pub fn describe(src: &ImportSource<'_>) -> Result<Description> {
     ))
 }
 
+// Registration: the model type, then its implementations per backend.
+
+inferox_core::register!(
+    ModelType::new("gpt2", Family::DecoderOnly, describe)
+        .tasks(&["text-generation"])
+        .reference(REFERENCE)
+);
+
 #[cfg(feature = "candle")]
-crate::register_architecture!(crate::registry::Architecture {
-    model_type: "gpt2",
-    backend: "candle",
-    family: crate::manifest::Family::DecoderOnly,
-    tasks: &["text-generation"],
-    formats: &[crate::manifest::ExecutionFormat::Safetensors],
-    gguf_architectures: &[],
-    describe,
-    load: candle::load,
-    reference: REFERENCE,
-});
+inferox_core::register!(inferox_core::registry::Implementation::new(
+    "gpt2",
+    inferox_candle::NAME,
+    &[inferox_core::ExecutionFormat::Safetensors],
+    candle::load
+));

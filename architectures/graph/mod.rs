@@ -6,9 +6,14 @@
 //! Reference: the TensorFlow Lite schema and C API,
 //! <https://github.com/tensorflow/tensorflow/blob/master/tensorflow/lite/core/c/c_api.h>.
 
-use crate::registry::{Description, ImportSource};
-use crate::schema::{Dim, ImageNormalization, IoSchema, Preprocessing, TensorSpec};
-use crate::{Error, Result};
+use inferox_core::registry::{Description, ImportSource, ModelType};
+use inferox_core::schema::{Dim, ImageNormalization, IoSchema, Preprocessing, TensorSpec};
+use inferox_core::{Error, Result};
+use inferox_core::{ExecutionFormat, Family};
+
+/// The format and API the schema is read from.
+pub const REFERENCE: &str =
+    "https://github.com/tensorflow/tensorflow/blob/master/tensorflow/lite/core/c/c_api.h";
 
 /// The model type of exported-graph packages.
 pub const MODEL_TYPE: &str = "graph";
@@ -71,7 +76,7 @@ pub fn describe(src: &ImportSource<'_>) -> Result<Description> {
         .map(|d| d.join(PREPROCESSOR_FILE))
         .filter(|p| p.is_file());
     if let Some(path) = preprocessor {
-        let config: serde_json::Value = crate::files::read_json(&path)?;
+        let config: serde_json::Value = inferox_core::files::read_json(&path)?;
         for spec in &mut inputs {
             spec.preprocessing = image_hint(&config, spec);
         }
@@ -88,7 +93,7 @@ pub fn describe(src: &ImportSource<'_>) -> Result<Description> {
 
 #[cfg(feature = "tflite")]
 fn read_tensors(path: &std::path::Path) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>)> {
-    crate::backends::tflite::describe(path)
+    inferox_tflite::describe(path)
 }
 
 #[cfg(not(feature = "tflite"))]
@@ -99,15 +104,19 @@ fn read_tensors(_: &std::path::Path) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>
     })
 }
 
+// Registration: the model type (describing needs the backend that reads the format; without
+// it, import says which feature to build with), then the implementation.
+
+inferox_core::register!(
+    ModelType::new(MODEL_TYPE, Family::Graph, describe)
+        .graph(ExecutionFormat::Tflite)
+        .reference(REFERENCE)
+);
+
 #[cfg(feature = "tflite")]
-crate::register_architecture!(crate::registry::Architecture {
-    model_type: MODEL_TYPE,
-    backend: "tflite",
-    family: crate::manifest::Family::Graph,
-    tasks: &[],
-    formats: &[crate::manifest::ExecutionFormat::Tflite],
-    gguf_architectures: &[],
-    describe,
-    load: crate::backends::tflite::load,
-    reference: "https://github.com/tensorflow/tensorflow/blob/master/tensorflow/lite/core/c/c_api.h",
-});
+inferox_core::register!(inferox_core::registry::Implementation::new(
+    MODEL_TYPE,
+    inferox_tflite::NAME,
+    &[ExecutionFormat::Tflite],
+    inferox_tflite::load
+),);

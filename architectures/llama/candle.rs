@@ -2,21 +2,21 @@
 //! (quantized weights multiplied without dequantizing). Ported from transformers'
 //! `modeling_llama.py` (<https://github.com/huggingface/transformers/blob/main/src/transformers/models/llama/modeling_llama.py>);
 //! GGUF tensor names and the interleaved rotary layout of llama GGUFs follow llama.cpp.
+//! Errors inside are the backend's ([`inferox_candle::Result`]); the registry loader and the
+//! [`Decoder`] methods convert them once.
 
 use super::{Flavor, LlamaConfig};
-use crate::architectures::common::{Activation, ConfigCheck};
-use crate::backends::candle::decoder::{
-    Linear, RmsNorm, Rotary, attention, causal_bias, last_positions,
-};
-use crate::backends::candle::gguf::GgufWeights;
-use crate::backends::candle::{Weights, candle_core as candle, candle_nn, err};
-use crate::loader::LoadRequest;
-use crate::manifest::{ArtifactRole, ExecutionFormat};
-use crate::model::{DecodeStep, Decoder, Model, decoder_forward};
-use crate::tensor::NamedTensors;
-use crate::{Error, Result};
+use crate::common::{Activation, ConfigCheck};
 use candle::{DType, Device, Tensor};
 use candle_nn::kv_cache::KvCache;
+use inferox_candle::decoder::{Linear, RmsNorm, Rotary, attention, causal_bias, last_positions};
+use inferox_candle::gguf::GgufWeights;
+use inferox_candle::{Result, Weights, candle_core as candle, candle_nn};
+use inferox_core::Error;
+use inferox_core::load::LoadRequest;
+use inferox_core::manifest::{ArtifactRole, ExecutionFormat};
+use inferox_core::model::{DecodeStep, Decoder, Model, decoder_forward};
+use inferox_core::tensor::NamedTensors;
 
 /// Where parameters come from: a tensor has a Hugging Face name and a GGUF name.
 enum Params {
@@ -29,10 +29,11 @@ enum Params {
 }
 
 impl Params {
+    /// A candle result of building from these parameters, with the most precise error known.
     fn hf<T>(&self, r: candle::Result<T>) -> Result<T> {
         match self {
             Params::Hf { weights, .. } => r.map_err(|e| weights.explain(e)),
-            Params::Gguf(_) => r.map_err(err),
+            Params::Gguf(_) => Ok(r?),
         }
     }
 
@@ -111,18 +112,18 @@ pub struct Llama {
 }
 
 /// The registry's loader for the candle backend.
-pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
-    let device = crate::backends::candle::device(req.options.device)?;
+pub fn load(req: &LoadRequest<'_>) -> inferox_core::Result<Box<dyn Model>> {
+    let device = inferox_candle::device(req.options.device)?;
     let (cfg, params, interleaved) = match req.artifacts.format {
         ExecutionFormat::Gguf => {
             let path = req.artifacts(ArtifactRole::Model)?.remove(0);
-            if req.dtype() != crate::DType::Float32 {
+            if req.dtype() != inferox_core::DType::Float32 {
                 return Err(Error::InvalidArgument(
                     "GGUF packages compute in float32 (their weights keep their quantization)"
                         .into(),
                 ));
             }
-            let header = crate::gguf::GgufHeader::read(&path)?;
+            let header = inferox_core::gguf::GgufHeader::read(&path)?;
             let arch = header.architecture()?.to_string();
             let gguf = GgufWeights::open(&path, &device)?;
             let vocab = gguf
@@ -148,7 +149,7 @@ pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
         }
         _ => {
             let cfg: LlamaConfig = req.config()?;
-            let dtype = crate::backends::candle::dtype(req.dtype())?;
+            let dtype = inferox_candle::dtype(req.dtype())?;
             let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?)?;
             let config_path = req.artifacts(ArtifactRole::Config)?.remove(0);
             let check = ConfigCheck {
@@ -277,15 +278,12 @@ impl Llama {
         if let Params::Gguf(g) = p
             && g.has("rope_freqs.weight")
         {
-            let factors: Vec<f32> = g
-                .tensor("rope_freqs.weight", &[hd / 2])?
-                .to_vec1()
-                .map_err(err)?;
+            let factors: Vec<f32> = g.tensor("rope_freqs.weight", &[hd / 2])?.to_vec1()?;
             inv_freq.iter_mut().zip(factors).for_each(|(f, k)| *f /= k);
         }
         let positions = cfg.max_sequence();
         Ok(Llama {
-            rotary: Rotary::new(&inv_freq, positions, interleaved, &device, dtype).map_err(err)?,
+            rotary: Rotary::new(&inv_freq, positions, interleaved, &device, dtype)?,
             norm: norm("model.norm.weight", "output_norm.weight", h)?,
             embed,
             layers,
@@ -301,16 +299,18 @@ impl Llama {
         })
     }
 
-    fn run(&mut self, step: &DecodeStep<'_>) -> candle::Result<Tensor> {
+    /// The logits of one decoding step, flattened.
+    fn run(&mut self, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
         let (b, s) = (step.batch, step.seq());
         let tokens = Tensor::from_slice(step.tokens, b * s, &self.device)?;
         let positions = Tensor::from_slice(step.positions, b * s, &self.device)?;
         let furthest = step.positions.iter().copied().max().unwrap_or(0) as usize;
         if furthest >= self.positions {
-            candle::bail!(
+            let message = format!(
                 "position {furthest} is past the model's {} positions",
                 self.positions
             );
+            return Err(candle::Error::Msg(message).bt().into());
         }
         self.rotary.ensure(furthest + 1)?;
         let mut x = self.embed.index_select(&tokens, 0)?;
@@ -341,10 +341,12 @@ impl Llama {
         } else {
             last_positions(&x, b, s)?
         };
-        self.lm_head
+        Ok(self
+            .lm_head
             .forward(&x)?
             .to_dtype(DType::F32)?
-            .flatten_all()
+            .flatten_all()?
+            .to_vec1()?)
     }
 }
 
@@ -367,13 +369,13 @@ impl Decoder for Llama {
         }
     }
 
-    fn step(&mut self, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
-        self.run(step).map_err(err)?.to_vec1().map_err(err)
+    fn step(&mut self, step: &DecodeStep<'_>) -> inferox_core::Result<Vec<f32>> {
+        self.run(step).map_err(Into::into)
     }
 }
 
 impl Model for Llama {
-    fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
+    fn forward(&mut self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
         decoder_forward(self, inputs)
     }
 

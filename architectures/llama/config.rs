@@ -1,7 +1,7 @@
 //! `config.json` of the Llama family (transformers' `LlamaConfig`, `MistralConfig`,
 //! `Qwen2Config`, `Qwen3Config`), or the same settings read from GGUF metadata.
 
-use crate::architectures::common::{Activation, ConfigCheck};
+use crate::common::{Activation, ConfigCheck};
 use serde::Deserialize;
 
 /// Which member of the family: they differ in biases, per-head norms and sliding windows.
@@ -195,7 +195,7 @@ impl LlamaConfig {
         &self,
         check: &ConfigCheck<'_>,
         gguf_arch: Option<&str>,
-    ) -> crate::Result<()> {
+    ) -> inferox_core::Result<()> {
         // Field and tensor names as the source spells them.
         let field = |hf: &'static str, gguf: &str| match gguf_arch {
             Some(arch) => format!("{arch}.{gguf}"),

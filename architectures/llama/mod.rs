@@ -15,9 +15,10 @@ mod candle;
 
 pub use config::{Flavor, LlamaConfig, RopeScaling};
 
-use crate::architectures::common::{ConfigCheck, causal_lm_description};
-use crate::registry::{Description, ImportSource};
-use crate::{Error, Result};
+use crate::common::{ConfigCheck, causal_lm_description};
+use inferox_core::Family;
+use inferox_core::registry::{Description, ImportSource, ModelType};
+use inferox_core::{Error, Result};
 
 /// Where the port comes from.
 pub const REFERENCE: &str = "https://github.com/huggingface/transformers/blob/main/src/transformers/models/llama/modeling_llama.py";
@@ -83,32 +84,37 @@ pub fn describe(src: &ImportSource<'_>) -> Result<Description> {
     ))
 }
 
-#[cfg(feature = "candle")]
-const fn entry(
-    model_type: &'static str,
-    formats: &'static [crate::manifest::ExecutionFormat],
-    gguf_architectures: &'static [&'static str],
-) -> crate::registry::Architecture {
-    crate::registry::Architecture {
-        model_type,
-        backend: "candle",
-        family: crate::manifest::Family::DecoderOnly,
-        tasks: &["text-generation"],
-        formats,
-        gguf_architectures,
-        describe,
-        load: candle::load,
-        reference: REFERENCE,
-    }
+// Registration: the model types, then their implementations per backend.
+
+const fn model_type(name: &'static str) -> ModelType {
+    ModelType::new(name, Family::DecoderOnly, describe)
+        .tasks(&["text-generation"])
+        .reference(REFERENCE)
 }
 
+inferox_core::register!(
+    model_type("llama").gguf(&["llama"]),
+    model_type("mistral"),
+    model_type("qwen2").gguf(&["qwen2"]),
+    model_type("qwen3").gguf(&["qwen3"]),
+);
+
 #[cfg(feature = "candle")]
-mod registration {
-    use crate::manifest::ExecutionFormat::{Gguf, Safetensors};
-    crate::register_architecture!(
-        super::entry("llama", &[Safetensors, Gguf], &["llama"]),
-        super::entry("mistral", &[Safetensors], &[]),
-        super::entry("qwen2", &[Safetensors, Gguf], &["qwen2"]),
-        super::entry("qwen3", &[Safetensors, Gguf], &["qwen3"]),
+mod on_candle {
+    use inferox_core::ExecutionFormat::{Gguf, Safetensors};
+    use inferox_core::registry::Implementation;
+
+    const fn on_candle(
+        name: &'static str,
+        formats: &'static [inferox_core::ExecutionFormat],
+    ) -> Implementation {
+        Implementation::new(name, inferox_candle::NAME, formats, super::candle::load)
+    }
+
+    inferox_core::register!(
+        on_candle("llama", &[Safetensors, Gguf]),
+        on_candle("mistral", &[Safetensors]),
+        on_candle("qwen2", &[Safetensors, Gguf]),
+        on_candle("qwen3", &[Safetensors, Gguf]),
     );
 }

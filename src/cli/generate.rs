@@ -2,6 +2,7 @@
 
 use super::print_json;
 use anyhow::Context;
+use inferox::LoadPackage;
 use inferox::chat::ChatMessage;
 use inferox::generate::{GenerateOptions, Generation, GenerationStats, TextStream};
 use inferox::{DType, Device, LoadOptions, LoadedModel};

@@ -1,8 +1,9 @@
 //! `inferox inspect`, `validate`, `list` and `doctor`.
 
 use super::{byte_bar, human_bytes, print_json};
+use inferox::registry::{Implementation, ModelType};
 use inferox::schema::{Preprocessing, TensorSpec};
-use inferox::{Package, backends, build_info, registry};
+use inferox::{Package, backend, backends, build_info, registry};
 use serde_json::json;
 
 #[derive(clap::Args)]
@@ -31,6 +32,10 @@ pub struct ListArgs {
     /// Print the registry as JSON.
     #[arg(long)]
     json: bool,
+    /// Print the README's supported-model table, as this build's registry has it (columns of
+    /// backends this build does not link say so).
+    #[arg(long, conflicts_with = "json")]
+    markdown: bool,
 }
 
 #[derive(clap::Args)]
@@ -115,7 +120,7 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     );
     println!("backends");
     for (name, b) in &info.backends {
-        let compiled = backends::get(name).is_some_and(|b| b.compiled);
+        let compiled = backend::get(name).is_some();
         // A quantized checkpoint is described by its quantization, not its float dtype.
         let storage = match &b.quantization {
             Some(q) => format!("{q} quantized"),
@@ -209,41 +214,68 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<()> {
 
 pub fn list(args: ListArgs) -> anyhow::Result<()> {
     registry::check()?;
-    let entries = registry::architectures();
+    if args.markdown {
+        print!(
+            "{}",
+            inferox::supported::markdown_table(&inferox::supported::rows())
+        );
+        return Ok(());
+    }
+    // One row per implementation; a model type no linked backend implements gets one row too.
+    let rows: Vec<(&ModelType, Option<&Implementation>)> = registry::model_types()
+        .iter()
+        .flat_map(|m| {
+            let implementations = registry::implementations_of(m.model_type, None);
+            if implementations.is_empty() {
+                vec![(*m, None)]
+            } else {
+                implementations.into_iter().map(|i| (*m, Some(i))).collect()
+            }
+        })
+        .collect();
     if args.json {
-        let rows: Vec<_> = entries
+        let rows: Vec<_> = rows
             .iter()
-            .map(|a| {
+            .map(|(m, i)| {
                 json!({
-                    "model_type": a.model_type,
-                    "backend": a.backend,
-                    "family": a.family,
-                    "formats": a.formats,
-                    "gguf_architectures": a.gguf_architectures,
-                    "tasks": a.tasks,
-                    "reference": a.reference,
+                    "model_type": m.model_type,
+                    "backend": i.map(|i| i.backend),
+                    "family": m.family,
+                    "formats": i.map_or(&[][..], |i| i.formats),
+                    "gguf_architectures": m.gguf_architectures,
+                    "tasks": m.tasks,
+                    "reference": m.reference,
                 })
             })
             .collect();
         return print_json(&rows);
     }
-    if entries.is_empty() {
-        println!("no architectures: this binary has no backend (rebuild with --features candle)");
-        return Ok(());
+    if backend::backends().is_empty() {
+        println!(
+            "this binary links no backend (rebuild with --features candle): it can import but not run"
+        );
     }
     println!(
         "{:<14} {:<8} {:<14} {:<24} TASKS",
         "MODEL_TYPE", "BACKEND", "FAMILY", "FORMATS"
     );
-    for a in entries {
-        let formats: Vec<String> = a.formats.iter().map(|f| f.to_string()).collect();
+    for (m, i) in rows {
+        let formats: Vec<String> = i
+            .map_or(&[][..], |i| i.formats)
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
         println!(
             "{:<14} {:<8} {:<14} {:<24} {}",
-            a.model_type,
-            a.backend,
-            a.family.to_string(),
-            formats.join(", "),
-            a.tasks.join(", ")
+            m.model_type,
+            i.map_or("-", |i| i.backend),
+            m.family.to_string(),
+            if formats.is_empty() {
+                "-".to_string()
+            } else {
+                formats.join(", ")
+            },
+            m.tasks.join(", ")
         );
     }
     Ok(())
@@ -298,6 +330,25 @@ fn threads() -> (usize, &'static str) {
     (n, "default; --threads N or RAYON_NUM_THREADS to change")
 }
 
+/// The linked backends, most preferred first, then those this crate could be built with:
+/// (name, cargo feature, the linked entry).
+fn known_backends() -> Vec<(
+    &'static str,
+    &'static str,
+    Option<&'static backend::Backend>,
+)> {
+    let mut known: Vec<_> = backend::backends()
+        .iter()
+        .map(|b| (b.name, b.feature, Some(*b)))
+        .collect();
+    for (name, feature) in backends::FEATURES {
+        if backend::get(name).is_none() {
+            known.push((name, feature, None));
+        }
+    }
+    known
+}
+
 pub fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
     let registry_ok = registry::check();
     let (threads, threads_from) = threads();
@@ -311,11 +362,13 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
             "target": build_info::TARGET,
             "profile": build_info::PROFILE,
             "features": build_info::FEATURES.split(',').filter(|f| !f.is_empty()).collect::<Vec<_>>(),
-            "backends": backends::BACKENDS.iter().map(|b| json!({
-                "name": b.name, "feature": b.feature, "compiled": b.compiled, "description": b.description,
-                "runtime": b.runtime.map(|f| f()),
+            "backends": known_backends().iter().map(|(name, feature, linked)| json!({
+                "name": name, "feature": feature, "compiled": linked.is_some(),
+                "description": linked.map(|b| b.description),
+                "runtime": linked.and_then(|b| b.runtime).map(|f| f()),
             })).collect::<Vec<_>>(),
-            "architectures": registry::architectures().len(),
+            "architectures": registry::implementations().len(),
+            "model_types": registry::model_types().len(),
             "registry_ok": registry_ok.is_ok(),
             "threads": threads,
             "threads_from": threads_from,
@@ -333,21 +386,21 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
     );
     println!("features      {}", build_info::FEATURES);
     println!("backends");
-    for b in backends::BACKENDS {
-        let state = if b.compiled {
-            "compiled in".to_string()
-        } else {
-            format!("not compiled (enable feature `{}`)", b.feature)
-        };
-        println!("  {:<8} {:<40} {}", b.name, state, b.description);
-        if let Some(runtime) = b.runtime {
-            println!("  {:<8} {:<40} {}", "", "", runtime());
+    for (name, feature, linked) in known_backends() {
+        match linked {
+            Some(b) => {
+                println!("  {:<8} {:<40} {}", name, "compiled in", b.description);
+                if let Some(runtime) = b.runtime {
+                    println!("  {:<8} {:<40} {}", "", "", runtime());
+                }
+            }
+            None => println!("  {name:<8} not compiled (enable feature `{feature}`)"),
         }
     }
     match &registry_ok {
         Ok(()) => println!(
-            "registry      {} architectures ({} model types), no duplicates",
-            registry::architectures().len(),
+            "registry      {} implementations of {} model types, no duplicates",
+            registry::implementations().len(),
             registry::model_types().len()
         ),
         Err(e) => println!("registry      PROBLEM: {e}"),

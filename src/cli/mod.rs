@@ -87,6 +87,55 @@ impl Progress {
     }
 }
 
+/// What the user can do about `error`, in the command line's words: the library's hints
+/// ([`inferox::Error::hint`]) name functions and option fields; where one names what a command or
+/// flag does here, this says the command or flag.
+pub fn hint(error: &inferox::Error) -> Option<String> {
+    use inferox::Error as E;
+    let hint = match error {
+        E::Json { .. } | E::Manifest { .. } => {
+            "the file is damaged or was edited by hand; re-create the package with `inferox import`"
+                .to_string()
+        }
+        E::NotAPackage { .. } => "create a package with `inferox import SRC --output PKG`".to_string(),
+        E::MissingFile { .. } | E::SizeMismatch { .. } | E::HashMismatch { .. } => {
+            "the package is incomplete or was modified; re-create it with `inferox import`"
+                .to_string()
+        }
+        E::UnknownModelType { .. } => {
+            "`inferox list` shows the registered architectures; `inferox import --force` keeps the files anyway"
+                .to_string()
+        }
+        E::UnknownBackend { .. } => "`inferox doctor` lists the backends".to_string(),
+        E::BackendNotCompiled { feature, .. } => {
+            format!("rebuild with `cargo build --release --features {feature}`")
+        }
+        E::BackendNotInPackage { .. } | E::NoUsableBackend { .. } => {
+            "`inferox inspect PKG` shows the package's backends and `inferox doctor` this binary's; re-import with a binary that has the backend"
+                .to_string()
+        }
+        E::NoImplementation { .. } => {
+            "`inferox list` shows which backends implement each model type".to_string()
+        }
+        E::Input { .. } => {
+            "`inferox inspect PKG` lists the inputs with their dtypes and shapes".to_string()
+        }
+        E::NonFinite { .. } => {
+            "the weights or the inputs are damaged or out of range (check the package with `inferox validate`); LoadOptions::allow_non_finite passes such outputs through"
+                .to_string()
+        }
+        E::TextTooLong { .. } => {
+            "shorten the text, or allow truncation (drop --no-truncate)".to_string()
+        }
+        E::AlreadyExists { .. } => "choose another --output or pass --overwrite".to_string(),
+        E::PackageNotFound { .. } => {
+            "`inferox packages` lists the store; `inferox pull ORG/NAME` adds to it".to_string()
+        }
+        _ => return error.hint(),
+    };
+    Some(hint)
+}
+
 /// Opens a package given by path, or by id from the store.
 pub fn open_package(name: &str) -> anyhow::Result<inferox::Package> {
     match inferox::store::Store::from_env() {

@@ -2,6 +2,7 @@
 
 use super::print_json;
 use anyhow::{Context, bail};
+use inferox::LoadPackage;
 use inferox::manifest::Pooling;
 use inferox::pipeline::cosine;
 use inferox::{DType, Device, EmbedOptions, LoadOptions, LoadedModel, NamedTensors};

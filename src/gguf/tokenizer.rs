@@ -6,8 +6,8 @@
 //! * `llama` (SentencePiece BPE with scores): merges are derived from the scores the way
 //!   transformers converts SentencePiece models, with byte fallback.
 
-use super::{GgufHeader, GgufValue};
 use crate::{Error, Result};
+use inferox_core::gguf::{GgufHeader, GgufValue};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 

@@ -1,3 +1,34 @@
+/// The model types every build registers (describing a model needs no backend), sorted.
+pub fn expected_model_types() -> Vec<String> {
+    [
+        "bert",
+        "camembert",
+        "gpt2",
+        "graph",
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "roberta",
+        "xlm-roberta",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The backends a build with the enabled features must link, most preferred first.
+pub fn expected_backends() -> Vec<String> {
+    [
+        ("candle", cfg!(feature = "candle")),
+        ("torch", cfg!(feature = "torch")),
+        ("tflite", cfg!(feature = "tflite")),
+    ]
+    .iter()
+    .filter(|(_, on)| *on)
+    .map(|(name, _)| name.to_string())
+    .collect()
+}
+
 /// The (model_type, backend) pairs a build with the enabled features must register, sorted.
 /// Shared by the binary's own unit test (src/main.rs) and the CLI test (tests/cli.rs), so that a
 /// registration dropped by the linker fails CI.

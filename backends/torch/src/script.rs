@@ -2,12 +2,12 @@
 //! and return a tensor, a tuple/list of tensors or a dict, so the package's manifest records the
 //! order (`backends.torch.inputs` / `.outputs`); the loader's schema checks still apply by name.
 
-use super::{err, to_host, to_tensor};
-use crate::loader::LoadRequest;
-use crate::manifest::{ArtifactRole, MODEL_INFO_FILE};
-use crate::model::Model;
-use crate::tensor::NamedTensors;
-use crate::{Error, Result};
+use super::{to_host, to_tensor};
+use inferox_core::load::LoadRequest;
+use inferox_core::manifest::{ArtifactRole, MODEL_INFO_FILE};
+use inferox_core::model::Model;
+use inferox_core::tensor::NamedTensors;
+use inferox_core::{Error, Result};
 use tch::{CModule, IValue};
 
 /// A loaded TorchScript module with the manifest's input and output order.
@@ -128,10 +128,9 @@ impl Script {
             })
             .collect()
     }
-}
 
-impl Model for Script {
-    fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
+    /// Runs the module: errors are the backend's, converted once by [`Model::forward`].
+    fn run(&mut self, inputs: &NamedTensors) -> crate::Result<NamedTensors> {
         let _guard = tch::no_grad_guard();
         let args = self
             .inputs
@@ -144,12 +143,18 @@ impl Model for Script {
                 })?;
                 Ok(IValue::Tensor(to_tensor(t, self.device)?))
             })
-            .collect::<Result<Vec<_>>>()?;
-        let value = self.module.forward_is(&args).map_err(err)?;
+            .collect::<crate::Result<Vec<_>>>()?;
+        let value = self.module.forward_is(&args)?;
         let mut out = NamedTensors::new();
         for (name, t) in self.outputs.iter().zip(self.outputs(value)?) {
             out.insert(name.clone(), to_host(&t)?);
         }
         Ok(out)
+    }
+}
+
+impl Model for Script {
+    fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
+        self.run(inputs).map_err(Into::into)
     }
 }

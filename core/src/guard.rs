@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 static GUARDED: AtomicUsize = AtomicUsize::new(0);
 
 /// Runs `f`; a panic inside it becomes `on_panic(message)`.
-pub(crate) fn guarded<T>(
+pub fn guarded<T>(
     f: impl FnOnce() -> crate::Result<T>,
     on_panic: impl FnOnce(String) -> crate::Error,
 ) -> crate::Result<T> {

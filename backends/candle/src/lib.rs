@@ -4,17 +4,19 @@
 
 pub mod decoder;
 pub mod dense;
+mod error;
 pub mod gguf;
 pub mod quant;
+
+pub use error::{Error, Result};
 
 pub use candle_core;
 pub use candle_nn;
 
-use crate::loader::Device;
-use crate::tensor::{DType, HostTensor, TensorData};
-use crate::weights::WeightIndex;
-use crate::{Error, Result};
 use candle_core as candle;
+use inferox_core::load::Device;
+use inferox_core::tensor::{DType, HostTensor, TensorData};
+use inferox_core::weights::WeightIndex;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -46,10 +48,10 @@ impl DisjointOut {
 
 /// Checks a thread count against candle's worker pools, which are sized once per process
 /// from `CANDLE_NUM_THREADS` (or `RAYON_NUM_THREADS`) when first used.
-pub fn threads(n: usize) -> Result<()> {
+pub fn threads(n: usize) -> inferox_core::Result<()> {
     let pool = candle::utils::barrier_pool().n_workers() + 1;
     if n != pool {
-        return Err(Error::InvalidArgument(format!(
+        return Err(inferox_core::Error::InvalidArgument(format!(
             "candle's worker pool runs {pool} threads in this process, not {n}: it is sized once, \
              from CANDLE_NUM_THREADS or RAYON_NUM_THREADS, before the first model runs (the \
              inferox command line's --threads sets both)"
@@ -58,28 +60,22 @@ pub fn threads(n: usize) -> Result<()> {
     Ok(())
 }
 
-/// Converts a candle error into ours.
-pub fn err(e: candle::Error) -> Error {
-    Error::Backend {
-        backend: "candle",
-        message: e.to_string(),
-    }
-}
-
 /// The candle device for `device`, with a clear error when its feature is not compiled in.
 pub fn device(device: Device) -> Result<candle::Device> {
     match device {
         Device::Cpu => Ok(candle::Device::Cpu),
-        Device::Cuda(i) if cfg!(feature = "cuda") => candle::Device::new_cuda(i).map_err(err),
-        Device::Metal(i) if cfg!(feature = "metal") => candle::Device::new_metal(i).map_err(err),
-        Device::Cuda(_) => Err(Error::BackendNotCompiled {
+        Device::Cuda(i) if cfg!(feature = "cuda") => Ok(candle::Device::new_cuda(i)?),
+        Device::Metal(i) if cfg!(feature = "metal") => Ok(candle::Device::new_metal(i)?),
+        Device::Cuda(_) => Err(inferox_core::Error::BackendNotCompiled {
             backend: "candle with CUDA".into(),
             feature: "cuda".into(),
-        }),
-        Device::Metal(_) => Err(Error::BackendNotCompiled {
+        }
+        .into()),
+        Device::Metal(_) => Err(inferox_core::Error::BackendNotCompiled {
             backend: "candle with Metal".into(),
             feature: "metal".into(),
-        }),
+        }
+        .into()),
     }
 }
 
@@ -94,7 +90,9 @@ pub fn dtype(dtype: DType) -> Result<candle::DType> {
         DType::Int32 => candle::DType::I32,
         DType::Uint8 => candle::DType::U8,
         DType::Int8 => {
-            return Err(Error::Unsupported("candle has no int8 tensors".into()));
+            return Err(
+                inferox_core::Error::Unsupported("candle has no int8 tensors".into()).into(),
+            );
         }
     })
 }
@@ -103,22 +101,18 @@ pub fn dtype(dtype: DType) -> Result<candle::DType> {
 /// the schemas promise whatever the compute dtype.
 pub fn to_host(t: &candle::Tensor) -> Result<HostTensor> {
     let shape = t.dims().to_vec();
-    let flat = t.flatten_all().map_err(err)?;
+    let flat = t.flatten_all()?;
     let data = match t.dtype() {
-        candle::DType::I64 => TensorData::Int64(flat.to_vec1().map_err(err)?),
-        candle::DType::I32 => TensorData::Int32(flat.to_vec1().map_err(err)?),
-        candle::DType::U8 => TensorData::Uint8(flat.to_vec1().map_err(err)?),
+        candle::DType::I64 => TensorData::Int64(flat.to_vec1()?),
+        candle::DType::I32 => TensorData::Int32(flat.to_vec1()?),
+        candle::DType::U8 => TensorData::Uint8(flat.to_vec1()?),
         candle::DType::U32 => {
-            let v: Vec<u32> = flat.to_vec1().map_err(err)?;
+            let v: Vec<u32> = flat.to_vec1()?;
             TensorData::Int64(v.into_iter().map(i64::from).collect())
         }
-        _ => TensorData::Float32(
-            flat.to_dtype(candle::DType::F32)
-                .and_then(|f| f.to_vec1())
-                .map_err(err)?,
-        ),
+        _ => TensorData::Float32(flat.to_dtype(candle::DType::F32)?.to_vec1()?),
     };
-    HostTensor::new(shape, data)
+    Ok(HostTensor::new(shape, data)?)
 }
 
 /// Safetensors weights for a candle `VarBuilder`.
@@ -129,14 +123,14 @@ struct Inner {
     index: WeightIndex,
     maps: Vec<memmap2::Mmap>,
     /// The first structured failure seen while the model was being built.
-    failure: Mutex<Option<Error>>,
+    failure: Mutex<Option<inferox_core::Error>>,
 }
 
 impl Weights {
     /// Maps and indexes the weight files (headers are checked against file sizes).
     pub fn open(files: &[PathBuf]) -> Result<Weights> {
         let index = WeightIndex::read(files)?;
-        let maps = crate::weights::map_files(files)?;
+        let maps = inferox_core::weights::map_files(files)?;
         Ok(Weights(Arc::new(Inner {
             index,
             maps,
@@ -171,15 +165,13 @@ impl Weights {
     /// Turns an error from building a model into the most precise error known: a recorded
     /// missing tensor, dtype or shape mismatch, or the candle error itself.
     pub fn explain(&self, e: candle::Error) -> Error {
-        self.0
-            .failure
-            .lock()
-            .ok()
-            .and_then(|mut f| f.take())
-            .unwrap_or_else(|| err(e))
+        match self.0.failure.lock().ok().and_then(|mut f| f.take()) {
+            Some(recorded) => Error::Inferox(recorded),
+            None => Error::Candle(e),
+        }
     }
 
-    fn fail<T>(&self, error: Error) -> candle::Result<T> {
+    fn fail<T>(&self, error: inferox_core::Error) -> candle::Result<T> {
         let message = error.to_string();
         if let Ok(mut slot) = self.0.failure.lock()
             && slot.is_none()
@@ -211,7 +203,7 @@ impl Weights {
             "U32" => candle::DType::U32,
             "U8" => candle::DType::U8,
             other => {
-                return self.fail(Error::TensorDtype {
+                return self.fail(inferox_core::Error::TensorDtype {
                     tensor: name.to_string(),
                     path: inner.index.files[info.file].clone(),
                     expected: format!("{dtype:?}"),
@@ -273,3 +265,15 @@ impl candle_nn::var_builder::SimpleBackend for Weights {
         self.contains(name)
     }
 }
+
+/// The backend's name in packages and on the command line.
+pub const NAME: &str = "candle";
+
+inferox_core::register!(inferox_core::backend::Backend {
+    name: NAME,
+    feature: "candle",
+    preference: 0,
+    description: "pure-Rust tensors (candle); CPU, CUDA with `cuda`, Metal with `metal`",
+    threads,
+    runtime: None,
+});

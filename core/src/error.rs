@@ -1,5 +1,6 @@
 //! The library's error type. Every variant names the file, field, tensor or input at fault, and
-//! [`Error::hint`] says what the user can do about it.
+//! [`Error::hint`] says what the user can do about it, in the library's terms (functions and
+//! option fields; the command line words its own hints in commands and flags).
 
 use std::path::PathBuf;
 
@@ -108,6 +109,10 @@ pub enum Error {
     /// Two registrations share the same (model_type, backend) key.
     #[error("({model_type}, {backend}) is registered more than once")]
     DuplicateRegistration { model_type: String, backend: String },
+    /// The registry tables disagree (a model type or backend registered twice, an
+    /// implementation of a model type nobody describes).
+    #[error("registry: {0}")]
+    Registry(String),
     /// A model config (config.json and the like) could not be understood.
     #[error("{}: malformed config: {message}", path.display())]
     Config { path: PathBuf, message: String },
@@ -260,7 +265,9 @@ impl Error {
         Error::io(path, error)
     }
 
-    /// What the user can do about this error, when there is something to say.
+    /// What the user can do about this error, when there is something to say. It speaks of the
+    /// library's functions and option fields (`ImportOptions::overwrite`, ...), not of a command
+    /// line: an application words the hints for its own interface, as the `inferox` binary does.
     pub fn hint(&self) -> Option<String> {
         let hint = match self {
             Error::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {
@@ -270,7 +277,7 @@ impl Error {
                 "check the file permissions".to_string()
             }
             Error::Json { .. } | Error::Manifest { .. } => {
-                "the file is damaged or was edited by hand; re-create the package with `inferox import`"
+                "the file is damaged or was edited by hand; re-create the package with `inferox::import`"
                     .to_string()
             }
             Error::FormatVersion { .. } => {
@@ -278,10 +285,11 @@ impl Error {
                     .to_string()
             }
             Error::NotAPackage { .. } => {
-                "create a package with `inferox import SRC --output PKG`".to_string()
+                "create a package with `inferox::import` (or `hub::pull` from the Hugging Face hub)"
+                    .to_string()
             }
             Error::MissingFile { .. } | Error::SizeMismatch { .. } | Error::HashMismatch { .. } => {
-                "the package is incomplete or was modified; re-create it with `inferox import`"
+                "the package is incomplete or was modified; re-create it with `inferox::import`"
                     .to_string()
             }
             Error::PathEscape { .. } => {
@@ -289,21 +297,24 @@ impl Error {
                     .to_string()
             }
             Error::UnknownModelType { .. } => {
-                "`inferox list` shows the registered architectures; `inferox import --force` keeps the files anyway"
+                "`registry::model_types()` lists the registered architectures; `ImportOptions::force` imports the files anyway"
                     .to_string()
             }
-            Error::UnknownBackend { .. } => "`inferox doctor` lists the backends".to_string(),
+            Error::UnknownBackend { .. } => {
+                "`backend::names()` lists the backends linked into this build".to_string()
+            }
             Error::BackendNotCompiled { feature, .. } => {
-                format!("rebuild with `cargo build --release --features {feature}`")
+                format!("enable inferox's cargo feature `{feature}` and rebuild (`--features {feature}`)")
             }
             Error::BackendNotInPackage { .. } | Error::NoUsableBackend { .. } => {
-                "`inferox inspect PKG` shows the package's backends and `inferox doctor` this binary's; re-import with a binary that has the backend"
+                "`Package::info().backends` lists the package's backends and `backend::names()` this build's; re-import with a build that has the backend"
                     .to_string()
             }
             Error::NoImplementation { .. } => {
-                "`inferox list` shows which backends implement each model type".to_string()
+                "`registry::implementations_of(model_type, None)` lists the backends that implement a model type"
+                    .to_string()
             }
-            Error::DuplicateRegistration { .. } => {
+            Error::DuplicateRegistration { .. } | Error::Registry(_) => {
                 "two crates register the same architecture; remove one registration".to_string()
             }
             Error::Config { .. } => {
@@ -318,27 +329,29 @@ impl Error {
                     .to_string()
             }
             Error::Input { .. } => {
-                "`inferox inspect PKG` lists the inputs with their dtypes and shapes".to_string()
+                "`Package::info().io` lists the inputs with their dtypes and shapes".to_string()
             }
             Error::Output { .. } => {
                 "this is a bug in the architecture's implementation; please report it".to_string()
             }
             Error::NonFinite { .. } => {
-                "the weights or the inputs are damaged or out of range (check the package with `inferox validate`); LoadOptions::allow_non_finite passes such outputs through"
+                "the weights or the inputs are damaged or out of range (check the package with `Package::verify`); `LoadOptions::allow_non_finite` passes such outputs through"
                     .to_string()
             }
             Error::Tokenizer { .. } => {
                 "the package's tokenizer.json is damaged; re-import the model".to_string()
             }
             Error::TextTooLong { .. } => {
-                "shorten the text, or allow truncation (drop --no-truncate)".to_string()
+                "shorten the text, or allow truncation (`EmbedOptions::truncate`, or the `truncate` argument of `TextPreprocessor::encode`)"
+                    .to_string()
             }
             Error::Npy { .. } => {
                 "write inputs with numpy.save (C order; float32, int64, ... as the schema says)"
                     .to_string()
             }
             Error::AlreadyExists { .. } => {
-                "choose another --output or pass --overwrite".to_string()
+                "choose another destination, or set `ImportOptions::overwrite` (`PullOptions::overwrite` for a pull)"
+                    .to_string()
             }
             Error::NotReplaceable { .. } => {
                 "an overwrite only replaces an inferox package (model_info.json + metadata.json and the files it lists) or an empty directory; choose another destination or move those files away first"
@@ -376,7 +389,7 @@ impl Error {
                 "free some space (or move the cache with HF_HOME) and run again; it resumes".to_string()
             }
             Error::PackageNotFound { .. } => {
-                "`inferox packages` lists the store; `inferox pull ORG/NAME` adds to it".to_string()
+                "`Store::list` lists the store; `hub::pull` adds to it".to_string()
             }
             Error::Offline { .. } => {
                 "run once with network access (unset HF_HUB_OFFLINE), or import a local copy".to_string()
@@ -384,5 +397,80 @@ impl Error {
             _ => return None,
         };
         Some(hint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The library is embedded by applications without a command line: its hints name
+    /// functions and option fields, never an `inferox` command or flag (`--features` is cargo's).
+    #[test]
+    fn hints_speak_library_terms() {
+        let path = PathBuf::from("p");
+        let errors = [
+            Error::Json {
+                path: path.clone(),
+                message: String::new(),
+            },
+            Error::NotAPackage {
+                path: path.clone(),
+                missing: String::new(),
+            },
+            Error::HashMismatch {
+                path: path.clone(),
+                expected: String::new(),
+                found: String::new(),
+            },
+            Error::UnknownModelType {
+                model_type: String::new(),
+                registered: vec![],
+            },
+            Error::UnknownBackend {
+                name: String::new(),
+                known: vec![],
+            },
+            Error::BackendNotCompiled {
+                backend: "torch".into(),
+                feature: "torch".into(),
+            },
+            Error::NoUsableBackend {
+                model_type: String::new(),
+                reasons: vec![],
+            },
+            Error::NoImplementation {
+                model_type: String::new(),
+                backend: String::new(),
+                available: vec![],
+            },
+            Error::Input {
+                name: String::new(),
+                message: String::new(),
+            },
+            Error::NonFinite {
+                name: String::new(),
+                index: 0,
+                value: String::new(),
+            },
+            Error::TextTooLong {
+                index: 0,
+                length: 2,
+                max: 1,
+            },
+            Error::AlreadyExists { path: path.clone() },
+            Error::PackageNotFound {
+                name: String::new(),
+                store: path,
+            },
+        ];
+        for e in errors {
+            let hint = e.hint().unwrap();
+            let flags = hint.replace("--features", "");
+            assert!(
+                !hint.contains("`inferox ") && !flags.contains("--"),
+                "{e:?}: {hint}"
+            );
+        }
     }
 }

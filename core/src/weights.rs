@@ -12,10 +12,17 @@ pub const SAFETENSORS_FILE: &str = "model.safetensors";
 /// File name of the index of a sharded checkpoint.
 pub const SAFETENSORS_INDEX_FILE: &str = "model.safetensors.index.json";
 
+/// Storage types of block-quantized tensors (ggml's names, as GGUF files record them): the
+/// weight types that are not plain numbers.
+pub const QUANTIZED_TYPES: &[&str] = &[
+    "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K",
+];
+
 /// One tensor of a checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorInfo {
-    /// safetensors dtype name (`F32`, `BF16`, `I64`, ...).
+    /// Storage type name: safetensors' (`F32`, `BF16`, `I64`, ...) or, for GGUF, ggml's
+    /// (`F32`, `Q4_K`, ... — see [`QUANTIZED_TYPES`]).
     pub dtype: String,
     /// Shape.
     pub shape: Vec<usize>,
@@ -38,8 +45,7 @@ impl TensorInfo {
 
     /// Whether the tensor holds parameters: floating-point or quantized (GGUF) data.
     pub fn is_parameter(&self) -> bool {
-        self.dtype().is_some_and(DType::is_float)
-            || crate::gguf::QUANTIZED_TYPES.contains(&self.dtype.as_str())
+        self.dtype().is_some_and(DType::is_float) || QUANTIZED_TYPES.contains(&self.dtype.as_str())
     }
 }
 

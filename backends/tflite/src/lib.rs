@@ -6,12 +6,12 @@
 //! The TensorFlow Lite C library is linked at link time (DT_NEEDED, or statically); see
 //! docs/backends.md for how the build finds it.
 
-use crate::loader::LoadRequest;
-use crate::manifest::ArtifactRole;
-use crate::model::Model;
-use crate::schema::{Dim, Quantization, TensorSpec};
-use crate::tensor::{DType, HostTensor, NamedTensors, TensorData};
-use crate::{Error, Result};
+use inferox_core::load::LoadRequest;
+use inferox_core::manifest::ArtifactRole;
+use inferox_core::model::Model;
+use inferox_core::schema::{Dim, Quantization, TensorSpec};
+use inferox_core::tensor::{DType, HostTensor, NamedTensors, TensorData};
+use inferox_core::{Error, Result};
 use std::path::{Path, PathBuf};
 use tflitec::interpreter::{Interpreter, Options};
 use tflitec::model::Model as TfModel;
@@ -216,7 +216,7 @@ pub struct TfLite {
 
 /// Loads the package's `.tflite` artifact.
 pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
-    if req.options.device != crate::Device::Cpu {
+    if req.options.device != inferox_core::Device::Cpu {
         return Err(Error::Unsupported(format!(
             "the tflite backend runs on the CPU, not {}",
             req.options.device
@@ -320,3 +320,15 @@ impl Model for TfLite {
         Ok(out)
     }
 }
+
+/// The backend's name in packages and on the command line.
+pub const NAME: &str = "tflite";
+
+inferox_core::register!(inferox_core::backend::Backend {
+    name: NAME,
+    feature: "tflite",
+    preference: 20,
+    description: "TensorFlow Lite through tflitec; CPU",
+    threads: inferox_core::backend::per_model_threads,
+    runtime: Some(runtime),
+});

@@ -2,9 +2,7 @@
 //! and checked against the file size, backend-agnostically. Backends load the tensor data
 //! themselves. Format: <https://github.com/ggml-org/ggml/blob/master/docs/gguf.md>.
 
-pub mod tokenizer;
-
-use crate::weights::{TensorInfo, WeightIndex};
+use crate::weights::{QUANTIZED_TYPES, TensorInfo, WeightIndex};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::io::{BufReader, Read, Seek};
@@ -120,11 +118,6 @@ fn ggml_type(id: u32) -> Option<(&'static str, u64, u64)> {
         _ => return None,
     })
 }
-
-/// Names of the quantized ggml types (those that are not plain numbers).
-pub const QUANTIZED_TYPES: &[&str] = &[
-    "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K",
-];
 
 /// A tensor as the header describes it.
 #[derive(Clone, Debug, PartialEq)]

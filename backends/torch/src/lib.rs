@@ -5,14 +5,15 @@
 //! libtorch is linked at link time (DT_NEEDED); `scripts/install-libtorch.sh` fetches it and
 //! build.rs gives the binaries an rpath to it (see docs/backends.md).
 
+mod error;
 pub mod script;
 
+pub use error::{Error, Result};
 pub use tch;
 
-use crate::loader::Device;
-use crate::tensor::{DType, HostTensor, TensorData};
-use crate::weights::WeightIndex;
-use crate::{Error, Result};
+use inferox_core::load::Device;
+use inferox_core::tensor::{DType, HostTensor, TensorData};
+use inferox_core::weights::WeightIndex;
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
 
@@ -27,14 +28,6 @@ pub fn runtime() -> String {
     )
 }
 
-/// Converts a tch error into ours.
-pub fn err(e: tch::TchError) -> Error {
-    Error::Backend {
-        backend: "torch",
-        message: e.to_string(),
-    }
-}
-
 /// The libtorch device for `device`; CUDA must be visible to libtorch.
 pub fn device(device: Device) -> Result<tch::Device> {
     match device {
@@ -44,17 +37,19 @@ pub fn device(device: Device) -> Result<tch::Device> {
             if (i as i64) < count {
                 Ok(tch::Device::Cuda(i))
             } else {
-                Err(Error::InvalidArgument(format!(
+                Err(inferox_core::Error::InvalidArgument(format!(
                     "device cuda:{i}: libtorch sees {count} CUDA device(s) \
                      (is the NVIDIA driver installed and the GPU visible?)"
-                )))
+                ))
+                .into())
             }
         }
-        Device::Metal(_) => Err(Error::Unsupported(
+        Device::Metal(_) => Err(inferox_core::Error::Unsupported(
             "the torch backend runs on cpu or cuda; for Apple GPUs use the candle backend built \
              with `--features metal`"
                 .into(),
-        )),
+        )
+        .into()),
     }
 }
 
@@ -90,30 +85,25 @@ pub fn to_tensor(t: &HostTensor, device: tch::Device) -> Result<Tensor> {
         TensorData::Int8(v) => Tensor::f_from_slice(v),
         TensorData::Uint8(v) => Tensor::f_from_slice(v),
         other => {
-            return Err(Error::Unsupported(format!(
+            return Err(inferox_core::Error::Unsupported(format!(
                 "{} host tensors are not passed to the torch backend",
                 other.dtype()
-            )));
+            ))
+            .into());
         }
-    }
-    .map_err(err)?;
-    flat.f_reshape(&shape)
-        .and_then(|t| t.f_to_device(device))
-        .map_err(err)
+    }?;
+    Ok(flat.f_reshape(&shape)?.f_to_device(device)?)
 }
 
 /// Copies a torch tensor to the host. Floating-point outputs are widened to float32, the dtype
 /// the schemas promise whatever the compute dtype.
 pub fn to_host(t: &Tensor) -> Result<HostTensor> {
     let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-    let t = t
-        .f_to_device(tch::Device::Cpu)
-        .and_then(|t| t.f_contiguous())
-        .map_err(err)?;
+    let t = t.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
     let n = t.numel();
     fn copy<T: tch::kind::Element + Default + Clone>(t: &Tensor, n: usize) -> Result<Vec<T>> {
         let mut v = vec![T::default(); n];
-        t.f_copy_data(&mut v, n).map_err(err)?;
+        t.f_copy_data(&mut v, n)?;
         Ok(v)
     }
     let data = match t.kind() {
@@ -121,18 +111,19 @@ pub fn to_host(t: &Tensor) -> Result<HostTensor> {
         Kind::Int => TensorData::Int32(copy(&t, n)?),
         Kind::Int8 => TensorData::Int8(copy(&t, n)?),
         Kind::Uint8 => TensorData::Uint8(copy(&t, n)?),
-        Kind::Bool => TensorData::Uint8(copy(&t.f_to_kind(Kind::Uint8).map_err(err)?, n)?),
+        Kind::Bool => TensorData::Uint8(copy(&t.f_to_kind(Kind::Uint8)?, n)?),
         Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double => {
-            TensorData::Float32(copy(&t.f_to_kind(Kind::Float).map_err(err)?, n)?)
+            TensorData::Float32(copy(&t.f_to_kind(Kind::Float)?, n)?)
         }
         other => {
-            return Err(Error::Backend {
-                backend: "torch",
+            return Err(inferox_core::Error::Backend {
+                backend: NAME,
                 message: format!("the model returned a {other:?} tensor, which has no host dtype"),
-            });
+            }
+            .into());
         }
     };
-    HostTensor::new(shape, data)
+    Ok(HostTensor::new(shape, data)?)
 }
 
 /// Safetensors weights, memory-mapped and copied tensor by tensor into libtorch.
@@ -147,12 +138,13 @@ impl Weights {
     /// Maps and indexes the weight files; floating-point tensors load as `dtype` on `device`.
     pub fn open(files: &[PathBuf], dtype: DType, device: tch::Device) -> Result<Weights> {
         if !dtype.is_float() {
-            return Err(Error::InvalidArgument(format!(
+            return Err(inferox_core::Error::InvalidArgument(format!(
                 "compute dtype must be floating point, not {dtype}"
-            )));
+            ))
+            .into());
         }
         let index = WeightIndex::read(files)?;
-        let maps = crate::weights::map_files(files)?;
+        let maps = inferox_core::weights::map_files(files)?;
         Ok(Weights {
             index,
             maps,
@@ -177,21 +169,21 @@ impl Weights {
         let stored = match DType::from_safetensors(&info.dtype) {
             Some(d) => kind(d),
             None => {
-                return Err(Error::TensorDtype {
+                return Err(inferox_core::Error::TensorDtype {
                     tensor: name.to_string(),
                     path: self.index.files[info.file].clone(),
                     expected: "F32, F16, BF16 or F64".into(),
                     found: info.dtype.clone(),
-                });
+                }
+                .into());
             }
         };
         let bytes = &self.maps[info.file][info.bytes.start as usize..info.bytes.end as usize];
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         // `from_data_size` copies; the copy then moves to the compute dtype and device.
-        Tensor::f_from_data_size(bytes, &dims, stored)
-            .and_then(|t| t.f_to_device(self.device))
-            .and_then(|t| t.f_to_kind(self.kind))
-            .map_err(err)
+        Ok(Tensor::f_from_data_size(bytes, &dims, stored)?
+            .f_to_device(self.device)?
+            .f_to_kind(self.kind)?)
     }
 
     /// `[out, in]` weight and `[out]` bias of a linear layer under `prefix`.
@@ -224,7 +216,7 @@ pub struct Linear {
 impl Linear {
     /// Applies the layer to the last dimension of `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.f_linear(&self.weight, Some(&self.bias)).map_err(err)
+        Ok(x.f_linear(&self.weight, Some(&self.bias))?)
     }
 }
 
@@ -239,13 +231,24 @@ pub struct LayerNorm {
 impl LayerNorm {
     /// Normalises the last dimension of `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.f_layer_norm(
+        Ok(x.f_layer_norm(
             [self.size],
             Some(&self.weight),
             Some(&self.bias),
             self.eps,
             false,
-        )
-        .map_err(err)
+        )?)
     }
 }
+
+/// The backend's name in packages and on the command line.
+pub const NAME: &str = "torch";
+
+inferox_core::register!(inferox_core::backend::Backend {
+    name: NAME,
+    feature: "torch",
+    preference: 10,
+    description: "libtorch through tch; CPU, CUDA when libtorch sees a GPU",
+    threads: inferox_core::backend::per_model_threads,
+    runtime: Some(runtime),
+});

@@ -1,9 +1,9 @@
 //! GGUF weights for candle models: quantized tensors read with candle's GGUF reader, with
 //! errors that name the missing or misshapen tensor and the file.
 
-use super::{candle_core as candle, err};
-use crate::{Error, Result};
+use super::{Result, candle_core as candle};
 use candle::quantized::{QTensor, gguf_file};
+use inferox_core::Error;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
@@ -61,20 +61,21 @@ impl GgufWeights {
                 path: self.path.clone(),
                 expected: shape.to_vec(),
                 found: info.shape.dims().to_vec(),
-            });
+            }
+            .into());
         }
         let mut reader = self.file.borrow_mut();
-        info.read(&mut *reader, self.content.tensor_data_offset, &self.device)
+        let tensor = info
+            .read(&mut *reader, self.content.tensor_data_offset, &self.device)
             .map_err(|e| Error::Weights {
                 path: self.path.clone(),
                 message: format!("tensor `{name}`: {e}"),
-            })
+            })?;
+        Ok(tensor)
     }
 
     /// Tensor `name` dequantized to float32.
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<candle::Tensor> {
-        self.qtensor(name, shape)?
-            .dequantize(&self.device)
-            .map_err(err)
+        Ok(self.qtensor(name, shape)?.dequantize(&self.device)?)
     }
 }

@@ -1,0 +1,275 @@
+//! The [`Generator`]: a batch of sequences advancing together through a [`Decoder`] — prefill,
+//! then one KV-cached step per token — each sampled, detokenised and checked for stop strings
+//! and end tokens on its own.
+
+use super::detokenize::{Detokenize, IncrementalText};
+use super::sampler::{row_rng, sample};
+use super::stop::StopMatcher;
+use super::{FinishReason, Generation, GenerationStats, Sampling};
+use crate::model::{DecodeStep, Decoder};
+use crate::{Error, Result};
+use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// One sequence being generated.
+struct Row {
+    ids: Vec<u32>,
+    prompt_len: usize,
+    text: IncrementalText,
+    stop: StopMatcher,
+    output: String,
+    rng: ChaCha8Rng,
+    finish: Option<FinishReason>,
+}
+
+/// A batch of sequences advancing together (left-padded; finished rows keep feeding their last
+/// token, masked out).
+pub struct Generator<'a> {
+    decoder: &'a mut dyn Decoder,
+    tokenizer: &'a dyn Detokenize,
+    sampling: Sampling,
+    rows: Vec<Row>,
+    mask: Vec<Vec<u8>>,
+    next: Vec<u32>,
+    started: Instant,
+    stats: GenerationStats,
+    first_token_at: Option<Instant>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl<'a> Generator<'a> {
+    /// Prepares generation for `prompts` (token ids; at least one token each).
+    pub fn new(
+        decoder: &'a mut dyn Decoder,
+        tokenizer: &'a dyn Detokenize,
+        prompts: &[Vec<u32>],
+        sampling: Sampling,
+    ) -> Result<Generator<'a>> {
+        if prompts.is_empty() {
+            return Err(Error::InvalidArgument("no prompts given".into()));
+        }
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        if let Some(i) = prompts.iter().position(Vec::is_empty) {
+            return Err(Error::InvalidArgument(format!("prompt {i} has no tokens")));
+        }
+        let vocab = decoder.vocab_size();
+        if let Some(bad) = prompts.iter().flatten().find(|&&t| t as usize >= vocab) {
+            return Err(Error::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        if longest >= decoder.max_positions() {
+            return Err(Error::InvalidArgument(format!(
+                "the prompt has {longest} tokens; the model takes at most {} positions",
+                decoder.max_positions()
+            )));
+        }
+        let mut rows = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Row {
+                ids: p.clone(),
+                prompt_len: p.len(),
+                text: IncrementalText::new(p.len()),
+                stop: StopMatcher::new(sampling.stop.clone()),
+                output: String::new(),
+                rng: row_rng(sampling.seed, i),
+                finish: None,
+            })
+            .collect::<Vec<Row>>();
+        if sampling.max_new_tokens == 0 {
+            // Nothing to generate: every row is done before the model runs.
+            for row in &mut rows {
+                row.finish = Some(FinishReason::Length);
+            }
+        }
+        Ok(Generator {
+            decoder,
+            tokenizer,
+            sampling,
+            rows,
+            mask: Vec::new(),
+            next: Vec::new(),
+            started: Instant::now(),
+            stats: GenerationStats {
+                prompt_tokens: longest,
+                ..Default::default()
+            },
+            first_token_at: None,
+            cancel: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// A flag that stops the generation at the next token when set (from any thread).
+    pub fn cancel_handle(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    /// Whether every sequence has finished.
+    pub fn finished(&self) -> bool {
+        self.rows.iter().all(|r| r.finish.is_some())
+    }
+
+    /// Runs the prompt (first call) or one decoding step; returns the new text of each row.
+    pub fn step(&mut self) -> Result<Vec<String>> {
+        let batch = self.rows.len();
+        if self.finished() {
+            return Ok(vec![String::new(); batch]);
+        }
+        if self.cancel.load(Ordering::Relaxed) {
+            return Ok(self.finish_all(FinishReason::Cancelled));
+        }
+        let logits = if self.mask.is_empty() {
+            self.prefill()?
+        } else {
+            self.decode()?
+        };
+        let vocab = self.decoder.vocab_size();
+        let mut pieces = Vec::with_capacity(batch);
+        self.next.clear();
+        for (row, logits) in self.rows.iter_mut().zip(logits.chunks(vocab)) {
+            if row.finish.is_some() {
+                self.next.push(*row.ids.last().expect("non-empty"));
+                pieces.push(String::new());
+                continue;
+            }
+            let mut logits = logits.to_vec();
+            let token = sample(&mut logits, &row.ids, &self.sampling, &mut row.rng);
+            row.ids.push(token);
+            self.next.push(token);
+            let generated = row.ids.len() - row.prompt_len;
+            let mut piece = String::new();
+            if self.sampling.eos_token_ids.contains(&token) {
+                row.finish = Some(FinishReason::Eos);
+            } else {
+                let text = row.text.next(self.tokenizer, &row.ids)?;
+                let (out, stopped) = row.stop.push(&text);
+                piece = out;
+                if stopped {
+                    row.finish = Some(FinishReason::Stop);
+                } else if generated >= self.sampling.max_new_tokens {
+                    row.finish = Some(FinishReason::Length);
+                } else if row.ids.len() >= self.decoder.max_positions() {
+                    row.finish = Some(FinishReason::Context);
+                }
+            }
+            if row.finish.is_some() {
+                piece.push_str(&row.stop.flush());
+            }
+            row.output.push_str(&piece);
+            self.stats.generated_tokens += 1;
+            pieces.push(piece);
+        }
+        let now = Instant::now();
+        if self.first_token_at.is_none() {
+            self.first_token_at = Some(now);
+            self.stats.time_to_first_token = (now - self.started).as_secs_f64();
+        } else if let Some(first) = self.first_token_at {
+            self.stats.decode_seconds = (now - first).as_secs_f64();
+        }
+        Ok(pieces)
+    }
+
+    fn prefill(&mut self) -> Result<Vec<f32>> {
+        let longest = self.stats.prompt_tokens;
+        let batch = self.rows.len();
+        let mut tokens = Vec::with_capacity(batch * longest);
+        self.mask = Vec::with_capacity(batch);
+        for row in &self.rows {
+            let pad = longest - row.prompt_len;
+            tokens.extend(std::iter::repeat_n(row.ids[0], pad));
+            tokens.extend_from_slice(&row.ids);
+            let mut m = vec![0u8; pad];
+            m.extend(std::iter::repeat_n(1u8, row.prompt_len));
+            self.mask.push(m);
+        }
+        let flat_mask: Vec<u8> = self.mask.concat();
+        let positions = crate::model::positions_from_mask(&flat_mask, batch, &[]);
+        self.decoder.reset();
+        let start = Instant::now();
+        let logits = self.decoder.step(&DecodeStep {
+            tokens: &tokens,
+            batch,
+            positions: &positions,
+            mask: &flat_mask,
+            all_positions: false,
+        })?;
+        self.stats.prompt_seconds = start.elapsed().as_secs_f64();
+        finite(logits)
+    }
+
+    fn decode(&mut self) -> Result<Vec<f32>> {
+        let batch = self.rows.len();
+        let mut positions = Vec::with_capacity(batch);
+        for (row, mask) in self.rows.iter().zip(self.mask.iter_mut()) {
+            positions.push(mask.iter().filter(|&&m| m != 0).count() as u32);
+            mask.push(u8::from(row.finish.is_none()));
+        }
+        let flat_mask: Vec<u8> = self.mask.concat();
+        let next = std::mem::take(&mut self.next);
+        finite(self.decoder.step(&DecodeStep {
+            tokens: &next,
+            batch,
+            positions: &positions,
+            mask: &flat_mask,
+            all_positions: false,
+        })?)
+    }
+
+    /// Ends every unfinished row with `reason`; returns the text each one still held.
+    pub(super) fn finish_all(&mut self, reason: FinishReason) -> Vec<String> {
+        self.rows
+            .iter_mut()
+            .map(|row| {
+                if row.finish.is_some() {
+                    return String::new();
+                }
+                row.finish = Some(reason);
+                let rest = row.stop.flush();
+                row.output.push_str(&rest);
+                rest
+            })
+            .collect()
+    }
+
+    /// The statistics so far.
+    pub fn stats(&self) -> &GenerationStats {
+        &self.stats
+    }
+
+    /// Runs to the end and returns every row's generation.
+    pub fn run(mut self) -> Result<Vec<Generation>> {
+        while !self.finished() {
+            self.step()?;
+        }
+        Ok(self.into_generations())
+    }
+
+    /// The generations of every row (call when finished).
+    pub fn into_generations(self) -> Vec<Generation> {
+        let stats = self.stats;
+        self.rows
+            .into_iter()
+            .map(|row| Generation {
+                text: row.output,
+                token_ids: row.ids[row.prompt_len..].to_vec(),
+                finish_reason: row.finish.unwrap_or(FinishReason::Cancelled),
+                stats: stats.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Logits with NaN or infinity would be sampled into garbage: they are an error.
+fn finite(logits: Vec<f32>) -> Result<Vec<f32>> {
+    match logits.iter().position(|x| !x.is_finite()) {
+        None => Ok(logits),
+        Some(index) => Err(Error::NonFinite {
+            name: "logits".into(),
+            index,
+            value: logits[index].to_string(),
+        }),
+    }
+}

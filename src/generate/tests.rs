@@ -1,0 +1,274 @@
+//! The generator end to end on a fake decoder and a fake tokenizer: no model, no tokenizer file.
+
+use super::*;
+use crate::model::{DecodeStep, Decoder};
+use crate::{Error, Result};
+
+/// The fake vocabulary: id `i` is `WORDS[i]`; id 0 is the end token (a special token, so
+/// decoding skips it).
+const WORDS: [&str; 8] = ["</s>", "Hello", " world", ",", " how", " are", " you", "?"];
+const EOS: u32 = 0;
+
+/// The scripted continuation: each word is followed by the next, "?" by the end token.
+fn next_after(token: u32) -> u32 {
+    match token {
+        1..=6 => token + 1,
+        _ => EOS,
+    }
+}
+
+/// Decodes by concatenating the words, the end token skipped.
+struct Words;
+
+impl Detokenize for Words {
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        ids.iter()
+            .filter(|&&id| id != EOS)
+            .map(|&id| {
+                WORDS
+                    .get(id as usize)
+                    .copied()
+                    .ok_or_else(|| Error::InvalidArgument(format!("no token {id}")))
+            })
+            .collect()
+    }
+}
+
+/// A decoder whose logits always favour the scripted successor of each row's last real token.
+/// It checks what a real one relies on: the mask covers the cache and the new tokens, each real
+/// token's position is the count of real tokens before it, and the last position of a row that
+/// is still generating is a real token (so left padding); a padded last position gets flat
+/// logits, which greedy decoding reads as the end token.
+struct FakeDecoder {
+    max_positions: usize,
+    /// The real (unmasked) tokens each row has seen.
+    rows: Vec<Vec<u32>>,
+    cached: usize,
+}
+
+impl FakeDecoder {
+    fn new(max_positions: usize) -> Self {
+        FakeDecoder {
+            max_positions,
+            rows: Vec::new(),
+            cached: 0,
+        }
+    }
+}
+
+impl Decoder for FakeDecoder {
+    fn vocab_size(&self) -> usize {
+        WORDS.len()
+    }
+
+    fn max_positions(&self) -> usize {
+        self.max_positions
+    }
+
+    fn cached(&self) -> usize {
+        self.cached
+    }
+
+    fn reset(&mut self) {
+        self.rows.clear();
+        self.cached = 0;
+    }
+
+    fn step(&mut self, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
+        let (batch, seq, vocab) = (step.batch, step.seq(), WORDS.len());
+        if self.rows.is_empty() {
+            self.rows = vec![Vec::new(); batch];
+        }
+        let width = self.cached + seq;
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        if self.rows.len() != batch
+            || step.tokens.len() != batch * seq
+            || step.positions.len() != batch * seq
+            || step.mask.len() != batch * width
+        {
+            return bad(format!(
+                "batch {batch}, {} tokens, {} positions, mask of {} after {} cached",
+                step.tokens.len(),
+                step.positions.len(),
+                step.mask.len(),
+                self.cached
+            ));
+        }
+        let mut logits = vec![0f32; batch * vocab];
+        for (b, row) in self.rows.iter_mut().enumerate() {
+            let mask = &step.mask[b * width + self.cached..(b + 1) * width];
+            for (j, &m) in mask.iter().enumerate() {
+                if m == 0 {
+                    continue;
+                }
+                let position = step.positions[b * seq + j];
+                if position as usize != row.len() {
+                    return bad(format!(
+                        "row {b}: token {j} at position {position}, not {}",
+                        row.len()
+                    ));
+                }
+                row.push(step.tokens[b * seq + j]);
+            }
+            if mask[seq - 1] != 0 {
+                let next = next_after(*row.last().expect("a real token"));
+                logits[b * vocab + next as usize] = 10.0;
+            }
+        }
+        self.cached = width;
+        Ok(logits)
+    }
+}
+
+fn sampling(max_new_tokens: usize, stop: &[&str]) -> Sampling {
+    Sampling::resolve(
+        &GenerateOptions {
+            max_new_tokens: Some(max_new_tokens),
+            stop: stop.iter().map(|s| s.to_string()).collect(),
+            eos_token_ids: Some(vec![EOS]),
+            ..Default::default()
+        },
+        None,
+    )
+    .unwrap()
+}
+
+fn generate(prompts: &[Vec<u32>], sampling: Sampling) -> Vec<Generation> {
+    let mut decoder = FakeDecoder::new(64);
+    Generator::new(&mut decoder, &Words, prompts, sampling)
+        .unwrap()
+        .run()
+        .unwrap()
+}
+
+#[test]
+fn greedy_generation_follows_the_script_and_stops_at_eos() {
+    let g = generate(&[vec![1]], sampling(32, &[])).remove(0);
+    assert_eq!(g.token_ids, [2, 3, 4, 5, 6, 7, EOS]);
+    assert_eq!(g.text, " world, how are you?");
+    assert_eq!(g.finish_reason, FinishReason::Eos);
+    assert_eq!((g.stats.prompt_tokens, g.stats.generated_tokens), (1, 7));
+}
+
+#[test]
+fn eos_is_whichever_ids_the_options_name() {
+    // With "?" as the end token the generation ends there, and the end token is not text.
+    let s = Sampling {
+        eos_token_ids: vec![7],
+        ..sampling(32, &[])
+    };
+    let g = generate(&[vec![1]], s).remove(0);
+    assert_eq!(g.token_ids, [2, 3, 4, 5, 6, 7]);
+    assert_eq!(g.text, " world, how are you");
+    assert_eq!(g.finish_reason, FinishReason::Eos);
+}
+
+#[test]
+fn max_new_tokens_ends_the_generation() {
+    let g = generate(&[vec![1]], sampling(3, &[])).remove(0);
+    assert_eq!(g.token_ids, [2, 3, 4]);
+    assert_eq!(g.text, " world, how");
+    assert_eq!(g.finish_reason, FinishReason::Length);
+    let g = generate(&[vec![1]], sampling(0, &[])).remove(0);
+    assert_eq!((g.token_ids.len(), g.text.as_str()), (0, ""));
+    assert_eq!(g.finish_reason, FinishReason::Length);
+}
+
+#[test]
+fn the_context_limit_ends_the_generation() {
+    let mut decoder = FakeDecoder::new(4);
+    let g = Generator::new(&mut decoder, &Words, &[vec![1]], sampling(32, &[]))
+        .unwrap()
+        .run()
+        .unwrap()
+        .remove(0);
+    assert_eq!(g.token_ids, [2, 3, 4]);
+    assert_eq!(g.finish_reason, FinishReason::Context);
+    let mut decoder = FakeDecoder::new(2);
+    assert!(Generator::new(&mut decoder, &Words, &[vec![1, 2]], sampling(32, &[])).is_err());
+}
+
+#[test]
+fn stop_strings_cut_the_text() {
+    // A stop string inside one token.
+    let g = generate(&[vec![1]], sampling(32, &[" are"])).remove(0);
+    assert_eq!(g.text, " world, how");
+    assert_eq!(g.token_ids, [2, 3, 4, 5]);
+    assert_eq!(g.finish_reason, FinishReason::Stop);
+    // One spanning two tokens: " how" is held back until " are" completes it.
+    let g = generate(&[vec![1]], sampling(32, &["how a"])).remove(0);
+    assert_eq!(g.text, " world, ");
+    assert_eq!(g.finish_reason, FinishReason::Stop);
+    // A prefix of a stop string that never completes is given back at the end.
+    let g = generate(&[vec![1]], sampling(32, &["?!"])).remove(0);
+    assert_eq!(g.text, " world, how are you?");
+    assert_eq!(g.finish_reason, FinishReason::Eos);
+}
+
+#[test]
+fn a_left_padded_batch_gives_each_prompt_its_own_continuation() {
+    let prompts = [vec![1], vec![3, 4]];
+    let batch = generate(&prompts, sampling(32, &[]));
+    assert_eq!(batch.len(), 2);
+    assert_eq!(batch[0].text, " world, how are you?");
+    assert_eq!(batch[0].token_ids, [2, 3, 4, 5, 6, 7, EOS]);
+    assert_eq!(batch[1].text, " are you?");
+    assert_eq!(batch[1].token_ids, [5, 6, 7, EOS]);
+    assert!(batch.iter().all(|g| g.finish_reason == FinishReason::Eos));
+    assert_eq!(batch[0].stats.generated_tokens, 7 + 4);
+    // The same as each prompt alone.
+    for (prompt, batched) in prompts.iter().zip(&batch) {
+        let alone = generate(std::slice::from_ref(prompt), sampling(32, &[])).remove(0);
+        assert_eq!(alone.text, batched.text);
+        assert_eq!(alone.token_ids, batched.token_ids);
+    }
+}
+
+#[test]
+fn streamed_pieces_concatenate_to_the_final_text() {
+    let mut decoder = FakeDecoder::new(64);
+    let generator = Generator::new(&mut decoder, &Words, &[vec![1]], sampling(32, &[])).unwrap();
+    let mut stream = TextStream::new(generator);
+    let pieces: Vec<String> = stream.by_ref().collect::<Result<_>>().unwrap();
+    assert_eq!(pieces, [" world", ",", " how", " are", " you", "?"]);
+    let g = stream.into_generation();
+    assert_eq!(pieces.concat(), g.text);
+    assert_eq!(g.finish_reason, FinishReason::Eos);
+
+    // With a stop string, held-back text is streamed once it is known not to stop.
+    let mut decoder = FakeDecoder::new(64);
+    let generator = Generator::new(
+        &mut decoder,
+        &Words,
+        &[vec![1]],
+        sampling(32, &["how?", "you"]),
+    )
+    .unwrap();
+    let mut stream = TextStream::new(generator);
+    let pieces: Vec<String> = stream.by_ref().collect::<Result<_>>().unwrap();
+    let g = stream.into_generation();
+    // " how" holds back "how" (it could start "how?"), released with " are"; " you" gives its
+    // space and stops.
+    assert_eq!(pieces, [" world", ",", " ", "how are", " "]);
+    assert_eq!(pieces.concat(), g.text);
+    assert_eq!(g.text, " world, how are ");
+    assert_eq!(g.finish_reason, FinishReason::Stop);
+}
+
+#[test]
+fn a_cancelled_stream_ends_without_text() {
+    let mut decoder = FakeDecoder::new(64);
+    let generator = Generator::new(&mut decoder, &Words, &[vec![1]], sampling(32, &[])).unwrap();
+    let mut stream = TextStream::new(generator);
+    assert_eq!(stream.next().unwrap().unwrap(), " world");
+    stream
+        .cancel_handle()
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(stream.next().is_none());
+    let g = stream.into_generation();
+    assert_eq!(
+        (g.text.as_str(), g.finish_reason),
+        (" world", FinishReason::Cancelled)
+    );
+    assert_eq!(g.token_ids, [2]);
+}
