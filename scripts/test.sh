@@ -35,9 +35,16 @@ check_binary() {
 }
 
 run_default() {
-  echo "== tests: default features (candle)"
+  echo "== tests: default features (candle): the facade, core, candle backend, architectures"
   scripts/fetch-models.sh all
   cargo test "$@"
+  echo "-- the library as an app embeds it (candle, no cli/hub) builds no CLI or HTTP crates"
+  local deps
+  deps="$(cargo tree -p inferox --no-default-features --features candle -e normal --prefix none)"
+  if grep -E '^(anyhow|clap|hf-hub|indicatif|mimalloc|ureq) ' <<<"$deps"; then
+    echo "error: inferox with only the candle feature depends on the crates above" >&2
+    exit 1
+  fi
 }
 
 run_torch() {
@@ -47,20 +54,21 @@ run_torch() {
   export LIBTORCH
   # The library's unit tests and the CLI test again (the registry gains torch entries), then
   # the cross-backend tests.
-  cargo test --features torch --lib --test cli --test torch "$@"
+  cargo test -p inferox --features torch --lib --test cli --test torch --test readme "$@"
+  cargo test -p inferox-torch "$@"
   check_binary torch libtorch_cpu.so
 }
 
 run_tflite() {
   echo "== tests: tflite (shared libtensorflowlite_c)"
   eval "$(scripts/tflite-env.sh)"
-  cargo test --features tflite --lib --test cli --test tflite "$@"
+  cargo test -p inferox --features tflite --lib --test cli --test tflite --test readme "$@"
   check_binary tflite libtensorflowlite_c.so
   echo "== tests: tflite (static TensorFlow Lite)"
   eval "$(scripts/tflite-env.sh --static)"
   # tflitec's build script copies the library it was given; make it look again.
   cargo clean -p tflitec >/dev/null 2>&1
-  cargo test --features tflite --test tflite "$@"
+  cargo test -p inferox --features tflite --test tflite "$@"
   check_binary tflite '!libtensorflowlite_c.so'
   cargo clean -p tflitec >/dev/null 2>&1
 }

@@ -1,5 +1,6 @@
-//! Records the libtorch that torch-sys linked (its version and directory), for the runtime report.
-//! The binaries' rpath to it is set by the `inferox` crate's build script, which links them.
+//! Records the libtorch that torch-sys linked (its version and directory), for the runtime
+//! report, and gives this crate's test binary an rpath to it (the `inferox` crate's build script
+//! does the same for the binaries users run).
 
 fn main() {
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
@@ -9,6 +10,7 @@ fn main() {
             .map_or_else(|| "(version unknown)".to_string(), |v| v.trim().to_string());
         println!("cargo:rustc-env=INFEROX_LIBTORCH_VERSION={version}");
         println!("cargo:rustc-env=INFEROX_LIBTORCH_LIB={dir}");
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
     } else {
         println!("cargo:rustc-env=INFEROX_LIBTORCH_VERSION=(version unknown)");
         println!("cargo:rustc-env=INFEROX_LIBTORCH_LIB=(unknown)");
