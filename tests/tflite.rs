@@ -43,6 +43,14 @@ fn schema_is_read_from_the_model() {
         );
         let reference: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+        // The manifest records a quantized graph's quantization: the dtype of its first
+        // quantized tensor, as the reference lists them (inputs, then outputs).
+        let quantized = ["inputs", "outputs"]
+            .iter()
+            .flat_map(|k| reference[*k].as_array().unwrap())
+            .find(|r| r["scale"].as_f64().is_some())
+            .map(|r| dtype(r["dtype"].as_str().unwrap()).to_string());
+        assert_eq!(info.backends["tflite"].quantization, quantized, "{name}");
         for (specs, refs) in [
             (&info.io.inputs, &reference["inputs"]),
             (&info.io.outputs, &reference["outputs"]),

@@ -57,3 +57,73 @@ pub fn names() -> Vec<&'static str> {
 pub fn per_model_threads(_: usize) -> Result<()> {
     Ok(())
 }
+
+/// Defines a backend crate's `Error` and `Result`: the runtime's errors and inferox's own side
+/// by side, so that `?` works on both inside models built on that runtime, and one conversion
+/// into [`crate::Error`] at the boundary (a registry loader, a `Model` or `Decoder` method)
+/// turns a runtime error into [`crate::Error::Backend`] and hands inferox's errors through
+/// unchanged. (A crate may not implement `From<runtime error> for inferox_core::Error` itself:
+/// both types are foreign to it.)
+///
+/// `backend_error!(Candle(candle_core::Error), crate::NAME);` in the backend crate's root
+/// or an `error` module.
+#[macro_export]
+macro_rules! backend_error {
+    ($variant:ident($runtime:ty), $name:expr) => {
+        /// An error inside this backend or a model built on it.
+        #[derive(Debug)]
+        pub enum Error {
+            /// The runtime failed.
+            $variant($runtime),
+            /// An inferox error (a missing tensor, a bad input, ...), kept as it is.
+            Inferox($crate::Error),
+        }
+
+        /// Result alias for this backend and the models built on it.
+        pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+        impl From<$runtime> for Error {
+            fn from(e: $runtime) -> Self {
+                Error::$variant(e)
+            }
+        }
+
+        impl From<$crate::Error> for Error {
+            fn from(e: $crate::Error) -> Self {
+                Error::Inferox(e)
+            }
+        }
+
+        impl From<Error> for $crate::Error {
+            fn from(e: Error) -> Self {
+                match e {
+                    Error::$variant(e) => $crate::Error::Backend {
+                        backend: $name,
+                        message: e.to_string(),
+                    },
+                    Error::Inferox(e) => e,
+                }
+            }
+        }
+
+        impl std::fmt::Display for Error {
+            /// As the inferox error it becomes.
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match self {
+                    Error::$variant(e) => write!(f, "{} backend: {e}", $name),
+                    Error::Inferox(e) => e.fmt(f),
+                }
+            }
+        }
+
+        impl std::error::Error for Error {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                match self {
+                    // The runtime's error is already in the message, as in the converted error.
+                    Error::$variant(_) => None,
+                    Error::Inferox(e) => e.source(),
+                }
+            }
+        }
+    };
+}

@@ -61,10 +61,7 @@ pub(super) fn read(
         artifacts,
         shared: shared_files(dir)?,
         generated: Vec::new(),
-        provenance: options
-            .provenance
-            .clone()
-            .unwrap_or_else(|| source.provenance.clone()),
+        provenance: source.provenance(options),
         architectures: architectures(&config),
         labels: labels(&config, &config_path)?,
         sentence: None,

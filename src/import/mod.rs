@@ -281,11 +281,20 @@ fn plan(
             }
         }
     }
+    // A quantized graph says so in its schema (int8 tensors with a scale and zero point).
+    let quantization = model.quantization.clone().or_else(|| {
+        info.io
+            .inputs
+            .iter()
+            .chain(&info.io.outputs)
+            .find(|t| t.quantization.is_some())
+            .map(|t| t.dtype.to_string())
+    });
     for implementation in &implementations {
         info.backends.insert(
             implementation.backend.to_string(),
             BackendArtifacts {
-                quantization: model.quantization.clone(),
+                quantization: quantization.clone(),
                 ..BackendArtifacts::new(model.format, artifacts.clone(), model.dtype)
             },
         );

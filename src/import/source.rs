@@ -55,7 +55,17 @@ const SHARED_FILES: &[&str] = &[
 /// A directory to import and where it came from.
 pub(super) struct SourceDir {
     pub dir: PathBuf,
-    pub provenance: Provenance,
+    provenance: Provenance,
+}
+
+impl SourceDir {
+    /// What to record as the package's provenance: the caller's, else where the source is.
+    pub fn provenance(&self, options: &ImportOptions) -> Provenance {
+        options
+            .provenance
+            .clone()
+            .unwrap_or_else(|| self.provenance.clone())
+    }
 }
 
 /// Most entries a source directory may hold (a model directory holds a few dozen).

@@ -4,67 +4,12 @@
 //! [`Decoder`](inferox_core::model::Decoder) method) turns a candle error into
 //! [`inferox_core::Error::Backend`] and hands inferox's errors through unchanged.
 
-use candle_core as candle;
-
-/// An error inside the candle backend or a model built on it.
-#[derive(Debug)]
-pub enum Error {
-    /// candle failed.
-    Candle(candle::Error),
-    /// An inferox error (a missing tensor, a bad input, ...), kept as it is.
-    Inferox(inferox_core::Error),
-}
-
-/// Result alias for the candle backend and the models built on it.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl From<candle::Error> for Error {
-    fn from(e: candle::Error) -> Self {
-        Error::Candle(e)
-    }
-}
-
-impl From<inferox_core::Error> for Error {
-    fn from(e: inferox_core::Error) -> Self {
-        Error::Inferox(e)
-    }
-}
-
-impl From<Error> for inferox_core::Error {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::Candle(e) => inferox_core::Error::Backend {
-                backend: crate::NAME,
-                message: e.to_string(),
-            },
-            Error::Inferox(e) => e,
-        }
-    }
-}
-
-impl std::fmt::Display for Error {
-    /// As the [`inferox_core::Error`] it becomes.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::Candle(e) => write!(f, "{} backend: {e}", crate::NAME),
-            Error::Inferox(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            // The candle error is already in the message (as it is in the converted error).
-            Error::Candle(_) => None,
-            Error::Inferox(e) => e.source(),
-        }
-    }
-}
+inferox_core::backend_error!(Candle(candle_core::Error), crate::NAME);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core as candle;
 
     #[test]
     fn converts_at_the_boundary() {
