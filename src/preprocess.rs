@@ -182,6 +182,11 @@ impl TextPreprocessor {
         self.tokenizer.id_to_token(id)
     }
 
+    /// Text of `ids`, special tokens skipped.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        tokenizer_call(&self.path, || self.tokenizer.decode(ids, true))
+    }
+
     /// Encodes a batch of texts into the schema's inputs.
     pub fn encode(&mut self, texts: &[&str], truncate: bool) -> Result<Encoded> {
         if texts.is_empty() {
@@ -237,11 +242,5 @@ impl TextPreprocessor {
             truncated,
             left_padded: self.left_padded,
         })
-    }
-}
-
-impl crate::generate::Detokenize for TextPreprocessor {
-    fn decode(&self, ids: &[u32]) -> Result<String> {
-        tokenizer_call(&self.path, || self.tokenizer.decode(ids, true))
     }
 }

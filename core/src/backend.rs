@@ -16,7 +16,7 @@ pub struct Backend {
     pub preference: u32,
     /// What it runs on.
     pub description: &'static str,
-    /// Applies [`LoadOptions::threads`](crate::load::LoadOptions::threads) before a load, or
+    /// Applies the load options' thread count (`LoadOptions::threads`) before a load, or
     /// says why it cannot.
     pub threads: fn(usize) -> Result<()>,
     /// What the linked runtime reports about itself (version, devices), when it can say.

@@ -11,6 +11,7 @@
 //! type and no backend". The `inferox` crate is the facade users depend on.
 
 mod error;
+mod paths;
 
 pub mod backend;
 pub mod files;

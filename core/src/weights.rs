@@ -201,7 +201,7 @@ impl WeightIndex {
             shards.dedup();
             let mut files = Vec::new();
             for shard in shards {
-                crate::package::check_relative("weight_map", &shard)?;
+                crate::paths::check_relative("weight_map", &shard)?;
                 let path = dir.join(&shard);
                 if !path.is_file() {
                     return Err(Error::Import {

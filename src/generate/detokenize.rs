@@ -2,12 +2,19 @@
 //! turns a growing id sequence into the pieces of text each new token adds.
 
 use crate::Result;
+use crate::preprocess::TextPreprocessor;
 
 /// Decodes token ids to text; the tokenizer side of generation (implemented by
 /// [`TextPreprocessor`](crate::preprocess::TextPreprocessor), and by fakes in tests).
 pub trait Detokenize {
     /// Text of `ids`, special tokens skipped.
     fn decode(&self, ids: &[u32]) -> Result<String>;
+}
+
+impl Detokenize for TextPreprocessor {
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        TextPreprocessor::decode(self, ids)
+    }
 }
 
 /// Emits text as tokens arrive, never splitting a UTF-8 character or a merge that later tokens

@@ -2,10 +2,10 @@
 //! is present with its recorded size, and that no path leaves the package. [`Package::verify`]
 //! also checks the sha256 of every file.
 
-mod paths;
 mod writer;
 
-pub use paths::check_relative;
+use crate::paths;
+pub use crate::paths::check_relative;
 pub use writer::{PackageWriter, check_replaceable};
 
 use crate::files::{hash_file, read_json};

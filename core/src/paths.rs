@@ -1,5 +1,5 @@
-//! Manifest paths must stay inside the package: no absolute paths, no `..`, no symlink that
-//! leads out.
+//! Paths named by manifests and indexes must stay inside their root: no absolute paths, no `..`,
+//! no symbolic link that leads out.
 
 use crate::{Error, Result};
 use std::path::{Component, Path, PathBuf};
