@@ -71,10 +71,7 @@ impl Hub {
             .file_name()
             .expect("a ref has a name")
             .to_string_lossy();
-        // Unique to this process and call: two pulls (or threads) may write the same ref.
-        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = dir.join(format!(".{name}.tmp-{}-{call}", std::process::id()));
+        let tmp = temporary(dir, &name, "tmp");
         std::fs::write(&tmp, commit).map_err(|e| Error::write(&path, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
@@ -131,6 +128,14 @@ pub(super) fn snapshot_source(
     }
 }
 
+/// A name in `dir` for a temporary beside `name`, unique to this process and call: two pulls,
+/// in two processes or two threads of one, may write the same ref or snapshot link at once.
+fn temporary(dir: &Path, name: &str, what: &str) -> PathBuf {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.join(format!(".{name}.{what}-{}-{call}", std::process::id()))
+}
+
 /// `snapshots/<commit>/<file>` → `../../blobs/<etag>`, as the Hugging Face cache lays it out;
 /// made under a temporary name and renamed into place, so a reader never sees it half made.
 pub(super) fn link(blob: &Path, snapshot: &Path) -> Result<()> {
@@ -140,8 +145,7 @@ pub(super) fn link(blob: &Path, snapshot: &Path) -> Result<()> {
         .file_name()
         .expect("snapshot files have a name")
         .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.link-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
+    let tmp = temporary(dir, &name, "link");
     #[cfg(unix)]
     {
         let depth = snapshot
@@ -162,5 +166,42 @@ pub(super) fn link(blob: &Path, snapshot: &Path) -> Result<()> {
     }
     #[cfg(not(unix))]
     std::fs::copy(blob, &tmp).map_err(|e| Error::write(snapshot, e))?;
-    std::fs::rename(&tmp, snapshot).map_err(|e| Error::write(snapshot, e))
+    std::fs::rename(&tmp, snapshot).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::write(snapshot, e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the link's temporary name was unique per process only, so two threads
+    /// linking the same snapshot file removed or renamed each other's temporary (a pull failed
+    /// now and then in tests/hub.rs `concurrent_pulls_do_not_corrupt_each_other`).
+    #[test]
+    fn threads_link_the_same_snapshot_file_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("models--o--n/blobs/abc");
+        std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
+        std::fs::write(&blob, b"weights").unwrap();
+        let snapshot = dir
+            .path()
+            .join("models--o--n/snapshots/0123/model.safetensors");
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        link(&blob, &snapshot).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(std::fs::read(&snapshot).unwrap(), b"weights");
+        let left: Vec<_> = std::fs::read_dir(snapshot.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["model.safetensors"], "no temporary is left behind");
+    }
 }
