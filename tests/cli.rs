@@ -81,6 +81,15 @@ fn list_shows_every_registration_linked_into_the_binary() {
         table.contains("bert") && table.contains("feature-extraction"),
         "{table}"
     );
+    // The README's table, as this build's registry has it.
+    let markdown = ok(&["list", "--markdown"]);
+    assert!(
+        markdown.starts_with("| model_type | family | tasks | GGUF | candle | torch | tflite |")
+            && markdown.contains(
+                "| `llama` | decoder-only | text-generation | llama | safetensors, gguf |"
+            ),
+        "{markdown}"
+    );
 }
 
 #[test]
