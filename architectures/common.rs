@@ -120,8 +120,9 @@ pub const MAX_POSITIONS: usize = 1 << 28;
 
 /// Checks the numbers of a config against the checkpoint they describe, before anything is
 /// sized by them: layer counts against the layers present, sizes against tensor shapes.
-/// Errors are [`Error::Config`] naming the config file and the field (or
-/// [`Error::MissingTensor`] when the tensor that would tell is absent).
+/// Errors are [`Error::Config`](inferox_core::Error::Config) naming the config file and the
+/// field (or [`Error::MissingTensor`](inferox_core::Error::MissingTensor) when the tensor that
+/// would tell is absent).
 pub struct ConfigCheck<'a> {
     /// The file the config came from (config.json, or the GGUF file).
     pub path: &'a std::path::Path,

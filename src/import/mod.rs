@@ -1,14 +1,14 @@
 //! Import: a model becomes a package, through one pipeline whatever the source.
 //!
-//! 1. [`source`] says what `src` is — a Hugging Face model directory, a snapshot or entry in a
+//! 1. `source` says what `src` is — a Hugging Face model directory, a snapshot or entry in a
 //!    Hugging Face cache, a GGUF file, a directory holding a TensorFlow Lite graph — and where it
 //!    came from.
-//! 2. The reader of that kind ([`hf`], [`gguf`], [`graph`]) turns it into a [`SourceModel`]:
+//! 2. The reader of that kind (`hf`, `gguf`, `graph`) turns it into a `SourceModel`:
 //!    the model type, its config and weights, the files that become artifacts and shared files,
 //!    and what only that format knows (sentence-transformers modules, GGUF metadata, ...).
-//! 3. [`plan`] is the same for every source: the registry's model type derives the I/O schema,
+//! 3. `plan` is the same for every source: the registry's model type derives the I/O schema,
 //!    every linked implementation that reads the format gets the artifacts, and the manifest is
-//!    filled in. A TorchScript export ([`torchscript`]) can be added as another backend.
+//!    filled in. A TorchScript export (`torchscript`) can be added as another backend.
 //! 4. The package is written atomically ([`PackageWriter`]).
 
 mod gguf;
