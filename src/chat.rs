@@ -162,8 +162,7 @@ impl LoadedModel {
                         .into(),
                 )
             })?;
-        let path = self.package.file(&template_path)?;
-        let template = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let template = self.package.file(&template_path)?.read_to_string()?;
         let generation = info.generation.clone().unwrap_or_default();
         let pre = self.preprocessor()?;
         let token = |id: Option<u32>| id.and_then(|i| pre.token_text(i)).unwrap_or_default();

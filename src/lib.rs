@@ -43,8 +43,8 @@ pub mod store;
 pub mod supported;
 
 pub use inferox_core::{
-    Error, Result, backend, load, manifest, model, package, panic_is_guarded, register, registry,
-    schema, tensor, weights,
+    Error, Result, backend, include_package, load, manifest, model, package, panic_is_guarded,
+    register, registry, schema, source, tensor, weights,
 };
 use inferox_core::{files, guard};
 

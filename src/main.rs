@@ -67,6 +67,14 @@ enum Command {
     /// With --prompt it answers that one message and exits; otherwise it reads one message per
     /// line from standard input and keeps the conversation.
     Chat(cli::generate::ChatArgs),
+    /// Write one executable that carries a package: this program with the package appended.
+    ///
+    /// APP behaves as inferox with that package as the default: `APP --text "..."` runs it,
+    /// `APP generate --prompt P`, `APP chat`, `APP inspect` and `APP validate` use it. The
+    /// weights are memory-mapped from APP itself (no extraction, no second copy); a truncated or
+    /// modified APP is an error when it starts. APP needs nothing else: no package directory,
+    /// no environment, no shared library beyond what this program links.
+    Bundle(cli::bundle::Args),
 }
 
 const EXAMPLES: &str = "Examples:
@@ -78,6 +86,7 @@ const EXAMPLES: &str = "Examples:
   inferox run sentence-transformers/all-MiniLM-L6-v2 --text \"Hello\"
   inferox import SmolLM2-135M-Instruct.Q4_1.gguf --output smollm2.pkg
   inferox chat smollm2.pkg --prompt \"What is the capital of France?\"
+  inferox bundle minilm.pkg --output embed && ./embed --text \"Hello\"
 
 `inferox COMMAND --help` explains each command.";
 
@@ -90,7 +99,17 @@ fn main() -> ExitCode {
         eprintln!("error: internal error: {info}");
         eprintln!("hint: this is a bug in inferox; please report it with the command you ran");
     }));
-    let cli = Cli::parse();
+    let cli = match bundled() {
+        Ok(true) => Cli::parse_from(bundle_args(std::env::args_os().collect())),
+        Ok(false) => Cli::parse(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let Some(hint) = cli::hint(&e) {
+                eprintln!("hint: {hint}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
     if let Some(n) = cli.threads {
         // SAFETY: no other thread exists yet; candle and rayon read these when they start.
         unsafe {
@@ -111,6 +130,7 @@ fn main() -> ExitCode {
         Command::Packages(args) => cli::hub::packages(args),
         Command::Rm(args) => cli::hub::rm(args),
         Command::Chat(args) => cli::generate::chat(args),
+        Command::Bundle(args) => cli::bundle::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -122,6 +142,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether this executable carries a package (a bundle); a damaged bundle is an error.
+fn bundled() -> inferox::Result<bool> {
+    match std::env::current_exe() {
+        Ok(exe) => inferox::package::bundle::carries_package(&exe),
+        Err(_) => Ok(false),
+    }
+}
+
+/// A bundle's command line: options without a command run the package (`APP --text T` is
+/// `APP run --text T`).
+fn bundle_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    let own = ["-h", "--help", "-V", "--version"];
+    if first.starts_with('-') && !own.contains(&first) {
+        args.insert(1, "run".into());
+    }
+    args
 }
 
 #[cfg(test)]
@@ -142,5 +181,21 @@ mod tests {
             expected_model_types()
         );
         assert_eq!(inferox::backend::names(), expected_backends());
+    }
+
+    #[test]
+    fn a_bundle_runs_its_package_by_default() {
+        let args = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            super::bundle_args(args(&["app", "--text", "hi"])),
+            args(&["app", "run", "--text", "hi"])
+        );
+        assert_eq!(
+            super::bundle_args(args(&["app", "--threads", "1", "--text", "hi"])),
+            args(&["app", "run", "--threads", "1", "--text", "hi"])
+        );
+        for kept in [&["app", "--help"][..], &["app", "inspect"], &["app"]] {
+            assert_eq!(super::bundle_args(args(kept)), args(kept));
+        }
     }
 }

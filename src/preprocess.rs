@@ -5,7 +5,9 @@
 //! longest text of the batch (some tokenizer.json files pad to a fixed length) and truncation is
 //! at the schema's `max_length` (some files truncate shorter than the model was trained for).
 
+use crate::Package;
 use crate::schema::{IoSchema, PaddingSide, TokenField, Tokenization};
+use crate::source::FileRef;
 use crate::tensor::{DType, HostTensor, NamedTensors, TensorData};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -31,8 +33,10 @@ pub(crate) fn tokenizer_call<T>(
 }
 
 /// Loads a tokenizer.json.
-pub(crate) fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    tokenizer_call(path, || Tokenizer::from_file(path))
+pub(crate) fn load_tokenizer(file: impl Into<FileRef>) -> Result<Tokenizer> {
+    let file = file.into();
+    let bytes = file.read()?;
+    tokenizer_call(file.path(), || Tokenizer::from_bytes(&bytes))
 }
 
 /// A batch of texts turned into model inputs.
@@ -69,7 +73,7 @@ impl std::fmt::Debug for TextPreprocessor {
 
 impl TextPreprocessor {
     /// Builds the preprocessor for the inputs of `io` that have tokenization hints.
-    pub fn from_schema(root: &Path, io: &IoSchema) -> Result<Self> {
+    pub fn from_schema(package: &Package, io: &IoSchema) -> Result<Self> {
         let hinted: Vec<(&str, &Tokenization, DType)> = io
             .inputs
             .iter()
@@ -98,9 +102,9 @@ impl TextPreprocessor {
                 )));
             }
         }
-        let path = crate::package::check_relative("tokenizer", &first.tokenizer)
-            .map(|rel| root.join(rel))?;
-        let tokenizer = load_tokenizer(&path)?;
+        let file = package.file(&first.tokenizer)?;
+        let tokenizer = load_tokenizer(&file)?;
+        let path = file.path().to_path_buf();
         let mut pre = TextPreprocessor {
             tokenizer,
             path,

@@ -101,7 +101,7 @@ impl BertConfig {
             &req.artifacts(inferox_core::manifest::ArtifactRole::Weights)?,
         )?;
         let check = ConfigCheck {
-            path: &path,
+            path: path.path(),
             weights: &weights,
         };
         let prefix = super::Layout::detect(&cfg, |n| weights.contains(n), |_| None).prefix;

@@ -74,7 +74,7 @@ pub fn load(req: &LoadRequest<'_>) -> inferox_core::Result<Box<dyn Model>> {
     let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?)?;
     let prefix = super::prefix(|n| weights.contains(n));
     let check = ConfigCheck {
-        path: &config_path,
+        path: config_path.path(),
         weights: weights.index(),
     };
     cfg.check_weights(&check, prefix)?;

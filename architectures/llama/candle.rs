@@ -116,16 +116,17 @@ pub fn load(req: &LoadRequest<'_>) -> inferox_core::Result<Box<dyn Model>> {
     let device = inferox_candle::device(req.options.device)?;
     let (cfg, params, interleaved) = match req.artifacts.format {
         ExecutionFormat::Gguf => {
-            let path = req.artifacts(ArtifactRole::Model)?.remove(0);
+            let file = req.artifacts(ArtifactRole::Model)?.remove(0);
+            let path = file.path().to_path_buf();
             if req.dtype() != inferox_core::DType::Float32 {
                 return Err(Error::InvalidArgument(
                     "GGUF packages compute in float32 (their weights keep their quantization)"
                         .into(),
                 ));
             }
-            let header = inferox_core::gguf::GgufHeader::read(&path)?;
+            let header = inferox_core::gguf::GgufHeader::read(&file)?;
             let arch = header.architecture()?.to_string();
-            let gguf = GgufWeights::open(&path, &device)?;
+            let gguf = GgufWeights::open(&file, &device)?;
             let vocab = gguf
                 .shape("token_embd.weight")
                 .and_then(|s| s.first().copied())
@@ -153,7 +154,7 @@ pub fn load(req: &LoadRequest<'_>) -> inferox_core::Result<Box<dyn Model>> {
             let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?)?;
             let config_path = req.artifacts(ArtifactRole::Config)?.remove(0);
             let check = ConfigCheck {
-                path: &config_path,
+                path: config_path.path(),
                 weights: weights.index(),
             };
             cfg.check_weights(&check, None)?;

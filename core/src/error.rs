@@ -167,6 +167,9 @@ pub enum Error {
     /// An import source cannot be turned into a package.
     #[error("{}: {message}", path.display())]
     Import { path: PathBuf, message: String },
+    /// A package appended to an executable, or embedded in one, is damaged or cannot be used.
+    #[error("{}: {message}", path.display())]
+    Bundle { path: PathBuf, message: String },
     /// The destination of a write already exists.
     #[error("{}: already exists", path.display())]
     AlreadyExists { path: PathBuf },
@@ -353,6 +356,10 @@ impl Error {
                 "choose another destination, or set `ImportOptions::overwrite` (`PullOptions::overwrite` for a pull)"
                     .to_string()
             }
+            Error::Bundle { .. } => {
+                "re-create the bundle from its package directory (`bundle::write_bundle`); a bundle is read-only once written"
+                    .to_string()
+            }
             Error::NotReplaceable { .. } => {
                 "an overwrite only replaces an inferox package (model_info.json + metadata.json and the files it lists) or an empty directory; choose another destination or move those files away first"
                     .to_string()
@@ -459,6 +466,10 @@ mod tests {
                 max: 1,
             },
             Error::AlreadyExists { path: path.clone() },
+            Error::Bundle {
+                path: path.clone(),
+                message: String::new(),
+            },
             Error::PackageNotFound {
                 name: String::new(),
                 store: path,

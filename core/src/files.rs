@@ -1,6 +1,7 @@
 //! File helpers shared by the package reader and writer: JSON with located errors, hashing,
 //! atomic writes.
 
+use crate::source::FileRef;
 use crate::{Error, Result};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -8,19 +9,19 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 /// Reads and parses a JSON file; parse errors name the file, line and column.
-pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Json {
-        path: path.to_path_buf(),
+pub fn read_json<T: DeserializeOwned>(file: impl Into<FileRef>) -> Result<T> {
+    let file = file.into();
+    serde_json::from_slice(&file.read()?).map_err(|e| Error::Json {
+        path: file.path().to_path_buf(),
         message: e.to_string(),
     })
 }
 
 /// Reads a model config file; errors are reported as [`Error::Config`].
-pub fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Config {
-        path: path.to_path_buf(),
+pub fn read_config<T: DeserializeOwned>(file: impl Into<FileRef>) -> Result<T> {
+    let file = file.into();
+    serde_json::from_slice(&file.read()?).map_err(|e| Error::Config {
+        path: file.path().to_path_buf(),
         message: e.to_string(),
     })
 }
@@ -68,9 +69,19 @@ pub fn copy_digest<D: Digest>(
 }
 
 /// Size and sha256 of a file.
-pub fn hash_file(path: &Path) -> Result<(u64, String)> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    copy_hashed(file, None, |_| {}).map_err(|e| Error::io(path, e))
+pub fn hash_file(file: impl Into<FileRef>) -> Result<(u64, String)> {
+    let file = file.into();
+    let bytes = file.map()?;
+    // Hash in slices, dropping each from memory once hashed: a large file hashed before it is
+    // loaded must not stay resident twice.
+    const CHUNK: usize = 16 << 20;
+    let mut hasher = Sha256::new();
+    for start in (0..bytes.len()).step_by(CHUNK) {
+        let end = (start + CHUNK).min(bytes.len());
+        hasher.update(&bytes[start..end]);
+        bytes.release(start..end);
+    }
+    Ok((bytes.len() as u64, hex(&hasher.finalize())))
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, then rename.

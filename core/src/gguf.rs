@@ -5,8 +5,8 @@
 use crate::weights::{QUANTIZED_TYPES, TensorInfo, WeightIndex};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
-use std::io::{BufReader, Read, Seek};
-use std::path::{Path, PathBuf};
+use std::io::{Read, Seek};
+use std::path::PathBuf;
 
 /// A metadata value.
 #[derive(Clone, Debug, PartialEq)]
@@ -233,13 +233,15 @@ impl<R: Read + Seek> Reader<R> {
 
 impl GgufHeader {
     /// Reads and checks the header: every tensor's data must lie inside the file.
-    pub fn read(path: &Path) -> Result<GgufHeader> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let file_size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    pub fn read(file: impl Into<crate::source::FileRef>) -> Result<GgufHeader> {
+        let file = file.into();
+        let path = file.path();
+        let bytes = file.map()?;
+        let file_size = bytes.len() as u64;
         let mut r = Reader {
-            inner: BufReader::new(file),
+            inner: std::io::Cursor::new(bytes),
             file_size,
-            path: path.to_path_buf(),
+            path: file.path().to_path_buf(),
         };
         if file_size < 24 || &r.bytes::<4>()? != b"GGUF" {
             return Err(r.err("not a GGUF file (no GGUF magic)"));

@@ -23,6 +23,7 @@ pub mod model;
 pub mod package;
 pub mod registry;
 pub mod schema;
+pub mod source;
 pub mod tensor;
 pub mod weights;
 

@@ -4,10 +4,10 @@
 use crate::files::read_config;
 use crate::manifest::{ArtifactRole, BackendArtifacts, ModelInfo};
 use crate::package::Package;
+use crate::source::FileRef;
 use crate::tensor::DType;
 use crate::{Error, Result};
 use std::fmt;
-use std::path::PathBuf;
 
 /// Where a model runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,9 +97,9 @@ impl LoadRequest<'_> {
         self.package.info()
     }
 
-    /// Absolute paths of the artifacts with `role`; at least one must exist.
-    pub fn artifacts(&self, role: ArtifactRole) -> Result<Vec<PathBuf>> {
-        let paths: Vec<PathBuf> = self
+    /// The artifacts with `role`; at least one must exist.
+    pub fn artifacts(&self, role: ArtifactRole) -> Result<Vec<FileRef>> {
+        let paths: Vec<FileRef> = self
             .artifacts
             .paths(role)
             .map(|p| self.package.file(p))
@@ -116,8 +116,8 @@ impl LoadRequest<'_> {
 
     /// Reads the backend's config artifact (HF config.json) into `T`.
     pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        let path = self.artifacts(ArtifactRole::Config)?.remove(0);
-        read_config(&path)
+        let file = self.artifacts(ArtifactRole::Config)?.remove(0);
+        read_config(file)
     }
 
     /// The compute dtype (float32 unless the caller chose another).

@@ -2,6 +2,7 @@
 //! against the file sizes so that a truncated or corrupt file is caught before anything runs.
 
 use crate::files::read_json;
+use crate::source::{Bytes, FileRef};
 use crate::tensor::DType;
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
@@ -52,7 +53,7 @@ impl TensorInfo {
 /// Every tensor of a (possibly sharded) safetensors checkpoint.
 #[derive(Clone, Debug, Default)]
 pub struct WeightIndex {
-    /// The weight files, in the order given.
+    /// The weight files (their names in messages), in the order given.
     pub files: Vec<PathBuf>,
     /// Tensors by name.
     pub tensors: BTreeMap<String, TensorInfo>,
@@ -65,17 +66,19 @@ pub type HeaderEntryInfo = (String, Vec<usize>, std::ops::Range<u64>);
 /// does (it does the checking): a header length inside the file, valid UTF-8 JSON, known
 /// dtypes, shape × dtype size = byte length, offsets sorted and tiling the data region exactly
 /// to the end of the file (no gap, no overlap, no trailing bytes).
-pub fn read_header(path: &Path) -> Result<BTreeMap<String, HeaderEntryInfo>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    if file_len < 8 {
+pub fn read_header(file: impl Into<FileRef>) -> Result<BTreeMap<String, HeaderEntryInfo>> {
+    let file = file.into();
+    let path = file.path();
+    let map = file.map()?;
+    if map.len() < 8 {
         return Err(Error::Weights {
             path: path.to_path_buf(),
-            message: format!("only {file_len} bytes: too short to be a safetensors file"),
+            message: format!(
+                "only {} bytes: too short to be a safetensors file",
+                map.len()
+            ),
         });
     }
-    // SAFETY: the mapping is only read, here, while the file is open; only the header is touched.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
     let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&map)
         .map_err(|e| safetensors_error(path, &map, e))?;
     let base = 8 + header_len as u64;
@@ -142,33 +145,33 @@ fn described_data_len(bytes: &[u8], header_len: u64) -> Option<u64> {
 }
 
 /// Memory-maps `files` for reading tensors out of them.
-pub fn map_files(files: &[PathBuf]) -> Result<Vec<memmap2::Mmap>> {
-    files
-        .iter()
-        .map(|path| {
-            let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-            // SAFETY: a package's files are not modified while it is loaded; the mapping is
-            // only read, and tensors are copied out of it.
-            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
-        })
-        .collect()
+pub fn map_files<F>(files: &[F]) -> Result<Vec<Bytes>>
+where
+    for<'a> &'a F: Into<FileRef>,
+{
+    files.iter().map(|f| f.into().map()).collect()
 }
 
 impl WeightIndex {
     /// Reads the headers of `files`. A tensor present in two files is an error.
-    pub fn read(files: &[PathBuf]) -> Result<WeightIndex> {
+    pub fn read<F>(files: &[F]) -> Result<WeightIndex>
+    where
+        for<'a> &'a F: Into<FileRef>,
+    {
+        let files: Vec<FileRef> = files.iter().map(Into::into).collect();
         let mut index = WeightIndex {
-            files: files.to_vec(),
+            files: files.iter().map(|f| f.path().to_path_buf()).collect(),
             tensors: BTreeMap::new(),
         };
-        for (i, path) in files.iter().enumerate() {
-            for (name, (dtype, shape, bytes)) in read_header(path)? {
+        for (i, file) in files.iter().enumerate() {
+            let path = file.path();
+            for (name, (dtype, shape, bytes)) in read_header(file)? {
                 if let Some(prev) = index.tensors.get(&name) {
                     return Err(Error::Weights {
-                        path: path.clone(),
+                        path: path.to_path_buf(),
                         message: format!(
                             "tensor `{name}` is also in {}",
-                            files[prev.file].display()
+                            files[prev.file].path().display()
                         ),
                     });
                 }

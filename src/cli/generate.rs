@@ -11,8 +11,9 @@ use std::io::{BufRead, IsTerminal, Write};
 /// Options shared by `generate` and `chat`.
 #[derive(clap::Args)]
 pub struct Sampling {
-    /// Package directory, or the id of a package in the store (`inferox packages`).
-    package: String,
+    /// Package directory, or the id of a package in the store (`inferox packages`). A bundle
+    /// (`inferox bundle`) runs the package it carries when none is given.
+    package: Option<String>,
     /// Most tokens to generate (default: the package's generation_config, else 256).
     #[arg(long, value_name = "N")]
     max_tokens: Option<usize>,
@@ -66,7 +67,7 @@ impl Sampling {
     }
 
     fn load(&self) -> anyhow::Result<LoadedModel> {
-        let package = super::open_package(&self.package)?;
+        let package = super::open_package(self.package.as_deref())?;
         let options = LoadOptions {
             backend: self.backend.clone(),
             dtype: Some(self.dtype.parse::<DType>()?),
@@ -160,7 +161,7 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
     if interactive {
         eprintln!(
             "chatting with {} (/reset clears the conversation, /exit or Ctrl-D quits)",
-            args.sampling.package
+            model.package().root().display()
         );
     }
     let stdin = std::io::stdin();

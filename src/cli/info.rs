@@ -8,8 +8,9 @@ use serde_json::json;
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
-    /// Package directory, or the id of a package in the store (`inferox packages`).
-    package: String,
+    /// Package directory, or the id of a package in the store (`inferox packages`). A bundle
+    /// (`inferox bundle`) runs the package it carries when none is given.
+    package: Option<String>,
     /// Also check every file's sha256 against metadata.json.
     #[arg(long)]
     verify: bool,
@@ -20,8 +21,9 @@ pub struct InspectArgs {
 
 #[derive(clap::Args)]
 pub struct ValidateArgs {
-    /// Package directory, or the id of a package in the store (`inferox packages`).
-    package: String,
+    /// Package directory, or the id of a package in the store (`inferox packages`). A bundle
+    /// (`inferox bundle`) runs the package it carries when none is given.
+    package: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -80,7 +82,7 @@ fn spec_line(spec: &TensorSpec) -> String {
 }
 
 pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
-    let package = super::open_package(&args.package)?;
+    let package = super::open_package(args.package.as_deref())?;
     if args.verify {
         package.verify()?;
     }
@@ -177,7 +179,7 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
 }
 
 pub fn validate(args: ValidateArgs) -> anyhow::Result<()> {
-    let package = super::open_package(&args.package)?;
+    let package = super::open_package(args.package.as_deref())?;
     let total = package.metadata().total_size();
     let bar = if args.json {
         indicatif::ProgressBar::hidden()

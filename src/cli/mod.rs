@@ -1,5 +1,6 @@
 //! Subcommands of the `inferox` binary.
 
+pub mod bundle;
 pub mod generate;
 pub mod hub;
 pub mod import;
@@ -128,6 +129,10 @@ pub fn hint(error: &inferox::Error) -> Option<String> {
             "shorten the text, or allow truncation (drop --no-truncate)".to_string()
         }
         E::AlreadyExists { .. } => "choose another --output or pass --overwrite".to_string(),
+        E::Bundle { .. } => {
+            "bundle the package directory again with a plain inferox: `inferox bundle PKG --output APP`"
+                .to_string()
+        }
         E::PackageNotFound { .. } => {
             "`inferox packages` lists the store; `inferox pull ORG/NAME` adds to it".to_string()
         }
@@ -136,8 +141,17 @@ pub fn hint(error: &inferox::Error) -> Option<String> {
     Some(hint)
 }
 
-/// Opens a package given by path, or by id from the store.
-pub fn open_package(name: &str) -> anyhow::Result<inferox::Package> {
+/// Opens a package given by path, or by id from the store; without one, the package this
+/// executable carries (a bundle).
+pub fn open_package(name: Option<&str>) -> anyhow::Result<inferox::Package> {
+    let Some(name) = name else {
+        return match inferox::Package::open_embedded()? {
+            Some(package) => Ok(package),
+            None => anyhow::bail!(
+                "no package given: name a package directory or a store id (`inferox packages` lists the store)"
+            ),
+        };
+    };
     match inferox::store::Store::from_env() {
         Ok(store) => Ok(store.open(name)?),
         // Without a home for the store, only paths work.

@@ -11,8 +11,9 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Package directory, or the id of a package in the store (`inferox packages`).
-    package: String,
+    /// Package directory, or the id of a package in the store (`inferox packages`). A bundle
+    /// (`inferox bundle`) runs the package it carries when none is given.
+    package: Option<String>,
     /// Check every file's sha256 against metadata.json before loading.
     #[arg(long)]
     verify: bool,
@@ -196,7 +197,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "nothing to run: give --text TEXT or --input NAME=FILE.npy (see `inferox run --help`)"
         );
     }
-    let package = super::open_package(&args.package)?;
+    let package = super::open_package(args.package.as_deref())?;
     if args.verify {
         package.verify()?;
     }

@@ -143,7 +143,7 @@ fn sentence_transformers(
             "Pooling" => {
                 crate::package::check_relative("modules.json path", &module.path)?;
                 let cfg: BTreeMap<String, serde_json::Value> =
-                    read_json(&dir.join(&module.path).join("config.json"))?;
+                    read_json(dir.join(&module.path).join("config.json"))?;
                 let on = |k: &str| cfg.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
                 let modes: Vec<Pooling> = [
                     ("pooling_mode_mean_tokens", Pooling::Mean),

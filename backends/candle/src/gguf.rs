@@ -4,22 +4,23 @@
 use super::{Result, candle_core as candle};
 use candle::quantized::{QTensor, gguf_file};
 use inferox_core::Error;
+use inferox_core::source::{Bytes, FileRef};
 use std::cell::RefCell;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// An open GGUF file.
 pub struct GgufWeights {
     path: PathBuf,
     content: gguf_file::Content,
-    file: RefCell<std::io::BufReader<std::fs::File>>,
+    file: RefCell<std::io::Cursor<Bytes>>,
     device: candle::Device,
 }
 
 impl GgufWeights {
-    /// Opens `path` and reads its header.
-    pub fn open(path: &Path, device: &candle::Device) -> Result<GgufWeights> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut reader = std::io::BufReader::new(file);
+    /// Maps `file` and reads its header.
+    pub fn open(file: &FileRef, device: &candle::Device) -> Result<GgufWeights> {
+        let path = file.path();
+        let mut reader = std::io::Cursor::new(file.map()?);
         let content = gguf_file::Content::read(&mut reader).map_err(|e| Error::Weights {
             path: path.to_path_buf(),
             message: format!("unreadable GGUF: {e}"),

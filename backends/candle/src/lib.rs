@@ -15,9 +15,9 @@ pub use candle_nn;
 
 use candle_core as candle;
 use inferox_core::load::Device;
+use inferox_core::source::{Bytes, FileRef};
 use inferox_core::tensor::{DType, HostTensor, TensorData};
 use inferox_core::weights::WeightIndex;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// An output buffer that the threads of candle's worker pool fill at disjoint offsets.
@@ -121,14 +121,14 @@ pub struct Weights(Arc<Inner>);
 
 struct Inner {
     index: WeightIndex,
-    maps: Vec<memmap2::Mmap>,
+    maps: Vec<Bytes>,
     /// The first structured failure seen while the model was being built.
     failure: Mutex<Option<inferox_core::Error>>,
 }
 
 impl Weights {
     /// Maps and indexes the weight files (headers are checked against file sizes).
-    pub fn open(files: &[PathBuf]) -> Result<Weights> {
+    pub fn open(files: &[FileRef]) -> Result<Weights> {
         let index = WeightIndex::read(files)?;
         let maps = inferox_core::weights::map_files(files)?;
         Ok(Weights(Arc::new(Inner {
@@ -215,29 +215,9 @@ impl Weights {
         let (start, end) = (info.bytes.start as usize, info.bytes.end as usize);
         let tensor = candle::Tensor::from_raw_buffer(&map[start..end], stored, &info.shape, dev)?
             .to_dtype(dtype)?;
-        release(map, start, end);
+        map.release(start..end);
         Ok(tensor)
     }
-}
-
-/// Drops the mapped pages of `start..end` (whole pages only) from this process: the data has
-/// been copied, and the pages would otherwise count twice towards resident memory.
-fn release(map: &memmap2::Mmap, start: usize, end: usize) {
-    #[cfg(unix)]
-    {
-        const PAGE: usize = 4096;
-        let first = start.div_ceil(PAGE) * PAGE;
-        let last = end / PAGE * PAGE;
-        if last > first {
-            // SAFETY: the mapping is read-only and file-backed; MADV_DONTNEED only drops the
-            // pages, which are read again from the file if touched later.
-            let _ = unsafe {
-                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first)
-            };
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = (map, start, end);
 }
 
 impl candle_nn::var_builder::SimpleBackend for Weights {

@@ -10,6 +10,7 @@ use inferox_core::load::LoadRequest;
 use inferox_core::manifest::ArtifactRole;
 use inferox_core::model::Model;
 use inferox_core::schema::{Dim, Quantization, TensorSpec};
+use inferox_core::source::{Bytes, FileRef};
 use inferox_core::tensor::{DType, HostTensor, NamedTensors, TensorData};
 use inferox_core::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -25,9 +26,18 @@ pub fn runtime() -> String {
 type Interp<'a> = Interpreter<'a>;
 
 self_cell::self_cell!(
+    /// A model and the bytes it reads (mapped from the package), kept together.
+    struct Flatbuffer {
+        owner: Bytes,
+        #[covariant]
+        dependent: TfModel,
+    }
+);
+
+self_cell::self_cell!(
     /// A model and the interpreter that borrows it, kept together.
     struct Graph {
-        owner: TfModel<'static>,
+        owner: Flatbuffer,
         #[covariant]
         dependent: Interp,
     }
@@ -41,20 +51,22 @@ fn err(path: &Path, what: &str, e: tflitec::Error) -> Error {
 }
 
 impl Graph {
-    fn open(path: &Path, threads: Option<usize>) -> Result<Graph> {
-        let text = path.to_str().ok_or_else(|| Error::Import {
-            path: path.to_path_buf(),
-            message: "the path is not valid UTF-8".into(),
-        })?;
-        let model = TfModel::new(text).map_err(|e| Error::Weights {
-            path: path.to_path_buf(),
-            message: format!("not a TensorFlow Lite model ({e})"),
-        })?;
+    fn open(file: &FileRef, threads: Option<usize>) -> Result<Graph> {
+        let path = file.path();
+        let model =
+            Flatbuffer::try_new(file.map()?, |bytes| TfModel::from_bytes(bytes)).map_err(|e| {
+                Error::Weights {
+                    path: path.to_path_buf(),
+                    message: format!("not a TensorFlow Lite model ({e})"),
+                }
+            })?;
         let options = Options {
             thread_count: threads.map_or(-1, |n| n.max(1) as i32),
         };
-        let graph = Graph::try_new(model, |m| Interpreter::new(m, Some(options)))
-            .map_err(|e| err(path, "creating the interpreter", e))?;
+        let graph = Graph::try_new(model, |m| {
+            Interpreter::new(m.borrow_dependent(), Some(options))
+        })
+        .map_err(|e| err(path, "creating the interpreter", e))?;
         graph
             .borrow_dependent()
             .allocate_tensors()
@@ -197,7 +209,7 @@ fn spec(p: &Port, what: &str) -> TensorSpec {
 
 /// The tensors of a `.tflite` model as schema entries: inputs, then outputs.
 pub fn describe(path: &Path) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>)> {
-    let graph = Graph::open(path, Some(1))?;
+    let graph = Graph::open(&FileRef::file(path), Some(1))?;
     let (inputs, outputs) = ports(path, graph.borrow_dependent())?;
     Ok((
         inputs.iter().map(|p| spec(p, "model input")).collect(),
@@ -222,8 +234,9 @@ pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
             req.options.device
         )));
     }
-    let path = req.artifacts(ArtifactRole::Model)?.remove(0);
-    let graph = Graph::open(&path, req.options.threads)?;
+    let file = req.artifacts(ArtifactRole::Model)?.remove(0);
+    let graph = Graph::open(&file, req.options.threads)?;
+    let path = file.path().to_path_buf();
     let (inputs, outputs) = ports(&path, graph.borrow_dependent())?;
     Ok(Box::new(TfLite {
         graph,

@@ -12,9 +12,9 @@ pub use error::{Error, Result};
 pub use tch;
 
 use inferox_core::load::Device;
+use inferox_core::source::{Bytes, FileRef};
 use inferox_core::tensor::{DType, HostTensor, TensorData};
 use inferox_core::weights::WeightIndex;
-use std::path::PathBuf;
 use tch::{Kind, Tensor};
 
 /// What the linked libtorch reports, for `inferox doctor`.
@@ -129,14 +129,14 @@ pub fn to_host(t: &Tensor) -> Result<HostTensor> {
 /// Safetensors weights, memory-mapped and copied tensor by tensor into libtorch.
 pub struct Weights {
     index: WeightIndex,
-    maps: Vec<memmap2::Mmap>,
+    maps: Vec<Bytes>,
     kind: Kind,
     device: tch::Device,
 }
 
 impl Weights {
     /// Maps and indexes the weight files; floating-point tensors load as `dtype` on `device`.
-    pub fn open(files: &[PathBuf], dtype: DType, device: tch::Device) -> Result<Weights> {
+    pub fn open(files: &[FileRef], dtype: DType, device: tch::Device) -> Result<Weights> {
         if !dtype.is_float() {
             return Err(inferox_core::Error::InvalidArgument(format!(
                 "compute dtype must be floating point, not {dtype}"

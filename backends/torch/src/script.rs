@@ -54,13 +54,16 @@ pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
             ));
         }
     }
-    let path = req.artifacts(ArtifactRole::Model)?.remove(0);
+    let file = req.artifacts(ArtifactRole::Model)?.remove(0);
     let device = super::device(req.options.device)?;
     super::set_threads(req.options.threads);
-    let mut module = CModule::load_on_device(&path, device).map_err(|e| Error::Weights {
-        path: path.clone(),
-        message: format!("not a loadable TorchScript module: {e}"),
-    })?;
+    // libtorch copies the module into its own memory; it reads it from the mapped bytes.
+    let mut bytes = std::io::Cursor::new(file.map()?);
+    let mut module =
+        CModule::load_data_on_device(&mut bytes, device).map_err(|e| Error::Weights {
+            path: file.path().to_path_buf(),
+            message: format!("not a loadable TorchScript module: {e}"),
+        })?;
     module.set_eval();
     Ok(Box::new(Script {
         module,

@@ -1,0 +1,620 @@
+//! Packages inside executables. A *bundle payload* is a package's files laid end to end, each at
+//! a multiple of [`ALIGN`] bytes from the payload's start, then an index (the file table: path,
+//! offset, size, CRC-32) and a fixed 40-byte trailer. Because every file starts on a page
+//! boundary, its bytes are memory-mapped in place — weights are read from the executable itself,
+//! with no extraction and no second copy.
+//!
+//! The payload is used two ways, with the same bytes:
+//! * appended to an executable (at a multiple of [`ALIGN`]): [`write_bundle`] writes a copy of a
+//!   program with a package after it; [`Package::open_embedded`] finds it at run time;
+//! * embedded at build time for small packages: [`write_payload_file`] from a build script, then
+//!   [`include_package!`](crate::include_package) and [`Package::from_static`].
+//!
+//! Opening checks the trailer, the index (its CRC, every path and range) and the CRC-32 of every
+//! file, so that a truncated or modified bundle is an error, never garbage; `verify` checks the
+//! sha256 recorded in metadata.json as for a package directory.
+
+use super::Package;
+use crate::files::hex;
+use crate::manifest::METADATA_FILE;
+use crate::paths::check_relative;
+use crate::source::FileRef;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Alignment of the payload and of every file in it: a multiple of every common page size
+/// (4 KiB, 16 KiB, 64 KiB), so that each file can be mapped on its own.
+pub const ALIGN: u64 = 1 << 16;
+
+const MAGIC: [u8; 16] = *b"inferox-bundle\x00\x01";
+const TRAILER_LEN: u64 = 40;
+/// Largest index accepted (the file table of a package of thousands of files is far smaller).
+const MAX_INDEX: u64 = 16 << 20;
+const FORMAT: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Index {
+    format: u32,
+    files: Vec<Entry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Entry {
+    path: String,
+    /// From the payload's start.
+    offset: u64,
+    size: u64,
+    crc32: u32,
+}
+
+/// The trailer: payload length (up to the index), index length, index CRC-32, magic.
+struct Trailer {
+    payload_len: u64,
+    index_len: u64,
+    index_crc: u32,
+}
+
+impl Trailer {
+    fn encode(&self) -> [u8; TRAILER_LEN as usize] {
+        let mut out = [0u8; TRAILER_LEN as usize];
+        out[0..8].copy_from_slice(&self.payload_len.to_le_bytes());
+        out[8..16].copy_from_slice(&self.index_len.to_le_bytes());
+        out[16..20].copy_from_slice(&self.index_crc.to_le_bytes());
+        out[24..40].copy_from_slice(&MAGIC);
+        out
+    }
+
+    /// `None` when `bytes` do not end with the magic (no bundle here).
+    fn decode(bytes: &[u8]) -> Option<Trailer> {
+        let bytes: &[u8; TRAILER_LEN as usize] = bytes.try_into().ok()?;
+        if bytes[24..40] != MAGIC {
+            return None;
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or_default());
+        Some(Trailer {
+            payload_len: u64_at(0),
+            index_len: u64_at(8),
+            index_crc: u32::from_le_bytes(bytes[16..20].try_into().unwrap_or_default()),
+        })
+    }
+}
+
+/// Where an embedded package's bytes are.
+#[derive(Clone, Debug)]
+enum Container {
+    File(PathBuf),
+    Static(&'static [u8]),
+}
+
+/// The file table of a package inside an executable or in static memory.
+#[derive(Clone, Debug)]
+pub(crate) struct Embedded {
+    container: Container,
+    /// Name of the container in messages.
+    name: PathBuf,
+    /// Offset of the payload in the container.
+    base: u64,
+    files: BTreeMap<String, Entry>,
+}
+
+fn bundle_error(path: &Path, message: impl Into<String>) -> Error {
+    Error::Bundle {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+impl Embedded {
+    /// The name errors give for `rel`: `CONTAINER#rel`.
+    pub(crate) fn display(&self, rel: &str) -> PathBuf {
+        PathBuf::from(format!("{}#{rel}", self.name.display()))
+    }
+
+    /// The container: the executable, or a name for static bytes.
+    pub(crate) fn name(&self) -> &Path {
+        &self.name
+    }
+
+    /// The size of `rel`, if the bundle holds it.
+    pub(crate) fn size(&self, rel: &str) -> Option<u64> {
+        self.files.get(rel).map(|e| e.size)
+    }
+
+    /// `rel`'s bytes, if the bundle holds it.
+    pub(crate) fn file(&self, rel: &str) -> Option<FileRef> {
+        let entry = self.files.get(rel)?;
+        let name = self.display(rel);
+        Some(match &self.container {
+            Container::File(path) => {
+                FileRef::range(name, path.clone(), self.base + entry.offset, entry.size)
+            }
+            Container::Static(bytes) => {
+                let start = (self.base + entry.offset) as usize;
+                FileRef::from_static(name, &bytes[start..start + entry.size as usize])
+            }
+        })
+    }
+
+    /// Reads the bundle at the end of the file at `path`; `None` when it carries none.
+    pub(crate) fn open_file(path: &Path) -> Result<Option<Embedded>> {
+        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let Some(trailer) = read_trailer(&mut file, len).map_err(|e| Error::io(path, e))? else {
+            return Ok(None);
+        };
+        let (base, index_at) = layout(path, &trailer, len)?;
+        let mut index = vec![0u8; trailer.index_len as usize];
+        file.seek(SeekFrom::Start(index_at))
+            .and_then(|_| file.read_exact(&mut index))
+            .map_err(|e| Error::io(path, e))?;
+        let files = parse_index(path, &trailer, &index)?;
+        Ok(Some(Embedded {
+            container: Container::File(path.to_path_buf()),
+            name: path.to_path_buf(),
+            base,
+            files,
+        }))
+    }
+
+    /// Reads a payload held in static memory (see [`include_package!`](crate::include_package)).
+    pub(crate) fn from_static(bytes: &'static [u8]) -> Result<Embedded> {
+        let name = PathBuf::from("(embedded package)");
+        let len = bytes.len() as u64;
+        let trailer = len
+            .checked_sub(TRAILER_LEN)
+            .and_then(|at| Trailer::decode(&bytes[at as usize..]))
+            .ok_or_else(|| {
+                bundle_error(
+                    &name,
+                    "no bundle trailer at the end of the bytes (not a payload from `write_payload_file`, or truncated)",
+                )
+            })?;
+        let (base, index_at) = layout(&name, &trailer, len)?;
+        if base != 0 {
+            return Err(bundle_error(
+                &name,
+                format!("{base} bytes precede the payload: pass exactly the payload file"),
+            ));
+        }
+        let index = &bytes[index_at as usize..(index_at + trailer.index_len) as usize];
+        let files = parse_index(&name, &trailer, index)?;
+        Ok(Embedded {
+            container: Container::Static(bytes),
+            name,
+            base,
+            files,
+        })
+    }
+
+    /// Checks the CRC-32 of every file: a modified byte anywhere in the package is an error.
+    pub(crate) fn check_contents(&self) -> Result<()> {
+        for (rel, entry) in &self.files {
+            let file = self.file(rel).expect("listed");
+            let bytes = file.map()?;
+            let mut crc = crc32fast::Hasher::new();
+            for start in (0..bytes.len()).step_by(CHUNK) {
+                let end = (start + CHUNK).min(bytes.len());
+                crc.update(&bytes[start..end]);
+                bytes.release(start..end);
+            }
+            if crc.finalize() != entry.crc32 {
+                return Err(bundle_error(
+                    &self.display(rel),
+                    "contents differ from what was bundled (CRC-32 mismatch): the bundle was modified or damaged",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+const CHUNK: usize = 16 << 20;
+
+fn read_trailer(file: &mut std::fs::File, len: u64) -> std::io::Result<Option<Trailer>> {
+    if len < TRAILER_LEN {
+        return Ok(None);
+    }
+    let mut buf = [0u8; TRAILER_LEN as usize];
+    file.seek(SeekFrom::Start(len - TRAILER_LEN))?;
+    file.read_exact(&mut buf)?;
+    Ok(Trailer::decode(&buf))
+}
+
+/// Where the payload and the index start, checked against the container's length.
+fn layout(path: &Path, t: &Trailer, len: u64) -> Result<(u64, u64)> {
+    if t.index_len > MAX_INDEX {
+        return Err(bundle_error(
+            path,
+            format!(
+                "the bundle trailer claims a {}-byte index (damaged trailer)",
+                t.index_len
+            ),
+        ));
+    }
+    let base = len
+        .checked_sub(TRAILER_LEN)
+        .and_then(|n| n.checked_sub(t.index_len))
+        .and_then(|n| n.checked_sub(t.payload_len))
+        .ok_or_else(|| {
+            bundle_error(
+                path,
+                format!(
+                    "the bundle trailer describes {} bytes of package but the file holds {len}: the bundle is truncated",
+                    t.payload_len.saturating_add(t.index_len)
+                ),
+            )
+        })?;
+    if base % ALIGN != 0 {
+        return Err(bundle_error(
+            path,
+            format!(
+                "the package starts at byte {base}, not at a multiple of {ALIGN}: the bundle was truncated or bytes were inserted"
+            ),
+        ));
+    }
+    Ok((base, base + t.payload_len))
+}
+
+fn parse_index(path: &Path, t: &Trailer, index: &[u8]) -> Result<BTreeMap<String, Entry>> {
+    if crc32fast::hash(index) != t.index_crc {
+        return Err(bundle_error(
+            path,
+            "the bundle's file table is damaged (CRC-32 mismatch)",
+        ));
+    }
+    let index: Index = serde_json::from_slice(index)
+        .map_err(|e| bundle_error(path, format!("the bundle's file table is unreadable: {e}")))?;
+    if index.format != FORMAT {
+        return Err(bundle_error(
+            path,
+            format!(
+                "bundle format {} is not supported (this build reads format {FORMAT}); bundle the package with this inferox",
+                index.format
+            ),
+        ));
+    }
+    let mut files = BTreeMap::new();
+    let mut ranges: Vec<(u64, u64, &str)> = Vec::new();
+    for entry in &index.files {
+        check_relative("bundle file table", &entry.path)?;
+        let end = entry
+            .offset
+            .checked_add(entry.size)
+            .filter(|&end| end <= t.payload_len && entry.offset % ALIGN == 0)
+            .ok_or_else(|| {
+                bundle_error(
+                    path,
+                    format!(
+                        "`{}` lies outside the package bytes or off alignment (damaged file table)",
+                        entry.path
+                    ),
+                )
+            })?;
+        ranges.push((entry.offset, end, &entry.path));
+        if files.insert(entry.path.clone(), entry.clone()).is_some() {
+            return Err(bundle_error(
+                path,
+                format!("`{}` is listed twice in the bundle", entry.path),
+            ));
+        }
+    }
+    ranges.sort();
+    for pair in ranges.windows(2) {
+        if pair[1].0 < pair[0].1 {
+            return Err(bundle_error(
+                path,
+                format!("`{}` and `{}` overlap in the bundle", pair[0].2, pair[1].2),
+            ));
+        }
+    }
+    Ok(files)
+}
+
+/// For an ELF executable, the length of the image the linker wrote (to the end of the section
+/// header table): bytes past it were appended. `None` for other formats.
+fn elf_image_len(path: &Path) -> Option<u64> {
+    let mut header = [0u8; 64];
+    std::fs::File::open(path)
+        .ok()?
+        .read_exact(&mut header)
+        .ok()?;
+    // 64-bit little-endian ELF only (what inferox builds for on Linux).
+    if &header[0..4] != b"\x7fELF" || header[4] != 2 || header[5] != 1 {
+        return None;
+    }
+    let shoff = u64::from_le_bytes(header[0x28..0x30].try_into().ok()?);
+    let shentsize = u16::from_le_bytes(header[0x3a..0x3c].try_into().ok()?) as u64;
+    let shnum = u16::from_le_bytes(header[0x3c..0x3e].try_into().ok()?) as u64;
+    if shnum == 0 {
+        return None;
+    }
+    shoff.checked_add(shentsize * shnum)
+}
+
+/// The package carried by the executable at `path`: `None` when it carries none. An executable
+/// with bytes appended after its image but no valid trailer is a damaged bundle, an error.
+pub(crate) fn embedded_in_executable(path: &Path) -> Result<Option<Embedded>> {
+    if let Some(found) = Embedded::open_file(path)? {
+        return Ok(Some(found));
+    }
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    match elf_image_len(path) {
+        Some(image) if image < len => Err(damaged(path, len - image)),
+        _ => Ok(None),
+    }
+}
+
+/// Whether the executable at `path` carries a package, checking only its trailer (cheap: the
+/// package itself is checked when opened). Bytes after an ELF image with no valid trailer are
+/// an error, as for [`Package::open_embedded`].
+pub fn carries_package(path: &Path) -> Result<bool> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if read_trailer(&mut file, len)
+        .map_err(|e| Error::io(path, e))?
+        .is_some()
+    {
+        return Ok(true);
+    }
+    match elf_image_len(path) {
+        Some(image) if image < len => Err(damaged(path, len - image)),
+        _ => Ok(false),
+    }
+}
+
+fn damaged(path: &Path, extra: u64) -> Error {
+    bundle_error(
+        path,
+        format!(
+            "{extra} bytes follow the executable's image but end in no bundle trailer: a truncated or damaged bundle"
+        ),
+    )
+}
+
+/// A writer that counts bytes and keeps a running CRC-32 and sha256 of one file at a time.
+struct Tally<W> {
+    inner: W,
+    written: u64,
+    crc: crc32fast::Hasher,
+    sha: Sha256,
+}
+
+impl<W: Write> Write for Tally<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        self.crc.update(&buf[..n]);
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Tally<W> {
+    fn pad_to(&mut self, align: u64) -> std::io::Result<()> {
+        let pad = self.written.next_multiple_of(align) - self.written;
+        std::io::copy(&mut std::io::repeat(0).take(pad), self)?;
+        Ok(())
+    }
+}
+
+/// Writes `package` as a bundle payload to `out`, which must be at a multiple of [`ALIGN`] in
+/// its file. Every file's sha256 is checked against metadata.json on the way (a damaged package
+/// is not bundled). `progress(file, bytes)` is called before each file. Returns the bytes
+/// written.
+pub fn write_payload(
+    package: &Package,
+    out: impl Write,
+    mut progress: impl FnMut(&str, u64),
+) -> Result<u64> {
+    if package.embedded.is_some() {
+        return Err(bundle_error(
+            package.root(),
+            "this package is itself inside a bundle: bundle its package directory instead",
+        ));
+    }
+    let dest = Path::new("(bundle)");
+    let io = |e| Error::write(dest, e);
+    let mut out = Tally {
+        inner: out,
+        written: 0,
+        crc: crc32fast::Hasher::new(),
+        sha: Sha256::new(),
+    };
+    let mut entries = Vec::new();
+    let metadata_file = METADATA_FILE.to_string();
+    let listed = package.metadata.files.iter().map(|f| (&f.path, Some(f)));
+    let metadata = std::iter::once((&metadata_file, None));
+    for (rel, listed) in listed.chain(metadata) {
+        let source = package.locate(rel, rel)?;
+        let size = source.len()?;
+        progress(rel, size);
+        out.pad_to(ALIGN).map_err(io)?;
+        let offset = out.written;
+        out.crc = crc32fast::Hasher::new();
+        out.sha = Sha256::new();
+        std::io::copy(&mut std::io::Cursor::new(source.map()?), &mut out).map_err(io)?;
+        let sha = hex(&std::mem::take(&mut out.sha).finalize());
+        if let Some(entry) = listed
+            && (entry.size != size || entry.sha256 != sha)
+        {
+            return Err(Error::HashMismatch {
+                path: source.path().to_path_buf(),
+                expected: entry.sha256.clone(),
+                found: sha,
+            });
+        }
+        entries.push(Entry {
+            path: rel.clone(),
+            offset,
+            size,
+            crc32: std::mem::take(&mut out.crc).finalize(),
+        });
+    }
+    let payload_len = out.written;
+    let index = serde_json::to_vec(&Index {
+        format: FORMAT,
+        files: entries,
+    })
+    .map_err(|e| Error::Bundle {
+        path: dest.into(),
+        message: e.to_string(),
+    })?;
+    let trailer = Trailer {
+        payload_len,
+        index_len: index.len() as u64,
+        index_crc: crc32fast::hash(&index),
+    };
+    out.write_all(&index).map_err(io)?;
+    out.write_all(&trailer.encode()).map_err(io)?;
+    out.flush().map_err(io)?;
+    Ok(out.written)
+}
+
+/// Writes `output` through a temporary file beside it, renamed into place once complete and
+/// flushed; `fill` writes the contents. `mode` sets the Unix permissions.
+fn write_file_atomic(
+    output: &Path,
+    mode: Option<u32>,
+    fill: impl FnOnce(&mut std::fs::File) -> Result<()>,
+) -> Result<()> {
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.partial-{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp).map_err(|e| Error::write(&tmp, e))?;
+        fill(&mut file)?;
+        file.sync_all().map_err(|e| Error::write(&tmp, e))?;
+        #[cfg(unix)]
+        if let Some(mode) = mode {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::write(&tmp, e))?;
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        std::fs::rename(&tmp, output).map_err(|e| Error::write(output, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Refuses to replace `output` unless `overwrite` is set and it is a bundle or payload inferox
+/// wrote (its trailer says so): an overwrite only ever replaces what we wrote.
+fn check_output(output: &Path, overwrite: bool) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(output) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(output, e)),
+        Ok(meta) => meta,
+    };
+    if !overwrite {
+        return Err(Error::AlreadyExists {
+            path: output.to_path_buf(),
+        });
+    }
+    let ours = meta.is_file()
+        && std::fs::File::open(output)
+            .and_then(|mut f| read_trailer(&mut f, meta.len()))
+            .ok()
+            .flatten()
+            .is_some();
+    if !ours {
+        return Err(Error::NotReplaceable {
+            path: output.to_path_buf(),
+            reason: "it is not an inferox bundle".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Writes `package` as a payload file for [`include_package!`](crate::include_package), e.g.
+/// from a build script. `overwrite` replaces an earlier payload (and nothing else).
+pub fn write_payload_file(package: &Package, output: &Path, overwrite: bool) -> Result<u64> {
+    check_output(output, overwrite)?;
+    let mut written = 0;
+    write_file_atomic(output, None, |file| {
+        let mut out = std::io::BufWriter::new(file);
+        written = write_payload(package, &mut out, |_, _| {})?;
+        out.flush().map_err(|e| Error::write(output, e))
+    })?;
+    Ok(written)
+}
+
+/// Writes `output`: a copy of the executable `program` with `package` appended, which
+/// [`Package::open_embedded`] finds when that copy runs. The program must not carry a package
+/// already (a bundle of a bundle is refused). `progress(file, bytes)` is called before each
+/// file. Returns the size of `output`.
+pub fn write_bundle(
+    package: &Package,
+    program: &Path,
+    output: &Path,
+    overwrite: bool,
+    progress: impl FnMut(&str, u64),
+) -> Result<u64> {
+    if embedded_in_executable(program)?.is_some() {
+        return Err(bundle_error(
+            program,
+            "this program already carries a package (a bundle of a bundle): bundle with a plain inferox binary",
+        ));
+    }
+    if let (Ok(a), Ok(b)) = (program.canonicalize(), output.canonicalize())
+        && a == b
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{}: the output would replace the program being bundled",
+            output.display()
+        )));
+    }
+    check_output(output, overwrite)?;
+    let mut source = std::fs::File::open(program).map_err(|e| Error::io(program, e))?;
+    let meta = source.metadata().map_err(|e| Error::io(program, e))?;
+    #[cfg(unix)]
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        Some(meta.permissions().mode() & 0o7777 | 0o111)
+    };
+    #[cfg(not(unix))]
+    let mode = None;
+    let mut total = 0;
+    write_file_atomic(output, mode, |file| {
+        let mut out = std::io::BufWriter::new(file);
+        let len = std::io::copy(&mut source, &mut out).map_err(|e| Error::io(program, e))?;
+        let base = len.next_multiple_of(ALIGN);
+        std::io::copy(&mut std::io::repeat(0).take(base - len), &mut out)
+            .map_err(|e| Error::write(output, e))?;
+        total = base + write_payload(package, &mut out, progress)?;
+        out.flush().map_err(|e| Error::write(output, e))
+    })?;
+    Ok(total)
+}
+
+/// Includes a payload file written by [`write_payload_file`] (e.g. into `OUT_DIR` by a build
+/// script) as `&'static [u8]` aligned to [`ALIGN`], for [`Package::from_static`]. rustc holds
+/// the file in memory while compiling (about 16× its size): keep this for small packages and
+/// append large ones with [`write_bundle`].
+#[macro_export]
+macro_rules! include_package {
+    ($path:expr) => {{
+        #[repr(C, align(65536))]
+        struct Aligned<T: ?Sized>(T);
+        static ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!($path));
+        &ALIGNED.0
+    }};
+}
