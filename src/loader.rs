@@ -259,7 +259,7 @@ impl LoadedModel {
     /// The text preprocessor (tokenizer), made from the schema on first use.
     pub(crate) fn preprocessor(&mut self) -> Result<&mut TextPreprocessor> {
         if self.text.is_none() {
-            let pre = TextPreprocessor::from_schema(&self.package, &self.package.info().io)?;
+            let pre = TextPreprocessor::from_package(&self.package, &self.package.info().io)?;
             self.text = Some(pre);
         }
         Ok(self.text.as_mut().expect("set above"))

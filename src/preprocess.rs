@@ -72,8 +72,22 @@ impl std::fmt::Debug for TextPreprocessor {
 }
 
 impl TextPreprocessor {
-    /// Builds the preprocessor for the inputs of `io` that have tokenization hints.
-    pub fn from_schema(package: &Package, io: &IoSchema) -> Result<Self> {
+    /// Builds the preprocessor for the inputs of `io` that have tokenization hints, reading the
+    /// tokenizer they name from `package` (a directory or a bundle).
+    pub fn from_package(package: &Package, io: &IoSchema) -> Result<Self> {
+        Self::from_schema_with(io, |rel| package.file(rel))
+    }
+
+    /// [`from_package`](TextPreprocessor::from_package) for a directory holding the tokenizer
+    /// files the schema names (relative paths only).
+    pub fn from_schema(root: &Path, io: &IoSchema) -> Result<Self> {
+        Self::from_schema_with(io, |rel| {
+            let rel = crate::package::check_relative("tokenizer", rel)?;
+            Ok(FileRef::file(root.join(rel)))
+        })
+    }
+
+    fn from_schema_with(io: &IoSchema, open: impl Fn(&str) -> Result<FileRef>) -> Result<Self> {
         let hinted: Vec<(&str, &Tokenization, DType)> = io
             .inputs
             .iter()
@@ -102,7 +116,7 @@ impl TextPreprocessor {
                 )));
             }
         }
-        let file = package.file(&first.tokenizer)?;
+        let file = open(&first.tokenizer)?;
         let tokenizer = load_tokenizer(&file)?;
         let path = file.path().to_path_buf();
         let mut pre = TextPreprocessor {

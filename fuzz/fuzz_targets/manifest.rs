@@ -118,8 +118,7 @@ fuzz_target!(|data: &[u8]| {
             if let Err(e) = package.verify() {
                 touch_error(&e);
             }
-            if let Err(e) =
-                inferox::preprocess::TextPreprocessor::from_schema(package.root(), &info.io)
+            if let Err(e) = inferox::preprocess::TextPreprocessor::from_package(&package, &info.io)
             {
                 touch_error(&e);
             }

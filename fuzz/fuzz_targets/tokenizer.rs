@@ -10,7 +10,6 @@
 //! Input: lossy UTF-8; lines are the texts of a batch (at most 4), the whole input one text.
 #![no_main]
 
-use inferox::generate::Detokenize;
 use inferox::preprocess::TextPreprocessor;
 use inferox::schema::IoSchema;
 use inferox_fuzz::{repo_root, touch_error};

@@ -3,7 +3,6 @@
 //! tokenizer file must give an error, never a panic inside the tokenizer library.
 #![no_main]
 
-use inferox::generate::Detokenize;
 use inferox::preprocess::TextPreprocessor;
 use inferox::schema::IoSchema;
 use inferox_fuzz::{fresh, touch_error, write};
