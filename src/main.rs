@@ -100,7 +100,13 @@ fn main() -> ExitCode {
         eprintln!("hint: this is a bug in inferox; please report it with the command you ran");
     }));
     let cli = match bundled() {
-        Ok(true) => Cli::parse_from(bundle_args(std::env::args_os().collect())),
+        Ok(true) => {
+            use clap::{CommandFactory, FromArgMatches};
+            let matches = Cli::command()
+                .before_help(BUNDLE_NOTE)
+                .get_matches_from(bundle_args(std::env::args_os().collect()));
+            Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+        }
         Ok(false) => Cli::parse(),
         Err(e) => {
             eprintln!("error: {e}");
@@ -143,6 +149,10 @@ fn main() -> ExitCode {
         }
     }
 }
+
+const BUNDLE_NOTE: &str = "This executable carries a package (written by `inferox bundle`): every \
+command that takes PKG runs it when none is named, and options alone run it (`APP --text T` is \
+`APP run --text T`). `APP inspect` shows it, `APP validate` checks every byte of it.";
 
 /// Whether this executable carries a package (a bundle); a damaged bundle is an error.
 fn bundled() -> inferox::Result<bool> {

@@ -125,6 +125,17 @@ fn a_bundle_runs_alone_and_answers_as_its_package_does() {
         .collect();
     assert_eq!(names, ["embed"], "the bundle wrote next to itself");
 
+    // `validate` covers every byte: a changed byte in the program part (which the start-up
+    // check, for speed, does not read) fails it.
+    let patched = shipped.path().join("patched");
+    let mut bytes = std::fs::read(shipped.path().join("embed")).unwrap();
+    bytes[1000] ^= 0x01;
+    std::fs::write(&patched, &bytes).unwrap();
+    drop(bytes);
+    let err = stderr(&inferox(&["validate", patched.to_str().unwrap()]));
+    assert!(err.contains("the program part"), "{err}");
+    std::fs::remove_file(&patched).unwrap();
+
     // A plain inferox opens the bundle as a package too.
     let bundled = shipped.path().join("embed");
     let mut from_plain = vec!["run", bundled.to_str().unwrap()];

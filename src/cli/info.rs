@@ -197,15 +197,21 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<()> {
     if args.json {
         return print_json(&json!({
             "valid": true,
+            "embedded": package.is_embedded(),
             "files": package.metadata().files.len(),
             "bytes": total,
             "runs_on": runs_on.as_ref().ok(),
         }));
     }
     println!(
-        "ok: {} files, {} verified (structure, paths, sizes, sha256, weight headers)",
+        "ok: {} files, {} verified (structure, paths, sizes, sha256, weight headers{})",
         package.metadata().files.len(),
-        human_bytes(total)
+        human_bytes(total),
+        if package.is_embedded() {
+            "; the bundle's file table and the program's sha256"
+        } else {
+            ""
+        }
     );
     match runs_on {
         Ok(b) => println!("runs here on {b}"),

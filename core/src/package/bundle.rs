@@ -39,7 +39,17 @@ const FORMAT: u32 = 1;
 #[derive(Serialize, Deserialize)]
 struct Index {
     format: u32,
+    /// The executable in front of the payload, for a bundle (absent for a payload file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    program: Option<Program>,
     files: Vec<Entry>,
+}
+
+/// The executable a package was appended to: its length and sha256, checked by `verify`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Program {
+    size: u64,
+    sha256: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -98,6 +108,7 @@ pub(crate) struct Embedded {
     name: PathBuf,
     /// Offset of the payload in the container.
     base: u64,
+    program: Option<Program>,
     files: BTreeMap<String, Entry>,
 }
 
@@ -151,11 +162,18 @@ impl Embedded {
         file.seek(SeekFrom::Start(index_at))
             .and_then(|_| file.read_exact(&mut index))
             .map_err(|e| Error::io(path, e))?;
-        let files = parse_index(path, &trailer, &index)?;
+        let (program, files) = parse_index(path, &trailer, &index)?;
+        if program.as_ref().is_some_and(|p| p.size > base) {
+            return Err(bundle_error(
+                path,
+                "the program recorded in the file table overlaps the package (damaged file table)",
+            ));
+        }
         Ok(Some(Embedded {
             container: Container::File(path.to_path_buf()),
             name: path.to_path_buf(),
             base,
+            program,
             files,
         }))
     }
@@ -181,11 +199,18 @@ impl Embedded {
             ));
         }
         let index = &bytes[index_at as usize..(index_at + trailer.index_len) as usize];
-        let files = parse_index(&name, &trailer, index)?;
+        let (program, files) = parse_index(&name, &trailer, index)?;
+        if program.is_some() {
+            return Err(bundle_error(
+                &name,
+                "these bytes are a whole bundle, not a payload: pass the payload file",
+            ));
+        }
         Ok(Embedded {
             container: Container::Static(bytes),
             name,
             base,
+            program,
             files,
         })
     }
@@ -242,6 +267,28 @@ impl Embedded {
     }
 }
 
+impl Embedded {
+    /// Checks the sha256 of the program in front of the package against the one recorded when
+    /// the bundle was written: with the files' own hashes, `verify` covers every byte.
+    pub(crate) fn verify_program(&self, progress: &mut impl FnMut(&str, u64)) -> Result<()> {
+        let (Some(program), Container::File(path)) = (&self.program, &self.container) else {
+            return Ok(());
+        };
+        progress("(program)", program.size);
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let (size, sha) = crate::files::copy_hashed(file.take(program.size), None, |_| {})
+            .map_err(|e| Error::io(path, e))?;
+        if size != program.size || sha != program.sha256 {
+            return Err(Error::HashMismatch {
+                path: PathBuf::from(format!("{} (the program part)", path.display())),
+                expected: program.sha256.clone(),
+                found: sha,
+            });
+        }
+        Ok(())
+    }
+}
+
 const CHUNK: usize = 1 << 20;
 
 fn read_trailer(file: &mut std::fs::File, len: u64) -> std::io::Result<Option<Trailer>> {
@@ -289,7 +336,7 @@ fn layout(path: &Path, t: &Trailer, len: u64) -> Result<(u64, u64)> {
     Ok((base, base + t.payload_len))
 }
 
-fn parse_index(path: &Path, t: &Trailer, index: &[u8]) -> Result<BTreeMap<String, Entry>> {
+fn parse_index(path: &Path, t: &Trailer, index: &[u8]) -> Result<(Option<Program>, Files)> {
     if crc32fast::hash(index) != t.index_crc {
         return Err(bundle_error(
             path,
@@ -341,8 +388,10 @@ fn parse_index(path: &Path, t: &Trailer, index: &[u8]) -> Result<BTreeMap<String
             ));
         }
     }
-    Ok(files)
+    Ok((index.program, files))
 }
+
+type Files = BTreeMap<String, Entry>;
 
 /// For an ELF executable, the length of the image the linker wrote (to the end of the section
 /// header table): bytes past it were appended. `None` for other formats.
@@ -444,6 +493,16 @@ impl<W: Write> Tally<W> {
 pub fn write_payload(
     package: &Package,
     out: impl Write,
+    progress: impl FnMut(&str, u64),
+) -> Result<u64> {
+    write_payload_after(package, None, out, progress)
+}
+
+/// [`write_payload`], recording the program in front of it.
+fn write_payload_after(
+    package: &Package,
+    program: Option<Program>,
+    out: impl Write,
     mut progress: impl FnMut(&str, u64),
 ) -> Result<u64> {
     if package.embedded.is_some() {
@@ -493,6 +552,7 @@ pub fn write_payload(
     let payload_len = out.written;
     let index = serde_json::to_vec(&Index {
         format: FORMAT,
+        program,
         files: entries,
     })
     .map_err(|e| Error::Bundle {
@@ -625,11 +685,13 @@ pub fn write_bundle(
     let mut total = 0;
     write_file_atomic(output, mode, |file| {
         let mut out = std::io::BufWriter::new(file);
-        let len = std::io::copy(&mut source, &mut out).map_err(|e| Error::io(program, e))?;
+        let (len, sha256) = crate::files::copy_hashed(&mut source, Some(&mut out), |_| {})
+            .map_err(|e| Error::io(program, e))?;
         let base = len.next_multiple_of(ALIGN);
         std::io::copy(&mut std::io::repeat(0).take(base - len), &mut out)
             .map_err(|e| Error::write(output, e))?;
-        total = base + write_payload(package, &mut out, progress)?;
+        let program = Program { size: len, sha256 };
+        total = base + write_payload_after(package, Some(program), &mut out, progress)?;
         out.flush().map_err(|e| Error::write(output, e))
     })?;
     Ok(total)

@@ -309,8 +309,13 @@ impl Package {
     /// Like [`verify`](Package::verify), calling `progress(file, bytes)` before each file.
     /// After the hashes, the headers of the weight files are parsed and checked too
     /// ([`check_weights`](Package::check_weights)).
+    /// For a bundle, the program in front of the package is checked against the sha256
+    /// recorded when it was written.
     pub fn verify_with(&self, mut progress: impl FnMut(&str, u64)) -> Result<()> {
         self.verify_hashes(&mut progress)?;
+        if let Some(embedded) = &self.embedded {
+            embedded.verify_program(&mut progress)?;
+        }
         self.check_weights()
     }
 
