@@ -1,6 +1,8 @@
 //! Embeds the package named by `INFEROX_EMBED_PACKAGE` (a package directory made with
 //! `inferox import`) into this program: the build script writes its bundle payload into
-//! `OUT_DIR`, and `main.rs` includes it with `inferox::include_package!`.
+//! `OUT_DIR` and sets `cfg(embedded_package)`, and `main.rs` includes it with
+//! `inferox::include_package!`. Without the variable the program is built to find a package
+//! appended to its executable (`inferox bundle PKG --program THIS --output APP`).
 
 use inferox_core::Package;
 use inferox_core::package::bundle;
@@ -8,12 +10,9 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo::rerun-if-env-changed=INFEROX_EMBED_PACKAGE");
+    println!("cargo::rustc-check-cfg=cfg(embedded_package)");
     let Some(dir) = std::env::var_os("INFEROX_EMBED_PACKAGE") else {
-        panic!(
-            "set INFEROX_EMBED_PACKAGE to the package to embed, e.g.\n  \
-             inferox import all-MiniLM-L6-v2 --output minilm.pkg\n  \
-             INFEROX_EMBED_PACKAGE=$PWD/minilm.pkg cargo build --release"
-        );
+        return;
     };
     let package = Package::open(&dir).unwrap_or_else(|e| {
         panic!(
@@ -31,4 +30,5 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     bundle::write_payload_file(&package, &out.join("package.bin"), true)
         .unwrap_or_else(|e| panic!("embedding {}: {e}", package.root().display()));
+    println!("cargo::rustc-cfg=embedded_package");
 }

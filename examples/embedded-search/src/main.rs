@@ -1,7 +1,11 @@
 //! `embedded-search QUERY SENTENCE...`: which sentence is closest in meaning to the query,
-//! answered by the sentence-embedding model this executable carries (embedded at build time
-//! from `INFEROX_EMBED_PACKAGE`; see build.rs). It needs nothing but its own file: no package
-//! directory, no environment, no shared library beyond the C runtime.
+//! answered by the sentence-embedding model this executable carries. It needs nothing but its
+//! own file: no package directory, no environment, no shared library beyond the C runtime.
+//!
+//! The package is in the executable one of two ways (docs/deployment.md):
+//! * compiled in: `INFEROX_EMBED_PACKAGE=minilm.pkg cargo build --release` (see build.rs);
+//! * appended after the build, for packages too large to compile in: `cargo build --release`,
+//!   then `inferox bundle minilm.pkg --program target/release/embedded-search --output search`.
 
 use inferox::pipeline::cosine;
 use inferox::prelude::*;
@@ -27,11 +31,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// The package this executable carries. It is read where it lies: nothing is extracted.
+#[cfg(embedded_package)]
+fn package() -> inferox::Result<Package> {
+    let bytes: &'static [u8] = inferox::include_package!(concat!(env!("OUT_DIR"), "/package.bin"));
+    Package::from_static(bytes)
+}
+
+/// The package appended to this executable.
+#[cfg(not(embedded_package))]
+fn package() -> inferox::Result<Package> {
+    Package::open_embedded()?.ok_or_else(|| {
+        inferox::Error::Unsupported(
+            "this build carries no package: build it with INFEROX_EMBED_PACKAGE=PKG, or append \
+             one with `inferox bundle PKG --program THIS_EXECUTABLE --output APP`"
+                .into(),
+        )
+    })
+}
+
 /// The sentences with their cosine similarity to `query`, closest first.
 fn rank<'a>(query: &str, sentences: &'a [String]) -> inferox::Result<Vec<(f32, &'a str)>> {
-    // The package is read where it lies in the executable: nothing is extracted.
-    let bytes: &'static [u8] = inferox::include_package!(concat!(env!("OUT_DIR"), "/package.bin"));
-    let package = Package::from_static(bytes)?;
+    let package = package()?;
     let mut model = package.load(&LoadOptions::default())?;
     let mut texts = vec![query];
     texts.extend(sentences.iter().map(String::as_str));
