@@ -275,7 +275,7 @@ fn an_overwrite_only_replaces_a_bundle() {
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
-        .filter(|n| n.to_string_lossy().contains("partial"))
+        .filter(|n| n.to_string_lossy().contains(".tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }

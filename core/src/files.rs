@@ -86,6 +86,18 @@ pub fn hash_file(file: impl Into<FileRef>) -> Result<(u64, String)> {
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, then rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, None, |file| {
+        file.write_all(bytes).map_err(|e| Error::write(path, e))
+    })
+}
+
+/// Writes `path` atomically, its contents written by `fill`: a temporary file beside it
+/// (removed on failure), fsync, `mode` as its Unix permissions when given, then rename.
+pub fn write_atomic_with(
+    path: &Path,
+    mode: Option<u32>,
+    fill: impl FnOnce(&mut std::fs::File) -> Result<()>,
+) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -93,16 +105,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        let mut file = std::fs::File::create(&tmp).map_err(|e| Error::write(path, e))?;
+        fill(&mut file)?;
+        file.sync_all().map_err(|e| Error::write(path, e))?;
+        #[cfg(unix)]
+        if let Some(mode) = mode {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::write(path, e))?;
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        std::fs::rename(&tmp, path).map_err(|e| Error::write(path, e))
     })();
-    if let Err(e) = result {
+    if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::write(path, e));
     }
-    Ok(())
+    result
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 //! sha256 recorded in metadata.json as for a package directory.
 
 use super::Package;
-use crate::files::hex;
+use crate::files::{hex, write_atomic_with};
 use crate::manifest::METADATA_FILE;
 use crate::paths::check_relative;
 use crate::source::FileRef;
@@ -417,16 +417,10 @@ fn elf_image_len(path: &Path) -> Option<u64> {
 /// The package carried by the executable at `path`: `None` when it carries none. An executable
 /// with bytes appended after its image but no valid trailer is a damaged bundle, an error.
 pub(crate) fn embedded_in_executable(path: &Path) -> Result<Option<Embedded>> {
-    if let Some(found) = Embedded::open_file(path)? {
-        return Ok(Some(found));
+    if !carries_package(path)? {
+        return Ok(None);
     }
-    let len = std::fs::metadata(path)
-        .map_err(|e| Error::io(path, e))?
-        .len();
-    match elf_image_len(path) {
-        Some(image) if image < len => Err(damaged(path, len - image)),
-        _ => Ok(None),
-    }
+    Embedded::open_file(path)
 }
 
 /// Whether the executable at `path` carries a package, checking only its trailer (cheap: the
@@ -570,42 +564,6 @@ fn write_payload_after(
     Ok(out.written)
 }
 
-/// Writes `output` through a temporary file beside it, renamed into place once complete and
-/// flushed; `fill` writes the contents. `mode` sets the Unix permissions.
-fn write_file_atomic(
-    output: &Path,
-    mode: Option<u32>,
-    fill: impl FnOnce(&mut std::fs::File) -> Result<()>,
-) -> Result<()> {
-    let dir = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.partial-{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp).map_err(|e| Error::write(&tmp, e))?;
-        fill(&mut file)?;
-        file.sync_all().map_err(|e| Error::write(&tmp, e))?;
-        #[cfg(unix)]
-        if let Some(mode) = mode {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-                .map_err(|e| Error::write(&tmp, e))?;
-        }
-        #[cfg(not(unix))]
-        let _ = mode;
-        std::fs::rename(&tmp, output).map_err(|e| Error::write(output, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// Refuses to replace `output` unless `overwrite` is set and it is a bundle or payload inferox
 /// wrote (its trailer says so): an overwrite only ever replaces what we wrote.
 fn check_output(output: &Path, overwrite: bool) -> Result<()> {
@@ -639,7 +597,7 @@ fn check_output(output: &Path, overwrite: bool) -> Result<()> {
 pub fn write_payload_file(package: &Package, output: &Path, overwrite: bool) -> Result<u64> {
     check_output(output, overwrite)?;
     let mut written = 0;
-    write_file_atomic(output, None, |file| {
+    write_atomic_with(output, None, |file| {
         let mut out = std::io::BufWriter::new(file);
         written = write_payload(package, &mut out, |_, _| {})?;
         out.flush().map_err(|e| Error::write(output, e))
@@ -683,7 +641,7 @@ pub fn write_bundle(
     #[cfg(not(unix))]
     let mode = None;
     let mut total = 0;
-    write_file_atomic(output, mode, |file| {
+    write_atomic_with(output, mode, |file| {
         let mut out = std::io::BufWriter::new(file);
         let (len, sha256) = crate::files::copy_hashed(&mut source, Some(&mut out), |_| {})
             .map_err(|e| Error::io(program, e))?;
