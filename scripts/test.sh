@@ -41,7 +41,7 @@ run_default() {
   echo "-- the library as an app embeds it (candle, no cli/hub) builds no CLI or HTTP crates"
   local deps
   deps="$(cargo tree -p inferox --no-default-features --features candle -e normal --prefix none)"
-  if grep -E '^(anyhow|clap|hf-hub|indicatif|mimalloc|ureq) ' <<<"$deps"; then
+  if grep -E '^(anyhow|clap|hf-hub|image|indicatif|mimalloc|mozjpeg|ureq) ' <<<"$deps"; then
     echo "error: inferox with only the candle feature depends on the crates above" >&2
     exit 1
   fi

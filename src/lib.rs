@@ -33,6 +33,8 @@ pub mod generate;
 pub mod gguf;
 #[cfg(feature = "hub")]
 pub mod hub;
+#[cfg(feature = "image")]
+pub mod image;
 pub mod import;
 pub mod loader;
 pub mod npy;
@@ -44,7 +46,7 @@ pub mod supported;
 
 pub use inferox_core::{
     Error, Result, backend, include_package, load, manifest, model, package, panic_is_guarded,
-    register, registry, schema, source, tensor, weights,
+    register, registry, schema, source, tensor, vision, weights,
 };
 use inferox_core::{files, guard};
 

@@ -7,7 +7,7 @@
 //! <https://github.com/tensorflow/tensorflow/blob/master/tensorflow/lite/core/c/c_api.h>.
 
 use inferox_core::registry::{Description, ImportSource, ModelType};
-use inferox_core::schema::{Dim, ImageNormalization, IoSchema, Preprocessing, TensorSpec};
+use inferox_core::schema::{Dim, ImagePreprocessing, IoSchema, Preprocessing, TensorSpec};
 use inferox_core::{Error, Result};
 use inferox_core::{ExecutionFormat, Family};
 
@@ -48,8 +48,11 @@ fn image_hint(config: &serde_json::Value, spec: &TensorSpec) -> Option<Preproces
     } else {
         (vec![0.0], vec![1.0])
     };
-    Some(Preprocessing::Image(ImageNormalization {
+    Some(Preprocessing::Image(ImagePreprocessing {
         config: PREPROCESSOR_FILE.to_string(),
+        processor: String::new(),
+        resize: None,
+        center_crop: None,
         rescale_factor: if rescale {
             config
                 .get("rescale_factor")

@@ -167,6 +167,9 @@ pub enum Error {
     /// An import source cannot be turned into a package.
     #[error("{}: {message}", path.display())]
     Import { path: PathBuf, message: String },
+    /// An image could not be decoded, or is too large to decode.
+    #[error("{}: {message}", path.display())]
+    Image { path: PathBuf, message: String },
     /// A package appended to an executable, or embedded in one, is damaged or cannot be used.
     #[error("{}: {message}", path.display())]
     Bundle { path: PathBuf, message: String },
@@ -356,6 +359,10 @@ impl Error {
                 "choose another destination, or set `ImportOptions::overwrite` (`PullOptions::overwrite` for a pull)"
                     .to_string()
             }
+            Error::Image { .. } => {
+                "give a JPEG, PNG, GIF, BMP, TIFF or WebP file; re-export a damaged image, and scale a very large one down first"
+                    .to_string()
+            }
             Error::Bundle { .. } => {
                 "re-create the bundle from its package directory (`bundle::write_bundle`); a bundle is read-only once written"
                     .to_string()
@@ -467,6 +474,10 @@ mod tests {
             },
             Error::AlreadyExists { path: path.clone() },
             Error::Bundle {
+                path: path.clone(),
+                message: String::new(),
+            },
+            Error::Image {
                 path: path.clone(),
                 message: String::new(),
             },

@@ -25,6 +25,7 @@ pub mod registry;
 pub mod schema;
 pub mod source;
 pub mod tensor;
+pub mod vision;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -3,6 +3,7 @@
 //! that inputs are validated against.
 
 use crate::tensor::{DType, HostTensor, NamedTensors};
+pub use crate::vision::ImagePreprocessing;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -82,30 +83,14 @@ pub struct Tokenization {
     pub pad_id: Option<u32>,
 }
 
-/// How an image becomes this input (from the package's `preprocessor_config.json`): pixels
-/// are multiplied by `rescale_factor`, then normalised per channel with `mean` and `std`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ImageNormalization {
-    /// The image-processor config it came from, relative to the package root.
-    pub config: String,
-    /// Scale applied to raw pixel values first (1/255 for 8-bit images).
-    pub rescale_factor: f64,
-    /// Per-channel mean subtracted after rescaling.
-    pub mean: Vec<f64>,
-    /// Per-channel standard deviation divided by after subtracting the mean.
-    pub std: Vec<f64>,
-    /// Axis order of the input: `nhwc` or `nchw`.
-    pub layout: String,
-}
-
 /// A hint on how raw data becomes this input.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Preprocessing {
     /// Text through a `tokenizers` tokenizer.
     Tokenization(Tokenization),
-    /// An image, rescaled and normalised.
-    Image(ImageNormalization),
+    /// An image, decoded, resized, cropped, rescaled and normalised.
+    Image(ImagePreprocessing),
 }
 
 /// Affine quantization of an integer tensor: `real = scale * (q - zero_point)`.

@@ -129,3 +129,15 @@ pub fn models_dir() -> PathBuf {
             .join(".cache/inferox/models"),
     }
 }
+
+/// Directory of the real photographs (scikit-image's sample data), fetched by
+/// `scripts/fetch-models.sh images`.
+pub fn images_dir() -> PathBuf {
+    let dir = models_dir().join("images/skimage/data");
+    assert!(
+        dir.join("astronaut.png").is_file(),
+        "the test photographs are missing at {}: run scripts/fetch-models.sh images",
+        dir.display()
+    );
+    dir
+}

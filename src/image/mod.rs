@@ -1,0 +1,340 @@
+//! Image preprocessing driven by the manifest: images are decoded, made 8-bit RGB, resized,
+//! center-cropped, rescaled and normalised exactly as the package's image hint says (the steps
+//! transformers' PIL image processors take, see [`crate::vision`]), into one `[batch, 3, height,
+//! width]` float32 tensor.
+//!
+//! Decoding reads JPEG, PNG (gray, RGB, RGBA, palette; 8 or 16 bits), GIF (first frame), BMP,
+//! TIFF and WebP. Conversion to RGB follows Pillow's `convert("RGB")`: alpha is dropped (not
+//! composited), palettes are looked up, gray is replicated, and 16-bit samples keep their high
+//! byte as Pillow's PNG reader does for RGB. (Pillow clips 16-bit *gray* to 255 instead, which
+//! turns most pictures white; we scale it like 16-bit RGB.) EXIF orientation is not applied,
+//! as transformers does not apply it.
+
+mod resample;
+
+pub use resample::resize;
+
+use crate::schema::{IoSchema, Preprocessing};
+use crate::tensor::{DType, HostTensor};
+use crate::vision::ImagePreprocessing;
+use crate::{Error, Result};
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+/// Largest image decoded, in pixels: Pillow's decompression-bomb limit (`MAX_IMAGE_PIXELS`,
+/// 89,478,485, about a quarter gigabyte of RGBA). Larger images are refused before decoding.
+pub const MAX_PIXELS: u64 = 89_478_485;
+
+/// Refuses empty images and images beyond [`MAX_PIXELS`], before anything is allocated.
+fn check_size(width: usize, height: usize, name: &Path) -> Result<()> {
+    let pixels = width as u64 * height as u64;
+    if pixels == 0 {
+        return Err(image_error(name, format!("the image is {width}×{height}")));
+    }
+    if pixels > MAX_PIXELS {
+        return Err(image_error(
+            name,
+            format!(
+                "the image is {width}×{height} ({pixels} pixels), more than the limit of \
+                 {MAX_PIXELS} (a decompression-bomb guard)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes a JPEG with libjpeg-turbo's decoder (mozjpeg), as Pillow does: the same integer
+/// IDCT and chroma upsampling, so the same pixels. A stream that stops before its end-of-image
+/// marker is refused (libjpeg would fill the rest with gray; Pillow refuses it too).
+fn decode_jpeg(bytes: &[u8], name: &Path) -> Result<RgbImage> {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xff, marker]);
+    if last(0xd9) < last(0xda) || last(0xd9).is_none() {
+        return Err(image_error(
+            name,
+            "this JPEG stops before its end-of-image marker: the file is truncated",
+        ));
+    }
+    let damaged = |e: String| image_error(name, format!("this JPEG is damaged: {e}"));
+    crate::guard::guarded(
+        || {
+            let d = mozjpeg::Decompress::new_mem(bytes).map_err(|e| damaged(e.to_string()))?;
+            let (width, height) = d.size();
+            check_size(width, height, name)?;
+            let mut image = d.rgb().map_err(|e| damaged(e.to_string()))?;
+            let rows: Vec<[u8; 3]> = image.read_scanlines().map_err(|e| damaged(e.to_string()))?;
+            image.finish().map_err(|e| damaged(e.to_string()))?;
+            if rows.len() != width * height {
+                return Err(damaged(format!(
+                    "{} pixels decoded of {width}×{height}",
+                    rows.len()
+                )));
+            }
+            Ok(RgbImage {
+                width,
+                height,
+                data: rows.into_flattened(),
+            })
+        },
+        damaged,
+    )
+}
+
+/// An 8-bit RGB image, rows top to bottom, pixels interleaved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RgbImage {
+    pub width: usize,
+    pub height: usize,
+    /// `height * width * 3` bytes.
+    pub data: Vec<u8>,
+}
+
+fn image_error(path: &Path, message: impl Into<String>) -> Error {
+    Error::Image {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+impl RgbImage {
+    /// Reads and decodes the image file at `path`.
+    pub fn open(path: &Path) -> Result<RgbImage> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::decode(&bytes, path)
+    }
+
+    /// Decodes an encoded image (`name` says where it came from, for errors). The format is
+    /// recognised from the bytes, not the name.
+    pub fn decode(bytes: &[u8], name: &Path) -> Result<RgbImage> {
+        if bytes.is_empty() {
+            return Err(image_error(name, "the file is empty"));
+        }
+        let reader = ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| image_error(name, e.to_string()))?;
+        if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+            return decode_jpeg(bytes, name);
+        }
+        // PNG: the size is in the first chunk; check it before the decoder reads further.
+        if let Some(ihdr) = bytes.strip_prefix(b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR")
+            && ihdr.len() >= 8
+        {
+            let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+            check_size(be(&ihdr[..4]), be(&ihdr[4..8]), name)?;
+        }
+        let Some(format) = reader.format() else {
+            return Err(image_error(
+                name,
+                "not an image in a format inferox reads (JPEG, PNG, GIF, BMP, TIFF, WebP)",
+            ));
+        };
+        let describe = |e: image::ImageError| {
+            let what = match e {
+                image::ImageError::Limits(_) => "too large to decode",
+                image::ImageError::Unsupported(_) => "uses a feature inferox cannot decode",
+                _ => "is damaged or truncated",
+            };
+            image_error(name, format!("this {format:?} image {what}: {e}"))
+        };
+        let mut decoder = reader.into_decoder().map_err(describe)?;
+        let (width, height) = decoder.dimensions();
+        check_size(width as usize, height as usize, name)?;
+        let mut limits = Limits::default();
+        limits.max_image_width = Some(width);
+        limits.max_image_height = Some(height);
+        limits.max_alloc = Some(MAX_PIXELS * 8 + (64 << 20));
+        decoder.set_limits(limits).map_err(describe)?;
+        let image = DynamicImage::from_decoder(decoder).map_err(describe)?;
+        Ok(Self::from_dynamic(image))
+    }
+
+    /// Pillow's `convert("RGB")` of a decoded image (see the module docs for 16-bit samples).
+    fn from_dynamic(image: DynamicImage) -> RgbImage {
+        let (width, height) = (image.width() as usize, image.height() as usize);
+        let high = |v: u16| (v >> 8) as u8;
+        let data: Vec<u8> = match image {
+            DynamicImage::ImageRgb8(i) => i.into_raw(),
+            DynamicImage::ImageRgba8(i) => i
+                .into_raw()
+                .chunks_exact(4)
+                .flat_map(|p| [p[0], p[1], p[2]])
+                .collect(),
+            DynamicImage::ImageLuma8(i) => i.into_raw().iter().flat_map(|&v| [v; 3]).collect(),
+            DynamicImage::ImageLumaA8(i) => i
+                .into_raw()
+                .chunks_exact(2)
+                .flat_map(|p| [p[0]; 3])
+                .collect(),
+            DynamicImage::ImageRgb16(i) => i.into_raw().iter().map(|&v| high(v)).collect(),
+            DynamicImage::ImageRgba16(i) => i
+                .into_raw()
+                .chunks_exact(4)
+                .flat_map(|p| [high(p[0]), high(p[1]), high(p[2])])
+                .collect(),
+            DynamicImage::ImageLuma16(i) => {
+                i.into_raw().iter().flat_map(|&v| [high(v); 3]).collect()
+            }
+            DynamicImage::ImageLumaA16(i) => i
+                .into_raw()
+                .chunks_exact(2)
+                .flat_map(|p| [high(p[0]); 3])
+                .collect(),
+            other => other.into_rgb8().into_raw(),
+        };
+        RgbImage {
+            width,
+            height,
+            data,
+        }
+    }
+
+    /// Transformers' `center_crop`: the middle `height` × `width` (top-left rounded down), with
+    /// zero padding where the image is smaller.
+    pub fn center_crop(&self, height: usize, width: usize) -> RgbImage {
+        let (h, w) = (self.height as isize, self.width as isize);
+        let (ch, cw) = (height as isize, width as isize);
+        // Where the crop is larger, transformers pads with zeros at ceil((new - old) / 2),
+        // which puts source pixel y at y + floor((old - new) / 2) all the same.
+        let top = (h - ch).div_euclid(2);
+        let left = (w - cw).div_euclid(2);
+        let mut data = vec![0u8; height * width * 3];
+        for y in 0..ch {
+            let sy = y + top;
+            if sy < 0 || sy >= h {
+                continue;
+            }
+            for x in 0..cw {
+                let sx = x + left;
+                if sx < 0 || sx >= w {
+                    continue;
+                }
+                let s = ((sy * w + sx) * 3) as usize;
+                let d = ((y * cw + x) * 3) as usize;
+                data[d..d + 3].copy_from_slice(&self.data[s..s + 3]);
+            }
+        }
+        RgbImage {
+            width,
+            height,
+            data,
+        }
+    }
+}
+
+/// Builds the image input of a model from its schema's image hint.
+#[derive(Clone, Debug)]
+pub struct ImagePreprocessor {
+    input: String,
+    steps: ImagePreprocessing,
+}
+
+impl ImagePreprocessor {
+    /// The preprocessor for the input of `io` that carries an image hint, if there is one.
+    pub fn from_schema(io: &IoSchema) -> Result<Option<Self>> {
+        let mut found = io.inputs.iter().filter_map(|s| match &s.preprocessing {
+            Some(Preprocessing::Image(p)) => Some((s, p)),
+            _ => None,
+        });
+        let Some((spec, steps)) = found.next() else {
+            return Ok(None);
+        };
+        if found.next().is_some() {
+            return Err(Error::Unsupported(
+                "the schema has more than one image input; give the tensors directly".into(),
+            ));
+        }
+        if spec.dtype != DType::Float32 || steps.layout != "nchw" || spec.shape.len() != 4 {
+            return Err(Error::Unsupported(format!(
+                "image input `{}` is {} {} ({}); images are made into float32 [batch, 3, height, \
+                 width]",
+                spec.name,
+                spec.dtype,
+                spec.shape_string(),
+                steps.layout
+            )));
+        }
+        Ok(Some(ImagePreprocessor {
+            input: spec.name.clone(),
+            steps: steps.clone(),
+        }))
+    }
+
+    /// The input it fills (`pixel_values`).
+    pub fn input_name(&self) -> &str {
+        &self.input
+    }
+
+    /// The steps it applies.
+    pub fn steps(&self) -> &ImagePreprocessing {
+        &self.steps
+    }
+
+    /// One image through resize and crop, still 8-bit RGB.
+    pub fn resize_and_crop(&self, image: &RgbImage) -> RgbImage {
+        let mut image = match self.steps.resize {
+            Some(r) => {
+                let (h, w) = r.to.output_size(image.height, image.width);
+                resize(image, w, h, r.resample)
+            }
+            None => image.clone(),
+        };
+        if let Some(c) = self.steps.center_crop {
+            image = image.center_crop(c.height, c.width);
+        }
+        image
+    }
+
+    /// Images to the model input, `[batch, 3, height, width]` float32. Every image must come
+    /// out at the same size (the steps fix it for all the processors inferox reads).
+    pub fn preprocess(&self, images: &[RgbImage]) -> Result<HostTensor> {
+        let s = &self.steps;
+        if images.is_empty() {
+            return Err(Error::InvalidArgument("no images given".into()));
+        }
+        let mean: Vec<f32> = s.mean.iter().map(|&m| m as f32).collect();
+        let std: Vec<f32> = s.std.iter().map(|&m| m as f32).collect();
+        let channel = |v: &[f32], c: usize| v.get(c).or(v.first()).copied().unwrap_or(0.0);
+        let mut size = None;
+        let mut data = Vec::new();
+        for (i, image) in images.iter().enumerate() {
+            let image = self.resize_and_crop(image);
+            let hw = (image.height, image.width);
+            if *size.get_or_insert(hw) != hw {
+                return Err(Error::Input {
+                    name: self.input.clone(),
+                    message: format!(
+                        "image {i} comes out at {}×{} but image 0 at {}×{}; this package's \
+                         preprocessing does not fix the size, so give images of one size",
+                        hw.1,
+                        hw.0,
+                        size.unwrap().1,
+                        size.unwrap().0
+                    ),
+                });
+            }
+            // transformers: float64 rescale cast to float32, then float32 (x - mean) / std.
+            for c in 0..3 {
+                let (m, d) = (channel(&mean, c), channel(&std, c));
+                data.extend(
+                    image
+                        .data
+                        .iter()
+                        .skip(c)
+                        .step_by(3)
+                        .map(|&v| ((f64::from(v) * s.rescale_factor) as f32 - m) / d),
+                );
+            }
+        }
+        let (h, w) = size.unwrap_or_default();
+        HostTensor::from_f32(vec![images.len(), 3, h, w], data)
+    }
+
+    /// Decodes the image files at `paths` and preprocesses them as one batch.
+    pub fn preprocess_files(&self, paths: &[PathBuf]) -> Result<HostTensor> {
+        let images = paths
+            .iter()
+            .map(|p| RgbImage::open(p))
+            .collect::<Result<Vec<_>>>()?;
+        self.preprocess(&images)
+    }
+}
