@@ -203,6 +203,25 @@ fn import_inspect_validate_run() {
         text.contains("last_hidden_state: float32 [2, 6, 32]"),
         "{text}"
     );
+    // --save-inputs writes what tokenization made: transformers' own encoding of the texts.
+    let texts: Vec<String> =
+        serde_json::from_slice(&std::fs::read(case.join("texts.json")).unwrap()).unwrap();
+    let saved_inputs = dir.path().join("inputs");
+    let mut args = vec!["run", s(&pkg), "--save-inputs", s(&saved_inputs), "--json"];
+    for t in &texts {
+        args.extend(["--text", t.as_str()]);
+    }
+    ok(&args);
+    let want: inferox::NamedTensors = read_npy_dir(&case.join("text_inputs"))
+        .into_iter()
+        .collect();
+    let got = read_npy_dir(&saved_inputs);
+    assert_eq!(got.len(), 3, "input_ids, attention_mask, token_type_ids");
+    for (name, tensor) in got {
+        let expected = want.get(&name).unwrap();
+        assert_eq!(tensor.shape(), expected.shape(), "{name}");
+        assert_eq!(tensor.as_i64(), expected.as_i64(), "{name}");
+    }
     // With an explicit pooling it gives embeddings.
     let emb = json(&ok(&[
         "run",

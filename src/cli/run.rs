@@ -46,6 +46,12 @@ pub struct Args {
     /// Also write every output as NAME.npy into this directory.
     #[arg(long, value_name = "DIR")]
     save_outputs: Option<PathBuf>,
+    /// Write the tensors preprocessing made (input_ids, attention_mask, ... for texts; the
+    /// tensors given with --input) as NAME.npy into this directory before the model runs:
+    /// what to compare with Python's tokenizer when results differ. Texts are saved as one
+    /// batch in the order given, padded to the longest.
+    #[arg(long, value_name = "DIR")]
+    save_inputs: Option<PathBuf>,
     /// Print the model's outputs by name even for a sentence-embedding package.
     #[arg(long)]
     raw: bool,
@@ -107,12 +113,13 @@ fn print_outputs(outputs: &NamedTensors, json_out: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn save_outputs(dir: &std::path::Path, outputs: &NamedTensors) -> anyhow::Result<()> {
+/// Writes `tensors` as NAME.npy files into `dir` (created if missing).
+fn save_tensors(dir: &std::path::Path, tensors: &NamedTensors) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("{}: cannot create directory", dir.display()))?;
-    for (name, t) in outputs.iter() {
+    for (name, t) in tensors.iter() {
         let file = format!("{name}.npy");
-        inferox::package::check_relative("output name", &file)?;
+        inferox::package::check_relative("tensor name", &file)?;
         inferox::npy::write_npy(&dir.join(file), t)?;
     }
     Ok(())
@@ -151,7 +158,7 @@ fn embeddings(model: &mut LoadedModel, args: &Args, texts: &[&str]) -> anyhow::R
         let dim = vectors.first().map_or(0, Vec::len);
         let flat: Vec<f32> = vectors.iter().flatten().copied().collect();
         let t = inferox::HostTensor::from_f32(vec![vectors.len(), dim], flat)?;
-        save_outputs(dir, &[("embeddings", t)].into_iter().collect())?;
+        save_tensors(dir, &[("embeddings", t)].into_iter().collect())?;
     }
     if args.json {
         let mut doc = json!({
@@ -210,15 +217,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         allow_non_finite: args.allow_non_finite,
     };
     let mut model = package.load(&options)?;
+    let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
+    if let Some(dir) = &args.save_inputs {
+        let inputs = match args.inputs.is_empty() {
+            true => model.encode(&texts, !args.no_truncate)?.inputs,
+            false => read_inputs(&args.inputs)?,
+        };
+        save_tensors(dir, &inputs)?;
+    }
     if !args.inputs.is_empty() {
         let inputs = read_inputs(&args.inputs)?;
         let outputs = model.run(&inputs)?;
         if let Some(dir) = &args.save_outputs {
-            save_outputs(dir, &outputs)?;
+            save_tensors(dir, &outputs)?;
         }
         return print_outputs(&outputs, args.json);
     }
-    let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
     let embedding = model.info().sentence_embedding.is_some() || args.pooling.is_some();
     if embedding && !args.raw {
         return embeddings(&mut model, &args, &texts);
@@ -226,7 +240,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let encoded = model.encode(&texts, !args.no_truncate)?;
     let outputs = model.run(&encoded.inputs)?;
     if let Some(dir) = &args.save_outputs {
-        save_outputs(dir, &outputs)?;
+        save_tensors(dir, &outputs)?;
     }
     print_outputs(&outputs, args.json)
 }
