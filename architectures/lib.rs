@@ -7,3 +7,4 @@ pub mod common;
 pub mod gpt2;
 pub mod graph;
 pub mod llama;
+pub mod vit;

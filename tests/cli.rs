@@ -5,7 +5,7 @@ mod common;
 
 use common::{fixtures, read_npy_dir};
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn inferox(args: &[&str]) -> Output {
@@ -606,4 +606,88 @@ fn concurrent_imports_to_one_destination() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["pkg"], "leftovers of concurrent imports");
+}
+
+#[test]
+fn run_images_through_a_classifier() {
+    let case = fixtures().join("vision/vit_classifier");
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("vit.pkg");
+    ok(&["import", s(&case.join("model")), "--output", s(&pkg)]);
+    let photos: Vec<String> =
+        serde_json::from_slice(&std::fs::read(case.join("photos.json")).unwrap()).unwrap();
+    let images: Vec<PathBuf> = photos
+        .iter()
+        .map(|p| common::images_dir().join(p))
+        .collect();
+    let saved = dir.path().join("inputs");
+    let mut args = vec![
+        "run",
+        s(&pkg),
+        "--json",
+        "--top-k",
+        "3",
+        "--save-inputs",
+        s(&saved),
+    ];
+    for i in &images {
+        args.extend(["--image", s(i)]);
+    }
+    let doc = json(&ok(&args));
+    // The pixels preprocessing made are transformers' and the logits PyTorch's.
+    let pixels = inferox::npy::read_npy(&saved.join("pixel_values.npy")).unwrap();
+    let want = inferox::npy::read_npy(&case.join("inputs/pixel_values.npy")).unwrap();
+    assert_eq!(common::max_abs_diff(&pixels, &want), 0.0);
+    let logits = &doc["outputs"]["logits"];
+    assert_eq!(logits["shape"], serde_json::json!([3, 5]));
+    let want = inferox::npy::read_npy(&case.join("expected/logits.npy")).unwrap();
+    let got: Vec<f32> = logits["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let err = got
+        .iter()
+        .zip(want.as_f32().unwrap())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(err < 1e-4, "{err}");
+    let predictions = doc["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), 3, "one list per image");
+    for (row, preds) in got.chunks(5).zip(predictions) {
+        let preds = preds.as_array().unwrap();
+        assert_eq!(preds.len(), 3, "--top-k 3");
+        let best = (0..5).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+        assert_eq!(
+            preds[0]["label"],
+            format!("label {}", (b'a' + best as u8) as char)
+        );
+        let scores: Vec<f64> = preds.iter().map(|p| p["score"].as_f64().unwrap()).collect();
+        assert!(
+            scores.windows(2).all(|w| w[0] >= w[1]),
+            "best first: {scores:?}"
+        );
+        let z: f32 = row.iter().map(|v| (v - row[best]).exp()).sum();
+        assert!((scores[0] - 1.0 / z as f64).abs() < 1e-5, "softmax");
+    }
+    // Plain output: each image, then its labels with scores.
+    let plain = ok(&["run", s(&pkg), "--image", s(&images[0]), "--top-k", "2"]);
+    let lines: Vec<&str> = plain.lines().collect();
+    assert_eq!(lines.len(), 3, "{plain}");
+    assert!(
+        lines[0].ends_with(&photos[0]) && lines[1].contains("label "),
+        "{plain}"
+    );
+
+    // Bad images and misuse are one-line errors naming the file.
+    let text = dir.path().join("notes.png");
+    std::fs::write(&text, "not a picture").unwrap();
+    let err = fails(&["run", s(&pkg), "--image", s(&text)]);
+    assert!(err.contains("notes.png: not an image"), "{err}");
+    let minilm = fixtures().join("bert/bert_gelu_pooler/model");
+    let bert = dir.path().join("bert.pkg");
+    ok(&["import", s(&minilm), "--output", s(&bert)]);
+    let err = fails(&["run", s(&bert), "--image", s(&images[0])]);
+    assert!(err.contains("takes no images"), "{err}");
 }

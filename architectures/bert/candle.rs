@@ -6,6 +6,7 @@
 
 use super::{Batch, BertConfig, Flavor, Layout};
 use crate::common::Activation;
+use crate::common::candle::{Dense, fused_qkv, layer_norm, self_attention};
 use candle::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 use inferox_candle::{Result, Weights, candle_core as candle, candle_nn, to_host};
@@ -15,38 +16,8 @@ use inferox_core::manifest::ArtifactRole;
 use inferox_core::model::Model;
 use inferox_core::tensor::NamedTensors;
 
-/// A dense layer with its weight stored transposed (`[in, out]`, contiguous): the layout the
-/// GEMM kernel reads without repacking, which halves the cost of small batches.
-struct Dense {
-    weight_t: Tensor,
-    bias: Tensor,
-}
-
-impl Dense {
-    fn new(weight: &Tensor, bias: Tensor) -> candle::Result<Dense> {
-        Ok(Dense {
-            weight_t: weight.t()?.contiguous()?,
-            bias,
-        })
-    }
-
-    fn load(vb: VarBuilder, input: usize, output: usize) -> candle::Result<Dense> {
-        let weight = vb.get((output, input), "weight")?;
-        Dense::new(&weight, vb.get(output, "bias")?)
-    }
-
-    /// `x` is `[tokens, in]`.
-    fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
-        x.matmul(&self.weight_t)?.broadcast_add(&self.bias)
-    }
-}
-
 fn linear(vb: VarBuilder, input: usize, output: usize) -> candle::Result<Dense> {
     Dense::load(vb, input, output)
-}
-
-fn layer_norm(vb: VarBuilder, size: usize, eps: f64) -> candle::Result<LayerNorm> {
-    candle_nn::layer_norm(size, eps, vb)
 }
 
 struct Embeddings {
@@ -84,15 +55,8 @@ impl Layer {
     fn load(vb: VarBuilder, cfg: &BertConfig) -> candle::Result<Self> {
         let h = cfg.hidden_size;
         let attn = vb.pp("attention");
-        let sa = attn.pp("self");
-        let mut weights = Vec::with_capacity(3);
-        let mut biases = Vec::with_capacity(3);
-        for name in ["query", "key", "value"] {
-            weights.push(sa.pp(name).get((h, h), "weight")?);
-            biases.push(sa.pp(name).get(h, "bias")?);
-        }
         Ok(Layer {
-            qkv: Dense::new(&Tensor::cat(&weights, 0)?, Tensor::cat(&biases, 0)?)?,
+            qkv: fused_qkv(&attn.pp("self"), ["query", "key", "value"], h)?,
             attention_out: linear(attn.pp("output.dense"), h, h)?,
             attention_norm: layer_norm(attn.pp("output.LayerNorm"), h, cfg.layer_norm_eps)?,
             intermediate: linear(vb.pp("intermediate.dense"), h, cfg.intermediate_size)?,
@@ -118,7 +82,6 @@ pub struct Bert {
     activation: Activation,
     flavor: Flavor,
     heads: usize,
-    head_dim: usize,
     hidden: usize,
     vocab_size: usize,
     type_vocab_size: usize,
@@ -186,7 +149,6 @@ impl Bert {
             activation: cfg.hidden_act,
             flavor: cfg.flavor(),
             heads: cfg.num_attention_heads,
-            head_dim: h / cfg.num_attention_heads,
             hidden: h,
             vocab_size: cfg.vocab_size,
             type_vocab_size: cfg.type_vocab_size,
@@ -214,36 +176,6 @@ impl Bert {
         };
         let bias = Tensor::from_vec(bias, (b.batch, 1, 1, b.seq), &self.device)?;
         Ok(Some(bias.to_dtype(self.dtype)?))
-    }
-
-    fn attention(
-        &self,
-        layer: &Layer,
-        x: &Tensor,
-        bias: Option<&Tensor>,
-        batch: usize,
-        seq: usize,
-    ) -> candle::Result<Tensor> {
-        let (heads, hd) = (self.heads, self.head_dim);
-        let qkv = layer
-            .qkv
-            .forward(x)?
-            .reshape((batch, seq, 3, heads, hd))?
-            .permute((2, 0, 3, 1, 4))?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let q = (qkv.get(0)? * scale)?.contiguous()?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let mut scores = q.matmul(&k.t()?)?;
-        if let Some(bias) = bias {
-            scores = scores.broadcast_add(bias)?;
-        }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((batch * seq, self.hidden))
     }
 
     fn encode(&self, inputs: &NamedTensors) -> Result<(Tensor, usize, usize)> {
@@ -287,7 +219,7 @@ impl Bert {
         batch: usize,
         seq: usize,
     ) -> candle::Result<Tensor> {
-        let attn = self.attention(layer, x, bias, batch, seq)?;
+        let attn = self_attention(&layer.qkv, x, bias, (batch, seq), self.heads)?;
         let attn = layer.attention_out.forward(&attn)?;
         let x = layer.attention_norm.forward(&(attn + x)?)?;
         let inter = self.activation.apply(&layer.intermediate.forward(&x)?)?;

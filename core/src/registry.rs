@@ -21,6 +21,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::OnceLock;
 
+/// The image-processor config's name, in a source and in a package.
+pub const PREPROCESSOR_CONFIG: &str = "preprocessor_config.json";
+
 /// What an architecture sees of a model being imported.
 pub struct ImportSource<'a> {
     /// The source's config.json.
@@ -35,9 +38,24 @@ pub struct ImportSource<'a> {
     pub max_seq_length: Option<usize>,
     /// The self-contained model file, for formats that carry their own graph (TFLite).
     pub artifact: Option<&'a Path>,
+    /// The source's image-processor config (`preprocessor_config.json`), when it has one.
+    pub preprocessor: Option<&'a Path>,
 }
 
 impl ImportSource<'_> {
+    /// The image-preprocessing steps of the source's `preprocessor_config.json`; an error
+    /// naming the file when it is absent (an image model needs it) or not understood.
+    pub fn image_preprocessing(&self) -> Result<crate::vision::ImagePreprocessing> {
+        let path = self.preprocessor.ok_or_else(|| Error::Import {
+            path: self.config_path.with_file_name(PREPROCESSOR_CONFIG),
+            message: "an image model needs the image-processor config beside its config.json \
+                      (transformers' save_pretrained of the image processor writes it)"
+                .into(),
+        })?;
+        let config: serde_json::Value = crate::files::read_json(path)?;
+        crate::vision::ImagePreprocessing::from_processor_config(&config, path, PREPROCESSOR_CONFIG)
+    }
+
     /// Parses config.json into an architecture's config type; errors name the file.
     pub fn parse_config<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_value(self.config.clone()).map_err(|e| Error::Config {

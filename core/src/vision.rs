@@ -434,6 +434,35 @@ impl ImagePreprocessing {
         self.center_crop.map_or(resized, |c| (c.height, c.width))
     }
 
+    /// The steps in a few words: `resize to 224×224 (bilinear), crop 224×224, rescale, normalize`.
+    pub fn summary(&self) -> String {
+        let mut steps = Vec::new();
+        if let Some(r) = self.resize {
+            let filter = serde_json::to_value(r.resample).unwrap_or_default();
+            let filter = filter.as_str().unwrap_or_default();
+            steps.push(match r.to {
+                ResizeTo::Exact(s) => format!("resize to {}×{} ({filter})", s.width, s.height),
+                ResizeTo::ShortestEdge {
+                    shortest_edge,
+                    longest_edge,
+                } => format!(
+                    "shortest edge to {shortest_edge}{} ({filter})",
+                    longest_edge.map_or(String::new(), |l| format!(", longest at most {l}"))
+                ),
+            });
+        }
+        if let Some(c) = self.center_crop {
+            steps.push(format!("center crop {}×{}", c.width, c.height));
+        }
+        if self.rescale_factor != 1.0 {
+            steps.push(format!("rescale ×{:.6}", self.rescale_factor));
+        }
+        if self.mean.iter().any(|&m| m != 0.0) || self.std.iter().any(|&s| s != 1.0) {
+            steps.push("normalize".into());
+        }
+        steps.join(", ")
+    }
+
     /// The fixed (height, width) every image comes out at, when the steps fix it.
     pub fn fixed_size(&self) -> Option<ImageSize> {
         match (self.center_crop, self.resize.map(|r| r.to)) {

@@ -70,13 +70,17 @@ fn spec_line(spec: &TensorSpec) -> String {
     if spec.optional {
         line.push_str(" optional");
     }
-    if let Some(Preprocessing::Tokenization(t)) = &spec.preprocessing {
-        line.push_str(&format!(
+    match &spec.preprocessing {
+        Some(Preprocessing::Tokenization(t)) => line.push_str(&format!(
             " <- {} ({}, max {})",
             t.tokenizer,
             serde_name(&t.field),
             t.max_length
-        ));
+        )),
+        Some(Preprocessing::Image(i)) => {
+            line.push_str(&format!(" <- images ({}: {})", i.config, i.summary()))
+        }
+        None => {}
     }
     line
 }

@@ -20,6 +20,14 @@ pub struct Args {
     /// A text to run (repeat for a batch).
     #[arg(long = "text", value_name = "TEXT")]
     texts: Vec<String>,
+    /// An image file to run (repeat for a batch): JPEG, PNG, GIF, BMP, TIFF or WebP, made into
+    /// the model's pixel input as the package's image hint says (transformers' image
+    /// processor). An image classifier prints its top labels with softmax scores.
+    #[arg(long = "image", value_name = "FILE", conflicts_with_all = ["texts", "inputs"])]
+    images: Vec<PathBuf>,
+    /// With --image on an image classifier: labels to print per image, best first.
+    #[arg(long, default_value_t = 5, value_name = "K")]
+    top_k: usize,
     /// A raw input tensor from a NumPy file (repeat for each input).
     #[arg(long = "input", value_name = "NAME=FILE.npy", conflicts_with = "texts")]
     inputs: Vec<String>,
@@ -52,7 +60,8 @@ pub struct Args {
     /// batch in the order given, padded to the longest.
     #[arg(long, value_name = "DIR")]
     save_inputs: Option<PathBuf>,
-    /// Print the model's outputs by name even for a sentence-embedding package.
+    /// Print the model's outputs by name, even for a sentence-embedding package or an image
+    /// classifier.
     #[arg(long)]
     raw: bool,
     /// With embeddings: print the cosine similarity of every pair of texts.
@@ -121,6 +130,46 @@ fn save_tensors(dir: &std::path::Path, tensors: &NamedTensors) -> anyhow::Result
         let file = format!("{name}.npy");
         inferox::package::check_relative("tensor name", &file)?;
         inferox::npy::write_npy(&dir.join(file), t)?;
+    }
+    Ok(())
+}
+
+/// `--image`: preprocess, run, and for a classifier print the top labels.
+fn images(model: &mut LoadedModel, args: &Args) -> anyhow::Result<()> {
+    let decoded = args
+        .images
+        .iter()
+        .map(|p| inferox::image::RgbImage::open(p))
+        .collect::<inferox::Result<Vec<_>>>()?;
+    let inputs = model.preprocess_images(&decoded)?;
+    if let Some(dir) = &args.save_inputs {
+        save_tensors(dir, &inputs)?;
+    }
+    let outputs = model.run(&inputs)?;
+    if let Some(dir) = &args.save_outputs {
+        save_tensors(dir, &outputs)?;
+    }
+    let classifier = model
+        .info()
+        .tasks
+        .iter()
+        .any(|t| t == "image-classification");
+    let (true, Some(logits), false) = (classifier, outputs.get("logits"), args.raw) else {
+        return print_outputs(&outputs, args.json);
+    };
+    let predictions = inferox::image::top_k(logits, &model.info().labels, args.top_k.max(1))?;
+    if args.json {
+        return print_json(&json!({
+            "predictions": predictions,
+            "outputs": {"logits": {"dtype": logits.dtype(), "shape": logits.shape(),
+                                   "data": logits.data().to_f64_vec()}},
+        }));
+    }
+    for (path, preds) in args.images.iter().zip(&predictions) {
+        println!("{}", path.display());
+        for p in preds {
+            println!("  {:.4}  {}", p.score, p.label);
+        }
     }
     Ok(())
 }
@@ -199,9 +248,10 @@ fn embeddings(model: &mut LoadedModel, args: &Args, texts: &[&str]) -> anyhow::R
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.texts.is_empty() && args.inputs.is_empty() {
+    if args.texts.is_empty() && args.inputs.is_empty() && args.images.is_empty() {
         bail!(
-            "nothing to run: give --text TEXT or --input NAME=FILE.npy (see `inferox run --help`)"
+            "nothing to run: give --text TEXT, --image FILE or --input NAME=FILE.npy (see \
+             `inferox run --help`)"
         );
     }
     let package = super::open_package(args.package.as_deref())?;
@@ -217,6 +267,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         allow_non_finite: args.allow_non_finite,
     };
     let mut model = package.load(&options)?;
+    if !args.images.is_empty() {
+        return images(&mut model, &args);
+    }
     let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
     if let Some(dir) = &args.save_inputs {
         let inputs = match args.inputs.is_empty() {

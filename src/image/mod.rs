@@ -10,8 +10,10 @@
 //! turns most pictures white; we scale it like 16-bit RGB.) EXIF orientation is not applied,
 //! as transformers does not apply it.
 
+mod classify;
 mod resample;
 
+pub use classify::{Classification, Prediction, top_k};
 pub use resample::resize;
 
 use crate::schema::{IoSchema, Preprocessing};

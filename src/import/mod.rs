@@ -245,6 +245,11 @@ fn plan(
             tokenizer: model.tokenizer,
             max_seq_length: model.max_seq_length,
             artifact: model.graph.as_deref(),
+            preprocessor: model
+                .shared
+                .iter()
+                .find(|(_, name)| name == registry::PREPROCESSOR_CONFIG)
+                .map(|(path, _)| path.as_path()),
         })?;
         info.family = Some(entry.family);
         info.io = description.io;

@@ -10,6 +10,7 @@ pub fn expected_model_types() -> Vec<String> {
         "qwen2",
         "qwen3",
         "roberta",
+        "vit",
         "xlm-roberta",
     ]
     .map(String::from)

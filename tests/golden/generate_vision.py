@@ -7,6 +7,9 @@ PIL image processors and Pillow, on real photographs (scikit-image's sample data
   statistics, as transformers writes them (`save_pretrained`).
 * preprocess/<image>__<config>.npy: the `pixel_values` transformers' processor makes of the
   image, `[3, height, width]` float32.
+* <model>/: tiny random ViT models (transformers' `from_config`, weights scaled up so every
+  part matters) in the Hugging Face layout with their image processor; inputs/pixel_values.npy
+  is what the processor makes of the photos in photos.json, expected/*.npy the model's outputs.
 * preprocess/resize.json: sha256 of Pillow's `Image.resize` of every photo (converted to RGB) to
   224x224 and 97x131 with every filter; the Rust resampler must match them byte for byte.
 
@@ -20,6 +23,8 @@ import shutil
 
 import numpy as np
 import PIL
+import torch
+import transformers
 from PIL import Image
 from transformers import CLIPImageProcessorPil, ConvNextImageProcessorPil, ViTImageProcessorPil
 
@@ -52,8 +57,67 @@ PROCESSORS = {
 FILTERS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
 
 
+# Tiny random models: (name, model class, config, image processor, photos of the batch).
+MODEL_PHOTOS = ["astronaut.png", "rocket.jpg", "logo.png"]
+MODELS = [
+    ("vit_classifier", transformers.ViTForImageClassification,
+     transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=37, image_size=32, patch_size=8, num_labels=5,
+                            id2label={i: f"label {chr(97 + i)}" for i in range(5)},
+                            label2id={f"label {chr(97 + i)}": i for i in range(5)}),
+     ViTImageProcessorPil(size={"height": 32, "width": 32}, resample=3,
+                          image_mean=[0.45, 0.5, 0.55], image_std=[0.22, 0.25, 0.28])),
+    ("vit_pooler", transformers.ViTModel,
+     transformers.ViTConfig(hidden_size=24, num_hidden_layers=3, num_attention_heads=3,
+                            intermediate_size=40, image_size=30, patch_size=6,
+                            hidden_act="gelu_new", layer_norm_eps=1e-6),
+     CLIPImageProcessorPil(size={"shortest_edge": 34}, crop_size={"height": 30, "width": 30})),
+]
+
+
+def randomize(model, seed):
+    """Replaces the tiny init with larger random values so that errors cannot hide."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if "layernorm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.2 * noise)
+            else:
+                p.copy_(0.3 * noise)
+
+
+def save_npy_dir(d, tensors):
+    d.mkdir(parents=True, exist_ok=True)
+    for k, v in tensors.items():
+        np.save(d / f"{k}.npy", np.ascontiguousarray(v))
+
+
+def models():
+    for seed, (name, cls, config, proc) in enumerate(MODELS):
+        root = OUT / name
+        shutil.rmtree(root, ignore_errors=True)
+        torch.manual_seed(seed)
+        model = cls(config).eval()
+        randomize(model, seed)
+        model.save_pretrained(root / "model", safe_serialization=True)
+        proc.save_pretrained(root / "model")
+        images = [Image.open(IMAGES / p).convert("RGB") for p in MODEL_PHOTOS]
+        pixels = proc(images, return_tensors="np")["pixel_values"]
+        save_npy_dir(root / "inputs", {"pixel_values": pixels})
+        with torch.no_grad():
+            out = model(pixel_values=torch.from_numpy(pixels))
+        expected = {k: v.numpy() for k, v in out.items() if isinstance(v, torch.Tensor)}
+        save_npy_dir(root / "expected", expected)
+        (root / "photos.json").write_text(json.dumps(MODEL_PHOTOS) + "\n")
+        print(f"{name}: {sum(p.numel() for p in model.parameters())} parameters, "
+              f"outputs {sorted(expected)}")
+
+
 def main():
     assert IMAGES.is_dir(), f"{IMAGES}: run scripts/fetch-models.sh images first"
+    torch.set_num_threads(1)
+    models()
     out = OUT / "preprocess"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)

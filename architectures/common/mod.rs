@@ -2,6 +2,9 @@
 
 use serde::Deserialize;
 
+#[cfg(feature = "candle")]
+pub mod candle;
+
 /// A feed-forward activation, by its Hugging Face name (`hidden_act`, `activation_function`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub enum Activation {

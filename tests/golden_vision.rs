@@ -1,0 +1,76 @@
+//! Golden tests for vision models: tiny random ViTs made by transformers
+//! (tests/golden/generate_vision.py) are imported with their image processors and run on
+//! candle, from the processor's pixel values and from the photographs themselves; outputs
+//! within 1e-4 of PyTorch's.
+
+mod common;
+
+use common::{assert_matches_json_schemas, import, max_abs_diff, read_npy_dir};
+use inferox::image::ImagePreprocessor;
+use inferox::schema::Preprocessing;
+use inferox::{LoadOptions, LoadPackage, NamedTensors};
+use std::path::PathBuf;
+
+const TOLERANCE: f32 = 1e-4;
+
+fn check(case: &str, outputs: &NamedTensors, expected: &[(String, inferox::HostTensor)]) {
+    assert!(!expected.is_empty());
+    for (name, want) in expected {
+        let got = outputs
+            .get(name)
+            .unwrap_or_else(|| panic!("{case}: output `{name}` missing"));
+        let err = max_abs_diff(got, want);
+        assert!(err <= TOLERANCE, "{case}: `{name}` max abs error {err}");
+    }
+}
+
+#[test]
+fn vit_matches_transformers_from_pixels_and_from_photos() {
+    let photos_dir = common::images_dir();
+    for name in ["vit_classifier", "vit_pooler"] {
+        let case = common::fixtures().join("vision").join(name);
+        let (_dir, package) = import(&case.join("model"));
+        assert_matches_json_schemas(package.root());
+        let info = package.info();
+        assert_eq!(info.model_type, "vit");
+        let input = info.io.input("pixel_values").unwrap();
+        assert!(matches!(input.preprocessing, Some(Preprocessing::Image(_))));
+        let mut model = package.load(&LoadOptions::default()).unwrap();
+        let expected = read_npy_dir(&case.join("expected"));
+
+        let inputs: NamedTensors = read_npy_dir(&case.join("inputs")).into_iter().collect();
+        check(name, &model.run(&inputs).unwrap(), &expected);
+
+        // The same batch from the photographs, through the package's own preprocessing.
+        let photos: Vec<String> =
+            serde_json::from_slice(&std::fs::read(case.join("photos.json")).unwrap()).unwrap();
+        let files: Vec<PathBuf> = photos.iter().map(|p| photos_dir.join(p)).collect();
+        let pre = ImagePreprocessor::from_schema(&info.io).unwrap().unwrap();
+        let pixels = pre.preprocess_files(&files).unwrap();
+        assert_eq!(
+            max_abs_diff(&pixels, inputs.get("pixel_values").unwrap()),
+            0.0,
+            "{name}: pixel values are transformers'"
+        );
+        let from_photos: NamedTensors = [("pixel_values", pixels)].into_iter().collect();
+        check(name, &model.run(&from_photos).unwrap(), &expected);
+    }
+}
+
+#[test]
+fn labels_and_tasks_are_recorded() {
+    let case = common::fixtures().join("vision/vit_classifier");
+    let (_dir, package) = import(&case.join("model"));
+    let info = package.info();
+    assert_eq!(info.labels.len(), 5);
+    assert_eq!(info.labels[&0], "label a");
+    assert_eq!(info.labels[&4], "label e");
+    assert!(info.tasks.contains(&"image-classification".to_string()));
+    assert_eq!(
+        info.io.output("logits").unwrap().shape_string(),
+        "[batch, 5]"
+    );
+    let case = common::fixtures().join("vision/vit_pooler");
+    let (_dir, package) = import(&case.join("model"));
+    assert_eq!(package.info().tasks, ["image-feature-extraction"]);
+}
