@@ -54,6 +54,13 @@ fn vit_matches_transformers_from_pixels_and_from_photos() {
         );
         let from_photos: NamedTensors = [("pixel_values", pixels)].into_iter().collect();
         check(name, &model.run(&from_photos).unwrap(), &expected);
+
+        // Another size: position embeddings interpolated as transformers does.
+        let inputs: NamedTensors = read_npy_dir(&case.join("inputs_48x40"))
+            .into_iter()
+            .collect();
+        let expected = read_npy_dir(&case.join("expected_48x40"));
+        check(name, &model.run(&inputs).unwrap(), &expected);
     }
 }
 

@@ -44,7 +44,11 @@ pub struct Vit {
     /// The patch projection as `[channels × patch × patch, hidden]`.
     patch: Dense,
     cls: Tensor,
+    /// Class-token position embedding, `[1, hidden]`.
+    cls_position: Tensor,
+    /// Patch position embeddings, `[side², hidden]`, and on the host for interpolation.
     position: Tensor,
+    position_host: Vec<f32>,
     layers: Vec<Layer>,
     norm: LayerNorm,
     pooler: Option<Dense>,
@@ -52,9 +56,9 @@ pub struct Vit {
     activation: Activation,
     heads: usize,
     hidden: usize,
-    channels: usize,
     patch_size: usize,
-    image_size: usize,
+    /// Patches along a side of the image the position table was trained for.
+    side: usize,
     device: Device,
 }
 
@@ -119,12 +123,22 @@ impl Vit {
             Some(n) => Some(Dense::load(vb.pp("classifier"), h, n)?),
             None => None,
         };
+        let position = emb
+            .get((1, cfg.tokens(), h), "position_embeddings")?
+            .reshape((cfg.tokens(), h))?;
+        let patches = cfg.tokens() - 1;
+        let position_host = position
+            .narrow(0, 1, patches)?
+            .to_dtype(candle::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         Ok(Vit {
             patch,
             cls: emb.get((1, 1, h), "cls_token")?.reshape((1, h))?,
-            position: emb
-                .get((1, cfg.tokens(), h), "position_embeddings")?
-                .reshape((cfg.tokens(), h))?,
+            cls_position: position.narrow(0, 0, 1)?,
+            position: position.narrow(0, 1, patches)?,
+            position_host,
+            side: cfg.patches_per_side(),
             layers,
             norm: layer_norm(base.pp("layernorm"), h, cfg.layer_norm_eps)?,
             pooler,
@@ -132,34 +146,54 @@ impl Vit {
             activation: cfg.hidden_act,
             heads: cfg.num_attention_heads,
             hidden: h,
-            channels: c,
             patch_size: p,
-            image_size: cfg.image_size,
             device,
         })
     }
 
-    /// Patch tokens with the class token in front and positions added: `[batch × tokens, hidden]`.
-    fn embed(&self, pixels: &Tensor, batch: usize) -> candle::Result<Tensor> {
-        let (c, p) = (self.channels, self.patch_size);
-        let n = self.image_size / p;
+    /// Patch tokens with the class token in front and positions added:
+    /// `[batch × tokens, hidden]`, and the token count. Images of another size than the
+    /// model's get position embeddings interpolated as transformers' `interpolate_pos_encoding`
+    /// does.
+    fn embed(&self, pixels: &Tensor) -> Result<(Tensor, usize)> {
+        let (batch, c, height, width) = pixels.dims4()?;
+        let p = self.patch_size;
+        let (nh, nw) = (height / p, width / p);
+        if nh == 0 || nw == 0 {
+            return Err(Error::Input {
+                name: "pixel_values".into(),
+                message: format!("{height}×{width} is smaller than one {p}×{p} patch"),
+            }
+            .into());
+        }
         // The convolution's window (c, p, p) for each patch, rows in raster order; pixels
         // beyond the last whole patch are dropped, as the strided convolution drops them.
-        let used = n * p;
-        let pixels = pixels.narrow(2, 0, used)?.narrow(3, 0, used)?;
         let patches = pixels
-            .reshape((batch, c, n, p, n, p))?
+            .narrow(2, 0, nh * p)?
+            .narrow(3, 0, nw * p)?
+            .reshape((batch, c, nh, p, nw, p))?
             .permute((0, 2, 4, 1, 3, 5))?
             .contiguous()?
-            .reshape((batch * n * n, c * p * p))?;
+            .reshape((batch * nh * nw, c * p * p))?;
         let tokens = self
             .patch
             .forward(&patches)?
-            .reshape((batch, n * n, self.hidden))?;
+            .reshape((batch, nh * nw, self.hidden))?;
+        let position = if nh * nw == self.side * self.side && height == width {
+            self.position.clone()
+        } else {
+            let table =
+                super::interpolate_positions(&self.position_host, self.side, self.hidden, nh, nw);
+            Tensor::from_vec(table, (nh * nw, self.hidden), &self.device)?
+                .to_dtype(self.position.dtype())?
+        };
+        let position = Tensor::cat(&[&self.cls_position, &position], 0)?;
         let cls = self.cls.unsqueeze(0)?.repeat((batch, 1, 1))?;
-        Tensor::cat(&[cls, tokens], 1)?
-            .broadcast_add(&self.position)?
-            .reshape((batch * (n * n + 1), self.hidden))
+        let seq = nh * nw + 1;
+        let x = Tensor::cat(&[cls, tokens], 1)?
+            .broadcast_add(&position)?
+            .reshape((batch * seq, self.hidden))?;
+        Ok((x, seq))
     }
 
     fn layer(&self, layer: &Layer, x: &Tensor, batch: usize, seq: usize) -> candle::Result<Tensor> {
@@ -186,8 +220,7 @@ impl Vit {
         let batch = shape[0];
         let dtype = self.cls.dtype();
         let x = Tensor::from_slice(values, shape.as_slice(), &self.device)?.to_dtype(dtype)?;
-        let mut x = self.embed(&x, batch)?;
-        let seq = self.position.dim(0)?;
+        let (mut x, seq) = self.embed(&x)?;
         for layer in &self.layers {
             x = self.layer(layer, &x, batch, seq)?;
         }

@@ -156,6 +156,60 @@ impl VitConfig {
     }
 }
 
+/// The patch position embeddings (`side × side` rows of `dim`, row-major over the grid)
+/// resized to `height × width` patches as `torch.nn.functional.interpolate(mode="bicubic",
+/// align_corners=False)` resizes them in transformers' `interpolate_pos_encoding`: cubic
+/// convolution with a = -0.75, source coordinates `(i + 0.5) · scale - 0.5`, borders clamped.
+pub fn interpolate_positions(
+    table: &[f32],
+    side: usize,
+    dim: usize,
+    height: usize,
+    width: usize,
+) -> Vec<f32> {
+    const A: f32 = -0.75;
+    let near = |x: f32| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    let far = |x: f32| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+    // For each output index: the four source indices (clamped) and their weights.
+    let taps = |out: usize| -> Vec<([usize; 4], [f32; 4])> {
+        let scale = side as f32 / out as f32;
+        (0..out)
+            .map(|i| {
+                let real = scale * (i as f32 + 0.5) - 0.5;
+                let base = real.floor();
+                let t = real - base;
+                let at = |k: i64| (base as i64 + k).clamp(0, side as i64 - 1) as usize;
+                (
+                    [at(-1), at(0), at(1), at(2)],
+                    [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)],
+                )
+            })
+            .collect()
+    };
+    let (rows, cols) = (taps(height), taps(width));
+    let mut out = vec![0f32; height * width * dim];
+    for (y, (ys, wy)) in rows.iter().enumerate() {
+        for (x, (xs, wx)) in cols.iter().enumerate() {
+            let o = &mut out[(y * width + x) * dim..(y * width + x + 1) * dim];
+            for (c, v) in o.iter_mut().enumerate() {
+                let mut acc = 0f32;
+                for (&sy, &ky) in ys.iter().zip(wy) {
+                    let mut row = 0f32;
+                    for (&sx, &kx) in xs.iter().zip(wx) {
+                        row += table[(sy * side + sx) * dim + c] * kx;
+                    }
+                    acc += row * ky;
+                }
+                *v = acc;
+            }
+        }
+    }
+    out
+}
+
+/// Largest image side accepted (position embeddings are interpolated up to it).
+pub const MAX_SIDE: usize = 4096;
+
 /// Which parts a checkpoint has.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
@@ -227,17 +281,18 @@ pub fn describe(src: &ImportSource<'_>) -> Result<Description> {
             vec![
                 Dim::named("batch"),
                 Dim::Fixed(cfg.num_channels),
-                Dim::Fixed(size),
-                Dim::Fixed(size),
+                Dim::named("height"),
+                Dim::named("width"),
             ],
-            "images, preprocessed as the image hint says",
+            "images, preprocessed as the image hint says; other sizes than the model's get \
+             their position embeddings interpolated (transformers' interpolate_pos_encoding)",
         )
     }];
     let h = cfg.hidden_size;
     let mut outputs = vec![TensorSpec::new(
         "last_hidden_state",
         DType::Float32,
-        vec![Dim::named("batch"), Dim::Fixed(cfg.tokens()), Dim::Fixed(h)],
+        vec![Dim::named("batch"), Dim::named("tokens"), Dim::Fixed(h)],
         "hidden state of the class token and every patch after the final layer norm",
     )];
     let mut tasks = vec!["image-feature-extraction".to_string()];
@@ -261,13 +316,32 @@ pub fn describe(src: &ImportSource<'_>) -> Result<Description> {
         ));
         tasks.push("image-classification".to_string());
     }
-    let dims = BTreeMap::from([(
-        "batch".to_string(),
-        DynamicDim {
-            max: None,
-            description: "number of images".into(),
-        },
-    )]);
+    let dim = |max: Option<usize>, description: String| DynamicDim { max, description };
+    let dims = BTreeMap::from([
+        ("batch".into(), dim(None, "number of images".into())),
+        (
+            "height".into(),
+            dim(
+                Some(MAX_SIDE),
+                format!("image height (the model's: {size})"),
+            ),
+        ),
+        (
+            "width".into(),
+            dim(Some(MAX_SIDE), format!("image width (the model's: {size})")),
+        ),
+        (
+            "tokens".into(),
+            dim(
+                None,
+                format!(
+                    "class token + one per {0}×{0} patch ({1} at {size}×{size})",
+                    cfg.patch_size,
+                    cfg.tokens()
+                ),
+            ),
+        ),
+    ]);
     Ok(Description {
         io: IoSchema {
             inputs,

@@ -9,7 +9,8 @@ PIL image processors and Pillow, on real photographs (scikit-image's sample data
   image, `[3, height, width]` float32.
 * <model>/: tiny random ViT models (transformers' `from_config`, weights scaled up so every
   part matters) in the Hugging Face layout with their image processor; inputs/pixel_values.npy
-  is what the processor makes of the photos in photos.json, expected/*.npy the model's outputs.
+  is what the processor makes of the photos in photos.json, expected/*.npy the model's outputs;
+  inputs_48x40/ and expected_48x40/ the same at another size, with interpolate_pos_encoding.
 * preprocess/resize.json: sha256 of Pillow's `Image.resize` of every photo (converted to RGB) to
   224x224 and 97x131 with every filter; the Rust resampler must match them byte for byte.
 
@@ -109,6 +110,14 @@ def models():
             out = model(pixel_values=torch.from_numpy(pixels))
         expected = {k: v.numpy() for k, v in out.items() if isinstance(v, torch.Tensor)}
         save_npy_dir(root / "expected", expected)
+        # Another size: transformers interpolates the position embeddings when asked to.
+        other = ViTImageProcessorPil(size={"height": 48, "width": 40})(images, return_tensors="np")
+        save_npy_dir(root / "inputs_48x40", {"pixel_values": other["pixel_values"]})
+        with torch.no_grad():
+            out = model(pixel_values=torch.from_numpy(other["pixel_values"]),
+                        interpolate_pos_encoding=True)
+        save_npy_dir(root / "expected_48x40",
+                     {k: v.numpy() for k, v in out.items() if isinstance(v, torch.Tensor)})
         (root / "photos.json").write_text(json.dumps(MODEL_PHOTOS) + "\n")
         print(f"{name}: {sum(p.numel() for p in model.parameters())} parameters, "
               f"outputs {sorted(expected)}")
