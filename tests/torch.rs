@@ -341,3 +341,30 @@ fn threads_and_devices_are_checked() {
         assert!(e.contains("cuda:0") && e.contains("0 CUDA device"), "{e}");
     }
 }
+
+/// The tiny ViTs: one package, both backends, at the model's size and at another (position
+/// embeddings interpolated), against each other and against transformers.
+#[test]
+fn vision_goldens_agree_across_backends_and_with_transformers() {
+    for name in ["vit_classifier", "vit_pooler"] {
+        let case = fixtures().join("vision").join(name);
+        let (_dir, package) = import(&case.join("model"));
+        let mut candle = package.load(&on("candle")).unwrap();
+        let mut torch = package.load(&on("torch")).unwrap();
+        for (inputs, expected) in [("inputs", "expected"), ("inputs_48x40", "expected_48x40")] {
+            let inputs: NamedTensors = read_npy_dir(&case.join(inputs)).into_iter().collect();
+            let a = candle.run(&inputs).unwrap();
+            let b = torch.run(&inputs).unwrap();
+            assert_close(
+                &format!("{name} {expected} candle vs torch"),
+                &a,
+                &b,
+                TOLERANCE,
+            );
+            for (out, want) in read_npy_dir(&case.join(expected)) {
+                let err = max_abs_diff(b.get(&out).unwrap(), &want);
+                assert!(err <= TOLERANCE, "{name} {expected} torch `{out}`: {err}");
+            }
+        }
+    }
+}

@@ -8,6 +8,7 @@
 
 use super::{Batch, BertConfig, Flavor, Layout};
 use crate::common::Activation;
+use crate::common::torch::{activate, fused_qkv, self_attention};
 use inferox_core::load::LoadRequest;
 use inferox_core::manifest::{ArtifactRole, ExecutionFormat};
 use inferox_core::model::Model;
@@ -41,7 +42,6 @@ pub struct Bert {
     activation: Activation,
     flavor: Flavor,
     heads: i64,
-    head_dim: i64,
     vocab_size: usize,
     type_vocab_size: usize,
     pad_id: i64,
@@ -87,19 +87,13 @@ impl Bert {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
                 let l = format!("{p}encoder.layer.{i}");
-                let sa = format!("{l}.attention.self");
-                let parts = ["query", "key", "value"]
-                    .iter()
-                    .map(|n| w.linear(&format!("{sa}.{n}"), h, h))
-                    .collect::<Result<Vec<_>>>()?;
-                let cat = |f: fn(&Linear) -> &Tensor| {
-                    Tensor::f_cat(&parts.iter().map(f).collect::<Vec<_>>(), 0)
-                };
                 Ok(Layer {
-                    qkv: Linear {
-                        weight: cat(|l| &l.weight)?,
-                        bias: cat(|l| &l.bias)?,
-                    },
+                    qkv: fused_qkv(
+                        w,
+                        &format!("{l}.attention.self"),
+                        ["query", "key", "value"],
+                        h,
+                    )?,
                     attention_out: w.linear(&format!("{l}.attention.output.dense"), h, h)?,
                     attention_norm: w.layer_norm(
                         &format!("{l}.attention.output.LayerNorm"),
@@ -148,7 +142,6 @@ impl Bert {
             activation: cfg.hidden_act,
             flavor: cfg.flavor(),
             heads: cfg.num_attention_heads as i64,
-            head_dim: (h / cfg.num_attention_heads) as i64,
             vocab_size: cfg.vocab_size,
             type_vocab_size: cfg.type_vocab_size,
             pad_id: cfg.pad_id() as i64,
@@ -161,15 +154,6 @@ impl Bert {
         Ok(Tensor::f_from_slice(values)?
             .f_reshape([b.batch as i64, b.seq as i64])?
             .f_to_device(self.device)?)
-    }
-
-    fn activation(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self.activation {
-            Activation::Gelu => x.f_gelu("none"),
-            Activation::GeluTanh => x.f_gelu("tanh"),
-            Activation::Relu => x.f_relu(),
-            Activation::Silu => x.f_silu(),
-        }?)
     }
 
     /// The additive mask as `[batch, 1, 1, seq]`, or `None` when nothing is masked.
@@ -185,28 +169,10 @@ impl Bert {
     }
 
     fn layer(&self, layer: &Layer, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let (batch, seq, hidden) = x.size3()?;
-        let qkv = layer
-            .qkv
-            .forward(x)?
-            .f_reshape([batch, seq, 3, self.heads, self.head_dim])?
-            .f_permute([2, 0, 3, 1, 4])?;
-        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-        let attn = Tensor::f_scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            mask,
-            0.0,
-            false,
-            None::<f64>,
-            false,
-        )?
-        .f_transpose(1, 2)?
-        .f_reshape([batch, seq, hidden])?;
+        let attn = self_attention(&layer.qkv, x, mask, self.heads)?;
         let attn = layer.attention_out.forward(&attn)?;
         let x = layer.attention_norm.forward(&(attn + x))?;
-        let inter = self.activation(&layer.intermediate.forward(&x)?)?;
+        let inter = activate(self.activation, &layer.intermediate.forward(&x)?)?;
         let out = layer.output.forward(&inter)?;
         layer.output_norm.forward(&(out + x))
     }

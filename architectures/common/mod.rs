@@ -4,6 +4,8 @@ use serde::Deserialize;
 
 #[cfg(feature = "candle")]
 pub mod candle;
+#[cfg(feature = "torch")]
+pub mod torch;
 
 /// A feed-forward activation, by its Hugging Face name (`hidden_act`, `activation_function`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

@@ -9,6 +9,8 @@
 
 #[cfg(feature = "candle")]
 mod candle;
+#[cfg(feature = "torch")]
+mod torch;
 
 use crate::common::{Activation, ConfigCheck};
 use inferox_core::Family;
@@ -368,5 +370,18 @@ mod on_candle {
         inferox_candle::NAME,
         &[Safetensors],
         super::candle::load,
+    ));
+}
+
+#[cfg(feature = "torch")]
+mod on_torch {
+    use inferox_core::ExecutionFormat::Safetensors;
+    use inferox_core::registry::Implementation;
+
+    inferox_core::register!(Implementation::new(
+        "vit",
+        inferox_torch::NAME,
+        &[Safetensors],
+        super::torch::load,
     ));
 }

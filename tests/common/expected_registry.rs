@@ -42,7 +42,7 @@ pub fn expected_pairs() -> Vec<(String, String)> {
         }
     }
     if cfg!(feature = "torch") {
-        for t in ["bert", "camembert", "roberta", "xlm-roberta"] {
+        for t in ["bert", "camembert", "roberta", "vit", "xlm-roberta"] {
             pairs.push((t.to_string(), "torch".to_string()));
         }
     }
