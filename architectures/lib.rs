@@ -7,4 +7,5 @@ pub mod common;
 pub mod gpt2;
 pub mod graph;
 pub mod llama;
+pub mod resnet;
 pub mod vit;

@@ -1,4 +1,4 @@
-//! Golden tests for vision models: tiny random ViTs made by transformers
+//! Golden tests for vision models: tiny random ViTs and ResNets made by transformers
 //! (tests/golden/generate_vision.py) are imported with their image processors and run on
 //! candle, from the processor's pixel values and from the photographs themselves; outputs
 //! within 1e-4 of PyTorch's.
@@ -25,14 +25,19 @@ fn check(case: &str, outputs: &NamedTensors, expected: &[(String, inferox::HostT
 }
 
 #[test]
-fn vit_matches_transformers_from_pixels_and_from_photos() {
+fn vision_models_match_transformers_from_pixels_and_from_photos() {
     let photos_dir = common::images_dir();
-    for name in ["vit_classifier", "vit_pooler"] {
+    for (name, model_type) in [
+        ("vit_classifier", "vit"),
+        ("vit_pooler", "vit"),
+        ("resnet_basic", "resnet"),
+        ("resnet_bottleneck", "resnet"),
+    ] {
         let case = common::fixtures().join("vision").join(name);
         let (_dir, package) = import(&case.join("model"));
         assert_matches_json_schemas(package.root());
         let info = package.info();
-        assert_eq!(info.model_type, "vit");
+        assert_eq!(info.model_type, model_type);
         let input = info.io.input("pixel_values").unwrap();
         assert!(matches!(input.preprocessing, Some(Preprocessing::Image(_))));
         let mut model = package.load(&LoadOptions::default()).unwrap();
@@ -55,7 +60,10 @@ fn vit_matches_transformers_from_pixels_and_from_photos() {
         let from_photos: NamedTensors = [("pixel_values", pixels)].into_iter().collect();
         check(name, &model.run(&from_photos).unwrap(), &expected);
 
-        // Another size: position embeddings interpolated as transformers does.
+        // ViT at another size: position embeddings interpolated as transformers does.
+        if model_type != "vit" {
+            continue;
+        }
         let inputs: NamedTensors = read_npy_dir(&case.join("inputs_48x40"))
             .into_iter()
             .collect();
@@ -80,4 +88,12 @@ fn labels_and_tasks_are_recorded() {
     let case = common::fixtures().join("vision/vit_pooler");
     let (_dir, package) = import(&case.join("model"));
     assert_eq!(package.info().tasks, ["image-feature-extraction"]);
+    let case = common::fixtures().join("vision/resnet_basic");
+    let (_dir, package) = import(&case.join("model"));
+    let info = package.info();
+    assert_eq!(info.labels[&3], "class 3");
+    assert_eq!(info.family, Some(inferox::Family::Vision));
+    // ConvNext's crop_pct: shortest edge to 48 / 0.875 = 54, then a 48×48 crop.
+    let pre = ImagePreprocessor::from_schema(&info.io).unwrap().unwrap();
+    assert_eq!(pre.steps().output_size(300, 451), (48, 48));
 }

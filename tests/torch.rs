@@ -342,16 +342,25 @@ fn threads_and_devices_are_checked() {
     }
 }
 
-/// The tiny ViTs: one package, both backends, at the model's size and at another (position
+/// The tiny ViTs and ResNets: one package, both backends (ViTs also at another size, position
 /// embeddings interpolated), against each other and against transformers.
 #[test]
 fn vision_goldens_agree_across_backends_and_with_transformers() {
-    for name in ["vit_classifier", "vit_pooler"] {
+    for name in [
+        "vit_classifier",
+        "vit_pooler",
+        "resnet_basic",
+        "resnet_bottleneck",
+    ] {
         let case = fixtures().join("vision").join(name);
         let (_dir, package) = import(&case.join("model"));
         let mut candle = package.load(&on("candle")).unwrap();
         let mut torch = package.load(&on("torch")).unwrap();
-        for (inputs, expected) in [("inputs", "expected"), ("inputs_48x40", "expected_48x40")] {
+        let sizes: &[(&str, &str)] = match name.starts_with("vit") {
+            true => &[("inputs", "expected"), ("inputs_48x40", "expected_48x40")],
+            false => &[("inputs", "expected")],
+        };
+        for &(inputs, expected) in sizes {
             let inputs: NamedTensors = read_npy_dir(&case.join(inputs)).into_iter().collect();
             let a = candle.run(&inputs).unwrap();
             let b = torch.run(&inputs).unwrap();

@@ -9,6 +9,7 @@ pub fn expected_model_types() -> Vec<String> {
         "mistral",
         "qwen2",
         "qwen3",
+        "resnet",
         "roberta",
         "vit",
         "xlm-roberta",
@@ -42,7 +43,7 @@ pub fn expected_pairs() -> Vec<(String, String)> {
         }
     }
     if cfg!(feature = "torch") {
-        for t in ["bert", "camembert", "roberta", "vit", "xlm-roberta"] {
+        for t in ["bert", "camembert", "resnet", "roberta", "vit", "xlm-roberta"] {
             pairs.push((t.to_string(), "torch".to_string()));
         }
     }

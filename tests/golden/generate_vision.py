@@ -7,7 +7,7 @@ PIL image processors and Pillow, on real photographs (scikit-image's sample data
   statistics, as transformers writes them (`save_pretrained`).
 * preprocess/<image>__<config>.npy: the `pixel_values` transformers' processor makes of the
   image, `[3, height, width]` float32.
-* <model>/: tiny random ViT models (transformers' `from_config`, weights scaled up so every
+* <model>/: tiny random ViT and ResNet models (transformers' `from_config`, weights scaled up so every
   part matters) in the Hugging Face layout with their image processor; inputs/pixel_values.npy
   is what the processor makes of the photos in photos.json, expected/*.npy the model's outputs;
   inputs_48x40/ and expected_48x40/ the same at another size, with interpolate_pos_encoding.
@@ -73,6 +73,18 @@ MODELS = [
                             intermediate_size=40, image_size=30, patch_size=6,
                             hidden_act="gelu_new", layer_norm_eps=1e-6),
      CLIPImageProcessorPil(size={"shortest_edge": 34}, crop_size={"height": 30, "width": 30})),
+    ("resnet_basic", transformers.ResNetForImageClassification,
+     transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 24], depths=[2, 1, 2],
+                               layer_type="basic", num_labels=4,
+                               id2label={i: f"class {i}" for i in range(4)},
+                               label2id={f"class {i}": i for i in range(4)}),
+     ConvNextImageProcessorPil(size={"shortest_edge": 48}, crop_pct=0.875, resample=3,
+                               image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])),
+    ("resnet_bottleneck", transformers.ResNetModel,
+     transformers.ResNetConfig(embedding_size=8, hidden_sizes=[16, 32], depths=[2, 2],
+                               layer_type="bottleneck", hidden_act="gelu",
+                               downsample_in_first_stage=True, downsample_in_bottleneck=True),
+     ViTImageProcessorPil(size={"height": 40, "width": 56}, resample=2)),
 ]
 
 
@@ -82,10 +94,17 @@ def randomize(model, seed):
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=g)
-            if "layernorm" in name and name.endswith("weight"):
+            if ("layernorm" in name or "normalization" in name) and name.endswith("weight"):
                 p.copy_(1.0 + 0.2 * noise)
+            elif p.ndim == 4 and "patch" not in name:  # ResNet's convolutions: keep activations of order one through the stages
+                p.copy_(noise * (1.5 / p[0].numel()) ** 0.5)
             else:
                 p.copy_(0.3 * noise)
+        for name, b in model.named_buffers():  # batch-norm statistics
+            if name.endswith("running_mean"):
+                b.copy_(0.2 * torch.randn(b.shape, generator=g))
+            elif name.endswith("running_var"):
+                b.copy_(0.5 + torch.rand(b.shape, generator=g))
 
 
 def save_npy_dir(d, tensors):
@@ -110,17 +129,22 @@ def models():
             out = model(pixel_values=torch.from_numpy(pixels))
         expected = {k: v.numpy() for k, v in out.items() if isinstance(v, torch.Tensor)}
         save_npy_dir(root / "expected", expected)
-        # Another size: transformers interpolates the position embeddings when asked to.
-        other = ViTImageProcessorPil(size={"height": 48, "width": 40})(images, return_tensors="np")
-        save_npy_dir(root / "inputs_48x40", {"pixel_values": other["pixel_values"]})
-        with torch.no_grad():
-            out = model(pixel_values=torch.from_numpy(other["pixel_values"]),
-                        interpolate_pos_encoding=True)
-        save_npy_dir(root / "expected_48x40",
-                     {k: v.numpy() for k, v in out.items() if isinstance(v, torch.Tensor)})
+        if cls.__name__.startswith("ViT"):
+            interpolated(root, model, images)
         (root / "photos.json").write_text(json.dumps(MODEL_PHOTOS) + "\n")
         print(f"{name}: {sum(p.numel() for p in model.parameters())} parameters, "
               f"outputs {sorted(expected)}")
+
+
+def interpolated(root, model, images):
+    """Another size: transformers interpolates the position embeddings when asked to."""
+    other = ViTImageProcessorPil(size={"height": 48, "width": 40})(images, return_tensors="np")
+    save_npy_dir(root / "inputs_48x40", {"pixel_values": other["pixel_values"]})
+    with torch.no_grad():
+        out = model(pixel_values=torch.from_numpy(other["pixel_values"]),
+                    interpolate_pos_encoding=True)
+    save_npy_dir(root / "expected_48x40",
+                 {k: v.numpy() for k, v in out.items() if isinstance(v, torch.Tensor)})
 
 
 def main():
