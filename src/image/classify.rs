@@ -102,7 +102,7 @@ impl LoadedModel {
     /// ```no_run
     /// # fn main() -> inferox::Result<()> {
     /// use inferox::prelude::*;
-    /// let package = Package::open("vit.pkg".as_ref())?;
+    /// let package = Package::open(std::path::Path::new("vit.pkg"))?;
     /// let mut model = package.load(&LoadOptions::default())?;
     /// let result = model.classify_images(&["cat.jpg", "dog.png"], 3)?;
     /// for p in &result.predictions[0] {
