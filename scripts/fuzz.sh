@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes inferox's parsers with cargo-fuzz (libFuzzer): the targets in fuzz/fuzz_targets
-# (manifest, config, safetensors, gguf, npy, tokenizer, tokenizer_json, chat_template), each for
-# a bounded time, seeded from the committed seeds in fuzz/seeds/<target> (real fixtures) plus the
+# (manifest, config, safetensors, gguf, npy, tokenizer, tokenizer_json, chat_template, image),
+# each for a bounded time, seeded from the committed seeds in fuzz/seeds/<target> (real fixtures) plus the
 # working corpus in fuzz/corpus/<target> (kept between runs, not committed).
 #
 # usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 20 s, every target)

@@ -1,9 +1,10 @@
-//! config.json → every architecture's import-time `describe` (BERT family, GPT-2, Llama family),
+//! config.json → every architecture's import-time `describe` (BERT family, GPT-2, Llama family,
+//! ViT, ResNet),
 //! each with the weight index of a real fixture, and the Llama family's GGUF path (a config with
 //! `general.architecture` goes through `LlamaConfig::from_gguf`, with a GGUF fixture's tensors).
 #![no_main]
 
-use inferox::architectures::{bert, gpt2, llama};
+use inferox::architectures::{bert, gpt2, llama, resnet, vit};
 use inferox::gguf::GgufHeader;
 use inferox::registry::ImportSource;
 use inferox::weights::WeightIndex;
@@ -14,6 +15,8 @@ use std::sync::OnceLock;
 
 struct Fixtures {
     config_path: PathBuf,
+    /// An image-processor config, for the vision architectures.
+    preprocessor: PathBuf,
     /// (name, weights): every describe runs against each.
     weights: Vec<(&'static str, WeightIndex)>,
 }
@@ -40,7 +43,10 @@ fn fixtures() -> &'static Fixtures {
                 ("gpt2", st("decoders/gpt2/model/model.safetensors")),
                 ("llama", st("decoders/llama/model/model.safetensors")),
                 ("gguf", gguf),
+                ("vit", st("vision/vit_pooler/model/model.safetensors")),
+                ("resnet", st("vision/resnet_basic/model/model.safetensors")),
             ],
+            preprocessor: root.join("vision/vit_pooler/model/preprocessor_config.json"),
         }
     })
 }
@@ -51,10 +57,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(config) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
     };
-    let describes: [(&str, inferox::registry::DescribeFn); 3] = [
+    let describes: [(&str, inferox::registry::DescribeFn); 5] = [
         ("bert", bert::describe),
         ("gpt2", gpt2::describe),
         ("llama", llama::describe),
+        ("vit", vit::describe),
+        ("resnet", resnet::describe),
     ];
     for (_, weights) in &f.weights {
         for (tokenizer, max_seq_length) in [(Some("tokenizer.json"), None), (None, Some(128))] {
@@ -65,6 +73,7 @@ fuzz_target!(|data: &[u8]| {
                 tokenizer,
                 max_seq_length,
                 artifact: None,
+                preprocessor: Some(&f.preprocessor),
             };
             for (_, describe) in &describes {
                 match describe(&src) {

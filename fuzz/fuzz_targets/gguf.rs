@@ -44,6 +44,7 @@ fuzz_target!(|data: &[u8]| {
         tokenizer: Some("tokenizer.json"),
         max_seq_length: None,
         artifact: None,
+        preprocessor: None,
     };
     match llama::describe(&src) {
         Ok(d) => {

@@ -28,18 +28,18 @@ use std::path::{Path, PathBuf};
 /// 89,478,485, about a quarter gigabyte of RGBA). Larger images are refused before decoding.
 pub const MAX_PIXELS: u64 = 89_478_485;
 
-/// Refuses empty images and images beyond [`MAX_PIXELS`], before anything is allocated.
-fn check_size(width: usize, height: usize, name: &Path) -> Result<()> {
+/// Refuses empty images and images beyond `limit` pixels, before anything is allocated.
+fn check_size(width: usize, height: usize, limit: u64, name: &Path) -> Result<()> {
     let pixels = width as u64 * height as u64;
     if pixels == 0 {
         return Err(image_error(name, format!("the image is {width}×{height}")));
     }
-    if pixels > MAX_PIXELS {
+    if pixels > limit {
         return Err(image_error(
             name,
             format!(
                 "the image is {width}×{height} ({pixels} pixels), more than the limit of \
-                 {MAX_PIXELS} (a decompression-bomb guard)"
+                 {limit} (a decompression-bomb guard)"
             ),
         ));
     }
@@ -49,7 +49,7 @@ fn check_size(width: usize, height: usize, name: &Path) -> Result<()> {
 /// Decodes a JPEG with libjpeg-turbo's decoder (mozjpeg), as Pillow does: the same integer
 /// IDCT and chroma upsampling, so the same pixels. A stream that stops before its end-of-image
 /// marker is refused (libjpeg would fill the rest with gray; Pillow refuses it too).
-fn decode_jpeg(bytes: &[u8], name: &Path) -> Result<RgbImage> {
+fn decode_jpeg(bytes: &[u8], name: &Path, limit: u64) -> Result<RgbImage> {
     let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xff, marker]);
     if last(0xd9) < last(0xda) || last(0xd9).is_none() {
         return Err(image_error(
@@ -62,7 +62,7 @@ fn decode_jpeg(bytes: &[u8], name: &Path) -> Result<RgbImage> {
         || {
             let d = mozjpeg::Decompress::new_mem(bytes).map_err(|e| damaged(e.to_string()))?;
             let (width, height) = d.size();
-            check_size(width, height, name)?;
+            check_size(width, height, limit, name)?;
             let mut image = d.rgb().map_err(|e| damaged(e.to_string()))?;
             let rows: Vec<[u8; 3]> = image.read_scanlines().map_err(|e| damaged(e.to_string()))?;
             image.finish().map_err(|e| damaged(e.to_string()))?;
@@ -106,8 +106,14 @@ impl RgbImage {
     }
 
     /// Decodes an encoded image (`name` says where it came from, for errors). The format is
-    /// recognised from the bytes, not the name.
+    /// recognised from the bytes, not the name. Images over [`MAX_PIXELS`] are refused.
     pub fn decode(bytes: &[u8], name: &Path) -> Result<RgbImage> {
+        Self::decode_limited(bytes, name, MAX_PIXELS)
+    }
+
+    /// [`RgbImage::decode`] with a limit of `max_pixels` (width × height) of its own, for hosts
+    /// that must bound memory tighter than [`MAX_PIXELS`]; it is checked before decoding.
+    pub fn decode_limited(bytes: &[u8], name: &Path, max_pixels: u64) -> Result<RgbImage> {
         if bytes.is_empty() {
             return Err(image_error(name, "the file is empty"));
         }
@@ -115,14 +121,14 @@ impl RgbImage {
             .with_guessed_format()
             .map_err(|e| image_error(name, e.to_string()))?;
         if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
-            return decode_jpeg(bytes, name);
+            return decode_jpeg(bytes, name, max_pixels);
         }
         // PNG: the size is in the first chunk; check it before the decoder reads further.
         if let Some(ihdr) = bytes.strip_prefix(b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR")
             && ihdr.len() >= 8
         {
             let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
-            check_size(be(&ihdr[..4]), be(&ihdr[4..8]), name)?;
+            check_size(be(&ihdr[..4]), be(&ihdr[4..8]), max_pixels, name)?;
         }
         let Some(format) = reader.format() else {
             return Err(image_error(
@@ -140,11 +146,11 @@ impl RgbImage {
         };
         let mut decoder = reader.into_decoder().map_err(describe)?;
         let (width, height) = decoder.dimensions();
-        check_size(width as usize, height as usize, name)?;
+        check_size(width as usize, height as usize, max_pixels, name)?;
         let mut limits = Limits::default();
         limits.max_image_width = Some(width);
         limits.max_image_height = Some(height);
-        limits.max_alloc = Some(MAX_PIXELS * 8 + (64 << 20));
+        limits.max_alloc = Some(max_pixels.min(MAX_PIXELS) * 8 + (64 << 20));
         decoder.set_limits(limits).map_err(describe)?;
         let image = DynamicImage::from_decoder(decoder).map_err(describe)?;
         Ok(Self::from_dynamic(image))
