@@ -3,6 +3,7 @@
 //! type.
 
 pub mod bert;
+pub mod clip;
 pub mod common;
 pub mod gpt2;
 pub mod graph;

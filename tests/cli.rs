@@ -691,3 +691,91 @@ fn run_images_through_a_classifier() {
     let err = fails(&["run", s(&bert), "--image", s(&images[0])]);
     assert!(err.contains("takes no images"), "{err}");
 }
+
+fn json_matrix(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter())
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn max_diff(a: &[f32], b: &inferox::HostTensor) -> f32 {
+    let b = b.as_f32().unwrap();
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn clip_zero_shot_and_embeddings() {
+    let case = fixtures().join("vision/clip");
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("clip.pkg");
+    ok(&["import", s(&case.join("model")), "--output", s(&pkg)]);
+    let read = |f: &str| -> Vec<String> {
+        serde_json::from_slice(&std::fs::read(case.join(f)).unwrap()).unwrap()
+    };
+    let (photos, labels) = (read("photos.json"), read("labels.json"));
+    let images: Vec<PathBuf> = photos
+        .iter()
+        .map(|p| common::images_dir().join(p))
+        .collect();
+    let expected: inferox::NamedTensors =
+        read_npy_dir(&case.join("expected")).into_iter().collect();
+
+    // Zero-shot: every image against the labels, as transformers scores them.
+    let mut args = vec!["run", s(&pkg), "--json", "--top-k", "5"];
+    for i in &images {
+        args.extend(["--image", s(i)]);
+    }
+    let mut zero_shot = args.clone();
+    for l in &labels {
+        zero_shot.extend(["--label", l.as_str()]);
+    }
+    let doc = json(&ok(&zero_shot));
+    let logits = &doc["outputs"]["logits_per_image"];
+    assert_eq!(logits["shape"], serde_json::json!([3, 5]));
+    let got: Vec<f32> = logits["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert!(max_diff(&got, expected.get("logits_per_image").unwrap()) < 1e-4);
+    for (row, preds) in got.chunks(5).zip(doc["predictions"].as_array().unwrap()) {
+        let best = (0..5).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+        assert_eq!(preds[0]["label"], labels[best].as_str());
+        let total: f64 = preds
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["score"].as_f64().unwrap())
+            .sum();
+        assert!(
+            (total - 1.0).abs() < 1e-5,
+            "all five labels: the softmax sums to 1"
+        );
+    }
+    // Images alone: their embeddings; texts alone: theirs.
+    let doc = json(&ok(&args));
+    let got = json_matrix(&doc["embeddings"]);
+    assert!(max_diff(&got, expected.get("image_embeds").unwrap()) < 1e-4);
+    let mut text_args = vec!["run", s(&pkg), "--json"];
+    for l in &labels {
+        text_args.extend(["--text", l.as_str()]);
+    }
+    let doc = json(&ok(&text_args));
+    assert_eq!(doc["dimension"], 20);
+    let got = json_matrix(&doc["embeddings"]);
+    assert!(max_diff(&got, expected.get("text_embeds").unwrap()) < 1e-4);
+    // --label needs a model that scores images against texts.
+    let vit = dir.path().join("vit.pkg");
+    let vit_model = fixtures().join("vision/vit_classifier/model");
+    ok(&["import", s(&vit_model), "--output", s(&vit)]);
+    let err = fails(&["run", s(&vit), "--image", s(&images[0]), "--label", "a cat"]);
+    assert!(err.contains("does not score images against texts"), "{err}");
+}

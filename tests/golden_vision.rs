@@ -97,3 +97,54 @@ fn labels_and_tasks_are_recorded() {
     let pre = ImagePreprocessor::from_schema(&info.io).unwrap().unwrap();
     assert_eq!(pre.steps().output_size(300, 451), (48, 48));
 }
+
+/// CLIP: text and image towers, projections and logit scale against transformers' CLIPModel,
+/// from the saved inputs and from the labels and photos through the package's preprocessing.
+#[test]
+fn clip_matches_transformers() {
+    let case = common::fixtures().join("vision/clip");
+    let (_dir, package) = import(&case.join("model"));
+    assert_matches_json_schemas(package.root());
+    assert_eq!(package.info().model_type, "clip");
+    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let inputs: NamedTensors = read_npy_dir(&case.join("inputs")).into_iter().collect();
+    let expected = read_npy_dir(&case.join("expected"));
+    check("clip", &model.run(&inputs).unwrap(), &expected);
+
+    // The same from the labels and the photos.
+    let labels: Vec<String> =
+        serde_json::from_slice(&std::fs::read(case.join("labels.json")).unwrap()).unwrap();
+    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let photos: Vec<String> =
+        serde_json::from_slice(&std::fs::read(case.join("photos.json")).unwrap()).unwrap();
+    let files: Vec<PathBuf> = photos
+        .iter()
+        .map(|p| common::images_dir().join(p))
+        .collect();
+    let mut made = model.encode(&labels, false).unwrap().inputs;
+    for name in ["input_ids", "attention_mask"] {
+        assert_eq!(
+            made.get(name).unwrap().as_i64(),
+            inputs.get(name).unwrap().as_i64(),
+            "{name}: our tokenization is transformers'"
+        );
+    }
+    let pre = ImagePreprocessor::from_schema(model.io()).unwrap().unwrap();
+    made.insert("pixel_values", pre.preprocess_files(&files).unwrap());
+    check("clip from photos", &model.run(&made).unwrap(), &expected);
+
+    // One tower at a time gives its embeddings alone.
+    let text_only: NamedTensors = ["input_ids", "attention_mask"]
+        .iter()
+        .map(|n| (*n, inputs.get(n).unwrap().clone()))
+        .collect();
+    let out = model.run(&text_only).unwrap();
+    assert_eq!(out.names().collect::<Vec<_>>(), ["text_embeds"]);
+    check("clip text", &out, &expected[3..]);
+    let image_only: NamedTensors = [("pixel_values", inputs.get("pixel_values").unwrap().clone())]
+        .into_iter()
+        .collect();
+    let out = model.run(&image_only).unwrap();
+    assert_eq!(out.names().collect::<Vec<_>>(), ["image_embeds"]);
+    check("clip image", &out, &expected[..1]);
+}

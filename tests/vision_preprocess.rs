@@ -155,6 +155,13 @@ fn bad_images_are_clear_errors() {
     assert!(started.elapsed().as_secs() < 2, "refused before decoding");
     let e = decode_error(&png_header(64, 64), "nodata.png");
     assert!(e.contains("damaged or truncated"), "{e}");
+    // Found by fuzzing: a palette whose length is not a multiple of 3 made the png crate panic.
+    let palette = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vision/bad/palette-length.png"),
+    )
+    .unwrap();
+    let e = decode_error(&palette, "palette-length.png");
+    assert!(e.contains("damaged"), "{e}");
     let astronaut = std::fs::read(common::images_dir().join("astronaut.png")).unwrap();
     let e = decode_error(&astronaut[..astronaut.len() - 5000], "cut.png");
     assert!(e.contains("cut.png"), "{e}");

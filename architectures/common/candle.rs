@@ -1,8 +1,9 @@
 //! Building blocks on candle that several encoders share (BERT, ViT, CLIP): dense layers with
-//! pre-transposed weights, layer norms, and multi-head self-attention over a fused QKV
-//! projection.
+//! pre-transposed weights, layer norms, multi-head self-attention over a fused QKV projection,
+//! and the pre-norm transformer layer.
 
-use inferox_candle::candle_core::{self as candle, Tensor};
+use super::{Activation, LayerNames};
+use inferox_candle::candle_core::{self as candle, Module, Tensor};
 use inferox_candle::candle_nn::{self, LayerNorm, VarBuilder};
 
 /// A dense layer with its weight stored transposed (`[in, out]`, contiguous): the layout the
@@ -40,6 +41,21 @@ impl Dense {
             None => Ok(y),
         }
     }
+}
+
+/// The device and the floating-point compute dtype a candle loader runs with.
+pub fn float_device(
+    req: &inferox_core::load::LoadRequest<'_>,
+) -> inferox_core::Result<(candle::Device, candle::DType)> {
+    let device = inferox_candle::device(req.options.device)?;
+    let dtype = inferox_candle::dtype(req.dtype())?;
+    if !dtype.is_float() {
+        return Err(inferox_core::Error::InvalidArgument(format!(
+            "compute dtype must be floating point, not {}",
+            req.dtype()
+        )));
+    }
+    Ok((device, dtype))
 }
 
 /// A layer norm of `size` under `vb` (`weight`, `bias`).
@@ -89,4 +105,161 @@ pub fn self_attention(
         .transpose(1, 2)?
         .contiguous()?
         .reshape((batch * seq, hidden))
+}
+
+/// `x + attn(norm1(x))`, then `x + fc2(act(fc1(norm2(x))))`.
+pub struct PreNormLayer {
+    norm1: LayerNorm,
+    qkv: Dense,
+    out: Dense,
+    norm2: LayerNorm,
+    fc1: Dense,
+    fc2: Dense,
+}
+
+impl PreNormLayer {
+    /// The layer under `vb` with `names`.
+    pub fn load(
+        vb: VarBuilder,
+        names: &LayerNames,
+        (hidden, intermediate): (usize, usize),
+        eps: f64,
+    ) -> candle::Result<PreNormLayer> {
+        Ok(PreNormLayer {
+            norm1: layer_norm(vb.pp(names.norm1), hidden, eps)?,
+            qkv: fused_qkv(&vb.pp(names.attention), names.qkv, hidden)?,
+            out: Dense::load(vb.pp(names.out), hidden, hidden)?,
+            norm2: layer_norm(vb.pp(names.norm2), hidden, eps)?,
+            fc1: Dense::load(vb.pp(names.fc1), hidden, intermediate)?,
+            fc2: Dense::load(vb.pp(names.fc2), intermediate, hidden)?,
+        })
+    }
+
+    /// The layer on `x` (`[batch × seq, hidden]`) with an optional additive attention `bias`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        bias: Option<&Tensor>,
+        shape: (usize, usize),
+        heads: usize,
+        activation: Activation,
+    ) -> candle::Result<Tensor> {
+        let attn = self_attention(&self.qkv, &self.norm1.forward(x)?, bias, shape, heads)?;
+        let x = (self.out.forward(&attn)? + x)?;
+        let inner = activation.apply(&self.fc1.forward(&self.norm2.forward(&x)?)?)?;
+        self.fc2.forward(&inner)? + x
+    }
+}
+
+/// A vision transformer's input: the image cut into patches, each projected to a token (the
+/// strided convolution as one GEMM over the unfolded patches), a class token in front, and
+/// position embeddings added — interpolated as transformers' `interpolate_pos_encoding` does
+/// for another patch grid than the trained one (ViT, CLIP).
+pub struct PatchEmbeddings {
+    /// The projection as `[channels × patch × patch, hidden]`.
+    patch: Dense,
+    cls: Tensor,
+    cls_position: Tensor,
+    position: Tensor,
+    position_host: Vec<f32>,
+    side: usize,
+    patch_size: usize,
+    hidden: usize,
+}
+
+impl PatchEmbeddings {
+    /// From the convolution's `weight` (`[hidden, channels, p, p]`) and optional `bias`, the
+    /// class token (`hidden` values) and the position table (`[1 + side², hidden]`).
+    pub fn new(
+        weight: &Tensor,
+        bias: Option<Tensor>,
+        cls: &Tensor,
+        position: &Tensor,
+    ) -> candle::Result<PatchEmbeddings> {
+        let (hidden, c, p, _) = weight.dims4()?;
+        let tokens = position.dim(0)?;
+        let side = ((tokens - 1) as f64).sqrt() as usize;
+        let patches = tokens - 1;
+        Ok(PatchEmbeddings {
+            patch: Dense::new(&weight.reshape((hidden, c * p * p))?, bias)?,
+            cls: cls.reshape((1, 1, hidden))?,
+            cls_position: position.narrow(0, 0, 1)?,
+            position: position.narrow(0, 1, patches)?,
+            position_host: position
+                .narrow(0, 1, patches)?
+                .to_dtype(candle::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+            side,
+            patch_size: p,
+            hidden,
+        })
+    }
+
+    /// `[batch × tokens, hidden]` for `pixels` (`[batch, channels, height, width]`), and the
+    /// token count. `None` when the image is smaller than one patch.
+    pub fn forward(&self, pixels: &Tensor) -> candle::Result<Option<(Tensor, usize)>> {
+        let (batch, c, height, width) = pixels.dims4()?;
+        let p = self.patch_size;
+        let (nh, nw) = (height / p, width / p);
+        if nh == 0 || nw == 0 {
+            return Ok(None);
+        }
+        // The convolution's window (c, p, p) for each patch, rows in raster order; pixels
+        // beyond the last whole patch are dropped, as the strided convolution drops them.
+        let patches = pixels
+            .narrow(2, 0, nh * p)?
+            .narrow(3, 0, nw * p)?
+            .reshape((batch, c, nh, p, nw, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((batch * nh * nw, c * p * p))?;
+        let tokens = self
+            .patch
+            .forward(&patches)?
+            .reshape((batch, nh * nw, self.hidden))?;
+        let position = if nh * nw == self.side * self.side && height == width {
+            self.position.clone()
+        } else {
+            let table =
+                super::interpolate_positions(&self.position_host, self.side, self.hidden, nh, nw);
+            Tensor::from_vec(table, (nh * nw, self.hidden), self.position.device())?
+                .to_dtype(self.position.dtype())?
+        };
+        let position = Tensor::cat(&[&self.cls_position, &position], 0)?;
+        let cls = self.cls.repeat((batch, 1, 1))?;
+        let seq = nh * nw + 1;
+        let x = Tensor::cat(&[cls, tokens], 1)?
+            .broadcast_add(&position)?
+            .reshape((batch * seq, self.hidden))?;
+        Ok(Some((x, seq)))
+    }
+}
+
+/// `pixel_values` as a candle tensor of `dtype`, and the batch size.
+pub fn pixel_tensor(
+    inputs: &inferox_core::tensor::NamedTensors,
+    dtype: candle::DType,
+    device: &candle::Device,
+) -> inferox_candle::Result<(Tensor, usize)> {
+    let pixels = inputs
+        .get("pixel_values")
+        .ok_or_else(|| inferox_core::Error::Input {
+            name: "pixel_values".into(),
+            message: "missing (it is required)".into(),
+        })?;
+    let values = pixels.as_f32().ok_or_else(|| inferox_core::Error::Input {
+        name: "pixel_values".into(),
+        message: format!("dtype is {}, expected float32", pixels.dtype()),
+    })?;
+    let x = Tensor::from_slice(values, pixels.shape(), device)?.to_dtype(dtype)?;
+    Ok((x, pixels.shape()[0]))
+}
+
+/// The input error of an image smaller than one patch.
+pub fn too_small(shape: &[usize], patch: usize) -> inferox_core::Error {
+    inferox_core::Error::Input {
+        name: "pixel_values".into(),
+        message: format!("shape {shape:?}: the image is smaller than one {patch}×{patch} patch"),
+    }
 }

@@ -7,6 +7,20 @@ pub mod candle;
 #[cfg(feature = "torch")]
 pub mod torch;
 
+/// Where a pre-norm transformer layer's parts live under the layer's prefix: ViT's and CLIP's
+/// layers are the same computation under different names.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerNames {
+    pub norm1: &'static str,
+    /// Prefix of the three projections, and their names.
+    pub attention: &'static str,
+    pub qkv: [&'static str; 3],
+    pub out: &'static str,
+    pub norm2: &'static str,
+    pub fc1: &'static str,
+    pub fc2: &'static str,
+}
+
 /// A feed-forward activation, by its Hugging Face name (`hidden_act`, `activation_function`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub enum Activation {
@@ -22,6 +36,9 @@ pub enum Activation {
     /// SiLU (swish).
     #[serde(rename = "silu", alias = "swish")]
     Silu,
+    /// `x · sigmoid(1.702 x)` (CLIP).
+    #[serde(rename = "quick_gelu")]
+    QuickGelu,
 }
 
 #[cfg(feature = "candle")]
@@ -36,6 +53,7 @@ impl Activation {
             Activation::GeluTanh => x.gelu(),
             Activation::Relu => x.relu(),
             Activation::Silu => x.silu(),
+            Activation::QuickGelu => x * inferox_candle::candle_nn::ops::sigmoid(&(x * 1.702)?)?,
         }
     }
 }
@@ -117,6 +135,28 @@ pub fn causal_lm_description(
         },
         tasks: vec!["text-generation".to_string()],
     }
+}
+
+/// What every loader does first: the package's config.json parsed as `C`, then `check` on it
+/// against the checkpoint's tensor index (the config's own limits, the layout, the shapes),
+/// before anything is sized by it. Returns the config and what `check` derived (a layout).
+#[cfg(any(feature = "candle", feature = "torch"))]
+pub fn read_checked_config<C: serde::de::DeserializeOwned, L>(
+    req: &inferox_core::load::LoadRequest<'_>,
+    check: impl FnOnce(&C, &ConfigCheck<'_>) -> inferox_core::Result<L>,
+) -> inferox_core::Result<(C, L)> {
+    use inferox_core::manifest::ArtifactRole;
+    let config = req.artifacts(ArtifactRole::Config)?.remove(0);
+    let cfg: C = inferox_core::files::read_config(&config)?;
+    let index = inferox_core::weights::WeightIndex::read(&req.artifacts(ArtifactRole::Weights)?)?;
+    let checked = check(
+        &cfg,
+        &ConfigCheck {
+            path: config.path(),
+            weights: &index,
+        },
+    )?;
+    Ok((cfg, checked))
 }
 
 /// Largest sequence length a config may declare: positions are `u32`, and no model attends
@@ -224,4 +264,55 @@ impl ConfigCheck<'_> {
         }
         Ok(())
     }
+}
+
+/// The patch position embeddings (`side × side` rows of `dim`, row-major over the grid)
+/// resized to `height × width` patches as `torch.nn.functional.interpolate(mode="bicubic",
+/// align_corners=False)` resizes them in transformers' `interpolate_pos_encoding`: cubic
+/// convolution with a = -0.75, source coordinates `(i + 0.5) · scale - 0.5`, borders clamped.
+pub fn interpolate_positions(
+    table: &[f32],
+    side: usize,
+    dim: usize,
+    height: usize,
+    width: usize,
+) -> Vec<f32> {
+    const A: f32 = -0.75;
+    let near = |x: f32| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    let far = |x: f32| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+    // For each output index: the four source indices (clamped) and their weights.
+    let taps = |out: usize| -> Vec<([usize; 4], [f32; 4])> {
+        let scale = side as f32 / out as f32;
+        (0..out)
+            .map(|i| {
+                let real = scale * (i as f32 + 0.5) - 0.5;
+                let base = real.floor();
+                let t = real - base;
+                let at = |k: i64| (base as i64 + k).clamp(0, side as i64 - 1) as usize;
+                (
+                    [at(-1), at(0), at(1), at(2)],
+                    [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)],
+                )
+            })
+            .collect()
+    };
+    let (rows, cols) = (taps(height), taps(width));
+    let mut out = vec![0f32; height * width * dim];
+    for (y, (ys, wy)) in rows.iter().enumerate() {
+        for (x, (xs, wx)) in cols.iter().enumerate() {
+            let o = &mut out[(y * width + x) * dim..(y * width + x + 1) * dim];
+            for (c, v) in o.iter_mut().enumerate() {
+                let mut acc = 0f32;
+                for (&sy, &ky) in ys.iter().zip(wy) {
+                    let mut row = 0f32;
+                    for (&sx, &kx) in xs.iter().zip(wx) {
+                        row += table[(sy * side + sx) * dim + c] * kx;
+                    }
+                    acc += row * ky;
+                }
+                *v = acc;
+            }
+        }
+    }
+    out
 }

@@ -4,8 +4,8 @@
 //! fixed), so each conv layer is one convolution with a bias.
 
 use super::{BATCH_NORM_EPS, LayerType, Layout, ResNetConfig};
-use crate::common::Activation;
-use crate::common::candle::Dense;
+use crate::common::candle::{Dense, float_device};
+use crate::common::{Activation, read_checked_config};
 use candle::{Device, Tensor};
 use candle_nn::VarBuilder;
 use inferox_candle::{Result, Weights, candle_core as candle, candle_nn, to_host};
@@ -91,27 +91,9 @@ pub struct ResNet {
 
 /// The registry's loader for the candle backend.
 pub fn load(req: &LoadRequest<'_>) -> inferox_core::Result<Box<dyn Model>> {
-    let config = req.artifacts(ArtifactRole::Config)?.remove(0);
-    let cfg: ResNetConfig = inferox_core::files::read_config(&config)?;
+    let (cfg, layout) = read_checked_config(req, ResNetConfig::checked)?;
     let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?)?;
-    let check = crate::common::ConfigCheck {
-        path: config.path(),
-        weights: weights.index(),
-    };
-    cfg.check().map_err(|m| check.error(m))?;
-    let layout = Layout::detect(
-        |n| weights.contains(n),
-        |n| weights.shape(n).map(<[usize]>::to_vec),
-    );
-    cfg.check_weights(&check, &layout.prefix)?;
-    let device = inferox_candle::device(req.options.device)?;
-    let dtype = inferox_candle::dtype(req.dtype())?;
-    if !dtype.is_float() {
-        return Err(Error::InvalidArgument(format!(
-            "compute dtype must be floating point, not {}",
-            req.dtype()
-        )));
-    }
+    let (device, dtype) = float_device(req)?;
     let vb = weights.var_builder(dtype, &device);
     let model = ResNet::load(vb, &cfg, &layout, device).map_err(|e| weights.explain(e))?;
     Ok(Box::new(model))

@@ -201,6 +201,19 @@ impl Layout {
     }
 }
 
+impl ResNetConfig {
+    /// Checks the config and the checkpoint against each other, and finds its layout.
+    pub fn checked(&self, check: &ConfigCheck<'_>) -> Result<Layout> {
+        self.check().map_err(|m| check.error(m))?;
+        let layout = Layout::detect(
+            |n| check.weights.contains(n),
+            |n| check.weights.tensors.get(n).map(|t| t.shape.clone()),
+        );
+        self.check_weights(check, &layout.prefix)?;
+        Ok(layout)
+    }
+}
+
 /// Derives the I/O schema of a ResNet checkpoint and its image processor.
 pub fn describe(src: &ImportSource<'_>) -> Result<Description> {
     let cfg: ResNetConfig = src.parse_config()?;

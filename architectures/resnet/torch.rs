@@ -4,8 +4,8 @@
 //! convolutions, inference batch norm, max and average pooling are libtorch's own.
 
 use super::{BATCH_NORM_EPS, LayerType, Layout, ResNetConfig};
-use crate::common::Activation;
 use crate::common::torch::activate;
+use crate::common::{Activation, read_checked_config};
 use inferox_core::Error;
 use inferox_core::load::LoadRequest;
 use inferox_core::manifest::ArtifactRole;
@@ -94,19 +94,7 @@ pub struct ResNet {
 
 /// The registry's loader for the torch backend.
 pub fn load(req: &LoadRequest<'_>) -> inferox_core::Result<Box<dyn Model>> {
-    let config = req.artifacts(ArtifactRole::Config)?.remove(0);
-    let cfg: ResNetConfig = inferox_core::files::read_config(&config)?;
-    let index = inferox_core::weights::WeightIndex::read(&req.artifacts(ArtifactRole::Weights)?)?;
-    let check = crate::common::ConfigCheck {
-        path: config.path(),
-        weights: &index,
-    };
-    cfg.check().map_err(|m| check.error(m))?;
-    let layout = Layout::detect(
-        |n| index.contains(n),
-        |n| index.tensors.get(n).map(|t| t.shape.clone()),
-    );
-    cfg.check_weights(&check, &layout.prefix)?;
+    let (cfg, layout) = read_checked_config(req, ResNetConfig::checked)?;
     let device = inferox_torch::device(req.options.device)?;
     set_threads(req.options.threads);
     let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?, req.dtype(), device)?;

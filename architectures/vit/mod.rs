@@ -158,56 +158,17 @@ impl VitConfig {
     }
 }
 
-/// The patch position embeddings (`side × side` rows of `dim`, row-major over the grid)
-/// resized to `height × width` patches as `torch.nn.functional.interpolate(mode="bicubic",
-/// align_corners=False)` resizes them in transformers' `interpolate_pos_encoding`: cubic
-/// convolution with a = -0.75, source coordinates `(i + 0.5) · scale - 0.5`, borders clamped.
-pub fn interpolate_positions(
-    table: &[f32],
-    side: usize,
-    dim: usize,
-    height: usize,
-    width: usize,
-) -> Vec<f32> {
-    const A: f32 = -0.75;
-    let near = |x: f32| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
-    let far = |x: f32| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
-    // For each output index: the four source indices (clamped) and their weights.
-    let taps = |out: usize| -> Vec<([usize; 4], [f32; 4])> {
-        let scale = side as f32 / out as f32;
-        (0..out)
-            .map(|i| {
-                let real = scale * (i as f32 + 0.5) - 0.5;
-                let base = real.floor();
-                let t = real - base;
-                let at = |k: i64| (base as i64 + k).clamp(0, side as i64 - 1) as usize;
-                (
-                    [at(-1), at(0), at(1), at(2)],
-                    [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)],
-                )
-            })
-            .collect()
-    };
-    let (rows, cols) = (taps(height), taps(width));
-    let mut out = vec![0f32; height * width * dim];
-    for (y, (ys, wy)) in rows.iter().enumerate() {
-        for (x, (xs, wx)) in cols.iter().enumerate() {
-            let o = &mut out[(y * width + x) * dim..(y * width + x + 1) * dim];
-            for (c, v) in o.iter_mut().enumerate() {
-                let mut acc = 0f32;
-                for (&sy, &ky) in ys.iter().zip(wy) {
-                    let mut row = 0f32;
-                    for (&sx, &kx) in xs.iter().zip(wx) {
-                        row += table[(sy * side + sx) * dim + c] * kx;
-                    }
-                    acc += row * ky;
-                }
-                *v = acc;
-            }
-        }
-    }
-    out
-}
+/// Where ViT's encoder layers keep their parts (transformers' `ViTLayer`).
+#[cfg(any(feature = "candle", feature = "torch"))]
+const LAYER: crate::common::LayerNames = crate::common::LayerNames {
+    norm1: "layernorm_before",
+    attention: "attention.attention",
+    qkv: ["query", "key", "value"],
+    out: "attention.output.dense",
+    norm2: "layernorm_after",
+    fc1: "intermediate.dense",
+    fc2: "output.dense",
+};
 
 /// Largest image side accepted (position embeddings are interpolated up to it).
 pub const MAX_SIDE: usize = 4096;
@@ -239,6 +200,19 @@ impl Layout {
             pooler: has(&format!("{prefix}pooler.dense.weight")),
             num_labels: shape("classifier.weight").and_then(|s| s.first().copied()),
         }
+    }
+}
+
+impl VitConfig {
+    /// Checks the config and the checkpoint against each other, and finds its layout.
+    pub fn checked(&self, check: &ConfigCheck<'_>) -> Result<Layout> {
+        self.check().map_err(|m| check.error(m))?;
+        let layout = Layout::detect(
+            |n| check.weights.contains(n),
+            |n| check.weights.tensors.get(n).map(|t| t.shape.clone()),
+        );
+        self.check_weights(check, &layout.prefix)?;
+        Ok(layout)
     }
 }
 

@@ -1,10 +1,10 @@
 //! config.json → every architecture's import-time `describe` (BERT family, GPT-2, Llama family,
-//! ViT, ResNet),
+//! ViT, ResNet, CLIP),
 //! each with the weight index of a real fixture, and the Llama family's GGUF path (a config with
 //! `general.architecture` goes through `LlamaConfig::from_gguf`, with a GGUF fixture's tensors).
 #![no_main]
 
-use inferox::architectures::{bert, gpt2, llama, resnet, vit};
+use inferox::architectures::{bert, clip, gpt2, llama, resnet, vit};
 use inferox::gguf::GgufHeader;
 use inferox::registry::ImportSource;
 use inferox::weights::WeightIndex;
@@ -45,6 +45,7 @@ fn fixtures() -> &'static Fixtures {
                 ("gguf", gguf),
                 ("vit", st("vision/vit_pooler/model/model.safetensors")),
                 ("resnet", st("vision/resnet_basic/model/model.safetensors")),
+                ("clip", st("vision/clip/model/model.safetensors")),
             ],
             preprocessor: root.join("vision/vit_pooler/model/preprocessor_config.json"),
         }
@@ -57,12 +58,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(config) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
     };
-    let describes: [(&str, inferox::registry::DescribeFn); 5] = [
+    let describes: [(&str, inferox::registry::DescribeFn); 6] = [
         ("bert", bert::describe),
         ("gpt2", gpt2::describe),
         ("llama", llama::describe),
         ("vit", vit::describe),
         ("resnet", resnet::describe),
+        ("clip", clip::describe),
     ];
     for (_, weights) in &f.weights {
         for (tokenizer, max_seq_length) in [(Some("tokenizer.json"), None), (None, Some(128))] {

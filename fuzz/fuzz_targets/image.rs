@@ -47,6 +47,7 @@ fn preprocessor() -> &'static ImagePreprocessor {
 }
 
 fuzz_target!(|data: &[u8]| {
+    inferox_fuzz::guard_panics();
     match RgbImage::decode_limited(data, Path::new("input"), LIMIT) {
         Ok(image) => {
             assert_eq!(image.data.len(), image.width * image.height * 3);

@@ -25,6 +25,10 @@ pub struct Args {
     /// processor). An image classifier prints its top labels with softmax scores.
     #[arg(long = "image", value_name = "FILE", conflicts_with_all = ["texts", "inputs"])]
     images: Vec<PathBuf>,
+    /// With --image on a zero-shot model (CLIP): a candidate label (repeat); each image gets
+    /// the labels ranked by the model's image-text similarity, as a classifier's would be.
+    #[arg(long = "label", value_name = "TEXT", requires = "images")]
+    labels: Vec<String>,
     /// With --image on an image classifier: labels to print per image, best first.
     #[arg(long, default_value_t = 5, value_name = "K")]
     top_k: usize,
@@ -141,7 +145,21 @@ fn images(model: &mut LoadedModel, args: &Args) -> anyhow::Result<()> {
         .iter()
         .map(|p| inferox::image::RgbImage::open(p))
         .collect::<inferox::Result<Vec<_>>>()?;
-    let inputs = model.preprocess_images(&decoded)?;
+    let mut inputs = model.preprocess_images(&decoded)?;
+    let zero_shot = !args.labels.is_empty();
+    if zero_shot {
+        if model.io().output("logits_per_image").is_none() {
+            bail!(
+                "--label: this {} package does not score images against texts (that takes a \
+                 CLIP-like model with a `logits_per_image` output)",
+                model.info().model_type
+            );
+        }
+        let labels: Vec<&str> = args.labels.iter().map(String::as_str).collect();
+        for (name, t) in model.encode(&labels, !args.no_truncate)?.inputs.iter() {
+            inputs.insert(name, t.clone());
+        }
+    }
     if let Some(dir) = &args.save_inputs {
         save_tensors(dir, &inputs)?;
     }
@@ -154,15 +172,39 @@ fn images(model: &mut LoadedModel, args: &Args) -> anyhow::Result<()> {
         .tasks
         .iter()
         .any(|t| t == "image-classification");
-    let (true, Some(logits), false) = (classifier, outputs.get("logits"), args.raw) else {
-        return print_outputs(&outputs, args.json);
+    let (name, labels) = match (zero_shot, classifier) {
+        _ if args.raw => return print_outputs(&outputs, args.json),
+        (true, _) => (
+            "logits_per_image",
+            args.labels
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(i, l)| (i as u32, l))
+                .collect(),
+        ),
+        (false, true) => ("logits", model.info().labels.clone()),
+        (false, false) => match outputs.get("image_embeds") {
+            Some(e) => {
+                let names: Vec<String> = args
+                    .images
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                return print_embeddings(e, &names, args.json);
+            }
+            None => return print_outputs(&outputs, args.json),
+        },
     };
-    let predictions = inferox::image::top_k(logits, &model.info().labels, args.top_k.max(1))?;
+    let logits = outputs
+        .get(name)
+        .with_context(|| format!("the model gave no `{name}`"))?;
+    let predictions = inferox::image::top_k(logits, &labels, args.top_k.max(1))?;
     if args.json {
         return print_json(&json!({
             "predictions": predictions,
-            "outputs": {"logits": {"dtype": logits.dtype(), "shape": logits.shape(),
-                                   "data": logits.data().to_f64_vec()}},
+            "outputs": {name: {"dtype": logits.dtype(), "shape": logits.shape(),
+                                "data": logits.data().to_f64_vec()}},
         }));
     }
     for (path, preds) in args.images.iter().zip(&predictions) {
@@ -170,6 +212,30 @@ fn images(model: &mut LoadedModel, args: &Args) -> anyhow::Result<()> {
         for p in preds {
             println!("  {:.4}  {}", p.score, p.label);
         }
+    }
+    Ok(())
+}
+
+/// Embeddings (`[items, dimension]`) of the images or texts named in `items`, as `run --text`
+/// prints sentence embeddings.
+fn print_embeddings(
+    embeddings: &inferox::HostTensor,
+    items: &[impl std::fmt::Display],
+    json_out: bool,
+) -> anyhow::Result<()> {
+    let values = embeddings.data().to_f64_vec();
+    let dim = embeddings.shape().last().copied().unwrap_or(0).max(1);
+    let rows: Vec<&[f64]> = values.chunks(dim).collect();
+    if json_out {
+        return print_json(&json!({"dimension": dim, "embeddings": rows}));
+    }
+    for (i, (item, v)) in items.iter().zip(&rows).enumerate() {
+        let preview: Vec<String> = v.iter().take(4).map(|x| format!("{x:+.4}")).collect();
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        println!(
+            "[{i}] {dim} dims, norm {norm:.4}, [{}, ...]  {item}",
+            preview.join(", ")
+        );
     }
     Ok(())
 }
@@ -295,5 +361,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(dir) = &args.save_outputs {
         save_tensors(dir, &outputs)?;
     }
-    print_outputs(&outputs, args.json)
+    match outputs.get("text_embeds") {
+        Some(e) if !args.raw => {
+            let quoted: Vec<String> = texts.iter().map(|t| format!("{t:?}")).collect();
+            print_embeddings(e, &quoted, args.json)
+        }
+        _ => print_outputs(&outputs, args.json),
+    }
 }

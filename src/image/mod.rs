@@ -144,15 +144,27 @@ impl RgbImage {
             };
             image_error(name, format!("this {format:?} image {what}: {e}"))
         };
-        let mut decoder = reader.into_decoder().map_err(describe)?;
-        let (width, height) = decoder.dimensions();
-        check_size(width as usize, height as usize, max_pixels, name)?;
-        let mut limits = Limits::default();
-        limits.max_image_width = Some(width);
-        limits.max_image_height = Some(height);
-        limits.max_alloc = Some(max_pixels.min(MAX_PIXELS) * 8 + (64 << 20));
-        decoder.set_limits(limits).map_err(describe)?;
-        let image = DynamicImage::from_decoder(decoder).map_err(describe)?;
+        // The decoders panic on some damaged files (png 0.18 on a palette whose length is not
+        // a multiple of 3, found by fuzzing): that is a damaged image, not a crash.
+        let image = crate::guard::guarded(
+            || {
+                let mut decoder = reader.into_decoder().map_err(describe)?;
+                let (width, height) = decoder.dimensions();
+                check_size(width as usize, height as usize, max_pixels, name)?;
+                let mut limits = Limits::default();
+                limits.max_image_width = Some(width);
+                limits.max_image_height = Some(height);
+                limits.max_alloc = Some(max_pixels.min(MAX_PIXELS) * 8 + (64 << 20));
+                decoder.set_limits(limits).map_err(describe)?;
+                DynamicImage::from_decoder(decoder).map_err(describe)
+            },
+            |panic| {
+                image_error(
+                    name,
+                    format!("this {format:?} image is damaged: the decoder failed ({panic})"),
+                )
+            },
+        )?;
         Ok(Self::from_dynamic(image))
     }
 

@@ -3,6 +3,7 @@ pub fn expected_model_types() -> Vec<String> {
     [
         "bert",
         "camembert",
+        "clip",
         "gpt2",
         "graph",
         "llama",
@@ -43,7 +44,7 @@ pub fn expected_pairs() -> Vec<(String, String)> {
         }
     }
     if cfg!(feature = "torch") {
-        for t in ["bert", "camembert", "resnet", "roberta", "vit", "xlm-roberta"] {
+        for t in ["bert", "camembert", "clip", "resnet", "roberta", "vit", "xlm-roberta"] {
             pairs.push((t.to_string(), "torch".to_string()));
         }
     }

@@ -94,7 +94,8 @@ def randomize(model, seed):
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=g)
-            if ("layernorm" in name or "normalization" in name) and name.endswith("weight"):
+            norm = any(k in name for k in ("layernorm", "normalization", "layer_norm", "layrnorm"))
+            if norm and name.endswith("weight"):
                 p.copy_(1.0 + 0.2 * noise)
             elif p.ndim == 4 and "patch" not in name:  # ResNet's convolutions: keep activations of order one through the stages
                 p.copy_(noise * (1.5 / p[0].numel()) ** 0.5)
@@ -147,10 +148,70 @@ def interpolated(root, model, images):
                  {k: v.numpy() for k, v in out.items() if isinstance(v, torch.Tensor)})
 
 
+CLIP_LABELS = ["a photo of a cat", "a photo of a rocket", "an astronaut", "a cup of coffee",
+               "a logo"]
+
+
+def clip_tokenizer(path):
+    """A word-level tokenizer in CLIP's shape: start and end tokens around every text."""
+    from tokenizers import Tokenizer, models as tm, normalizers, pre_tokenizers, processors
+    words = sorted({w for label in CLIP_LABELS for w in label.split()})
+    vocab = ["<pad>", "<unk>", "<|startoftext|>"] + words + ["<|endoftext|>"]
+    ids = {w: i for i, w in enumerate(vocab)}
+    tok = Tokenizer(tm.WordLevel(ids, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>",
+        special_tokens=[("<|startoftext|>", 2), ("<|endoftext|>", len(vocab) - 1)])
+    tok.save(str(path))
+    return len(vocab)
+
+
+def clip_model():
+    """A tiny CLIPModel with its tokenizer and image processor; the zero-shot references."""
+    root = OUT / "clip"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "model").mkdir(parents=True)
+    vocab = clip_tokenizer(root / "model" / "tokenizer.json")
+    config = transformers.CLIPConfig(
+        text_config=dict(vocab_size=vocab, hidden_size=32, intermediate_size=37,
+                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=16,
+                         pad_token_id=0, bos_token_id=2, eos_token_id=vocab - 1),
+        vision_config=dict(hidden_size=24, intermediate_size=40, num_hidden_layers=2,
+                           num_attention_heads=3, image_size=32, patch_size=8),
+        projection_dim=20)
+    torch.manual_seed(7)
+    model = transformers.CLIPModel(config).eval()
+    randomize(model, 7)
+    with torch.no_grad():
+        model.logit_scale.fill_(np.log(100.0))  # CLIP's trained scale: differences show
+    model.save_pretrained(root / "model", safe_serialization=True)
+    proc = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    proc.save_pretrained(root / "model")
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(root / "model" / "tokenizer.json"),
+                                                pad_token="<pad>")
+    enc = fast(CLIP_LABELS, padding="longest", return_tensors="np")
+    images = [Image.open(IMAGES / p).convert("RGB") for p in MODEL_PHOTOS]
+    pixels = proc(images, return_tensors="np")["pixel_values"]
+    inputs = {"input_ids": enc["input_ids"].astype(np.int64),
+              "attention_mask": enc["attention_mask"].astype(np.int64), "pixel_values": pixels}
+    save_npy_dir(root / "inputs", inputs)
+    with torch.no_grad():
+        out = model(**{k: torch.from_numpy(v) for k, v in inputs.items()})
+    keep = ("text_embeds", "image_embeds", "logits_per_image", "logits_per_text")
+    save_npy_dir(root / "expected", {k: out[k].numpy() for k in keep})
+    (root / "photos.json").write_text(json.dumps(MODEL_PHOTOS) + "\n")
+    (root / "labels.json").write_text(json.dumps(CLIP_LABELS) + "\n")
+    print(f"clip: {sum(p.numel() for p in model.parameters())} parameters, "
+          f"logits_per_image {out['logits_per_image'].numpy().round(2).tolist()}")
+
+
 def main():
     assert IMAGES.is_dir(), f"{IMAGES}: run scripts/fetch-models.sh images first"
     torch.set_num_threads(1)
     models()
+    clip_model()
     out = OUT / "preprocess"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
