@@ -49,7 +49,9 @@ run_default() {
 
 run_torch() {
   echo "== tests: torch"
+  # The CLI test runs the real MiniLM and the vision tests' photographs.
   scripts/fetch-models.sh minilm
+  scripts/fetch-models.sh images
   LIBTORCH="$(scripts/install-libtorch.sh)"
   export LIBTORCH
   # The library's unit tests and the CLI test again (the registry gains torch entries), then
@@ -61,6 +63,8 @@ run_torch() {
 
 run_tflite() {
   echo "== tests: tflite (shared libtensorflowlite_c)"
+  scripts/fetch-models.sh minilm
+  scripts/fetch-models.sh images
   eval "$(scripts/tflite-env.sh)"
   cargo test -p inferox --features tflite --lib --test cli --test tflite --test readme "$@"
   check_binary tflite libtensorflowlite_c.so
