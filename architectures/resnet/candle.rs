@@ -4,12 +4,11 @@
 //! fixed), so each conv layer is one convolution with a bias.
 
 use super::{BATCH_NORM_EPS, LayerType, Layout, ResNetConfig};
-use crate::common::candle::{Dense, float_device};
+use crate::common::candle::{Dense, float_device, pixel_tensor};
 use crate::common::{Activation, read_checked_config};
 use candle::{Device, Tensor};
 use candle_nn::VarBuilder;
 use inferox_candle::{Result, Weights, candle_core as candle, candle_nn, to_host};
-use inferox_core::Error;
 use inferox_core::load::LoadRequest;
 use inferox_core::manifest::ArtifactRole;
 use inferox_core::model::Model;
@@ -170,16 +169,7 @@ impl ResNet {
     }
 
     fn outputs(&self, inputs: &NamedTensors) -> Result<NamedTensors> {
-        let pixels = inputs.get("pixel_values").ok_or_else(|| Error::Input {
-            name: "pixel_values".into(),
-            message: "missing (it is required)".into(),
-        })?;
-        let values = pixels.as_f32().ok_or_else(|| Error::Input {
-            name: "pixel_values".into(),
-            message: format!("dtype is {}, expected float32", pixels.dtype()),
-        })?;
-        let dtype = self.stem.weight.dtype();
-        let x = Tensor::from_slice(values, pixels.shape(), &self.device)?.to_dtype(dtype)?;
+        let (x, _) = pixel_tensor(inputs, self.stem.weight.dtype(), &self.device)?;
         let x = self.stem.forward(&x)?;
         // Max pooling 3×3, stride 2, padding 1: padding with copies of the edge gives the
         // same maxima as padding with -inf, since each padded window holds the edge pixel.

@@ -4,15 +4,14 @@
 //! convolutions, inference batch norm, max and average pooling are libtorch's own.
 
 use super::{BATCH_NORM_EPS, LayerType, Layout, ResNetConfig};
-use crate::common::torch::activate;
+use crate::common::torch::{activate, pixel_tensor};
 use crate::common::{Activation, read_checked_config};
-use inferox_core::Error;
 use inferox_core::load::LoadRequest;
 use inferox_core::manifest::ArtifactRole;
 use inferox_core::model::Model;
 use inferox_core::tensor::NamedTensors;
 use inferox_torch::tch::{self, Kind, Tensor};
-use inferox_torch::{Linear, Result, Weights, set_threads, to_host, to_tensor};
+use inferox_torch::{Linear, Result, Weights, set_threads, to_host};
 
 /// `ResNetConvLayer` / `ResNetShortCut`: convolution, batch norm, optional activation.
 struct ConvBn {
@@ -161,11 +160,7 @@ impl ResNet {
 
     fn outputs(&self, inputs: &NamedTensors) -> Result<NamedTensors> {
         let _guard = tch::no_grad_guard();
-        let pixels = inputs.get("pixel_values").ok_or_else(|| Error::Input {
-            name: "pixel_values".into(),
-            message: "missing (it is required)".into(),
-        })?;
-        let x = to_tensor(pixels, self.device)?.f_to_kind(self.kind)?;
+        let x = pixel_tensor(inputs, self.kind, self.device)?;
         let mut x = self
             .stem
             .forward(&x)?
