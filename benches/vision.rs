@@ -1,8 +1,9 @@
 //! Vision on candle (scripts/bench_vision.sh makes the model and runs this beside PyTorch):
 //! * `vision_t{N}/vit_base_batch8`: a ViT-B/16-sized model (transformers' default ViTConfig,
 //!   random weights, 224×224) on a batch of 8 preprocessed photos (images/s);
-//! * `vision_t{N}/preprocess`: decoding, resizing (bilinear, 224×224) and normalising the real
-//!   photographs of `scripts/fetch-models.sh images`, one at a time (images/s).
+//! * `vision_t{N}/preprocess`: decoding, resizing (bilinear, 224×224) and normalising the eight
+//!   real photographs of `scripts/fetch-models.sh images` into one batch, as `inferox run
+//!   --image ...` does (images/s).
 //!
 //! INFEROX_BENCH_VIT_DIR names the Hugging Face directory of the model; threads are pinned with
 //! INFEROX_BENCH_THREADS (default 1).
@@ -63,6 +64,10 @@ fn main() {
         .map(|p| RgbImage::open(p).unwrap())
         .collect();
     let inputs: NamedTensors = model.preprocess_images(&batch).unwrap();
+    assert_eq!(
+        pre.preprocess_files(&photos).unwrap().shape(),
+        [8, 3, 224, 224]
+    );
     let hidden = model.run(&inputs).unwrap();
     assert_eq!(
         hidden.get("last_hidden_state").unwrap().shape(),
@@ -81,12 +86,7 @@ fn main() {
     });
     group.throughput(Throughput::Elements(photos.len() as u64));
     group.bench_function("preprocess", |b| {
-        b.iter(|| {
-            for p in &photos {
-                let image = RgbImage::open(p).unwrap();
-                pre.preprocess(std::slice::from_ref(&image)).unwrap();
-            }
-        })
+        b.iter(|| pre.preprocess_files(&photos).unwrap())
     });
     group.finish();
     c.final_summary();

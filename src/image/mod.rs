@@ -21,6 +21,7 @@ use crate::tensor::{DType, HostTensor};
 use crate::vision::ImagePreprocessing;
 use crate::{Error, Result};
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
+use rayon::prelude::*;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
@@ -44,6 +45,15 @@ fn check_size(width: usize, height: usize, limit: u64, name: &Path) -> Result<()
         ));
     }
     Ok(())
+}
+
+/// Interleaved RGB from pixels of `step` samples each, through `f`.
+fn to_rgb<T>(samples: &[T], step: usize, f: impl Fn(&[T]) -> [u8; 3]) -> Vec<u8> {
+    let mut rgb = vec![0u8; samples.len() / step * 3];
+    for (d, p) in rgb.chunks_exact_mut(3).zip(samples.chunks_exact(step)) {
+        d.copy_from_slice(&f(p));
+    }
+    rgb
 }
 
 /// Decodes a JPEG with libjpeg-turbo's decoder (mozjpeg), as Pillow does: the same integer
@@ -174,31 +184,15 @@ impl RgbImage {
         let high = |v: u16| (v >> 8) as u8;
         let data: Vec<u8> = match image {
             DynamicImage::ImageRgb8(i) => i.into_raw(),
-            DynamicImage::ImageRgba8(i) => i
-                .into_raw()
-                .chunks_exact(4)
-                .flat_map(|p| [p[0], p[1], p[2]])
-                .collect(),
-            DynamicImage::ImageLuma8(i) => i.into_raw().iter().flat_map(|&v| [v; 3]).collect(),
-            DynamicImage::ImageLumaA8(i) => i
-                .into_raw()
-                .chunks_exact(2)
-                .flat_map(|p| [p[0]; 3])
-                .collect(),
+            DynamicImage::ImageRgba8(i) => to_rgb(&i.into_raw(), 4, |p| [p[0], p[1], p[2]]),
+            DynamicImage::ImageLuma8(i) => to_rgb(&i.into_raw(), 1, |p| [p[0]; 3]),
+            DynamicImage::ImageLumaA8(i) => to_rgb(&i.into_raw(), 2, |p| [p[0]; 3]),
             DynamicImage::ImageRgb16(i) => i.into_raw().iter().map(|&v| high(v)).collect(),
-            DynamicImage::ImageRgba16(i) => i
-                .into_raw()
-                .chunks_exact(4)
-                .flat_map(|p| [high(p[0]), high(p[1]), high(p[2])])
-                .collect(),
-            DynamicImage::ImageLuma16(i) => {
-                i.into_raw().iter().flat_map(|&v| [high(v); 3]).collect()
+            DynamicImage::ImageRgba16(i) => {
+                to_rgb(&i.into_raw(), 4, |p| [high(p[0]), high(p[1]), high(p[2])])
             }
-            DynamicImage::ImageLumaA16(i) => i
-                .into_raw()
-                .chunks_exact(2)
-                .flat_map(|p| [high(p[0]); 3])
-                .collect(),
+            DynamicImage::ImageLuma16(i) => to_rgb(&i.into_raw(), 1, |p| [high(p[0]); 3]),
+            DynamicImage::ImageLumaA16(i) => to_rgb(&i.into_raw(), 2, |p| [high(p[0]); 3]),
             other => other.into_rgb8().into_raw(),
         };
         RgbImage {
@@ -305,56 +299,68 @@ impl ImagePreprocessor {
     }
 
     /// Images to the model input, `[batch, 3, height, width]` float32. Every image must come
-    /// out at the same size (the steps fix it for all the processors inferox reads).
+    /// out at the same size (the steps fix it for all the processors inferox reads). Images are
+    /// processed in parallel on rayon's pool (`--threads`, `RAYON_NUM_THREADS`).
     pub fn preprocess(&self, images: &[RgbImage]) -> Result<HostTensor> {
-        let s = &self.steps;
-        if images.is_empty() {
-            return Err(Error::InvalidArgument("no images given".into()));
-        }
-        let mean: Vec<f32> = s.mean.iter().map(|&m| m as f32).collect();
-        let std: Vec<f32> = s.std.iter().map(|&m| m as f32).collect();
-        let channel = |v: &[f32], c: usize| v.get(c).or(v.first()).copied().unwrap_or(0.0);
-        let mut size = None;
-        let mut data = Vec::new();
-        for (i, image) in images.iter().enumerate() {
-            let image = self.resize_and_crop(image);
-            let hw = (image.height, image.width);
-            if *size.get_or_insert(hw) != hw {
-                return Err(Error::Input {
-                    name: self.input.clone(),
-                    message: format!(
-                        "image {i} comes out at {}×{} but image 0 at {}×{}; this package's \
-                         preprocessing does not fix the size, so give images of one size",
-                        hw.1,
-                        hw.0,
-                        size.unwrap().1,
-                        size.unwrap().0
-                    ),
-                });
-            }
-            // transformers: float64 rescale cast to float32, then float32 (x - mean) / std.
-            for c in 0..3 {
-                let (m, d) = (channel(&mean, c), channel(&std, c));
-                data.extend(
-                    image
-                        .data
-                        .iter()
-                        .skip(c)
-                        .step_by(3)
-                        .map(|&v| ((f64::from(v) * s.rescale_factor) as f32 - m) / d),
-                );
-            }
-        }
-        let (h, w) = size.unwrap_or_default();
-        HostTensor::from_f32(vec![images.len(), 3, h, w], data)
+        let planes = images
+            .par_iter()
+            .map(|image| Ok(self.to_planes(image)))
+            .collect::<Result<Vec<_>>>()?;
+        self.batch(planes)
     }
 
-    /// Decodes the image files at `paths` and preprocesses them as one batch.
+    /// Decodes the image files at `paths` and preprocesses them as one batch, each file decoded
+    /// and preprocessed in parallel with the others.
     pub fn preprocess_files(&self, paths: &[PathBuf]) -> Result<HostTensor> {
-        let images = paths
-            .iter()
-            .map(|p| RgbImage::open(p))
+        let planes = paths
+            .par_iter()
+            .map(|p| Ok(self.to_planes(&RgbImage::open(p)?)))
             .collect::<Result<Vec<_>>>()?;
-        self.preprocess(&images)
+        self.batch(planes)
+    }
+
+    /// One image resized, cropped, rescaled and normalised: its size and its `[3, height,
+    /// width]` values.
+    fn to_planes(&self, image: &RgbImage) -> ((usize, usize), Vec<f32>) {
+        let s = &self.steps;
+        let image = self.resize_and_crop(image);
+        let channel = |v: &[f64], c: usize| v.get(c).or(v.first()).copied().unwrap_or(0.0);
+        let mut data = vec![0f32; image.data.len()];
+        let plane = image.height * image.width;
+        for c in 0..3 {
+            // transformers: float64 rescale cast to float32, then float32 (x - mean) / std; one
+            // table per channel computes exactly that for each of the 256 values.
+            let (m, d) = (channel(&s.mean, c) as f32, channel(&s.std, c) as f32);
+            let table: [f32; 256] =
+                std::array::from_fn(|v| ((v as f64 * s.rescale_factor) as f32 - m) / d);
+            let out = &mut data[c * plane..(c + 1) * plane];
+            for (o, px) in out.iter_mut().zip(image.data.chunks_exact(3)) {
+                *o = table[px[c] as usize];
+            }
+        }
+        ((image.height, image.width), data)
+    }
+
+    /// Images of one size into one `[batch, 3, height, width]` tensor.
+    fn batch(&self, planes: Vec<((usize, usize), Vec<f32>)>) -> Result<HostTensor> {
+        let Some(&(size, _)) = planes.first() else {
+            return Err(Error::InvalidArgument("no images given".into()));
+        };
+        if let Some((i, (hw, _))) = planes.iter().enumerate().find(|(_, (hw, _))| *hw != size) {
+            return Err(Error::Input {
+                name: self.input.clone(),
+                message: format!(
+                    "image {i} comes out at {}×{} but image 0 at {}×{}; this package's \
+                     preprocessing does not fix the size, so give images of one size",
+                    hw.1, hw.0, size.1, size.0
+                ),
+            });
+        }
+        let n = planes.len();
+        let mut data = Vec::with_capacity(n * planes[0].1.len());
+        for (_, d) in planes {
+            data.extend_from_slice(&d);
+        }
+        HostTensor::from_f32(vec![n, 3, size.0, size.1], data)
     }
 }
