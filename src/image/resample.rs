@@ -152,100 +152,181 @@ fn horizontal_row(row: &[u8], dst: &mut [u8], taps: &[(usize, &[i32])]) {
     }
 }
 
-/// The horizontal pass with AVX2: two taps per step, each pixel's three bytes widened to
-/// 32-bit lanes (a fourth lane weighted zero) and multiplied by its weight. Integer sums in
-/// the same order of magnitude as Pillow's, so the bytes are the same.
+/// The horizontal pass on x86 vectors: each pixel's three bytes widened to 32-bit lanes (a
+/// fourth lane weighted zero) and multiplied by its tap's weight, two taps per AVX2 step or
+/// four per AVX-512 step. The integer sums and the clip are Pillow's, so the bytes are too.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod simd {
     use super::{Coefficients, PRECISION_BITS};
     use std::arch::x86_64::*;
 
-    /// Weights laid out for the kernel: per output pixel, `pairs` steps of eight lanes
-    /// (`[w, w, w, 0, w', w', w', 0]`), zero beyond its taps.
+    /// Weights laid out for the kernels: per output pixel, `stride` lanes of four per tap
+    /// (`[w, w, w, 0]`), zero beyond its taps (padded to a multiple of four taps).
     pub struct Lanes {
-        pairs: usize,
+        stride: usize,
         lanes: Vec<i32>,
     }
 
     impl Lanes {
         pub fn new(c: &Coefficients, out: usize) -> Lanes {
-            let pairs = c.ksize.div_ceil(2);
-            let mut lanes = vec![0i32; out * pairs * 8];
+            let stride = c.ksize.div_ceil(4) * 16;
+            let mut lanes = vec![0i32; out * stride];
             for xx in 0..out {
                 let (_, k) = c.row(xx);
                 for (t, &w) in k.iter().enumerate() {
-                    let at = xx * pairs * 8 + t * 4;
+                    let at = xx * stride + t * 4;
                     lanes[at..at + 3].fill(w);
                 }
             }
-            Lanes { pairs, lanes }
+            Lanes { stride, lanes }
+        }
+
+        fn of(&self, xx: usize) -> &[i32] {
+            &self.lanes[xx * self.stride..(xx + 1) * self.stride]
         }
     }
 
-    /// # Safety
-    /// The CPU must have AVX2; `row` is the image's row and `tail` the bytes of the image from
-    /// the row's start on (reads may run up to 8 bytes past a span, within `tail` or not at
-    /// all: near the end they go through a copy).
+    /// `N` bytes of `tail` from `at`, zero past its end.
+    #[inline(always)]
+    fn bytes<const N: usize>(tail: &[u8], at: usize) -> [u8; N] {
+        let mut b = [0u8; N];
+        match tail.get(at..at + N) {
+            Some(s) => b.copy_from_slice(s),
+            None => b[..tail.len() - at].copy_from_slice(&tail[at..]),
+        }
+        b
+    }
+
+    /// Adds the rounding half, shifts, and saturates to 0..=255 (Pillow's `clip8`), then
+    /// writes the three channels.
+    #[inline]
     #[target_feature(enable = "avx2")]
-    pub unsafe fn row(tail: &[u8], width: usize, dst: &mut [u8], c: &Coefficients, l: &Lanes) {
-        let spread = _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-        let half = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
-        let mut pad = [0u8; 8];
+    fn store(sum: __m128i, px: &mut [u8]) {
+        let sum = _mm_add_epi32(sum, _mm_set1_epi32(1 << (PRECISION_BITS - 1)));
+        let shifted = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
+        let narrow = _mm_packus_epi16(_mm_packs_epi32(shifted, shifted), shifted);
+        px.copy_from_slice(&(_mm_cvtsi128_si32(narrow) as u32).to_le_bytes()[..3]);
+    }
+
+    /// Pixels `p0 p1 p2 p3` (12 bytes) to the 16 bytes `p0 0 p1 0 p2 0 p3 0`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn spread(b: __m128i) -> __m128i {
+        _mm_shuffle_epi8(
+            b,
+            _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1),
+        )
+    }
+
+    /// One output row; `tail` is the image's bytes from the row's start on.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn row_avx2(tail: &[u8], dst: &mut [u8], c: &Coefficients, l: &Lanes) {
         for (xx, px) in dst.chunks_exact_mut(3).enumerate() {
             let (min, k) = c.row(xx);
-            debug_assert!(min + k.len() <= width);
-            let w = &l.lanes[xx * l.pairs * 8..(xx + 1) * l.pairs * 8];
             let mut acc = _mm256_setzero_si256();
-            for (p, wp) in w.chunks_exact(8).take(k.len().div_ceil(2)).enumerate() {
-                let at = (min + 2 * p) * 3;
-                let bytes = if at + 8 <= tail.len() {
-                    // SAFETY: 8 bytes from `at` are inside `tail`.
-                    unsafe { _mm_loadl_epi64(tail.as_ptr().add(at) as *const __m128i) }
-                } else {
-                    let n = tail.len() - at;
-                    pad[..n].copy_from_slice(&tail[at..]);
-                    pad[n..].fill(0);
-                    // SAFETY: `pad` is 8 bytes.
-                    unsafe { _mm_loadl_epi64(pad.as_ptr() as *const __m128i) }
-                };
-                let pixels = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(bytes, spread));
+            for (p, wp) in l
+                .of(xx)
+                .chunks_exact(8)
+                .take(k.len().div_ceil(2))
+                .enumerate()
+            {
+                let b = u64::from_le_bytes(bytes::<8>(tail, (min + 2 * p) * 3));
+                let pixels = _mm256_cvtepu8_epi32(spread(_mm_cvtsi64_si128(b as i64)));
                 // SAFETY: `wp` is 8 lanes.
-                let weights = unsafe { _mm256_loadu_si256(wp.as_ptr() as *const __m256i) };
+                let weights = unsafe { _mm256_loadu_si256(wp.as_ptr().cast()) };
                 acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(pixels, weights));
             }
-            let sum = _mm_add_epi32(
-                _mm_add_epi32(
-                    _mm256_castsi256_si128(acc),
-                    _mm256_extracti128_si256(acc, 1),
-                ),
-                half,
+            let lo = _mm256_castsi256_si128(acc);
+            store(_mm_add_epi32(lo, _mm256_extracti128_si256(acc, 1)), px);
+        }
+    }
+
+    /// [`row_avx2`] four taps at a time.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f,avx2")]
+    pub unsafe fn row_avx512(tail: &[u8], dst: &mut [u8], c: &Coefficients, l: &Lanes) {
+        for (xx, px) in dst.chunks_exact_mut(3).enumerate() {
+            let (min, k) = c.row(xx);
+            let mut acc = _mm512_setzero_si512();
+            for (q, wq) in l
+                .of(xx)
+                .chunks_exact(16)
+                .take(k.len().div_ceil(4))
+                .enumerate()
+            {
+                let b = bytes::<16>(tail, (min + 4 * q) * 3);
+                // SAFETY: `b` and `wq` are 16 bytes and 16 lanes.
+                let (b, weights) = unsafe {
+                    (
+                        _mm_loadu_si128(b.as_ptr().cast()),
+                        _mm512_loadu_si512(wq.as_ptr().cast()),
+                    )
+                };
+                let pixels = _mm512_cvtepu8_epi32(spread(b));
+                acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(pixels, weights));
+            }
+            let half = _mm256_add_epi32(
+                _mm512_castsi512_si256(acc),
+                _mm512_extracti64x4_epi64::<1>(acc),
             );
-            // `clip8`: shift, then saturate to 16 and to unsigned 8 bits (0..=255).
-            let shifted = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
-            let narrow = _mm_packus_epi16(_mm_packs_epi32(shifted, shifted), shifted);
-            let bytes = (_mm_cvtsi128_si32(narrow) as u32).to_le_bytes();
-            px.copy_from_slice(&bytes[..3]);
+            let lo = _mm256_castsi256_si128(half);
+            store(_mm_add_epi32(lo, _mm256_extracti128_si256(half, 1)), px);
         }
     }
 }
 
+/// A vector kernel for one row of the horizontal pass.
+#[cfg(target_arch = "x86_64")]
+type RowKernel = unsafe fn(&[u8], &mut [u8], &Coefficients, &simd::Lanes);
+
+/// The vector kernels this CPU runs, widest first.
+#[cfg(target_arch = "x86_64")]
+fn row_kernels() -> Vec<RowKernel> {
+    let mut kernels: Vec<RowKernel> = Vec::new();
+    if is_x86_feature_detected!("avx512f") {
+        kernels.push(simd::row_avx512);
+    }
+    if is_x86_feature_detected!("avx2") {
+        kernels.push(simd::row_avx2);
+    }
+    kernels
+}
+
 fn horizontal(src: &RgbImage, out_width: usize, c: &Coefficients) -> RgbImage {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        let line = src.width * 3;
-        let mut out = vec![0u8; out_width * src.height * 3];
-        let lanes = avx2::Lanes::new(c, out_width);
-        for (y, dst) in out.chunks_exact_mut(out_width * 3).enumerate() {
-            // SAFETY: AVX2 was detected; the row starts at `y * line`.
-            unsafe { avx2::row(&src.data[y * line..], src.width, dst, c, &lanes) };
-        }
-        return RgbImage {
-            width: out_width,
-            height: src.height,
-            data: out,
-        };
+    if let Some(&kernel) = row_kernels().first() {
+        // SAFETY: the kernel's CPU features were detected.
+        return unsafe { horizontal_with(src, out_width, c, kernel) };
     }
     horizontal_scalar(src, out_width, c)
+}
+
+/// # Safety
+/// The CPU must have `kernel`'s features.
+#[cfg(target_arch = "x86_64")]
+unsafe fn horizontal_with(
+    src: &RgbImage,
+    out_width: usize,
+    c: &Coefficients,
+    kernel: RowKernel,
+) -> RgbImage {
+    let line = src.width * 3;
+    let mut out = vec![0u8; out_width * src.height * 3];
+    let lanes = simd::Lanes::new(c, out_width);
+    for (y, dst) in out.chunks_exact_mut(out_width * 3).enumerate() {
+        // SAFETY: the caller checked the CPU; the row starts at `y * line`.
+        unsafe { kernel(&src.data[y * line..], dst, c, &lanes) };
+    }
+    RgbImage {
+        width: out_width,
+        height: src.height,
+        data: out,
+    }
 }
 
 fn horizontal_scalar(src: &RgbImage, out_width: usize, c: &Coefficients) -> RgbImage {
@@ -427,11 +508,14 @@ mod tests {
             for (w, h, to) in [(451, 7, 224), (37, 5, 224), (1000, 3, 13), (9, 2, 1)] {
                 let img = image(w, h);
                 let c = Coefficients::new(w, to, filter);
-                assert_eq!(
-                    horizontal(&img, to, &c),
-                    horizontal_scalar(&img, to, &c),
-                    "{filter:?} {w}->{to}"
-                );
+                let scalar = horizontal_scalar(&img, to, &c);
+                assert_eq!(horizontal(&img, to, &c), scalar, "{filter:?} {w}->{to}");
+                #[cfg(target_arch = "x86_64")]
+                for kernel in row_kernels() {
+                    // SAFETY: row_kernels lists what this CPU runs.
+                    let vector = unsafe { horizontal_with(&img, to, &c, kernel) };
+                    assert_eq!(vector, scalar, "{filter:?} {w}->{to}");
+                }
             }
         }
     }
