@@ -222,7 +222,7 @@ impl Bert {
         let attn = self_attention(&layer.qkv, x, bias, (batch, seq), self.heads)?;
         let attn = layer.attention_out.forward(&attn)?;
         let x = layer.attention_norm.forward(&(attn + x)?)?;
-        let inter = self.activation.apply(&layer.intermediate.forward(&x)?)?;
+        let inter = layer.intermediate.forward_activated(&x, self.activation)?;
         let out = layer.output.forward(&inter)?;
         layer.output_norm.forward(&(out + x)?)
     }

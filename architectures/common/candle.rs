@@ -41,6 +41,16 @@ impl Dense {
             None => Ok(y),
         }
     }
+
+    /// `activation(forward(x))`, with the bias add and GELU in one pass where they fuse.
+    pub fn forward_activated(&self, x: &Tensor, activation: Activation) -> candle::Result<Tensor> {
+        match activation {
+            Activation::Gelu => {
+                inferox_candle::fused::bias_gelu(&x.matmul(&self.weight_t)?, self.bias.as_ref())
+            }
+            _ => activation.apply(&self.forward(x)?),
+        }
+    }
 }
 
 /// The device and the floating-point compute dtype a candle loader runs with.
@@ -95,11 +105,7 @@ pub fn self_attention(
     let q = (qkv.get(0)? * scale)?.contiguous()?;
     let k = qkv.get(1)?.contiguous()?;
     let v = qkv.get(2)?.contiguous()?;
-    let mut scores = q.matmul(&k.t()?)?;
-    if let Some(bias) = bias {
-        scores = scores.broadcast_add(bias)?;
-    }
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let probs = inferox_candle::fused::masked_softmax(&q.matmul(&k.t()?)?, bias)?;
     probs
         .matmul(&v)?
         .transpose(1, 2)?
@@ -146,7 +152,9 @@ impl PreNormLayer {
     ) -> candle::Result<Tensor> {
         let attn = self_attention(&self.qkv, &self.norm1.forward(x)?, bias, shape, heads)?;
         let x = (self.out.forward(&attn)? + x)?;
-        let inner = activation.apply(&self.fc1.forward(&self.norm2.forward(&x)?)?)?;
+        let inner = self
+            .fc1
+            .forward_activated(&self.norm2.forward(&x)?, activation)?;
         self.fc2.forward(&inner)? + x
     }
 }

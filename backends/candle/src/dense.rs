@@ -53,31 +53,8 @@ fn dot_rows(x: &[f32], w: &[f32], r0: usize, y: &mut [f32]) {
     }
 }
 
-macro_rules! multiversion {
-    ($name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx2,fma")]
-                fn v4($($arg: $ty),*) { $body($($arg),*) }
-                #[target_feature(enable = "avx2,fma")]
-                fn v3($($arg: $ty),*) { $body($($arg),*) }
-                if is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the features were detected.
-                    return unsafe { v4($($arg),*) };
-                }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    // SAFETY: the features were detected.
-                    return unsafe { v3($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }
-    };
-}
-
-multiversion!(axpy_rows_simd(x: &[f32], w: &[f32], y: &mut [f32]) => axpy_rows);
-multiversion!(dot_rows_simd(x: &[f32], w: &[f32], r0: usize, y: &mut [f32]) => dot_rows);
+crate::multiversion!(axpy_rows_simd(x: &[f32], w: &[f32], y: &mut [f32]) => axpy_rows);
+crate::multiversion!(dot_rows_simd(x: &[f32], w: &[f32], r0: usize, y: &mut [f32]) => dot_rows);
 
 /// Input rows per task of [`vec_mat`].
 const ROWS: usize = 64;

@@ -2,9 +2,36 @@
 //! that are memory-mapped, checked tensor by tensor with precise errors, and released from the
 //! page tables as soon as each tensor is copied (peak memory stays near one copy of the weights).
 
+/// `fn $name(args)` running `$body(args)` compiled for AVX-512, for AVX2 + FMA, or for the
+/// baseline, whichever the CPU has (checked at run time); `$body` is `#[inline(always)]`.
+macro_rules! multiversion {
+    ($name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                fn v4($($arg: $ty),*) { $body($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                fn v3($($arg: $ty),*) { $body($($arg),*) }
+                if is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the features were detected.
+                    return unsafe { v4($($arg),*) };
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // SAFETY: the features were detected.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
 pub mod decoder;
 pub mod dense;
 mod error;
+pub mod fused;
 pub mod gguf;
 pub mod quant;
 
