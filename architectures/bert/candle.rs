@@ -220,11 +220,13 @@ impl Bert {
         seq: usize,
     ) -> candle::Result<Tensor> {
         let attn = self_attention(&layer.qkv, x, bias, (batch, seq), self.heads)?;
-        let attn = layer.attention_out.forward(&attn)?;
-        let x = layer.attention_norm.forward(&(attn + x)?)?;
+        let x = layer
+            .attention_norm
+            .forward(&layer.attention_out.forward_residual(&attn, x)?)?;
         let inter = layer.intermediate.forward_activated(&x, self.activation)?;
-        let out = layer.output.forward(&inter)?;
-        layer.output_norm.forward(&(out + x)?)
+        layer
+            .output_norm
+            .forward(&layer.output.forward_residual(&inter, &x)?)
     }
 
     /// The model's outputs for `inputs`.

@@ -46,10 +46,19 @@ impl Dense {
     pub fn forward_activated(&self, x: &Tensor, activation: Activation) -> candle::Result<Tensor> {
         match activation {
             Activation::Gelu => {
-                inferox_candle::fused::bias_gelu(&x.matmul(&self.weight_t)?, self.bias.as_ref())
+                inferox_candle::fused::bias_gelu(x.matmul(&self.weight_t)?, self.bias.as_ref())
             }
             _ => activation.apply(&self.forward(x)?),
         }
+    }
+
+    /// `forward(x) + residual`, with the bias and the residual added in one pass.
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> candle::Result<Tensor> {
+        inferox_candle::fused::bias_residual(
+            x.matmul(&self.weight_t)?,
+            self.bias.as_ref(),
+            residual,
+        )
     }
 }
 
@@ -105,7 +114,7 @@ pub fn self_attention(
     let q = (qkv.get(0)? * scale)?.contiguous()?;
     let k = qkv.get(1)?.contiguous()?;
     let v = qkv.get(2)?.contiguous()?;
-    let probs = inferox_candle::fused::masked_softmax(&q.matmul(&k.t()?)?, bias)?;
+    let probs = inferox_candle::fused::masked_softmax(q.matmul(&k.t()?)?, bias)?;
     probs
         .matmul(&v)?
         .transpose(1, 2)?
@@ -151,11 +160,11 @@ impl PreNormLayer {
         activation: Activation,
     ) -> candle::Result<Tensor> {
         let attn = self_attention(&self.qkv, &self.norm1.forward(x)?, bias, shape, heads)?;
-        let x = (self.out.forward(&attn)? + x)?;
+        let x = self.out.forward_residual(&attn, x)?;
         let inner = self
             .fc1
             .forward_activated(&self.norm2.forward(&x)?, activation)?;
-        self.fc2.forward(&inner)? + x
+        self.fc2.forward_residual(&inner, &x)
     }
 }
 

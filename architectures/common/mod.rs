@@ -49,7 +49,7 @@ impl Activation {
         x: &inferox_candle::candle_core::Tensor,
     ) -> inferox_candle::candle_core::Result<inferox_candle::candle_core::Tensor> {
         match self {
-            Activation::Gelu => inferox_candle::fused::bias_gelu(x, None),
+            Activation::Gelu => inferox_candle::fused::bias_gelu(x.copy()?, None),
             Activation::GeluTanh => x.gelu(),
             Activation::Relu => x.relu(),
             Activation::Silu => x.silu(),

@@ -1,10 +1,17 @@
 //! Element-wise CPU kernels for the encoders (BERT, ViT, CLIP): one pass over the data where
-//! candle would make several, split across candle's worker pool, vectorised for AVX-512 or
-//! AVX2 (chosen at run time) with `exp` and `erf` computed in vector registers instead of
-//! scalar `libm` calls. Other devices and dtypes go through candle's own ops.
+//! candle would make several, in place on a tensor just computed (no allocation), split across
+//! candle's worker pool, vectorised for AVX-512 or AVX2 (chosen at run time) with `exp` and
+//! `erf` computed in vector registers instead of scalar `libm` calls. Other devices and dtypes
+//! go through candle's own ops.
+//!
+//! The functions that take a tensor by value overwrite its storage: give them a tensor that
+//! nothing else reads, such as the fresh output of a matmul.
 
 use super::DisjointOut;
-use super::candle_core::{self as candle, CpuStorage, DType, Storage, Tensor, utils::barrier_pool};
+use super::candle_core::{
+    self as candle, CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Storage, Tensor,
+    utils::barrier_pool,
+};
 
 /// `eˣ` in f32: Cody–Waite reduction by ln 2 and a degree-7 Taylor polynomial on |r| ≤ ln 2 / 2
 /// (relative error below 2 × 10⁻⁷); 0 below -87 (where f32 leaves the normal range), and
@@ -69,28 +76,40 @@ fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-/// `y = gelu(x + bias)` row by row (`bias` is one row; empty for none).
+/// `y = gelu(y + bias)` row by row (`bias` is one row; empty for none).
 #[inline(always)]
-fn bias_gelu_rows(x: &[f32], bias: &[f32], y: &mut [f32]) {
+fn bias_gelu_rows(y: &mut [f32], bias: &[f32]) {
     if bias.is_empty() {
-        for (o, &v) in y.iter_mut().zip(x) {
-            *o = gelu(v);
+        for v in y.iter_mut() {
+            *v = gelu(*v);
         }
         return;
     }
-    for (xr, yr) in x
-        .chunks_exact(bias.len())
-        .zip(y.chunks_exact_mut(bias.len()))
-    {
-        for ((o, &v), &b) in yr.iter_mut().zip(xr).zip(bias) {
-            *o = gelu(v + b);
+    for row in y.chunks_exact_mut(bias.len()) {
+        for (v, &b) in row.iter_mut().zip(bias) {
+            *v = gelu(*v + b);
         }
     }
 }
 
-crate::multiversion!(bias_gelu_simd(x: &[f32], bias: &[f32], y: &mut [f32]) => bias_gelu_rows);
+crate::multiversion!(bias_gelu_simd(y: &mut [f32], bias: &[f32]) => bias_gelu_rows);
 
-/// Rows per task: enough work to pay for handing it out.
+/// `y += bias + residual` row by row (`bias` is one row).
+#[inline(always)]
+fn bias_residual_rows(y: &mut [f32], bias: &[f32], residual: &[f32]) {
+    for (row, r) in y
+        .chunks_exact_mut(bias.len())
+        .zip(residual.chunks_exact(bias.len()))
+    {
+        for ((v, &b), &x) in row.iter_mut().zip(bias).zip(r) {
+            *v = *v + b + x;
+        }
+    }
+}
+
+crate::multiversion!(bias_residual_simd(y: &mut [f32], bias: &[f32], residual: &[f32]) => bias_residual_rows);
+
+/// Values per task: enough work to pay for handing it out.
 const TASK: usize = 1 << 14;
 
 /// The f32 values of a contiguous CPU tensor, if it is one.
@@ -102,41 +121,121 @@ fn cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     }
 }
 
-/// `gelu(x + bias)` (exact GELU) for `x` of shape `[..., n]` and an optional `bias` of `[n]`, in
-/// one parallel pass on the CPU for f32; candle's `broadcast_add` and `gelu_erf` otherwise.
-pub fn bias_gelu(x: &Tensor, bias: Option<&Tensor>) -> candle::Result<Tensor> {
-    let n = x.dims().last().copied().unwrap_or(1);
-    let fast = x.dtype() == DType::F32
-        && bias.is_none_or(|b| b.dtype() == DType::F32 && b.dims() == [n])
-        && n > 0;
-    if fast {
-        let bias_values = match bias {
-            Some(b) => cpu_f32(b, <[f32]>::to_vec),
+/// Whether `t` is a contiguous f32 tensor on the CPU.
+fn cpu_f32_contiguous(t: &Tensor) -> bool {
+    t.dtype() == DType::F32 && t.device().is_cpu() && t.is_contiguous()
+}
+
+/// Runs `f(rows, first_row)` over `[rows, n]` values in parallel, on disjoint row ranges.
+fn par_rows(y: &mut [f32], n: usize, f: &(dyn Fn(&mut [f32], usize) + Sync)) {
+    let rows = y.len() / n;
+    let per_task = (TASK / n).max(1);
+    let shared = DisjointOut::new(y);
+    barrier_pool().execute_chunked(rows.div_ceil(per_task), |range| {
+        let r = range.start * per_task..(range.end * per_task).min(rows);
+        // SAFETY: the pool hands out disjoint row ranges; `y` outlives the call.
+        f(unsafe { shared.slice(r.start * n..r.end * n) }, r.start);
+    });
+}
+
+/// The values of a contiguous f32 storage, for the in-place ops.
+fn values<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle::Result<&'a mut [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((start, end))) => Ok(&mut v[start..end]),
+        _ => candle::bail!("inferox fused op: expected a contiguous f32 tensor"),
+    }
+}
+
+/// An in-place op on one tensor: `f` gets its values.
+struct InPlace<'a>(&'a (dyn Fn(&mut [f32]) + Sync));
+
+impl InplaceOp1 for InPlace<'_> {
+    fn name(&self) -> &'static str {
+        "inferox-fused"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle::Result<()> {
+        (self.0)(values(s, l)?);
+        Ok(())
+    }
+}
+
+/// An in-place op reading a second tensor: `f` gets the values of both.
+struct InPlaceWith<'a>(&'a (dyn Fn(&mut [f32], &[f32]) + Sync));
+
+impl InplaceOp2 for InPlaceWith<'_> {
+    fn name(&self) -> &'static str {
+        "inferox-fused"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        src: &CpuStorage,
+        src_l: &Layout,
+    ) -> candle::Result<()> {
+        let src = match (src, src_l.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((start, end))) => &v[start..end],
+            _ => candle::bail!("inferox fused op: expected a contiguous f32 tensor"),
+        };
+        (self.0)(values(dst, dst_l)?, src);
+        Ok(())
+    }
+}
+
+/// `gelu(x + bias)` (exact GELU) for `x` of shape `[..., n]` and an optional `bias` of `[n]`,
+/// in place of `x` (see the module docs) on the CPU for f32; candle's ops otherwise.
+pub fn bias_gelu(x: Tensor, bias: Option<&Tensor>) -> candle::Result<Tensor> {
+    let n = x.dims().last().copied().unwrap_or(0);
+    if n > 0 && cpu_f32_contiguous(&x) {
+        let bias = match bias {
+            Some(b) if b.dims() == [n] => cpu_f32(b, <[f32]>::to_vec),
+            Some(_) => None,
             None => Some(Vec::new()),
         };
-        let out = bias_values.and_then(|b| {
-            cpu_f32(x, |xs| {
-                let mut y = vec![0f32; xs.len()];
-                let rows = xs.len() / n;
-                let per_task = (TASK / n).max(1);
-                let shared = DisjointOut::new(&mut y);
-                barrier_pool().execute_chunked(rows.div_ceil(per_task), |range| {
-                    let r = range.start * per_task..(range.end * per_task).min(rows);
-                    let span = r.start * n..r.end * n;
-                    // SAFETY: the pool hands out disjoint row ranges; `y` outlives the call.
-                    let out = unsafe { shared.slice(span.clone()) };
-                    bias_gelu_simd(&xs[span], &b, out);
-                });
-                y
-            })
-        });
-        if let Some(y) = out {
-            return Tensor::from_vec(y, x.shape(), x.device());
+        if let Some(b) = bias {
+            let f = |y: &mut [f32]| par_rows(y, n, &|rows, _| bias_gelu_simd(rows, &b));
+            x.inplace_op1(&InPlace(&f))?;
+            return Ok(x);
         }
     }
     match bias {
         Some(b) => x.broadcast_add(b)?.gelu_erf(),
         None => x.gelu_erf(),
+    }
+}
+
+/// `x + bias + residual` for `x` and `residual` of one shape `[..., n]` and `bias` of `[n]`, in
+/// place of `x` (see the module docs) on the CPU for f32; candle's ops otherwise.
+pub fn bias_residual(
+    x: Tensor,
+    bias: Option<&Tensor>,
+    residual: &Tensor,
+) -> candle::Result<Tensor> {
+    let n = x.dims().last().copied().unwrap_or(0);
+    let fast = n > 0
+        && cpu_f32_contiguous(&x)
+        && cpu_f32_contiguous(residual)
+        && residual.dims() == x.dims();
+    let bias_values = match bias {
+        Some(b) if fast && b.dims() == [n] => cpu_f32(b, <[f32]>::to_vec),
+        None if fast => Some(vec![0.0; n]),
+        _ => None,
+    };
+    if let Some(b) = bias_values {
+        let f = |y: &mut [f32], r: &[f32]| {
+            par_rows(y, n, &|rows, r0| {
+                let from = r0 * n;
+                bias_residual_simd(rows, &b, &r[from..from + rows.len()])
+            })
+        };
+        x.inplace_op2(residual, &InPlaceWith(&f))?;
+        return Ok(x);
+    }
+    match bias {
+        Some(b) => x.broadcast_add(b)? + residual,
+        None => x + residual,
     }
 }
 
@@ -205,52 +304,43 @@ crate::multiversion!(softmax_rows_simd(x: &mut [f32], n: usize, r0: usize, bias:
 
 /// `softmax(scores + bias)` over the last dimension of attention scores `[batch, heads, q, k]`,
 /// with an optional additive `bias` of `[batch, 1, q or 1, k]` (a padding or causal mask), in
-/// one parallel pass on the CPU for f32; candle's ops otherwise.
-pub fn masked_softmax(scores: &Tensor, bias: Option<&Tensor>) -> candle::Result<Tensor> {
-    let fallback = || match bias {
+/// place of `scores` (see the module docs) on the CPU for f32; candle's ops otherwise.
+pub fn masked_softmax(scores: Tensor, bias: Option<&Tensor>) -> candle::Result<Tensor> {
+    let fallback = |scores: Tensor| match bias {
         Some(b) => candle_nn_softmax(&scores.broadcast_add(b)?),
-        None => candle_nn_softmax(scores),
+        None => candle_nn_softmax(&scores),
     };
     let Ok((batch, heads, q, k)) = scores.dims4() else {
-        return fallback();
+        return fallback(scores);
     };
     let bias_q = match bias.map(|b| (b.dtype(), b.dims())) {
         None => 0,
         Some((DType::F32, &[bb, 1, bq, bk])) if bb == batch && (bq == q || bq == 1) && bk == k => {
             bq
         }
-        Some(_) => return fallback(),
+        Some(_) => return fallback(scores),
     };
-    if scores.dtype() != DType::F32 || k == 0 {
-        return fallback();
+    if k == 0 || !cpu_f32_contiguous(&scores) {
+        return fallback(scores);
     }
     let bias_values = match bias {
         Some(b) => cpu_f32(b, <[f32]>::to_vec),
         None => Some(Vec::new()),
     };
-    let out = bias_values.and_then(|bias| {
-        cpu_f32(scores, |xs| {
-            let mut y = xs.to_vec();
-            let rows = batch * heads * q;
-            let bias_row = |r: usize| {
-                let (bi, qi) = (r / (heads * q), r % q);
-                bi * bias_q + if bias_q == q { qi } else { 0 }
-            };
-            let per_task = (TASK / k).max(1);
-            let shared = DisjointOut::new(&mut y);
-            barrier_pool().execute_chunked(rows.div_ceil(per_task), |range| {
-                let r = range.start * per_task..(range.end * per_task).min(rows);
-                // SAFETY: the pool hands out disjoint row ranges; `y` outlives the call.
-                let part = unsafe { shared.slice(r.start * k..r.end * k) };
-                softmax_rows_simd(part, k, r.start, &bias, &bias_row);
-            });
-            y
+    let Some(bias) = bias_values else {
+        return fallback(scores);
+    };
+    let bias_row = |r: usize| {
+        let (bi, qi) = (r / (heads * q), r % q);
+        bi * bias_q + if bias_q == q { qi } else { 0 }
+    };
+    let f = |y: &mut [f32]| {
+        par_rows(y, k, &|rows, r0| {
+            softmax_rows_simd(rows, k, r0, &bias, &bias_row)
         })
-    });
-    match out {
-        Some(y) => Tensor::from_vec(y, scores.shape(), scores.device()),
-        None => fallback(),
-    }
+    };
+    scores.inplace_op1(&InPlace(&f))?;
+    Ok(scores)
 }
 
 fn candle_nn_softmax(x: &Tensor) -> candle::Result<Tensor> {
@@ -283,7 +373,10 @@ mod tests {
         let x = Tensor::from_vec(xs.clone(), (xs.len() / 3, 3), &candle::Device::Cpu).unwrap();
         let bias = Tensor::new(&[0.25f32, -1.5, 3.0], &candle::Device::Cpu).unwrap();
         for b in [None, Some(&bias)] {
-            let got = bias_gelu(&x, b).unwrap().flatten_all().unwrap();
+            let got = bias_gelu(x.copy().unwrap(), b)
+                .unwrap()
+                .flatten_all()
+                .unwrap();
             let want = match b {
                 Some(b) => x.broadcast_add(b).unwrap().gelu_erf().unwrap(),
                 None => x.gelu_erf().unwrap(),
@@ -299,7 +392,20 @@ mod tests {
         }
         // Other dtypes go through candle.
         let h = x.to_dtype(DType::F64).unwrap();
-        assert_eq!(bias_gelu(&h, None).unwrap().dtype(), DType::F64);
+        assert_eq!(bias_gelu(h, None).unwrap().dtype(), DType::F64);
+        // The residual form.
+        let r = x.affine(0.5, 1.0).unwrap();
+        let got = bias_residual(x.copy().unwrap(), Some(&bias), &r).unwrap();
+        let want = (x.broadcast_add(&bias).unwrap() + &r).unwrap();
+        let diff = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
+        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
     }
 
     #[test]
@@ -328,7 +434,7 @@ mod tests {
             Some(Tensor::from_vec(causal, (b, 1, q, k), &dev).unwrap()),
         ];
         for mask in &masks {
-            let got = masked_softmax(&x, mask.as_ref()).unwrap();
+            let got = masked_softmax(x.copy().unwrap(), mask.as_ref()).unwrap();
             let want = match mask {
                 Some(m) => candle_nn_softmax(&x.broadcast_add(m).unwrap()).unwrap(),
                 None => candle_nn_softmax(&x).unwrap(),
