@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Benchmarks inferox (candle CPU) against PyTorch (transformers, eager) on all-MiniLM-L6-v2, in one
-# sitting on this machine, and prints a markdown table for docs/benchmarks.md:
+# Benchmarks inferox (candle CPU) against PyTorch (transformers, eager) and ONNX Runtime (its
+# transformer-optimised graph) on all-MiniLM-L6-v2, in one sitting on this machine, and prints a
+# markdown table for docs/benchmarks.md:
 #   * batch-1 short-sentence latency and 32 x 128-token throughput, 1 and 2 threads
-#     (criterion: benches/bert.rs; PyTorch: scripts/bench_pytorch.py);
+#     (criterion: benches/bert.rs; PyTorch: scripts/bench_pytorch.py; ORT: scripts/bench_ort.py);
 #   * cold start (process start to first embedding) and peak RSS against the weights file.
-# Needs: python3 with torch and transformers (pip install -r tests/golden/requirements.txt).
+# Needs: python3 with torch and transformers (pip install -r tests/golden/requirements.txt) and
+# ONNX Runtime (pip install onnxruntime==1.32.0 onnx==1.23.2).
 #
 # usage: scripts/bench.sh [THREADS...]   (default: 1 2)
 set -euo pipefail
@@ -47,8 +49,14 @@ measure() {
   rm -f "$t" "$r" "$t.one" "$t.out" "$t.err"
 }
 
-echo "| threads | case | inferox (candle) | PyTorch | inferox / PyTorch |"
-echo "|---|---|---|---|---|"
+python3 -c "import onnxruntime, onnx" 2>/dev/null || {
+  echo "error: ONNX Runtime is missing: pip install onnxruntime==1.32.0 onnx==1.23.2" >&2
+  exit 1
+}
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo "| threads | case | inferox (candle) | PyTorch | ONNX Runtime | inferox / PyTorch | inferox / ORT |"
+echo "|---|---|---|---|---|---|---|"
 for n in "${THREADS[@]}"; do
   INFEROX_BENCH_THREADS=$n cargo bench --quiet --bench bert -- --noplot >&2
   read -r lat thr < <(python3 - "$n" <<'PY'
@@ -63,9 +71,14 @@ PY
   py=$(python3 scripts/bench_pytorch.py "$MODEL" --threads "$n")
   plat=$(echo "$py" | python3 -c "import json,sys; print(json.load(sys.stdin)['latency_batch1_ms'])")
   pthr=$(echo "$py" | python3 -c "import json,sys; print(json.load(sys.stdin)['throughput_32x128_sentences_per_s'])")
-  awk -v n="$n" -v a="$lat" -v b="$plat" 'BEGIN {printf "| %s | latency, batch 1 (ms, lower is better) | %.2f | %.2f | %.2fx |\n", n, a, b, a/b}'
-  awk -v n="$n" -v a="$thr" -v b="$pthr" 'BEGIN {printf "| %s | throughput, 32 x 128 (sentences/s, higher is better) | %.1f | %.1f | %.2fx |\n", n, a, b, a/b}'
+  ort=$(python3 scripts/bench_ort.py "$MODEL" --threads "$n")
+  olat=$(echo "$ort" | python3 -c "import json,sys; print(json.load(sys.stdin)['latency_batch1_ms'])")
+  othr=$(echo "$ort" | python3 -c "import json,sys; print(json.load(sys.stdin)['throughput_32x128_sentences_per_s'])")
+  # Ratios are speed ratios (> 1: inferox is faster) for latency too.
+  awk -v n="$n" -v a="$lat" -v b="$plat" -v c="$olat" 'BEGIN {printf "| %s | latency, batch 1 (ms) | %.2f | %.2f | %.2f | %.2fx | %.2fx |\n", n, a, b, c, b/a, c/a}'
+  awk -v n="$n" -v a="$thr" -v b="$pthr" -v c="$othr" 'BEGIN {printf "| %s | throughput, 32 x 128 (sentences/s) | %.1f | %.1f | %.1f | %.2fx | %.2fx |\n", n, a, b, c, a/b, a/c}'
 done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # Each must print one 384-dimensional embedding (inferox) / its first four values (PyTorch).
 read -r isecs ikib < <(measure 'len(json.loads(out)["embeddings"][0]) == 384' \
