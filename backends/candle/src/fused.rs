@@ -351,6 +351,12 @@ fn candle_nn_softmax(x: &Tensor) -> candle::Result<Tensor> {
 mod tests {
     use super::*;
 
+    /// The largest absolute difference between two tensors of one shape.
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
+        d.max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
     #[test]
     fn exp_is_within_two_ulps_of_libm() {
         let mut x = -87.0f32;
@@ -397,15 +403,7 @@ mod tests {
         let r = x.affine(0.5, 1.0).unwrap();
         let got = bias_residual(x.copy().unwrap(), Some(&bias), &r).unwrap();
         let want = (x.broadcast_add(&bias).unwrap() + &r).unwrap();
-        let diff = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap();
-        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+        assert_eq!(max_diff(&got, &want), 0.0);
     }
 
     #[test]
@@ -439,15 +437,7 @@ mod tests {
                 Some(m) => candle_nn_softmax(&x.broadcast_add(m).unwrap()).unwrap(),
                 None => candle_nn_softmax(&x).unwrap(),
             };
-            let diff = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap();
-            assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
+            assert!(max_diff(&got, &want) < 1e-6);
         }
     }
 }
