@@ -302,11 +302,7 @@ impl ImagePreprocessor {
     /// out at the same size (the steps fix it for all the processors inferox reads). Images are
     /// processed in parallel on rayon's pool (`--threads`, `RAYON_NUM_THREADS`).
     pub fn preprocess(&self, images: &[RgbImage]) -> Result<HostTensor> {
-        let planes = images
-            .par_iter()
-            .map(|image| Ok(self.to_planes(image)))
-            .collect::<Result<Vec<_>>>()?;
-        self.batch(planes)
+        self.batch(images.par_iter().map(|i| self.to_planes(i)).collect())
     }
 
     /// Decodes the image files at `paths` and preprocesses them as one batch, each file decoded

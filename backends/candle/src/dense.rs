@@ -101,7 +101,7 @@ pub fn mat_vec(w: &[f32], x: &[f32]) -> Vec<f32> {
 }
 
 /// Runs `f` on the f32 data of a contiguous CPU tensor, without copying it.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     let (storage, layout) = t.storage_and_layout();
     match (&*storage, layout.contiguous_offsets()) {
         (Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) => Some(f(&v[start..end])),

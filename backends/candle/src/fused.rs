@@ -9,9 +9,9 @@
 
 use super::DisjointOut;
 use super::candle_core::{
-    self as candle, CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Storage, Tensor,
-    utils::barrier_pool,
+    self as candle, CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Tensor, utils::barrier_pool,
 };
+use super::dense::with_f32;
 
 /// `eˣ` in f32: Cody–Waite reduction by ln 2 and a degree-7 Taylor polynomial on |r| ≤ ln 2 / 2
 /// (relative error below 2 × 10⁻⁷); 0 below -87 (where f32 leaves the normal range), and
@@ -112,15 +112,6 @@ crate::multiversion!(bias_residual_simd(y: &mut [f32], bias: &[f32], residual: &
 /// Values per task: enough work to pay for handing it out.
 const TASK: usize = 1 << 14;
 
-/// The f32 values of a contiguous CPU tensor, if it is one.
-fn cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match (&*storage, layout.contiguous_offsets()) {
-        (Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) => Some(f(&v[start..end])),
-        _ => None,
-    }
-}
-
 /// Whether `t` is a contiguous f32 tensor on the CPU.
 fn cpu_f32_contiguous(t: &Tensor) -> bool {
     t.dtype() == DType::F32 && t.device().is_cpu() && t.is_contiguous()
@@ -190,7 +181,7 @@ pub fn bias_gelu(x: Tensor, bias: Option<&Tensor>) -> candle::Result<Tensor> {
     let n = x.dims().last().copied().unwrap_or(0);
     if n > 0 && cpu_f32_contiguous(&x) {
         let bias = match bias {
-            Some(b) if b.dims() == [n] => cpu_f32(b, <[f32]>::to_vec),
+            Some(b) if b.dims() == [n] => with_f32(b, <[f32]>::to_vec),
             Some(_) => None,
             None => Some(Vec::new()),
         };
@@ -219,7 +210,7 @@ pub fn bias_residual(
         && cpu_f32_contiguous(residual)
         && residual.dims() == x.dims();
     let bias_values = match bias {
-        Some(b) if fast && b.dims() == [n] => cpu_f32(b, <[f32]>::to_vec),
+        Some(b) if fast && b.dims() == [n] => with_f32(b, <[f32]>::to_vec),
         None if fast => Some(vec![0.0; n]),
         _ => None,
     };
@@ -324,7 +315,7 @@ pub fn masked_softmax(scores: Tensor, bias: Option<&Tensor>) -> candle::Result<T
         return fallback(scores);
     }
     let bias_values = match bias {
-        Some(b) => cpu_f32(b, <[f32]>::to_vec),
+        Some(b) => with_f32(b, <[f32]>::to_vec),
         None => Some(Vec::new()),
     };
     let Some(bias) = bias_values else {
