@@ -1,6 +1,8 @@
 //! BERT on candle with the real all-MiniLM-L6-v2 (scripts/fetch-models.sh):
 //! * `minilm/latency_batch1`: one short sentence, tokenization to pooled embedding;
-//! * `minilm/throughput_32x128`: a 32 × 128-token batch through the encoder (sentences/s).
+//! * `minilm/throughput_32x128`: a 32 × 128-token batch through the encoder (sentences/s);
+//! * `minilm/mixed_lengths`: the 32 texts of benches/data/mixed_lengths.json (28 short ones and
+//!   4 passages, as a retrieval corpus has) embedded in one call, tokenization to pooled vectors.
 //!
 //! Threads are pinned with INFEROX_BENCH_THREADS (default 1); INFEROX_BENCH_BACKEND picks the
 //! backend (default candle; `torch` needs `--features torch`). scripts/bench.sh and
@@ -113,6 +115,22 @@ fn main() {
     group.sample_size(10);
     group.bench_function("throughput_32x128", |b| {
         b.iter(|| model.run(&inputs).unwrap())
+    });
+    let data: serde_json::Value =
+        serde_json::from_str(include_str!("data/mixed_lengths.json")).unwrap();
+    let texts: Vec<&str> = data["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 32);
+    group.bench_function("mixed_lengths", |b| {
+        b.iter(|| {
+            let e = model.embed(&texts).unwrap();
+            assert_eq!(e.len(), 32);
+            e
+        })
     });
     group.finish();
     c.final_summary();

@@ -2,7 +2,9 @@
 # Benchmarks inferox (candle CPU) against PyTorch (transformers, eager) and ONNX Runtime (its
 # transformer-optimised graph) on all-MiniLM-L6-v2, in one sitting on this machine, and prints a
 # markdown table for docs/benchmarks.md:
-#   * batch-1 short-sentence latency and 32 x 128-token throughput, 1 and 2 threads
+#   * batch-1 short-sentence latency and 32 x 128-token throughput, 1 and 2 threads;
+#   * mixed lengths: the 32 texts of benches/data/mixed_lengths.json (28 short, 4 passages) in one
+#     call; PyTorch and ORT pad them to the longest, as their users run them;
 #     (criterion: benches/bert.rs; PyTorch: scripts/bench_pytorch.py; ORT: scripts/bench_ort.py);
 #   * cold start (process start to first embedding) and peak RSS against the weights file.
 # Needs: python3 with torch and transformers (pip install -r tests/golden/requirements.txt) and
@@ -59,24 +61,28 @@ echo "| threads | case | inferox (candle) | PyTorch | ONNX Runtime | inferox / P
 echo "|---|---|---|---|---|---|---|"
 for n in "${THREADS[@]}"; do
   INFEROX_BENCH_THREADS=$n cargo bench --quiet --bench bert -- --noplot >&2
-  read -r lat thr < <(python3 - "$n" <<'PY'
+  read -r lat thr mix < <(python3 - "$n" <<'PY'
 import json, sys
 n = sys.argv[1]
 def median_ns(bench):
     with open(f"target/criterion/minilm_t{n}/{bench}/new/estimates.json") as f:
         return json.load(f)["median"]["point_estimate"]
-print(median_ns("latency_batch1") / 1e6, 32 / (median_ns("throughput_32x128") / 1e9))
+print(median_ns("latency_batch1") / 1e6, 32 / (median_ns("throughput_32x128") / 1e9),
+      32 / (median_ns("mixed_lengths") / 1e9))
 PY
 )
   py=$(python3 scripts/bench_pytorch.py "$MODEL" --threads "$n")
   plat=$(echo "$py" | python3 -c "import json,sys; print(json.load(sys.stdin)['latency_batch1_ms'])")
   pthr=$(echo "$py" | python3 -c "import json,sys; print(json.load(sys.stdin)['throughput_32x128_sentences_per_s'])")
+  pmix=$(echo "$py" | python3 -c "import json,sys; print(json.load(sys.stdin)['mixed_lengths_sentences_per_s'])")
   ort=$(python3 scripts/bench_ort.py "$MODEL" --threads "$n")
   olat=$(echo "$ort" | python3 -c "import json,sys; print(json.load(sys.stdin)['latency_batch1_ms'])")
   othr=$(echo "$ort" | python3 -c "import json,sys; print(json.load(sys.stdin)['throughput_32x128_sentences_per_s'])")
+  omix=$(echo "$ort" | python3 -c "import json,sys; print(json.load(sys.stdin)['mixed_lengths_sentences_per_s'])")
   # Ratios are speed ratios (> 1: inferox is faster) for latency too.
   awk -v n="$n" -v a="$lat" -v b="$plat" -v c="$olat" 'BEGIN {printf "| %s | latency, batch 1 (ms) | %.2f | %.2f | %.2f | %.2fx | %.2fx |\n", n, a, b, c, b/a, c/a}'
   awk -v n="$n" -v a="$thr" -v b="$pthr" -v c="$othr" 'BEGIN {printf "| %s | throughput, 32 x 128 (sentences/s) | %.1f | %.1f | %.1f | %.2fx | %.2fx |\n", n, a, b, c, a/b, a/c}'
+  awk -v n="$n" -v a="$mix" -v b="$pmix" -v c="$omix" 'BEGIN {printf "| %s | mixed lengths, 32 texts (sentences/s) | %.1f | %.1f | %.1f | %.2fx | %.2fx |\n", n, a, b, c, a/b, a/c}'
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 

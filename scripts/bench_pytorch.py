@@ -4,6 +4,8 @@
 Measures what benches/bert.rs measures:
   latency_batch1     one short sentence: tokenize, forward, mean-pool, normalise (ms, median)
   throughput_32x128  a 32 x 128-token batch through the encoder (sentences/s, median)
+  mixed_lengths      the 32 texts of benches/data/mixed_lengths.json in one call, padded to the
+                     longest: tokenize, forward, mean-pool, normalise (sentences/s, median)
 and, with --once, embeds one sentence and exits (for cold-start and peak-RSS timing).
 
 usage: bench_pytorch.py MODEL_DIR --threads N [--once]
@@ -12,6 +14,8 @@ import argparse
 import json
 import statistics
 import time
+
+from bench_texts import mixed_lengths
 
 
 def main():
@@ -61,11 +65,15 @@ def main():
             model(**batch)
 
     per_batch = timed(forward, 2, 15)
+    texts = mixed_lengths(tok)
+    assert embed(texts).shape == (32, model.config.hidden_size)
+    mixed = timed(lambda: embed(texts), 2, 15)
     print(json.dumps({
         "threads": args.threads,
         "torch": torch.__version__,
         "latency_batch1_ms": latency * 1e3,
         "throughput_32x128_sentences_per_s": 32 / per_batch,
+        "mixed_lengths_sentences_per_s": 32 / mixed,
     }))
 
 

@@ -14,7 +14,9 @@ pub struct EmbedOptions {
     pub pooling: Option<Pooling>,
     /// L2-normalise (default: the package's).
     pub normalize: Option<bool>,
-    /// Texts per forward pass. Texts are sorted by length first so batches pad little.
+    /// The most texts per forward pass. Texts are tokenized first, sorted by token count and
+    /// grouped so that little padding is computed: a batch of mixed lengths runs as a few
+    /// batches of similar lengths (see [`buckets`]).
     pub batch_size: usize,
     /// Cut texts longer than the model's maximum (the sentence-transformers behaviour); when
     /// false they are an error.
@@ -97,32 +99,23 @@ pub fn embed(
         ));
     }
     let (pooling, normalize, output) = settings(model, options)?;
-    // Longest first, so that each batch holds texts of similar length.
-    let mut order: Vec<usize> = (0..texts.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
+    let pre = model.preprocessor()?;
+    let tokenized = pre.tokenize_batch(texts, options.truncate)?;
+    let lengths: Vec<usize> = (0..tokenized.count())
+        .map(|i| tokenized.len_of(i))
+        .collect();
     let mut result = vec![Vec::new(); texts.len()];
     let mut truncated = Vec::new();
-    for chunk in order.chunks(options.batch_size) {
-        let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
-        let encoded = model
-            .encode(&batch, options.truncate)
-            .map_err(|e| match e {
-                // Report the caller's index, not the position in the length-sorted batch.
-                Error::TextTooLong { index, length, max } => Error::TextTooLong {
-                    index: chunk[index],
-                    length,
-                    max,
-                },
-                other => other,
-            })?;
+    for rows in buckets(&lengths, options.batch_size) {
+        let encoded = model.preprocessor()?.pack(&tokenized, &rows)?;
         let outputs = model.run(&encoded.inputs)?;
         let hidden = outputs.get(&output).ok_or_else(|| Error::Output {
             name: output.clone(),
             message: "missing from the model's outputs".into(),
         })?;
         let pooled = pool(hidden, &encoded.lengths, pooling, encoded.left_padded)?;
-        truncated.extend(encoded.truncated.iter().map(|&j| chunk[j]));
-        for (&i, mut v) in chunk.iter().zip(pooled) {
+        truncated.extend(encoded.truncated.iter().map(|&j| rows[j]));
+        for (&i, mut v) in rows.iter().zip(pooled) {
             if normalize {
                 l2_normalize(&mut v);
             }
@@ -134,6 +127,53 @@ pub fn embed(
         vectors: result,
         truncated,
     })
+}
+
+/// Work of one forward pass besides its tokens, in tokens: the per-pass cost of small
+/// products and per-op overhead, which makes many tiny batches slower than a few padded ones.
+const PASS_COST: usize = 64;
+/// Sequence length at which attention costs as much per token as the projections (about six
+/// times the hidden size for the usual 4x feed-forward; 2048 suits hidden sizes of 384-768).
+const ATTENTION_SCALE: usize = 2048;
+
+/// Groups texts of token counts `lengths` into batches of at most `max_batch` rows, each padded
+/// to its longest, so that the padded work is least: texts are sorted by length and cut where
+/// the estimated cost (padded tokens, attention growing with the length, and a fixed cost per
+/// pass) is smallest. Returns the indices of each batch, longest texts first.
+pub fn buckets(lengths: &[usize], max_batch: usize) -> Vec<Vec<usize>> {
+    let max_batch = max_batch.max(1);
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    // Longest first; ties keep the callers' order, so equal lengths batch as given.
+    order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+    let cost = |rows: usize, longest: usize| {
+        let (rows, longest) = (rows as u64, longest.max(1) as u64);
+        PASS_COST as u64
+            + rows * longest * (ATTENTION_SCALE as u64 + longest) / ATTENTION_SCALE as u64
+    };
+    // best[k]: least cost of the first k sorted texts; cut[k]: where its last batch starts.
+    let n = order.len();
+    let mut best = vec![u64::MAX; n + 1];
+    let mut cut = vec![0; n + 1];
+    best[0] = 0;
+    for end in 1..=n {
+        for start in end.saturating_sub(max_batch)..end {
+            // The batch order[start..end] is padded to its first (longest) text.
+            let c = best[start].saturating_add(cost(end - start, lengths[order[start]]));
+            if c < best[end] {
+                best[end] = c;
+                cut[end] = start;
+            }
+        }
+    }
+    let mut batches = Vec::new();
+    let mut end = n;
+    while end > 0 {
+        let start = cut[end];
+        batches.push(order[start..end].to_vec());
+        end = start;
+    }
+    batches.reverse();
+    batches
 }
 
 /// Pools `[batch, sequence, hidden]` token embeddings into `[batch][hidden]`, over the first
@@ -214,6 +254,37 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buckets_split_a_long_tail_and_keep_similar_lengths_together() {
+        // 28 short texts and 4 passages: the passages run apart from the short ones.
+        let mut lengths: Vec<usize> = (0..28).map(|i| 8 + i).collect();
+        lengths.extend([256, 230, 210, 200]);
+        let b = buckets(&lengths, 32);
+        assert!(
+            b.iter()
+                .all(|x| x.iter().all(|&i| i < 28) || x.iter().all(|&i| i >= 28)),
+            "{b:?}"
+        );
+        assert!(b[0].contains(&28), "longest first: {b:?}");
+        // Fewer padded tokens than one batch of 32 x 256, in few passes.
+        let padded: usize = b.iter().map(|x| x.len() * lengths[x[0]]).sum();
+        assert!(
+            padded < 32 * 256 / 3 && b.len() <= 5,
+            "{padded} tokens in {b:?}"
+        );
+        // Equal lengths take the fewest passes the cap allows.
+        let b = buckets(&[12; 10], 4);
+        assert_eq!(b.len(), 3, "{b:?}");
+        // Each text once, no batch over the cap, none empty.
+        let lengths: Vec<usize> = (0..100).map(|i| (i * 37) % 251 + 1).collect();
+        let b = buckets(&lengths, 16);
+        let mut all: Vec<usize> = b.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..100).collect::<Vec<_>>());
+        assert!(b.iter().all(|x| !x.is_empty() && x.len() <= 16));
+        assert!(buckets(&[], 8).is_empty());
+    }
 
     fn hidden() -> HostTensor {
         // batch 2, seq 3, dim 2; row 1 has one padding token at the end.

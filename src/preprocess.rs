@@ -11,8 +11,9 @@ use crate::source::FileRef;
 use crate::tensor::{DType, HostTensor, NamedTensors, TensorData};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
+use tokenizers::utils::padding::pad_encodings;
 use tokenizers::{
-    PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection,
+    Encoding, PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection,
     TruncationParams, TruncationStrategy,
 };
 
@@ -58,7 +59,28 @@ pub struct TextPreprocessor {
     path: PathBuf,
     max_length: usize,
     left_padded: bool,
+    /// Padding to the longest text of a batch, applied by [`TextPreprocessor::pack`]; `None`
+    /// when neither the tokenizer nor the package names a pad token.
+    padding: Option<PaddingParams>,
     fields: Vec<(String, TokenField, DType)>,
+}
+
+/// Texts tokenized but not yet padded into a batch ([`TextPreprocessor::tokenize_batch`]).
+pub(crate) struct Tokenized {
+    encodings: Vec<Encoding>,
+    truncated: Vec<bool>,
+}
+
+impl Tokenized {
+    /// Number of real tokens of text `i` (special tokens included).
+    pub(crate) fn len_of(&self, i: usize) -> usize {
+        self.encodings[i].len()
+    }
+
+    /// Number of texts.
+    pub(crate) fn count(&self) -> usize {
+        self.encodings.len()
+    }
 }
 
 impl std::fmt::Debug for TextPreprocessor {
@@ -124,6 +146,7 @@ impl TextPreprocessor {
             path,
             max_length: first.max_length,
             left_padded: first.padding_side == PaddingSide::Left,
+            padding: None,
             fields: hinted
                 .iter()
                 .map(|(n, t, d)| (n.to_string(), t.field, *d))
@@ -134,7 +157,9 @@ impl TextPreprocessor {
     }
 
     /// Pads batches to their longest text with the tokenizer's pad token, else the package's.
-    /// Without either, padding is turned off and a batch that needs it is refused in `encode`.
+    /// Without either, a batch that needs padding is refused in `pack`. The tokenizer itself
+    /// never pads: batches are padded when they are packed, so texts can be tokenized once and
+    /// grouped by length afterwards.
     fn configure_padding(&mut self, hint: &Tokenization) {
         let direction = match hint.padding_side {
             PaddingSide::Right => PaddingDirection::Right,
@@ -159,7 +184,8 @@ impl TextPreprocessor {
                 })
             }),
         };
-        self.tokenizer.with_padding(params);
+        self.tokenizer.with_padding(None);
+        self.padding = params;
     }
 
     fn set_truncation(&mut self, truncate: bool) -> Result<()> {
@@ -205,8 +231,16 @@ impl TextPreprocessor {
         tokenizer_call(&self.path, || self.tokenizer.decode(ids, true))
     }
 
-    /// Encodes a batch of texts into the schema's inputs.
+    /// Encodes a batch of texts into the schema's inputs, padded to the longest.
     pub fn encode(&mut self, texts: &[&str], truncate: bool) -> Result<Encoded> {
+        let tokenized = self.tokenize_batch(texts, truncate)?;
+        let all: Vec<usize> = (0..texts.len()).collect();
+        self.pack(&tokenized, &all)
+    }
+
+    /// Tokenizes `texts` without padding. Without `truncate`, a text longer than the model's
+    /// maximum is [`Error::TextTooLong`] naming its index in `texts`.
+    pub(crate) fn tokenize_batch(&mut self, texts: &[&str], truncate: bool) -> Result<Tokenized> {
         if texts.is_empty() {
             return Err(Error::InvalidArgument("no texts given".into()));
         }
@@ -215,32 +249,60 @@ impl TextPreprocessor {
         let encodings = tokenizer_call(&self.path, || {
             tokenizer.encode_batch_fast(texts.to_vec(), true)
         })?;
-        let batch = encodings.len();
-        let seq = encodings.first().map_or(0, |e| e.len());
-        if encodings.iter().any(|e| e.len() != seq) {
-            return Err(Error::Tokenizer {
-                path: self.path.clone(),
-                message: "texts of different lengths need padding, but the tokenizer defines no \
-                          pad token and the package's pad_id is not in its vocabulary"
-                    .into(),
-            });
-        }
-        let mut lengths = Vec::with_capacity(batch);
-        let mut truncated = Vec::new();
+        let mut truncated = Vec::with_capacity(encodings.len());
         for (index, enc) in encodings.iter().enumerate() {
-            let real = enc.get_attention_mask().iter().filter(|&&m| m != 0).count();
-            if !truncate && real > self.max_length {
+            if !truncate && enc.len() > self.max_length {
                 return Err(Error::TextTooLong {
                     index,
-                    length: real,
+                    length: enc.len(),
                     max: self.max_length,
                 });
             }
-            if !enc.get_overflowing().is_empty() {
-                truncated.push(index);
-            }
-            lengths.push(real);
+            truncated.push(!enc.get_overflowing().is_empty());
         }
+        Ok(Tokenized {
+            encodings,
+            truncated,
+        })
+    }
+
+    /// The texts `rows` of `tokenized` as one batch of the schema's inputs, padded to the
+    /// longest of them; `lengths` and `truncated` of the result are in `rows`' order.
+    pub(crate) fn pack(&self, tokenized: &Tokenized, rows: &[usize]) -> Result<Encoded> {
+        let mut encodings: Vec<Encoding> = rows
+            .iter()
+            .map(|&i| {
+                let mut e = tokenized.encodings[i].clone();
+                // Only the lengths matter from here on; the overflow is not padded along.
+                e.set_overflowing(Vec::new());
+                e
+            })
+            .collect();
+        let batch = encodings.len();
+        let lengths: Vec<usize> = encodings.iter().map(Encoding::len).collect();
+        let longest = lengths.iter().copied().max().unwrap_or(0);
+        match &self.padding {
+            Some(params) => {
+                pad_encodings(&mut encodings, params).map_err(|e| Error::Tokenizer {
+                    path: self.path.clone(),
+                    message: e.to_string(),
+                })?
+            }
+            None if lengths.iter().any(|&l| l != longest) => {
+                return Err(Error::Tokenizer {
+                    path: self.path.clone(),
+                    message: "texts of different lengths need padding, but the tokenizer \
+                              defines no pad token and the package's pad_id is not in its \
+                              vocabulary"
+                        .into(),
+                });
+            }
+            None => {}
+        }
+        let seq = longest;
+        let truncated = (0..batch)
+            .filter(|&j| tokenized.truncated[rows[j]])
+            .collect();
         let mut inputs = NamedTensors::new();
         for (name, field, dtype) in &self.fields {
             let values = encodings.iter().flat_map(|e| match field {
