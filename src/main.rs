@@ -75,6 +75,15 @@ enum Command {
     /// modified APP is an error when it starts. APP needs nothing else: no package directory,
     /// no environment, no shared library beyond what this program links.
     Bundle(cli::bundle::Args),
+    /// Measure a package's speed, as llama-bench does for llama.cpp.
+    ///
+    /// Decoders: prompt processing (-p N tokens in one pass) and generation (-n N tokens one at
+    /// a time), each from an empty cache, in tokens/s. Encoders: forward passes over --batch
+    /// rows of --seq tokens (or images at the package's size), in items/s and ms per pass.
+    /// Every figure is the mean ± standard deviation of --repetitions timed runs after
+    /// --warmup untimed ones; the inputs are fixed, so runs are comparable. Use the global
+    /// --threads to pin threads: `inferox bench PKG --threads 2 -p 128 -n 64`.
+    Bench(cli::bench::Args),
 }
 
 const EXAMPLES: &str = "Examples:
@@ -87,6 +96,8 @@ const EXAMPLES: &str = "Examples:
   inferox import SmolLM2-135M-Instruct.Q4_1.gguf --output smollm2.pkg
   inferox chat smollm2.pkg --prompt \"What is the capital of France?\"
   inferox bundle minilm.pkg --output embed && ./embed --text \"Hello\"
+  inferox bench minilm.pkg --batch 32 --seq 128 --threads 2
+  inferox bench smollm2.pkg -p 128 -n 64 --json
 
 `inferox COMMAND --help` explains each command.";
 
@@ -137,6 +148,7 @@ fn main() -> ExitCode {
         Command::Rm(args) => cli::hub::rm(args),
         Command::Chat(args) => cli::generate::chat(args),
         Command::Bundle(args) => cli::bundle::run(args),
+        Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

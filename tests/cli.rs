@@ -779,3 +779,110 @@ fn clip_zero_shot_and_embeddings() {
     let err = fails(&["run", s(&vit), "--image", s(&images[0]), "--label", "a cat"]);
     assert!(err.contains("does not score images against texts"), "{err}");
 }
+
+/// `inferox bench --json`'s figure `key`: a mean and stddev over `runs` positive samples.
+fn bench_stat(doc: &Value, key: &str, runs: usize) -> f64 {
+    let stat = &doc[key];
+    let samples = stat["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), runs, "{doc}");
+    assert!(samples.iter().all(|x| x.as_f64().unwrap() > 0.0), "{doc}");
+    let mean = stat["mean"].as_f64().unwrap();
+    let want = samples.iter().map(|x| x.as_f64().unwrap()).sum::<f64>() / runs as f64;
+    assert!((mean - want).abs() <= 1e-9 * want, "{doc}");
+    assert!(stat["stddev"].as_f64().unwrap() >= 0.0, "{doc}");
+    mean
+}
+
+#[test]
+fn bench_encoders_decoders_and_images() {
+    let dir = tempfile::tempdir().unwrap();
+    // An encoder: items/s and latency, consistent with each other.
+    let minilm = dir.path().join("minilm.pkg");
+    ok(&["import", s(&common::minilm_dir()), "--output", s(&minilm)]);
+    let doc = json(&ok(&[
+        "bench",
+        s(&minilm),
+        "--batch",
+        "4",
+        "--seq",
+        "16",
+        "-r",
+        "3",
+        "--json",
+        "--threads",
+        "1",
+    ]));
+    assert_eq!(
+        (doc["batch"].as_u64(), doc["seq"].as_u64()),
+        (Some(4), Some(16))
+    );
+    assert_eq!(doc["threads"].as_u64(), Some(1));
+    let items = bench_stat(&doc, "items_per_s", 3);
+    let latency = bench_stat(&doc, "latency_ms", 3);
+    // Both are means over the same runs: items/s is about batch / latency.
+    let implied = 4.0 / (latency / 1e3);
+    assert!((items / implied - 1.0).abs() < 0.5, "{doc}");
+    let table = ok(&["bench", s(&minilm), "--batch", "2", "--seq", "8", "-r", "2"]);
+    assert!(
+        table.contains("| b2 s8 |") && table.contains(" ± "),
+        "{table}"
+    );
+    let err = fails(&["bench", s(&minilm), "--seq", "300"]);
+    assert!(err.contains("--seq 300") && err.contains("256"), "{err}");
+
+    // A decoder: prompt processing and generation from an empty cache, as llama-bench.
+    let llama = dir.path().join("llama.pkg");
+    ok(&[
+        "import",
+        s(&fixtures().join("decoders/llama/model")),
+        "--output",
+        s(&llama),
+    ]);
+    let doc = json(&ok(&[
+        "bench",
+        s(&llama),
+        "-p",
+        "16",
+        "-n",
+        "8",
+        "-r",
+        "2",
+        "--json",
+    ]));
+    bench_stat(&doc, "prompt_tokens_per_s", 2);
+    bench_stat(&doc, "decode_tokens_per_s", 2);
+    assert_eq!(
+        (doc["prompt_tokens"].as_u64(), doc["gen_tokens"].as_u64()),
+        (Some(16), Some(8))
+    );
+    let table = ok(&["bench", s(&llama), "-p", "8", "-n", "0", "-r", "1"]);
+    assert!(
+        table.contains("| pp8 |") && !table.contains("tg"),
+        "{table}"
+    );
+    let err = fails(&["bench", s(&llama), "-p", "100000"]);
+    assert!(
+        err.contains("--prompt-tokens 100000") && err.contains("context"),
+        "{err}"
+    );
+
+    // An image model: images at the package's size.
+    let vit = dir.path().join("vit.pkg");
+    ok(&[
+        "import",
+        s(&fixtures().join("vision/vit_classifier/model")),
+        "--output",
+        s(&vit),
+    ]);
+    let doc = json(&ok(&[
+        "bench",
+        s(&vit),
+        "--batch",
+        "2",
+        "-r",
+        "2",
+        "--json",
+    ]));
+    bench_stat(&doc, "items_per_s", 2);
+    assert!(doc["seq"].is_null(), "{doc}");
+}

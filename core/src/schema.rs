@@ -169,6 +169,14 @@ impl TensorSpec {
         }
     }
 
+    /// The image hint, if this input is made from images.
+    pub fn image(&self) -> Option<&crate::vision::ImagePreprocessing> {
+        match &self.preprocessing {
+            Some(Preprocessing::Image(p)) => Some(p),
+            _ => None,
+        }
+    }
+
     /// This spec as the boundary sees it with dequantization on: a quantized tensor is float32.
     pub fn dequantized(&self) -> TensorSpec {
         match self.quantization {

@@ -328,20 +328,6 @@ fn cpu_features() -> Vec<&'static str> {
     found
 }
 
-fn threads() -> (usize, &'static str) {
-    for var in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
-        if let Some(n) = std::env::var(var)
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n > 0)
-        {
-            return (n, var);
-        }
-    }
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (n, "default; --threads N or RAYON_NUM_THREADS to change")
-}
-
 /// The linked backends, most preferred first, then those this crate could be built with:
 /// (name, cargo feature, the linked entry).
 fn known_backends() -> Vec<(
@@ -363,7 +349,7 @@ fn known_backends() -> Vec<(
 
 pub fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
     let registry_ok = registry::check();
-    let (threads, threads_from) = threads();
+    let (threads, threads_from) = super::threads_in_effect();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let features = cpu_features();
     if args.json {

@@ -1,5 +1,6 @@
 //! Subcommands of the `inferox` binary.
 
+pub mod bench;
 pub mod bundle;
 pub mod generate;
 pub mod hub;
@@ -21,6 +22,21 @@ pub fn set_threads(threads: Option<usize>) {
 /// The global `--threads`, if given.
 pub fn threads() -> Option<usize> {
     THREADS.get().copied().flatten()
+}
+
+/// The threads tensor work runs on, and where that count comes from.
+pub fn threads_in_effect() -> (usize, &'static str) {
+    for var in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
+        if let Some(n) = std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+        {
+            return (n, var);
+        }
+    }
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (n, "default; --threads N or RAYON_NUM_THREADS to change")
 }
 
 /// A byte progress bar on stderr, or a hidden one when stderr is not a terminal.
