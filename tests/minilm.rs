@@ -123,3 +123,32 @@ fn over_long_text_is_refused_when_truncation_is_off() {
         other => panic!("expected TextTooLong, got {other}"),
     }
 }
+
+#[test]
+fn bf16_weights_stay_within_cosine_0_9999_of_f32() {
+    let (texts, _) = reference();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut f32_model = package().load(&LoadOptions::default()).unwrap();
+    let want = f32_model.embed(&texts).unwrap();
+    let mut bf16_model = package()
+        .load(&LoadOptions {
+            dtype: Some(inferox::DType::BFloat16),
+            ..Default::default()
+        })
+        .unwrap();
+    let got = bf16_model.embed(&texts).unwrap();
+    let mut differs = false;
+    let mut lowest = 1f32;
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let c = cosine(g, w);
+        assert!(c >= 0.9999, "text {i}: cosine {c} between bf16 and f32");
+        differs |= g != w;
+        lowest = lowest.min(c);
+    }
+    eprintln!(
+        "bf16 against f32 on {} texts: lowest cosine {lowest}",
+        texts.len()
+    );
+    // The weights really were rounded: bf16 is not f32 under another name.
+    assert!(differs, "bf16 embeddings are bit-identical to f32");
+}

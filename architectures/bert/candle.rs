@@ -6,11 +6,10 @@
 
 use super::{Batch, BertConfig, Flavor, Layout};
 use crate::common::Activation;
-use crate::common::candle::{Dense, fused_qkv, layer_norm, self_attention};
+use crate::common::candle::{Dense, float_device, fused_qkv, layer_norm, self_attention};
 use candle::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 use inferox_candle::{Result, Weights, candle_core as candle, candle_nn, to_host};
-use inferox_core::Error;
 use inferox_core::load::LoadRequest;
 use inferox_core::manifest::ArtifactRole;
 use inferox_core::model::Model;
@@ -94,14 +93,7 @@ pub struct Bert {
 pub fn load(req: &LoadRequest<'_>) -> inferox_core::Result<Box<dyn Model>> {
     let cfg = BertConfig::load(req)?;
     let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?)?;
-    let device = inferox_candle::device(req.options.device)?;
-    let dtype = inferox_candle::dtype(req.dtype())?;
-    if !dtype.is_float() {
-        return Err(Error::InvalidArgument(format!(
-            "compute dtype must be floating point, not {}",
-            req.dtype()
-        )));
-    }
+    let (device, dtype, _packing) = float_device(req)?;
     let layout = Layout::detect(
         &cfg,
         |n| weights.contains(n),

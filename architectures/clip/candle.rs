@@ -81,7 +81,7 @@ pub struct Clip {
 pub fn load(req: &LoadRequest<'_>) -> inferox_core::Result<Box<dyn Model>> {
     let (cfg, ()) = read_checked_config(req, ClipConfig::checked)?;
     let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?)?;
-    let (device, dtype) = float_device(req)?;
+    let (device, dtype, _packing) = float_device(req)?;
     let vb = weights.var_builder(dtype, &device);
     let model = Clip::load(vb, &cfg, device).map_err(|e| weights.explain(e))?;
     Ok(Box::new(model))

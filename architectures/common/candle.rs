@@ -5,21 +5,50 @@
 use super::{Activation, LayerNames};
 use inferox_candle::candle_core::{self as candle, Module, Tensor};
 use inferox_candle::candle_nn::{self, LayerNorm, VarBuilder};
+use inferox_candle::packed::{self, Bf16Scope, PackedWeight};
 
 /// A dense layer with its weight stored transposed (`[in, out]`, contiguous): the layout the
 /// GEMM kernel reads without repacking, which halves the cost of small batches.
 pub struct Dense {
-    weight_t: Tensor,
+    weight: DenseWeight,
     bias: Option<Tensor>,
 }
 
+/// How a dense layer holds its weight.
+enum DenseWeight {
+    /// `[in, out]`, contiguous, for candle's matmul.
+    Transposed(Tensor),
+    /// Packed into panels for the backend's AVX-512 kernel, in f32 or rounded to bf16.
+    Packed(PackedWeight),
+}
+
 impl Dense {
-    /// From a `[out, in]` weight (PyTorch's `nn.Linear` layout) and an optional bias.
+    /// From a `[out, in]` weight (PyTorch's `nn.Linear` layout) and an optional bias. On a
+    /// CPU with AVX-512 an f32 weight is packed for the backend's kernel, and inside a load
+    /// that asks for bf16 ([`float_device`]) it is rounded to bf16 as it is packed.
     pub fn new(weight: &Tensor, bias: Option<Tensor>) -> candle::Result<Dense> {
-        Ok(Dense {
-            weight_t: weight.t()?.contiguous()?,
-            bias,
-        })
+        let weight_t = weight.t()?.contiguous()?;
+        let packable = weight_t.device().is_cpu()
+            && weight_t.dtype() == candle::DType::F32
+            && packed::supported();
+        let weight = if packable {
+            DenseWeight::Packed(PackedWeight::from_tensor(
+                &weight_t,
+                packed::bf16_requested(),
+            )?)
+        } else {
+            DenseWeight::Transposed(weight_t)
+        };
+        Ok(Dense { weight, bias })
+    }
+
+    /// `x · Wᵀ` without the bias, or with it where the kernel adds it for free (`None` then
+    /// says it is already in).
+    fn product<'a>(&'a self, x: &Tensor) -> candle::Result<(Tensor, Option<&'a Tensor>)> {
+        match &self.weight {
+            DenseWeight::Transposed(w) => Ok((x.matmul(w)?, self.bias.as_ref())),
+            DenseWeight::Packed(p) => Ok((p.matmul(x, self.bias.as_ref())?, None)),
+        }
     }
 
     /// `weight` and `bias` under `vb`.
@@ -35,10 +64,9 @@ impl Dense {
 
     /// `x` is `[tokens, in]`.
     pub fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
-        let y = x.matmul(&self.weight_t)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
+        match self.product(x)? {
+            (y, Some(b)) => y.broadcast_add(b),
+            (y, None) => Ok(y),
         }
     }
 
@@ -46,7 +74,8 @@ impl Dense {
     pub fn forward_activated(&self, x: &Tensor, activation: Activation) -> candle::Result<Tensor> {
         match activation {
             Activation::Gelu => {
-                inferox_candle::fused::bias_gelu(x.matmul(&self.weight_t)?, self.bias.as_ref())
+                let (y, bias) = self.product(x)?;
+                inferox_candle::fused::bias_gelu(y, bias)
             }
             _ => activation.apply(&self.forward(x)?),
         }
@@ -54,18 +83,19 @@ impl Dense {
 
     /// `forward(x) + residual`, with the bias and the residual added in one pass.
     pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> candle::Result<Tensor> {
-        inferox_candle::fused::bias_residual(
-            x.matmul(&self.weight_t)?,
-            self.bias.as_ref(),
-            residual,
-        )
+        let (y, bias) = self.product(x)?;
+        inferox_candle::fused::bias_residual(y, bias, residual)
     }
 }
 
-/// The device and the floating-point compute dtype a candle loader runs with.
+/// The device and the floating-point compute dtype a candle loader runs with, and the scope
+/// of the load (hold it until the model is built). bf16 on a CPU with AVX-512 computes in f32
+/// with the dense layers' weights rounded to bf16 (`inferox_candle::packed`: the weights take
+/// half the memory, the products are bf16 weight × f32 activation summed in f32); elsewhere
+/// the dtype is candle's for every tensor.
 pub fn float_device(
     req: &inferox_core::load::LoadRequest<'_>,
-) -> inferox_core::Result<(candle::Device, candle::DType)> {
+) -> inferox_core::Result<(candle::Device, candle::DType, Bf16Scope)> {
     let device = inferox_candle::device(req.options.device)?;
     let dtype = inferox_candle::dtype(req.dtype())?;
     if !dtype.is_float() {
@@ -74,7 +104,9 @@ pub fn float_device(
             req.dtype()
         )));
     }
-    Ok((device, dtype))
+    let bf16 = dtype == candle::DType::BF16 && device.is_cpu() && packed::supported();
+    let dtype = if bf16 { candle::DType::F32 } else { dtype };
+    Ok((device, dtype, Bf16Scope::begin(bf16)))
 }
 
 /// A layer norm of `size` under `vb` (`weight`, `bias`).

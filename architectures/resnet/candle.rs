@@ -92,7 +92,7 @@ pub struct ResNet {
 pub fn load(req: &LoadRequest<'_>) -> inferox_core::Result<Box<dyn Model>> {
     let (cfg, layout) = read_checked_config(req, ResNetConfig::checked)?;
     let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?)?;
-    let (device, dtype) = float_device(req)?;
+    let (device, dtype, _packing) = float_device(req)?;
     let vb = weights.var_builder(dtype, &device);
     let model = ResNet::load(vb, &cfg, &layout, device).map_err(|e| weights.explain(e))?;
     Ok(Box::new(model))

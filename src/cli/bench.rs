@@ -298,8 +298,14 @@ fn synthetic_inputs(
                 Dim::Named(name) => match name.as_str() {
                     "batch" | "images" | "texts" => Ok(batch),
                     "sequence" | "tokens" => Ok(seq),
-                    "height" if let Some(size) = image => Ok(size.height),
-                    "width" if let Some(size) = image => Ok(size.width),
+                    "height" | "width" if image.is_some() => {
+                        let size = image.expect("checked");
+                        Ok(if name == "height" {
+                            size.height
+                        } else {
+                            size.width
+                        })
+                    }
                     other => bail!(
                         "input `{}`: no size for its dimension `{other}` (bench sizes batch, \
                          sequence and images of a fixed size)",

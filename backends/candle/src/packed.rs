@@ -1,0 +1,577 @@
+//! Dense layers with their weights packed once at load: `y = x · W + b` with `x`, `y` and the
+//! sums in f32, `W` kept either in f32 or rounded to bf16 (half the memory and half the bytes
+//! streamed per product; `--dtype bf16`). bf16 widens to f32 exactly (a shift), so each
+//! product is the stored weight times the f32 activation, summed in f32 with AVX-512 FMAs.
+//!
+//! Packing: the `[k, n]` weight is cut into panels of [`NR`] columns, each panel stored row
+//! after row, so the kernel streams one panel from start to end while it keeps [`MR`] rows of
+//! output in registers. An f32 row is two vectors; a bf16 row is 16 32-bit lanes, lane `c`
+//! carrying column `c` in its low half and column `c + 16` in its high half, so one load and a
+//! shift / a mask give the two f32 vectors. Bias is written into the accumulators first: the
+//! output needs no zero-fill and no second pass. Candle's matmul packs both operands on every
+//! call; at batch 1 that and its per-call set-up were most of an encoder's time.
+//!
+//! Why not `vdpbf16ps` (AVX512_BF16's bf16 dot product) for bf16? On this project's Xeon it
+//! retires at a quarter of the FMA rate (1.30 against 5.31 billion instructions/s on one core,
+//! 12 independent chains each), so its two bf16 products per lane come out at half the f32
+//! FMA's speed; widening in registers costs two integer ops per 24 FMAs.
+
+use super::DisjointOut;
+use super::candle_core::{self as candle, Tensor, utils::barrier_pool};
+
+/// Output columns per panel: two AVX-512 vectors of f32.
+pub const NR: usize = 32;
+/// Lanes of a packed bf16 row.
+const LANES: usize = NR / 2;
+/// Rows per kernel call: 2 × MR accumulators, a row's two vectors, the mask and a broadcast fit
+/// the 32 vector registers.
+const MR: usize = 12;
+/// Rows per task.
+const ROWS_PER_TASK: usize = 8 * MR;
+/// Most panels per task: the columns one task sweeps with the same rows (8 panels of
+/// [`KC`] rows are 256 KiB of f32, in L2). Products of few rows take fewer, so that there
+/// are tasks for every thread.
+const PANELS_PER_TASK: usize = 8;
+/// Depth of a block: [`MR`] rows of activations (12 KiB) stay in L1 while the kernel passes
+/// over the task's panels, whose `KC`-row slices (32 KiB each in f32) come from L2.
+const KC: usize = 256;
+
+/// Whether this CPU runs the packed kernels (AVX-512F).
+pub fn supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+thread_local! {
+    static BF16: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// While alive, dense layers built on this thread round their weights to bf16 (see
+/// [`bf16_requested`]); dropping it restores the previous setting. A model loader holds one
+/// for the span of the load.
+#[must_use = "the setting ends when the scope is dropped"]
+pub struct Bf16Scope {
+    previous: bool,
+}
+
+impl Bf16Scope {
+    /// Starts a scope in which dense weights are rounded to bf16 (`on`) or kept as loaded.
+    pub fn begin(on: bool) -> Bf16Scope {
+        Bf16Scope {
+            previous: BF16.with(|p| p.replace(on)),
+        }
+    }
+}
+
+impl Drop for Bf16Scope {
+    fn drop(&mut self) {
+        BF16.with(|p| p.set(self.previous));
+    }
+}
+
+/// Whether dense layers built now should keep bf16 weights.
+pub fn bf16_requested() -> bool {
+    BF16.with(|p| p.get())
+}
+
+/// The stored panels.
+enum Panels {
+    /// `k × NR` f32 per panel.
+    F32(Vec<f32>),
+    /// `k × LANES` lanes per panel (see the module documentation).
+    Bf16(Vec<u32>),
+}
+
+/// A `[k, n]` weight packed into panels (see the module documentation).
+pub struct PackedWeight {
+    k: usize,
+    n: usize,
+    panels: Panels,
+}
+
+/// `x` rounded to bf16, to nearest with ties to even (NaN stays NaN).
+fn to_bf16(x: f32) -> u16 {
+    half::bf16::from_f32(x).to_bits()
+}
+
+impl PackedWeight {
+    /// Packs the row-major `[k, n]` f32 matrix `w` (`y = x · w`), rounded to bf16 if `bf16`.
+    pub fn pack(w: &[f32], k: usize, n: usize, bf16: bool) -> PackedWeight {
+        assert_eq!(w.len(), k * n, "PackedWeight::pack: shapes do not agree");
+        let panels = n.div_ceil(NR);
+        let at = |row: usize, col: usize| if col < n { w[row * n + col] } else { 0.0 };
+        let panels = if bf16 {
+            let mut out = vec![0u32; panels * k * LANES];
+            for (j, panel) in out.chunks_exact_mut(k * LANES).enumerate() {
+                for (row, lanes) in panel.chunks_exact_mut(LANES).enumerate() {
+                    for (c, lane) in lanes.iter_mut().enumerate() {
+                        let col = j * NR + c;
+                        let (lo, hi) = (to_bf16(at(row, col)), to_bf16(at(row, col + LANES)));
+                        *lane = u32::from(lo) | (u32::from(hi) << 16);
+                    }
+                }
+            }
+            Panels::Bf16(out)
+        } else {
+            let mut out = vec![0f32; panels * k * NR];
+            for (j, panel) in out.chunks_exact_mut(k * NR).enumerate() {
+                for (row, cols) in panel.chunks_exact_mut(NR).enumerate() {
+                    for (c, v) in cols.iter_mut().enumerate() {
+                        *v = at(row, j * NR + c);
+                    }
+                }
+            }
+            Panels::F32(out)
+        };
+        PackedWeight { k, n, panels }
+    }
+
+    /// Packs a `[k, n]` tensor (any float dtype, CPU).
+    pub fn from_tensor(w: &Tensor, bf16: bool) -> candle::Result<PackedWeight> {
+        let (k, n) = w.dims2()?;
+        let w = w.to_dtype(candle::DType::F32)?.contiguous()?;
+        let packed = crate::dense::with_f32(&w, |v| PackedWeight::pack(v, k, n, bf16));
+        packed.ok_or_else(|| candle::Error::Msg("packing a weight needs a CPU tensor".into()))
+    }
+
+    /// Input size.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Output size.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// `x · W (+ bias)` for `x` of shape `[..., k]` (CPU); the result is `[..., n]` f32.
+    pub fn matmul(&self, x: &Tensor, bias: Option<&Tensor>) -> candle::Result<Tensor> {
+        let dims = x.dims();
+        let Some((&k, lead)) = dims.split_last() else {
+            return Err(candle::Error::Msg("packed matmul of a scalar".into()));
+        };
+        if k != self.k {
+            return Err(candle::Error::Msg(format!(
+                "packed matmul: input has {k} features, the weight {}",
+                self.k
+            )));
+        }
+        let m: usize = lead.iter().product();
+        let bias = match bias {
+            Some(b) => Some(b.to_dtype(candle::DType::F32)?.contiguous()?),
+            None => None,
+        };
+        let x = x.to_dtype(candle::DType::F32)?.contiguous()?;
+        let y = crate::dense::with_f32(&x, |xs| match &bias {
+            Some(b) => crate::dense::with_f32(b, |bs| self.matmul_slices(xs, m, Some(bs))),
+            None => Some(self.matmul_slices(xs, m, None)),
+        })
+        .flatten()
+        .ok_or_else(|| candle::Error::Msg("packed matmul needs CPU tensors".into()))?;
+        let mut shape = lead.to_vec();
+        shape.push(self.n);
+        Tensor::from_vec(y, shape, x.device())
+    }
+
+    /// `x · W (+ bias)` for `m` rows of `x` (row-major `[m, k]`): `[m, n]` row-major.
+    pub fn matmul_slices(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
+        assert_eq!(x.len(), m * self.k, "packed matmul: shapes do not agree");
+        if let Some(b) = bias {
+            assert_eq!(b.len(), self.n, "packed matmul: bias size");
+        }
+        let mut y: Vec<f32> = Vec::with_capacity(m * self.n);
+        let blocks = m.div_ceil(ROWS_PER_TASK);
+        let per_task = blocks.clamp(1, PANELS_PER_TASK);
+        let groups = self.n.div_ceil(NR).div_ceil(per_task);
+        {
+            // SAFETY (of every write below): tasks write disjoint blocks of rows × columns, and
+            // together every element of the `m × n` output before it is read.
+            let out = DisjointOut::new(unsafe {
+                std::slice::from_raw_parts_mut(y.as_mut_ptr(), m * self.n)
+            });
+            let out = &out;
+            barrier_pool().execute_chunked(groups * blocks, |range| {
+                for task in range {
+                    let (g, b) = (task / blocks, task % blocks);
+                    let rows = b * ROWS_PER_TASK..((b + 1) * ROWS_PER_TASK).min(m);
+                    let panels =
+                        g * PANELS_PER_TASK..((g + 1) * PANELS_PER_TASK).min(self.n.div_ceil(NR));
+                    self.block(x, rows, panels, bias, out);
+                }
+            });
+        }
+        // SAFETY: every element was written above.
+        unsafe { y.set_len(m * self.n) };
+        y
+    }
+
+    /// Rows `rows` of the output, columns of panels `panels`, a depth block at a time (the
+    /// first starts from the bias, the others add to what is stored).
+    fn block(
+        &self,
+        x: &[f32],
+        rows: std::ops::Range<usize>,
+        panels: std::ops::Range<usize>,
+        bias: Option<&[f32]>,
+        out: &DisjointOut,
+    ) {
+        let k = self.k;
+        for k0 in (0..k).step_by(KC) {
+            let ks = k0..(k0 + KC).min(k);
+            let mut r = rows.start;
+            while r < rows.end {
+                let mr = (rows.end - r).min(MR);
+                let x_rows = &x[r * k..(r + mr) * k];
+                for j in panels.clone() {
+                    let cols = j * NR..((j + 1) * NR).min(self.n);
+                    let start = match k0 {
+                        0 => Start::Bias(bias.map(|b| &b[cols.clone()])),
+                        _ => Start::Accumulate,
+                    };
+                    // SAFETY: this task owns rows r..r + mr of columns `cols`.
+                    let dst: Vec<&mut [f32]> = (r..r + mr)
+                        .map(|row| unsafe {
+                            out.slice(row * self.n + cols.start..row * self.n + cols.end)
+                        })
+                        .collect();
+                    match &self.panels {
+                        Panels::F32(p) => {
+                            let panel = F32Rows(&p[j * k * NR..(j + 1) * k * NR]);
+                            kernel(x_rows, k, ks.clone(), panel, start, dst)
+                        }
+                        Panels::Bf16(p) => {
+                            let panel = Bf16Rows(&p[j * k * LANES..(j + 1) * k * LANES]);
+                            kernel(x_rows, k, ks.clone(), panel, start, dst)
+                        }
+                    }
+                }
+                r += mr;
+            }
+        }
+    }
+}
+
+/// What a kernel call's sums start from.
+#[derive(Clone, Copy)]
+enum Start<'a> {
+    /// The bias (zero without one): the first depth block.
+    Bias(Option<&'a [f32]>),
+    /// The values already in the output: later depth blocks.
+    Accumulate,
+}
+
+/// One panel's rows, read as f32.
+trait PanelRows: Copy {
+    /// Number of rows the panel holds.
+    fn rows(self) -> usize;
+    /// Column `c` (`< NR`) of row `t`.
+    fn get(self, t: usize, c: usize) -> f32;
+    /// Asks for row `t` to be brought into cache (no effect past the end).
+    #[cfg(target_arch = "x86_64")]
+    fn prefetch(self, t: usize);
+    /// Row `t` as two vectors (columns 0..16 and 16..32).
+    ///
+    /// # Safety
+    /// AVX-512F is available and `t < self.rows()`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load(self, t: usize) -> (std::arch::x86_64::__m512, std::arch::x86_64::__m512);
+}
+
+#[derive(Clone, Copy)]
+struct F32Rows<'a>(&'a [f32]);
+
+impl PanelRows for F32Rows<'_> {
+    fn rows(self) -> usize {
+        self.0.len() / NR
+    }
+
+    fn get(self, t: usize, c: usize) -> f32 {
+        self.0[t * NR + c]
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn prefetch(self, t: usize) {
+        use std::arch::x86_64::*;
+        let p = self.0.as_ptr().wrapping_add(t * NR);
+        // SAFETY: a prefetch never faults; the address is computed, not dereferenced.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p.cast());
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(LANES).cast());
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load(self, t: usize) -> (std::arch::x86_64::__m512, std::arch::x86_64::__m512) {
+        use std::arch::x86_64::*;
+        // SAFETY: t < rows, so both loads lie in the panel (the caller's promise).
+        unsafe {
+            let p = self.0.as_ptr().add(t * NR);
+            (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(LANES)))
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Bf16Rows<'a>(&'a [u32]);
+
+impl PanelRows for Bf16Rows<'_> {
+    fn rows(self) -> usize {
+        self.0.len() / LANES
+    }
+
+    fn get(self, t: usize, c: usize) -> f32 {
+        let lane = self.0[t * LANES + c % LANES];
+        f32::from_bits(if c < LANES {
+            lane << 16
+        } else {
+            lane & 0xffff_0000
+        })
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn prefetch(self, t: usize) {
+        use std::arch::x86_64::*;
+        let p = self.0.as_ptr().wrapping_add(t * LANES);
+        // SAFETY: a prefetch never faults; the address is computed, not dereferenced.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load(self, t: usize) -> (std::arch::x86_64::__m512, std::arch::x86_64::__m512) {
+        use std::arch::x86_64::*;
+        // SAFETY: t < rows, so the load lies in the panel (the caller's promise).
+        unsafe {
+            let lanes = _mm512_loadu_si512(self.0.as_ptr().add(t * LANES).cast());
+            let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
+            (
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(lanes)),
+                _mm512_castsi512_ps(_mm512_and_si512(lanes, high)),
+            )
+        }
+    }
+}
+
+/// `dst[r][c] = start + Σ_{t in ks} x[r][t] · w[t][c]` for up to [`MR`] rows of `x` (rows
+/// of `k` values), where `start` is the bias or what `dst` holds.
+fn kernel<P: PanelRows>(
+    x: &[f32],
+    k: usize,
+    ks: std::ops::Range<usize>,
+    panel: P,
+    start: Start<'_>,
+    dst: Vec<&mut [f32]>,
+) {
+    assert!(panel.rows() >= ks.end && ks.end <= k && x.len() >= dst.len() * k);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if supported() {
+            macro_rules! rows {
+                ($($n:literal)*) => {
+                    match dst.len() {
+                        // SAFETY: the features were checked; the slices have the sizes the
+                        // kernel reads (asserted inside).
+                        $($n => unsafe { avx512::kernel::<$n, P>(x, k, ks, panel, start, dst) },)*
+                        _ => unreachable!("at most MR rows"),
+                    }
+                };
+            }
+            rows!(1 2 3 4 5 6 7 8 9 10 11 12);
+            return;
+        }
+    }
+    kernel_scalar(x, k, ks, panel, start, dst);
+}
+
+/// The portable kernel: the same products and sums, in the same order per output.
+fn kernel_scalar<P: PanelRows>(
+    x: &[f32],
+    k: usize,
+    ks: std::ops::Range<usize>,
+    panel: P,
+    start: Start<'_>,
+    dst: Vec<&mut [f32]>,
+) {
+    for (r, row) in dst.into_iter().enumerate() {
+        for (c, y) in row.iter_mut().enumerate() {
+            let mut acc = match start {
+                Start::Bias(bias) => bias.map_or(0.0, |b| b[c]),
+                Start::Accumulate => *y,
+            };
+            for t in ks.clone() {
+                acc = x[r * k + t].mul_add(panel.get(t, c), acc);
+            }
+            *y = acc;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{LANES, NR, PanelRows, Start};
+
+    /// How far ahead of the kernel the panel is fetched, in rows (about 1 KiB of f32).
+    const PREFETCH_ROWS: usize = 8;
+    use std::arch::x86_64::*;
+
+    /// [`super::kernel`] for `R` rows.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn kernel<const R: usize, P: PanelRows>(
+        x: &[f32],
+        k: usize,
+        ks: std::ops::Range<usize>,
+        panel: P,
+        start: Start<'_>,
+        mut dst: Vec<&mut [f32]>,
+    ) {
+        assert!(x.len() >= R * k && ks.end <= k && panel.rows() >= ks.end && dst.len() == R);
+        let width = dst[0].len();
+        assert!(width <= NR && dst.iter().all(|d| d.len() == width));
+        // Columns past `width` (the last panel of an n that is not a multiple of NR).
+        let mask = |half: usize| -> __mmask16 {
+            let live = width.saturating_sub(half * LANES).min(LANES);
+            ((1u32 << live) - 1) as __mmask16
+        };
+        let (m0, m1) = (mask(0), mask(1));
+        // SAFETY (of the masked loads): they read only the `width` columns of a row or bias.
+        let load = |p: *const f32| unsafe {
+            [
+                _mm512_maskz_loadu_ps(m0, p),
+                _mm512_maskz_loadu_ps(m1, p.wrapping_add(LANES)),
+            ]
+        };
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        match start {
+            Start::Bias(Some(b)) => acc = [load(b.as_ptr()); R],
+            Start::Bias(None) => {}
+            Start::Accumulate => {
+                for (acc, row) in acc.iter_mut().zip(dst.iter()) {
+                    *acc = load(row.as_ptr());
+                }
+            }
+        }
+        let xs = x.as_ptr();
+        for t in ks {
+            panel.prefetch(t + PREFETCH_ROWS);
+            // SAFETY: t < ks.end <= panel rows (asserted above); AVX-512F is on.
+            let (b0, b1) = unsafe { panel.load(t) };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: r < R and t < k (asserted above).
+                let a = _mm512_set1_ps(unsafe { *xs.add(r * k + t) });
+                acc[0] = _mm512_fmadd_ps(a, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(a, b1, acc[1]);
+            }
+        }
+        for (row, acc) in dst.iter_mut().zip(acc) {
+            // SAFETY: masked stores write only the `width` columns of the row.
+            unsafe {
+                _mm512_mask_storeu_ps(row.as_mut_ptr(), m0, acc[0]);
+                _mm512_mask_storeu_ps(row.as_mut_ptr().wrapping_add(LANES), m1, acc[1]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The product with the weight as stored (rounded to bf16 if `bf16`), summed in f64.
+    fn reference(x: &[f32], w: &[f32], shape: (usize, usize, usize), bf16: bool) -> Vec<f64> {
+        let (m, k, n) = shape;
+        let r = |v: f32| {
+            if bf16 {
+                half::bf16::from_f32(v).to_f32() as f64
+            } else {
+                v as f64
+            }
+        };
+        (0..m * n)
+            .map(|i| {
+                let (row, col) = (i / n, i % n);
+                (0..k)
+                    .map(|t| x[row * k + t] as f64 * r(w[t * n + col]))
+                    .sum()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn packed_products_match_the_stored_weights() {
+        // Odd k, n not a multiple of NR, m crossing kernel and task boundaries.
+        for &(m, k, n) in &[
+            (1, 7, 5),
+            (13, 33, 40),
+            (130, 64, 96),
+            (25, 384, 1152),
+            (100, 700, 300),
+        ] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            let w: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 104729) % 997) as f32 / 997.0 - 0.5)
+                .collect();
+            let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
+            for bf16 in [false, true] {
+                let packed = PackedWeight::pack(&w, k, n, bf16);
+                let want = reference(&x, &w, (m, k, n), bf16);
+                for with_bias in [true, false] {
+                    let b = with_bias.then_some(&bias[..]);
+                    let got = packed.matmul_slices(&x, m, b);
+                    let worst = got
+                        .iter()
+                        .zip(&want)
+                        .enumerate()
+                        .map(|(i, (&a, &w))| {
+                            let w = w + if with_bias { bias[i % n] as f64 } else { 0.0 };
+                            (a as f64 - w).abs() / (1.0 + w.abs())
+                        })
+                        .fold(0f64, f64::max);
+                    assert!(
+                        worst < 1e-5,
+                        "{m}x{k}x{n} bf16={bf16}: relative error {worst}"
+                    );
+                }
+                // The portable kernel computes the same sums.
+                let cols = n.min(NR);
+                let mut y = vec![0f32; cols];
+                let dst = vec![&mut y[..]];
+                match &packed.panels {
+                    Panels::F32(p) => kernel_scalar(
+                        &x[..k],
+                        k,
+                        0..k,
+                        F32Rows(&p[..k * NR]),
+                        Start::Bias(None),
+                        dst,
+                    ),
+                    Panels::Bf16(p) => kernel_scalar(
+                        &x[..k],
+                        k,
+                        0..k,
+                        Bf16Rows(&p[..k * LANES]),
+                        Start::Bias(None),
+                        dst,
+                    ),
+                }
+                for (c, v) in y.iter().enumerate() {
+                    let d = (*v as f64 - want[c]).abs() / (1.0 + want[c].abs());
+                    assert!(d < 1e-5, "scalar kernel, column {c}: {v} vs {}", want[c]);
+                }
+            }
+        }
+    }
+}
