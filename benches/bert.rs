@@ -5,7 +5,8 @@
 //!   4 passages, as a retrieval corpus has) embedded in one call, tokenization to pooled vectors.
 //!
 //! Threads are pinned with INFEROX_BENCH_THREADS (default 1); INFEROX_BENCH_BACKEND picks the
-//! backend (default candle; `torch` needs `--features torch`). scripts/bench.sh and
+//! backend (default candle; `torch` needs `--features torch`); INFEROX_BENCH_DTYPE the compute
+//! dtype (default f32; `bf16` keeps the dense weights in bf16). scripts/bench.sh and
 //! scripts/bench_backends.sh run this beside PyTorch in the same sitting; docs/benchmarks.md has
 //! the results.
 
@@ -85,10 +86,12 @@ fn main() {
     )
     .unwrap();
     let backend = std::env::var("INFEROX_BENCH_BACKEND").unwrap_or_else(|_| "candle".into());
+    let dtype = std::env::var("INFEROX_BENCH_DTYPE").unwrap_or_else(|_| "f32".into());
     let options = LoadOptions {
         // candle's pool is sized by RAYON_NUM_THREADS above; the others take the option.
         threads: (backend != "candle").then(|| threads.parse().unwrap()),
         backend: Some(backend.clone()),
+        dtype: Some(dtype.parse().unwrap()),
         ..Default::default()
     };
     let mut model = package.load(&options).unwrap();
@@ -97,9 +100,10 @@ fn main() {
         .configure_from_args()
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(8));
-    let group_name = match backend.as_str() {
-        "candle" => format!("minilm_t{threads}"),
-        other => format!("minilm_{other}_t{threads}"),
+    let group_name = match (backend.as_str(), dtype.as_str()) {
+        ("candle", "f32") => format!("minilm_t{threads}"),
+        ("candle", dtype) => format!("minilm_{dtype}_t{threads}"),
+        (other, _) => format!("minilm_{other}_t{threads}"),
     };
     let mut group = c.benchmark_group(group_name);
     group.throughput(Throughput::Elements(1));

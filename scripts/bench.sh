@@ -57,20 +57,25 @@ python3 -c "import onnxruntime, onnx" 2>/dev/null || {
 }
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| threads | case | inferox (candle) | PyTorch | ONNX Runtime | inferox / PyTorch | inferox / ORT |"
-echo "|---|---|---|---|---|---|---|"
-for n in "${THREADS[@]}"; do
-  INFEROX_BENCH_THREADS=$n cargo bench --quiet --bench bert -- --noplot >&2
-  read -r lat thr mix < <(python3 - "$n" <<'PY'
+echo "| threads | case | inferox (candle) | inferox bf16 | PyTorch | ONNX Runtime | inferox / PyTorch | inferox / ORT | bf16 / ORT |"
+echo "|---|---|---|---|---|---|---|---|---|"
+# Medians of one criterion group: latency (ms), 32 x 128 and mixed lengths (sentences/s).
+criterion() {
+  python3 - "$1" <<'PY'
 import json, sys
-n = sys.argv[1]
+group = sys.argv[1]
 def median_ns(bench):
-    with open(f"target/criterion/minilm_t{n}/{bench}/new/estimates.json") as f:
+    with open(f"target/criterion/{group}/{bench}/new/estimates.json") as f:
         return json.load(f)["median"]["point_estimate"]
 print(median_ns("latency_batch1") / 1e6, 32 / (median_ns("throughput_32x128") / 1e9),
       32 / (median_ns("mixed_lengths") / 1e9))
 PY
-)
+}
+for n in "${THREADS[@]}"; do
+  INFEROX_BENCH_THREADS=$n cargo bench --quiet --bench bert -- --noplot >&2
+  INFEROX_BENCH_THREADS=$n INFEROX_BENCH_DTYPE=bf16 cargo bench --quiet --bench bert -- --noplot >&2
+  read -r lat thr mix < <(criterion "minilm_t$n")
+  read -r blat bthr bmix < <(criterion "minilm_bf16_t$n")
   py=$(python3 scripts/bench_pytorch.py "$MODEL" --threads "$n")
   plat=$(echo "$py" | python3 -c "import json,sys; print(json.load(sys.stdin)['latency_batch1_ms'])")
   pthr=$(echo "$py" | python3 -c "import json,sys; print(json.load(sys.stdin)['throughput_32x128_sentences_per_s'])")
@@ -80,9 +85,9 @@ PY
   othr=$(echo "$ort" | python3 -c "import json,sys; print(json.load(sys.stdin)['throughput_32x128_sentences_per_s'])")
   omix=$(echo "$ort" | python3 -c "import json,sys; print(json.load(sys.stdin)['mixed_lengths_sentences_per_s'])")
   # Ratios are speed ratios (> 1: inferox is faster) for latency too.
-  awk -v n="$n" -v a="$lat" -v b="$plat" -v c="$olat" 'BEGIN {printf "| %s | latency, batch 1 (ms) | %.2f | %.2f | %.2f | %.2fx | %.2fx |\n", n, a, b, c, b/a, c/a}'
-  awk -v n="$n" -v a="$thr" -v b="$pthr" -v c="$othr" 'BEGIN {printf "| %s | throughput, 32 x 128 (sentences/s) | %.1f | %.1f | %.1f | %.2fx | %.2fx |\n", n, a, b, c, a/b, a/c}'
-  awk -v n="$n" -v a="$mix" -v b="$pmix" -v c="$omix" 'BEGIN {printf "| %s | mixed lengths, 32 texts (sentences/s) | %.1f | %.1f | %.1f | %.2fx | %.2fx |\n", n, a, b, c, a/b, a/c}'
+  awk -v n="$n" -v a="$lat" -v d="$blat" -v b="$plat" -v c="$olat" 'BEGIN {printf "| %s | latency, batch 1 (ms) | %.2f | %.2f | %.2f | %.2f | %.2fx | %.2fx | %.2fx |\n", n, a, d, b, c, b/a, c/a, c/d}'
+  awk -v n="$n" -v a="$thr" -v d="$bthr" -v b="$pthr" -v c="$othr" 'BEGIN {printf "| %s | throughput, 32 x 128 (sentences/s) | %.1f | %.1f | %.1f | %.1f | %.2fx | %.2fx | %.2fx |\n", n, a, d, b, c, a/b, a/c, d/c}'
+  awk -v n="$n" -v a="$mix" -v d="$bmix" -v b="$pmix" -v c="$omix" 'BEGIN {printf "| %s | mixed lengths, 32 texts (sentences/s) | %.1f | %.1f | %.1f | %.1f | %.2fx | %.2fx | %.2fx |\n", n, a, d, b, c, a/b, a/c, d/c}'
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
