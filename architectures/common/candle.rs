@@ -27,17 +27,12 @@ impl Dense {
     /// CPU with AVX-512 an f32 weight is packed for the backend's kernel, and inside a load
     /// that asks for bf16 ([`float_device`]) it is rounded to bf16 as it is packed.
     pub fn new(weight: &Tensor, bias: Option<Tensor>) -> candle::Result<Dense> {
-        let weight_t = weight.t()?.contiguous()?;
-        let packable = weight_t.device().is_cpu()
-            && weight_t.dtype() == candle::DType::F32
-            && packed::supported();
+        let packable =
+            weight.device().is_cpu() && weight.dtype() == candle::DType::F32 && packed::supported();
         let weight = if packable {
-            DenseWeight::Packed(PackedWeight::from_tensor(
-                &weight_t,
-                packed::bf16_requested(),
-            )?)
+            DenseWeight::Packed(PackedWeight::from_linear(weight, packed::bf16_requested())?)
         } else {
-            DenseWeight::Transposed(weight_t)
+            DenseWeight::Transposed(weight.t()?.contiguous()?)
         };
         Ok(Dense { weight, bias })
     }

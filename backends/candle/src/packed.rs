@@ -104,8 +104,29 @@ impl PackedWeight {
     /// Packs the row-major `[k, n]` f32 matrix `w` (`y = x · w`), rounded to bf16 if `bf16`.
     pub fn pack(w: &[f32], k: usize, n: usize, bf16: bool) -> PackedWeight {
         assert_eq!(w.len(), k * n, "PackedWeight::pack: shapes do not agree");
+        Self::pack_with(k, n, bf16, |row, col| w[row * n + col])
+    }
+
+    /// Packs the transpose of the row-major `[n, k]` matrix `w` (PyTorch's `nn.Linear`
+    /// layout, `y = x · wᵀ`) without a transposed copy.
+    pub fn pack_transposed(w: &[f32], k: usize, n: usize, bf16: bool) -> PackedWeight {
+        assert_eq!(
+            w.len(),
+            k * n,
+            "PackedWeight::pack_transposed: shapes do not agree"
+        );
+        Self::pack_with(k, n, bf16, |row, col| w[col * k + row])
+    }
+
+    /// Packs the `[k, n]` matrix whose element `(row, col)` is `get(row, col)`.
+    fn pack_with(
+        k: usize,
+        n: usize,
+        bf16: bool,
+        get: impl Fn(usize, usize) -> f32,
+    ) -> PackedWeight {
         let panels = n.div_ceil(NR);
-        let at = |row: usize, col: usize| if col < n { w[row * n + col] } else { 0.0 };
+        let at = |row: usize, col: usize| if col < n { get(row, col) } else { 0.0 };
         let panels = if bf16 {
             let mut out = vec![0u32; panels * k * LANES];
             for (j, panel) in out.chunks_exact_mut(k * LANES).enumerate() {
@@ -132,11 +153,11 @@ impl PackedWeight {
         PackedWeight { k, n, panels }
     }
 
-    /// Packs a `[k, n]` tensor (any float dtype, CPU).
-    pub fn from_tensor(w: &Tensor, bf16: bool) -> candle::Result<PackedWeight> {
-        let (k, n) = w.dims2()?;
+    /// Packs an `[n, k]` `nn.Linear` weight for `y = x · wᵀ` (any float dtype, CPU).
+    pub fn from_linear(w: &Tensor, bf16: bool) -> candle::Result<PackedWeight> {
+        let (n, k) = w.dims2()?;
         let w = w.to_dtype(candle::DType::F32)?.contiguous()?;
-        let packed = crate::dense::with_f32(&w, |v| PackedWeight::pack(v, k, n, bf16));
+        let packed = crate::dense::with_f32(&w, |v| PackedWeight::pack_transposed(v, k, n, bf16));
         packed.ok_or_else(|| candle::Error::Msg("packing a weight needs a CPU tensor".into()))
     }
 
@@ -525,8 +546,16 @@ mod tests {
                 .map(|i| ((i * 104729) % 997) as f32 / 997.0 - 0.5)
                 .collect();
             let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
+            // The same matrix given as its transpose packs to the same panels.
+            let wt: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
             for bf16 in [false, true] {
                 let packed = PackedWeight::pack(&w, k, n, bf16);
+                let again = PackedWeight::pack_transposed(&wt, k, n, bf16);
+                match (&packed.panels, &again.panels) {
+                    (Panels::F32(a), Panels::F32(b)) => assert_eq!(a, b),
+                    (Panels::Bf16(a), Panels::Bf16(b)) => assert_eq!(a, b),
+                    _ => panic!("formats differ"),
+                }
                 let want = reference(&x, &w, (m, k, n), bf16);
                 for with_bias in [true, false] {
                     let b = with_bias.then_some(&bias[..]);
