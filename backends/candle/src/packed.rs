@@ -4,7 +4,7 @@
 //! product is the stored weight times the f32 activation, summed in f32 with AVX-512 FMAs.
 //!
 //! Packing: the `[k, n]` weight is cut into panels of [`NR`] columns, each panel stored row
-//! after row, so the kernel streams one panel from start to end while it keeps [`MR`] rows of
+//! after row, so the kernel streams a slice of 256 rows of a panel while it keeps 12 rows of
 //! output in registers. An f32 row is two vectors; a bf16 row is 16 32-bit lanes, lane `c`
 //! carrying column `c` in its low half and column `c + 16` in its high half, so one load and a
 //! shift / a mask give the two f32 vectors. Bias is written into the accumulators first: the
