@@ -4,7 +4,7 @@ use super::print_json;
 use anyhow::{Context, bail};
 use inferox::model::DecodeStep;
 use inferox::schema::{Dim, TensorSpec, TokenField};
-use inferox::{DType, Device, HostTensor, LoadOptions, LoadPackage, LoadedModel, NamedTensors};
+use inferox::{DType, HostTensor, LoadPackage, LoadedModel, NamedTensors};
 use serde_json::json;
 use std::time::Instant;
 
@@ -31,15 +31,8 @@ pub struct Args {
     /// Untimed runs before the timed ones (caches, thread pools, page faults).
     #[arg(long, default_value_t = 1, value_name = "W")]
     warmup: usize,
-    /// Backend to run on (default: the first the package lists that this binary has).
-    #[arg(long)]
-    backend: Option<String>,
-    /// Device: cpu, cuda, cuda:N, metal.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Compute dtype for the weights: f32, f16 or bf16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    #[command(flatten)]
+    placement: super::Placement,
     /// Print one JSON document on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -98,21 +91,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("--repetitions must be at least 1");
     }
     let package = super::open_package(args.package.as_deref())?;
-    let options = LoadOptions {
-        backend: args.backend.clone(),
-        dtype: Some(args.dtype.parse::<DType>()?),
-        device: args.device.parse::<Device>()?,
-        threads: super::threads(),
-        ..Default::default()
-    };
-    let mut model = package.load(&options)?;
+    let mut model = package.load(&args.placement.options()?)?;
     let threads = super::threads_in_effect().0;
     let mut report = json!({
         "package": package.root().display().to_string(),
         "model_type": model.info().model_type,
         "backend": model.backend(),
-        "device": args.device,
-        "dtype": args.dtype,
+        "device": args.placement.device,
+        "dtype": args.placement.dtype,
         "threads": threads,
         "repetitions": args.repetitions,
     });
@@ -121,7 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         package.root().display(),
         model.info().model_type,
         model.backend(),
-        args.dtype,
+        args.placement.dtype,
         threads,
         args.repetitions
     );

@@ -3,9 +3,9 @@
 use super::print_json;
 use anyhow::Context;
 use inferox::LoadPackage;
+use inferox::LoadedModel;
 use inferox::chat::ChatMessage;
 use inferox::generate::{GenerateOptions, Generation, GenerationStats, TextStream};
-use inferox::{DType, Device, LoadOptions, LoadedModel};
 use std::io::{BufRead, IsTerminal, Write};
 
 /// Options shared by `generate` and `chat`.
@@ -41,15 +41,8 @@ pub struct Sampling {
     /// Do not stop at end-of-sequence tokens (for benchmarks: always generate --max-tokens).
     #[arg(long)]
     ignore_eos: bool,
-    /// Backend to run on (default: the first the package lists that this binary has).
-    #[arg(long)]
-    backend: Option<String>,
-    /// Device: cpu, cuda, cuda:N, metal.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Compute dtype for dense weights: f32, f16 or bf16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    #[command(flatten)]
+    placement: super::Placement,
 }
 
 impl Sampling {
@@ -68,14 +61,7 @@ impl Sampling {
 
     fn load(&self) -> anyhow::Result<LoadedModel> {
         let package = super::open_package(self.package.as_deref())?;
-        let options = LoadOptions {
-            backend: self.backend.clone(),
-            dtype: Some(self.dtype.parse::<DType>()?),
-            device: self.device.parse::<Device>()?,
-            threads: super::threads(),
-            ..Default::default()
-        };
-        Ok(package.load(&options)?)
+        Ok(package.load(&self.placement.options()?)?)
     }
 }
 

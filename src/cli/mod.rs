@@ -24,6 +24,34 @@ pub fn threads() -> Option<usize> {
     THREADS.get().copied().flatten()
 }
 
+/// Where and how a command runs a package: `--backend`, `--device`, `--dtype`.
+#[derive(clap::Args)]
+pub struct Placement {
+    /// Backend to run on (default: the first the package lists that this binary has).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Device: cpu, cuda, cuda:N, metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Compute dtype: f32, f16 or bf16 (outputs are always float32). On CPUs with AVX-512, bf16
+    /// keeps the dense layers' weights in bf16 and computes in f32.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+impl Placement {
+    /// Load options with these settings and the global `--threads`.
+    pub fn options(&self) -> anyhow::Result<inferox::LoadOptions> {
+        Ok(inferox::LoadOptions {
+            backend: self.backend.clone(),
+            dtype: Some(self.dtype.parse::<inferox::DType>()?),
+            device: self.device.parse::<inferox::Device>()?,
+            threads: threads(),
+            ..Default::default()
+        })
+    }
+}
+
 /// The threads tensor work runs on, and where that count comes from.
 pub fn threads_in_effect() -> (usize, &'static str) {
     for var in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {

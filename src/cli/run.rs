@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 use inferox::LoadPackage;
 use inferox::manifest::Pooling;
 use inferox::pipeline::cosine;
-use inferox::{DType, Device, EmbedOptions, LoadOptions, LoadedModel, NamedTensors};
+use inferox::{EmbedOptions, LoadOptions, LoadedModel, NamedTensors};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -35,12 +35,8 @@ pub struct Args {
     /// A raw input tensor from a NumPy file (repeat for each input).
     #[arg(long = "input", value_name = "NAME=FILE.npy", conflicts_with = "texts")]
     inputs: Vec<String>,
-    /// Backend to run on (default: the first the package lists that this binary has).
-    #[arg(long)]
-    backend: Option<String>,
-    /// Device: cpu, cuda, cuda:N, metal.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    placement: super::Placement,
     /// Quantized models: take float32 inputs and return float32 outputs, (de)quantizing at the
     /// boundary with the scale and zero point in the schema.
     #[arg(long)]
@@ -49,9 +45,6 @@ pub struct Args {
     /// the output; in --json they print as null).
     #[arg(long)]
     allow_non_finite: bool,
-    /// Compute dtype for the weights: f32, f16 or bf16 (outputs are always float32).
-    #[arg(long, default_value = "f32")]
-    dtype: String,
     /// Print one JSON document on stdout.
     #[arg(long)]
     json: bool,
@@ -77,7 +70,8 @@ pub struct Args {
     /// L2-normalise embeddings (default: the package's setting).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     normalize: Option<bool>,
-    /// Texts per forward pass when embedding.
+    /// Most texts per forward pass when embedding. Texts are tokenized first and grouped by
+    /// token count, so short texts are not padded to a long one's length.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Refuse texts longer than the model's maximum instead of truncating them.
@@ -325,12 +319,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         package.verify()?;
     }
     let options = LoadOptions {
-        backend: args.backend.clone(),
-        dtype: Some(args.dtype.parse::<DType>()?),
-        device: args.device.parse::<Device>()?,
-        threads: super::threads(),
         dequantize: args.dequantize,
         allow_non_finite: args.allow_non_finite,
+        ..args.placement.options()?
     };
     let mut model = package.load(&options)?;
     if !args.images.is_empty() {
