@@ -6,9 +6,11 @@
 
 use super::{Batch, BertConfig, Flavor, Layout};
 use crate::common::Activation;
-use crate::common::candle::{Dense, float_device, fused_qkv, layer_norm, self_attention};
+use crate::common::candle::{
+    Dense, LayerNorm, float_device, fused_qkv, layer_norm, self_attention,
+};
 use candle::{DType, Device, Module, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
 use inferox_candle::{Result, Weights, candle_core as candle, candle_nn, to_host};
 use inferox_core::load::LoadRequest;
 use inferox_core::manifest::ArtifactRole;

@@ -5,11 +5,12 @@
 
 use super::{ClipConfig, LAYER, pooled_positions, text_attention_bias};
 use crate::common::candle::{
-    Dense, PatchEmbeddings, PreNormLayer, float_device, layer_norm, pixel_tensor, too_small,
+    Dense, LayerNorm, PatchEmbeddings, PreNormLayer, float_device, layer_norm, pixel_tensor,
+    too_small,
 };
 use crate::common::{Activation, read_checked_config};
 use candle::{DType, Device, Module, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
 use inferox_candle::{Result, Weights, candle_core as candle, candle_nn, to_host};
 use inferox_core::Error;
 use inferox_core::load::LoadRequest;

@@ -4,7 +4,7 @@
 
 use super::{Activation, LayerNames};
 use inferox_candle::candle_core::{self as candle, Module, Tensor};
-use inferox_candle::candle_nn::{self, LayerNorm, VarBuilder};
+use inferox_candle::candle_nn::VarBuilder;
 use inferox_candle::packed::{self, Bf16Scope, PackedWeight};
 
 /// A dense layer with its weight stored transposed (`[in, out]`, contiguous): the layout the
@@ -104,9 +104,26 @@ pub fn float_device(
     Ok((device, dtype, Bf16Scope::begin(bf16)))
 }
 
+/// A layer norm (`nn.LayerNorm`) run by the backend's fused kernel.
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+        inferox_candle::fused::layer_norm(x, &self.weight, Some(&self.bias), self.eps)
+    }
+}
+
 /// A layer norm of `size` under `vb` (`weight`, `bias`).
 pub fn layer_norm(vb: VarBuilder, size: usize, eps: f64) -> candle::Result<LayerNorm> {
-    candle_nn::layer_norm(size, eps, vb)
+    Ok(LayerNorm {
+        weight: vb.get(size, "weight")?,
+        bias: vb.get(size, "bias")?,
+        eps,
+    })
 }
 
 /// The query, key and value projections under `vb` (`{q}.weight`, `{q}.bias`, ... for the

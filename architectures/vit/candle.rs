@@ -5,11 +5,12 @@
 
 use super::{Layout, VitConfig};
 use crate::common::candle::{
-    Dense, PatchEmbeddings, PreNormLayer, float_device, layer_norm, pixel_tensor, too_small,
+    Dense, LayerNorm, PatchEmbeddings, PreNormLayer, float_device, layer_norm, pixel_tensor,
+    too_small,
 };
 use crate::common::{Activation, read_checked_config};
 use candle::{Device, Module};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
 use inferox_candle::{Result, Weights, candle_core as candle, candle_nn, to_host};
 use inferox_core::load::LoadRequest;
 use inferox_core::manifest::ArtifactRole;

@@ -230,6 +230,86 @@ pub fn bias_residual(
     }
 }
 
+/// Layer norm of each row of `x` into `y`: `(x - mean) / sqrt(var + eps) · gamma + beta`, the
+/// mean and the (biased) variance in two passes over the row, as PyTorch computes them.
+#[inline(always)]
+fn layer_norm_rows(x: &[f32], y: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = gamma.len();
+    for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+        // Sixteen partial sums, so the reductions vectorise.
+        let mut acc = [0f32; 16];
+        let (body, tail) = xr.split_at(n - n % 16);
+        for c in body.chunks_exact(16) {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += v;
+            }
+        }
+        let mean = (acc.iter().sum::<f32>() + tail.iter().sum::<f32>()) / n as f32;
+        let mut acc = [0f32; 16];
+        for c in body.chunks_exact(16) {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += (v - mean) * (v - mean);
+            }
+        }
+        let tail_sq: f32 = tail.iter().map(|&v| (v - mean) * (v - mean)).sum();
+        let var = (acc.iter().sum::<f32>() + tail_sq) / n as f32;
+        let rstd = 1.0 / (var + eps).sqrt();
+        for (((o, &v), &g), &b) in yr.iter_mut().zip(xr).zip(gamma).zip(beta) {
+            *o = (v - mean) * rstd * g + b;
+        }
+    }
+}
+
+crate::multiversion!(layer_norm_simd(x: &[f32], y: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) => layer_norm_rows);
+
+/// Layer norm over the last dimension of `x` (`[..., n]`) with `gamma` and `beta` of `[n]`
+/// (`beta` absent: zero), into a new tensor, split over candle's worker pool on the CPU for
+/// f32 (candle_nn's runs on rayon's pool, a second set of threads that each call wakes);
+/// candle_nn's op otherwise.
+pub fn layer_norm(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: Option<&Tensor>,
+    eps: f64,
+) -> candle::Result<Tensor> {
+    let x = &x.contiguous()?;
+    let n = x.dims().last().copied().unwrap_or(0);
+    let fast = n > 0 && gamma.dims() == [n] && cpu_f32_contiguous(x) && cpu_f32_contiguous(gamma);
+    let beta_values = match beta {
+        Some(b) if fast && b.dims() == [n] => with_f32(b, <[f32]>::to_vec),
+        None if fast => Some(vec![0.0; n]),
+        _ => None,
+    };
+    let (Some(beta_values), Some(gamma_values)) = (beta_values, with_f32(gamma, <[f32]>::to_vec))
+    else {
+        let zeros;
+        let beta = match beta {
+            Some(b) => b,
+            None => {
+                zeros = gamma.zeros_like()?;
+                &zeros
+            }
+        };
+        return super::candle_nn::ops::layer_norm(x, gamma, beta, eps as f32);
+    };
+    let y = with_f32(x, |xs| {
+        let mut y = vec![0f32; xs.len()];
+        par_rows(&mut y, n, &|rows, r0| {
+            let from = r0 * n;
+            layer_norm_simd(
+                &xs[from..from + rows.len()],
+                rows,
+                &gamma_values,
+                &beta_values,
+                eps as f32,
+            )
+        });
+        y
+    })
+    .ok_or_else(|| candle::Error::Msg("layer norm: expected a contiguous f32 tensor".into()))?;
+    Tensor::from_vec(y, x.dims(), x.device())
+}
+
 /// `softmax(x + bias)` over each row of `x`, in place.
 #[inline(always)]
 fn softmax_row(x: &mut [f32], bias: &[f32]) {
@@ -395,6 +475,70 @@ mod tests {
         let got = bias_residual(x.copy().unwrap(), Some(&bias), &r).unwrap();
         let want = (x.broadcast_add(&bias).unwrap() + &r).unwrap();
         assert_eq!(max_diff(&got, &want), 0.0);
+    }
+
+    #[test]
+    fn layer_norm_matches_candle_nn() {
+        let dev = candle::Device::Cpu;
+        // Rows longer and shorter than a vector, an offset mean, 1000 rows over several tasks.
+        for n in [7usize, 384, 770] {
+            let rows = 1000;
+            let x: Vec<f32> = (0..rows * n)
+                .map(|i| 3.0 + ((i * 7919) % 1013) as f32 / 97.0)
+                .collect();
+            let x = Tensor::from_vec(x, (rows, n), &dev).unwrap();
+            let g = Tensor::from_vec((0..n).map(|i| 0.5 + i as f32 / n as f32).collect(), n, &dev)
+                .unwrap();
+            let b =
+                Tensor::from_vec((0..n).map(|i| i as f32 * 0.01 - 1.0).collect(), n, &dev).unwrap();
+            // PyTorch's two-pass statistics, in f64.
+            let reference = |beta: bool, eps: f64| {
+                let (xs, gs, bs) = (
+                    x.to_vec2::<f32>().unwrap(),
+                    g.to_vec1::<f32>().unwrap(),
+                    b.to_vec1::<f32>().unwrap(),
+                );
+                let out: Vec<f32> = xs
+                    .iter()
+                    .flat_map(|r| {
+                        let mean = r.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+                        let var =
+                            r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+                        let rstd = 1.0 / (var + eps).sqrt();
+                        r.iter()
+                            .zip(&gs)
+                            .zip(&bs)
+                            .map(move |((&v, &g), &b)| {
+                                let b = if beta { b as f64 } else { 0.0 };
+                                ((v as f64 - mean) * rstd * g as f64 + b) as f32
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                Tensor::from_vec(out, (rows, n), &dev).unwrap()
+            };
+            let got = layer_norm(&x, &g, Some(&b), 1e-12).unwrap();
+            let d = max_diff(&got, &reference(true, 1e-12));
+            assert!(d < 2e-6, "n = {n}: {d}");
+            let got = layer_norm(&x, &g, None, 1e-5).unwrap();
+            let d = max_diff(&got, &reference(false, 1e-5));
+            assert!(d < 2e-6, "n = {n}, no beta: {d}");
+            // A transposed (non-contiguous) input is normalised as its contiguous copy.
+            let t = x.t().unwrap();
+            let got = layer_norm(
+                &t,
+                &Tensor::ones(rows, DType::F32, &dev).unwrap(),
+                None,
+                1e-5,
+            );
+            let want = layer_norm(
+                &t.contiguous().unwrap(),
+                &Tensor::ones(rows, DType::F32, &dev).unwrap(),
+                None,
+                1e-5,
+            );
+            assert_eq!(max_diff(&got.unwrap(), &want.unwrap()), 0.0);
+        }
     }
 
     #[test]
