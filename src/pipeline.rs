@@ -99,27 +99,41 @@ pub fn embed(
         ));
     }
     let (pooling, normalize, output) = settings(model, options)?;
-    let pre = model.preprocessor()?;
-    let tokenized = pre.tokenize_batch(texts, options.truncate)?;
-    let lengths: Vec<usize> = (0..tokenized.count())
-        .map(|i| tokenized.len_of(i))
-        .collect();
     let mut result = vec![Vec::new(); texts.len()];
     let mut truncated = Vec::new();
-    for rows in buckets(&lengths, options.batch_size) {
-        let encoded = model.preprocessor()?.pack(&tokenized, &rows)?;
-        let outputs = model.run(&encoded.inputs)?;
-        let hidden = outputs.get(&output).ok_or_else(|| Error::Output {
-            name: output.clone(),
-            message: "missing from the model's outputs".into(),
-        })?;
-        let pooled = pool(hidden, &encoded.lengths, pooling, encoded.left_padded)?;
-        truncated.extend(encoded.truncated.iter().map(|&j| rows[j]));
-        for (&i, mut v) in rows.iter().zip(pooled) {
-            if normalize {
-                l2_normalize(&mut v);
+    // Texts are tokenized and grouped a window at a time, so a call with a whole corpus holds
+    // the encodings of one window, not of every text.
+    let window = options.batch_size.saturating_mul(WINDOW_BATCHES);
+    for (w, chunk) in texts.chunks(window).enumerate() {
+        let first = w * window;
+        let tokenized = model
+            .preprocessor()?
+            .tokenize_batch(chunk, options.truncate)
+            .map_err(|e| match e {
+                // The caller's index, not the position in the window.
+                Error::TextTooLong { index, length, max } => Error::TextTooLong {
+                    index: first + index,
+                    length,
+                    max,
+                },
+                other => other,
+            })?;
+        let lengths: Vec<usize> = (0..chunk.len()).map(|i| tokenized.len_of(i)).collect();
+        for rows in buckets(&lengths, options.batch_size) {
+            let encoded = model.preprocessor()?.pack(&tokenized, &rows)?;
+            let outputs = model.run(&encoded.inputs)?;
+            let hidden = outputs.get(&output).ok_or_else(|| Error::Output {
+                name: output.clone(),
+                message: "missing from the model's outputs".into(),
+            })?;
+            let pooled = pool(hidden, &encoded.lengths, pooling, encoded.left_padded)?;
+            truncated.extend(encoded.truncated.iter().map(|&j| first + rows[j]));
+            for (&i, mut v) in rows.iter().zip(pooled) {
+                if normalize {
+                    l2_normalize(&mut v);
+                }
+                result[first + i] = v;
             }
-            result[i] = v;
         }
     }
     truncated.sort_unstable();
@@ -128,6 +142,9 @@ pub fn embed(
         truncated,
     })
 }
+
+/// Batches per window of texts tokenized and grouped together.
+const WINDOW_BATCHES: usize = 64;
 
 /// Work of one forward pass besides its tokens, in tokens: the per-pass cost of small
 /// products and per-op overhead, which makes many tiny batches slower than a few padded ones.

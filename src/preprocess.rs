@@ -11,11 +11,7 @@ use crate::source::FileRef;
 use crate::tensor::{DType, HostTensor, NamedTensors, TensorData};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
-use tokenizers::utils::padding::pad_encodings;
-use tokenizers::{
-    Encoding, PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection,
-    TruncationParams, TruncationStrategy,
-};
+use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 /// Runs a call into the `tokenizers` crate for the tokenizer at `path`: its errors, and the
 /// panics it raises on some damaged files, become [`Error::Tokenizer`].
@@ -59,10 +55,18 @@ pub struct TextPreprocessor {
     path: PathBuf,
     max_length: usize,
     left_padded: bool,
-    /// Padding to the longest text of a batch, applied by [`TextPreprocessor::pack`]; `None`
-    /// when neither the tokenizer nor the package names a pad token.
-    padding: Option<PaddingParams>,
+    /// The pad token (and its type id) for batches of texts of different lengths, added by
+    /// [`TextPreprocessor::pack`] on the schema's padding side; `None` when neither the
+    /// tokenizer nor the package names one.
+    padding: Option<Padding>,
     fields: Vec<(String, TokenField, DType)>,
+}
+
+/// The token that fills a batch's shorter texts.
+#[derive(Clone, Copy, Debug)]
+struct Padding {
+    id: u32,
+    type_id: u32,
 }
 
 /// Texts tokenized but not yet padded into a batch ([`TextPreprocessor::tokenize_batch`]).
@@ -75,11 +79,6 @@ impl Tokenized {
     /// Number of real tokens of text `i` (special tokens included).
     pub(crate) fn len_of(&self, i: usize) -> usize {
         self.encodings[i].len()
-    }
-
-    /// Number of texts.
-    pub(crate) fn count(&self) -> usize {
-        self.encodings.len()
     }
 }
 
@@ -156,36 +155,22 @@ impl TextPreprocessor {
         Ok(pre)
     }
 
-    /// Pads batches to their longest text with the tokenizer's pad token, else the package's.
-    /// Without either, a batch that needs padding is refused in `pack`. The tokenizer itself
-    /// never pads: batches are padded when they are packed, so texts can be tokenized once and
-    /// grouped by length afterwards.
+    /// Pads batches to their longest text with the tokenizer's pad token, else the package's
+    /// (when its vocabulary has it). Without either, a batch that needs padding is refused in
+    /// `pack`. The tokenizer itself never pads: batches are padded when they are packed, so
+    /// texts can be tokenized once and grouped by length afterwards.
     fn configure_padding(&mut self, hint: &Tokenization) {
-        let direction = match hint.padding_side {
-            PaddingSide::Right => PaddingDirection::Right,
-            PaddingSide::Left => PaddingDirection::Left,
-        };
-        let params = match self.tokenizer.get_padding() {
-            Some(existing) => Some(PaddingParams {
-                strategy: PaddingStrategy::BatchLongest,
-                direction,
-                pad_to_multiple_of: None,
-                ..existing.clone()
+        self.padding = match self.tokenizer.get_padding() {
+            Some(p) => Some(Padding {
+                id: p.pad_id,
+                type_id: p.pad_type_id,
             }),
-            None => hint.pad_id.and_then(|pad_id| {
-                let pad_token = self.tokenizer.id_to_token(pad_id)?;
-                Some(PaddingParams {
-                    strategy: PaddingStrategy::BatchLongest,
-                    direction,
-                    pad_to_multiple_of: None,
-                    pad_id,
-                    pad_type_id: 0,
-                    pad_token,
-                })
-            }),
+            None => hint
+                .pad_id
+                .filter(|&id| self.tokenizer.id_to_token(id).is_some())
+                .map(|id| Padding { id, type_id: 0 }),
         };
         self.tokenizer.with_padding(None);
-        self.padding = params;
     }
 
     fn set_truncation(&mut self, truncate: bool) -> Result<()> {
@@ -269,50 +254,42 @@ impl TextPreprocessor {
     /// The texts `rows` of `tokenized` as one batch of the schema's inputs, padded to the
     /// longest of them; `lengths` and `truncated` of the result are in `rows`' order.
     pub(crate) fn pack(&self, tokenized: &Tokenized, rows: &[usize]) -> Result<Encoded> {
-        let mut encodings: Vec<Encoding> = rows
-            .iter()
-            .map(|&i| {
-                let mut e = tokenized.encodings[i].clone();
-                // Only the lengths matter from here on; the overflow is not padded along.
-                e.set_overflowing(Vec::new());
-                e
-            })
-            .collect();
+        let encodings: Vec<&Encoding> = rows.iter().map(|&i| &tokenized.encodings[i]).collect();
         let batch = encodings.len();
-        let lengths: Vec<usize> = encodings.iter().map(Encoding::len).collect();
-        let longest = lengths.iter().copied().max().unwrap_or(0);
-        match &self.padding {
-            Some(params) => {
-                pad_encodings(&mut encodings, params).map_err(|e| Error::Tokenizer {
-                    path: self.path.clone(),
-                    message: e.to_string(),
-                })?
-            }
-            None if lengths.iter().any(|&l| l != longest) => {
-                return Err(Error::Tokenizer {
-                    path: self.path.clone(),
-                    message: "texts of different lengths need padding, but the tokenizer \
-                              defines no pad token and the package's pad_id is not in its \
-                              vocabulary"
-                        .into(),
-                });
-            }
-            None => {}
+        let lengths: Vec<usize> = encodings.iter().map(|e| e.len()).collect();
+        let seq = lengths.iter().copied().max().unwrap_or(0);
+        if self.padding.is_none() && lengths.iter().any(|&l| l != seq) {
+            return Err(Error::Tokenizer {
+                path: self.path.clone(),
+                message: "texts of different lengths need padding, but the tokenizer defines no \
+                          pad token and the package's pad_id is not in its vocabulary"
+                    .into(),
+            });
         }
-        let seq = longest;
+        let pad = self.padding.unwrap_or(Padding { id: 0, type_id: 0 });
         let truncated = (0..batch)
             .filter(|&j| tokenized.truncated[rows[j]])
             .collect();
         let mut inputs = NamedTensors::new();
         for (name, field, dtype) in &self.fields {
-            let values = encodings.iter().flat_map(|e| match field {
-                TokenField::Ids => e.get_ids(),
-                TokenField::AttentionMask => e.get_attention_mask(),
-                TokenField::TypeIds => e.get_type_ids(),
-            });
+            let (pad, real): (u32, fn(&Encoding) -> &[u32]) = match field {
+                TokenField::Ids => (pad.id, Encoding::get_ids),
+                TokenField::AttentionMask => (0, Encoding::get_attention_mask),
+                TokenField::TypeIds => (pad.type_id, Encoding::get_type_ids),
+            };
+            // Each row: its tokens and `seq - len` pad values on the package's padding side.
+            let mut values = Vec::with_capacity(batch * seq);
+            for e in &encodings {
+                let padding = std::iter::repeat_n(pad, seq - e.len());
+                if self.left_padded {
+                    values.extend(padding.chain(real(e).iter().copied()));
+                } else {
+                    values.extend(real(e).iter().copied().chain(padding));
+                }
+            }
             let data = match dtype {
-                DType::Int32 => TensorData::Int32(values.map(|&v| v as i32).collect()),
-                _ => TensorData::Int64(values.map(|&v| v as i64).collect()),
+                DType::Int32 => TensorData::Int32(values.into_iter().map(|v| v as i32).collect()),
+                _ => TensorData::Int64(values.into_iter().map(i64::from).collect()),
             };
             inputs.insert(name.clone(), HostTensor::new(vec![batch, seq], data)?);
         }

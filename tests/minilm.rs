@@ -125,6 +125,43 @@ fn over_long_text_is_refused_when_truncation_is_off() {
 }
 
 #[test]
+fn texts_past_the_first_window_keep_their_places() {
+    // With batch size 1 a window holds 64 texts: 70 texts span two windows.
+    let (texts, _) = reference();
+    let long = texts.iter().find(|t| t.len() > 2000).unwrap();
+    let short: Vec<&str> = texts
+        .iter()
+        .filter(|t| t.len() < 2000)
+        .map(String::as_str)
+        .collect();
+    let many: Vec<&str> = (0..70).map(|i| short[i % short.len()]).collect();
+    let mut model = package().load(&LoadOptions::default()).unwrap();
+    let one = EmbedOptions {
+        batch_size: 1,
+        ..Default::default()
+    };
+    let windowed = model.embed_with(&many, &one).unwrap().vectors;
+    let whole = model.embed(&many).unwrap();
+    for (i, (a, b)) in windowed.iter().zip(&whole).enumerate() {
+        assert!(cosine(a, b) > 0.999999, "text {i}");
+    }
+    // An error in the second window names the caller's index.
+    let mut with_long = many.clone();
+    with_long[67] = long;
+    let strict = EmbedOptions {
+        truncate: false,
+        ..one
+    };
+    match model.embed_with(&with_long, &strict).unwrap_err() {
+        inferox::Error::TextTooLong { index, .. } => assert_eq!(index, 67),
+        other => panic!("expected TextTooLong, got {other}"),
+    }
+    // Truncation reports it too.
+    let cut = model.embed_with(&with_long, &one).unwrap();
+    assert_eq!(cut.truncated, [67]);
+}
+
+#[test]
 fn bf16_weights_stay_within_cosine_0_9999_of_f32() {
     let (texts, _) = reference();
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
