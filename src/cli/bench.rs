@@ -150,6 +150,9 @@ fn bench_decoder(
         }
     }
     let vocab = decoder.vocab_size() as u64;
+    if vocab == 0 {
+        bail!("the model reports an empty vocabulary: nothing to feed it");
+    }
     // Fixed pseudo-random token ids, as llama-bench feeds: the same work on every run.
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut token = move || {
