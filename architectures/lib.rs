@@ -8,5 +8,6 @@ pub mod common;
 pub mod gpt2;
 pub mod graph;
 pub mod llama;
+pub mod recurrent;
 pub mod resnet;
 pub mod vit;

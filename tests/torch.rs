@@ -2,6 +2,7 @@
 //! Every tiny golden BERT-family model and the real all-MiniLM-L6-v2 must give the same outputs
 //! on torch as on candle (max abs <= 1e-4) and as transformers; a TorchScript export
 //! (tests/golden/generate_torchscript.py) must match the outputs Python computed with it.
+//! Vision models and recurrent networks (LSTM, GRU, RNN) agree across backends the same way.
 
 mod common;
 
@@ -374,6 +375,31 @@ fn vision_goldens_agree_across_backends_and_with_transformers() {
                 let err = max_abs_diff(b.get(&out).unwrap(), &want);
                 assert!(err <= TOLERANCE, "{name} {expected} torch `{out}`: {err}");
             }
+        }
+    }
+}
+
+/// LSTM, GRU and RNN: the same package on libtorch's own recurrent operators and on candle,
+/// both against torch.nn's outputs (tests/golden/generate_recurrent.py).
+#[test]
+fn recurrent_goldens_agree_across_backends_and_with_torch_nn() {
+    let dir = fixtures().join("recurrent");
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    cases.sort();
+    assert_eq!(cases.len(), 8, "the generator's eight cases");
+    for case in cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let (_dir, package) = import(&case.join("model"));
+        let inputs: NamedTensors = read_npy_dir(&case.join("inputs")).into_iter().collect();
+        let a = package.load(&on("candle")).unwrap().run(&inputs).unwrap();
+        let b = package.load(&on("torch")).unwrap().run(&inputs).unwrap();
+        assert_close(&format!("{name} candle vs torch"), &a, &b, 1e-5);
+        for (out, want) in read_npy_dir(&case.join("expected")) {
+            let err = max_abs_diff(b.get(&out).unwrap(), &want);
+            assert!(err <= 1e-5, "{name} torch `{out}`: {err}");
         }
     }
 }

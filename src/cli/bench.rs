@@ -19,10 +19,11 @@ pub struct Args {
     /// Decoders: tokens generated one at a time from an empty cache (0 skips the test).
     #[arg(short = 'n', long, default_value_t = 128, value_name = "N")]
     gen_tokens: usize,
-    /// Encoders: rows per forward pass.
+    /// Encoders, vision and recurrent models: rows (texts, images, sequences) per forward pass.
     #[arg(long, default_value_t = 1, value_name = "B")]
     batch: usize,
-    /// Encoders that take text: tokens per row (special tokens included).
+    /// Encoders that take text: tokens per row (special tokens included); recurrent models:
+    /// steps per sequence.
     #[arg(long, default_value_t = 128, value_name = "S")]
     seq: usize,
     /// Timed runs of each test; the figures are their mean ± standard deviation.
@@ -233,12 +234,13 @@ fn bench_encoder(
         bail!("--batch and --seq must be at least 1");
     }
     let inputs = synthetic_inputs(model, args.batch, args.seq)?;
-    let takes_text = model
-        .info()
-        .io
-        .inputs
-        .iter()
-        .any(|s| s.tokenization().is_some());
+    // Text, and float sequences (recurrent networks), are sized by --seq as well.
+    let takes_text = model.info().io.inputs.iter().any(|s| {
+        s.tokenization().is_some()
+            || s.shape
+                .iter()
+                .any(|d| matches!(d, Dim::Named(n) if n == "sequence"))
+    });
     let seconds = time(args.warmup, args.repetitions, || {
         let outputs = model.run(&inputs)?;
         if outputs.iter().next().is_none() {
@@ -268,8 +270,9 @@ fn bench_encoder(
 }
 
 /// Inputs for `batch` rows: real token ids of an English text cut to `seq` tokens (its last
-/// special token kept) for tokenized inputs, mid-grey noise for images; the sizes come from
-/// the schema's dimensions.
+/// special token kept) for tokenized inputs, a smooth pattern for float inputs (images,
+/// feature sequences); optional inputs are left out. The sizes come from the schema's
+/// dimensions.
 fn synthetic_inputs(
     model: &mut LoadedModel,
     batch: usize,
@@ -321,13 +324,14 @@ fn synthetic_inputs(
                 DType::Int32 => inferox::TensorData::Int32(values.map(|v| v as i32).collect()),
                 _ => inferox::TensorData::Int64(values.collect()),
             }
-        } else if spec.image().is_some() && spec.dtype == DType::Float32 {
-            // Normalised pixels lie around [-2, 2]; a smooth pattern, not constant.
+        } else if spec.optional {
+            continue;
+        } else if spec.dtype == DType::Float32 {
+            // Normalised pixels, and the features recurrent networks read, lie around [-2, 2]:
+            // a smooth pattern, not constant.
             inferox::TensorData::Float32(
                 (0..count).map(|i| ((i % 97) as f32 / 48.0) - 1.0).collect(),
             )
-        } else if spec.optional {
-            continue;
         } else {
             bail!(
                 "input `{}` has no preprocessing hint, so bench cannot make it; time such a \

@@ -6,11 +6,14 @@ pub fn expected_model_types() -> Vec<String> {
         "clip",
         "gpt2",
         "graph",
+        "gru",
         "llama",
+        "lstm",
         "mistral",
         "qwen2",
         "qwen3",
         "resnet",
+        "rnn",
         "roberta",
         "vit",
         "xlm-roberta",
@@ -44,7 +47,18 @@ pub fn expected_pairs() -> Vec<(String, String)> {
         }
     }
     if cfg!(feature = "torch") {
-        for t in ["bert", "camembert", "clip", "resnet", "roberta", "vit", "xlm-roberta"] {
+        for t in [
+            "bert",
+            "camembert",
+            "clip",
+            "gru",
+            "lstm",
+            "resnet",
+            "rnn",
+            "roberta",
+            "vit",
+            "xlm-roberta",
+        ] {
             pairs.push((t.to_string(), "torch".to_string()));
         }
     }

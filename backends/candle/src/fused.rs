@@ -17,7 +17,7 @@ use super::dense::with_f32;
 /// (relative error below 2 × 10⁻⁷); 0 below -87 (where f32 leaves the normal range), and
 /// inputs above 88 are clamped there.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split so that n × LN2_HI is exact for |n| < 2⁸.
     const LN2_HI: f32 = 0.693_145_75;

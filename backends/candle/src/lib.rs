@@ -35,6 +35,7 @@ pub mod fused;
 pub mod gguf;
 pub mod packed;
 pub mod quant;
+pub mod recurrent;
 
 pub use error::{Error, Result};
 

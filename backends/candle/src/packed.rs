@@ -202,44 +202,55 @@ impl PackedWeight {
 
     /// `x · W (+ bias)` for `m` rows of `x` (row-major `[m, k]`): `[m, n]` row-major.
     pub fn matmul_slices(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
-        assert_eq!(x.len(), m * self.k, "packed matmul: shapes do not agree");
         if let Some(b) = bias {
             assert_eq!(b.len(), self.n, "packed matmul: bias size");
         }
         let mut y: Vec<f32> = Vec::with_capacity(m * self.n);
-        let blocks = m.div_ceil(ROWS_PER_TASK);
-        let per_task = blocks.clamp(1, PANELS_PER_TASK);
-        let groups = self.n.div_ceil(NR).div_ceil(per_task);
         {
-            // SAFETY (of every write below): tasks write disjoint blocks of rows × columns, and
-            // together every element of the `m × n` output before it is read.
-            let out = DisjointOut::new(unsafe {
-                std::slice::from_raw_parts_mut(y.as_mut_ptr(), m * self.n)
-            });
-            let out = &out;
-            barrier_pool().execute_chunked(groups * blocks, |range| {
-                for task in range {
-                    let (g, b) = (task / blocks, task % blocks);
-                    let rows = b * ROWS_PER_TASK..((b + 1) * ROWS_PER_TASK).min(m);
-                    let panels =
-                        g * PANELS_PER_TASK..((g + 1) * PANELS_PER_TASK).min(self.n.div_ceil(NR));
-                    self.block(x, rows, panels, bias, out);
-                }
-            });
+            // SAFETY: `run` writes every element of the `m × n` output before reading any.
+            let out = unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr(), m * self.n) };
+            self.run(x, m, Start::Bias(bias), out);
         }
         // SAFETY: every element was written above.
         unsafe { y.set_len(m * self.n) };
         y
     }
 
+    /// `y += x · W` for `m` rows of `x` (row-major `[m, k]`) and of `y` (`[m, n]`): a
+    /// product added to what is there, as a recurrent step adds `h · W_hh` to its gates.
+    pub fn matmul_add(&self, x: &[f32], m: usize, y: &mut [f32]) {
+        assert_eq!(y.len(), m * self.n, "packed matmul: output size");
+        self.run(x, m, Start::Accumulate, y);
+    }
+
+    /// The product into `y`, its first depth block starting from `first`, on candle's pool.
+    fn run(&self, x: &[f32], m: usize, first: Start<'_>, y: &mut [f32]) {
+        assert_eq!(x.len(), m * self.k, "packed matmul: shapes do not agree");
+        let blocks = m.div_ceil(ROWS_PER_TASK);
+        let per_task = blocks.clamp(1, PANELS_PER_TASK);
+        let groups = self.n.div_ceil(NR).div_ceil(per_task);
+        // SAFETY (of every write through `out`): tasks write disjoint blocks of rows × columns.
+        let out = DisjointOut::new(y);
+        let out = &out;
+        barrier_pool().execute_chunked(groups * blocks, |range| {
+            for task in range {
+                let (g, b) = (task / blocks, task % blocks);
+                let rows = b * ROWS_PER_TASK..((b + 1) * ROWS_PER_TASK).min(m);
+                let panels =
+                    g * PANELS_PER_TASK..((g + 1) * PANELS_PER_TASK).min(self.n.div_ceil(NR));
+                self.block(x, rows, panels, first, out);
+            }
+        });
+    }
+
     /// Rows `rows` of the output, columns of panels `panels`, a depth block at a time (the
-    /// first starts from the bias, the others add to what is stored).
+    /// first starts from `first`, the others add to what is stored).
     fn block(
         &self,
         x: &[f32],
         rows: std::ops::Range<usize>,
         panels: std::ops::Range<usize>,
-        bias: Option<&[f32]>,
+        first: Start<'_>,
         out: &DisjointOut,
     ) {
         let k = self.k;
@@ -251,8 +262,8 @@ impl PackedWeight {
                 let x_rows = &x[r * k..(r + mr) * k];
                 for j in panels.clone() {
                     let cols = j * NR..((j + 1) * NR).min(self.n);
-                    let start = match k0 {
-                        0 => Start::Bias(bias.map(|b| &b[cols.clone()])),
+                    let start = match (k0, first) {
+                        (0, Start::Bias(bias)) => Start::Bias(bias.map(|b| &b[cols.clone()])),
                         _ => Start::Accumulate,
                     };
                     // SAFETY: this task owns rows r..r + mr of columns `cols`.
@@ -574,6 +585,19 @@ mod tests {
                         "{m}x{k}x{n} bf16={bf16}: relative error {worst}"
                     );
                 }
+                // Added to what the output holds (across every depth block).
+                let mut acc: Vec<f32> = (0..m * n).map(|i| (i % 13) as f32 - 6.0).collect();
+                packed.matmul_add(&x, m, &mut acc);
+                let worst = acc
+                    .iter()
+                    .zip(&want)
+                    .enumerate()
+                    .map(|(i, (&a, &w))| {
+                        let w = w + ((i % 13) as f64 - 6.0);
+                        (a as f64 - w).abs() / (1.0 + w.abs())
+                    })
+                    .fold(0f64, f64::max);
+                assert!(worst < 1e-5, "{m}x{k}x{n} bf16={bf16} add: {worst}");
                 // The portable kernel computes the same sums.
                 let cols = n.min(NR);
                 let mut y = vec![0f32; cols];
