@@ -4,7 +4,7 @@
 # sha256, and unpacked under $INFEROX_MODELS (default ~/.cache/inferox/models). Runs again in
 # a moment once everything is in place.
 #
-# usage: scripts/fetch-models.sh [minilm|smollm2|images|all]   (default: minilm)
+# usage: scripts/fetch-models.sh [minilm|smollm2|images|silero|all]   (default: minilm)
 set -euo pipefail
 WHAT="${1:-minilm}"
 DEST="${INFEROX_MODELS:-$HOME/.cache/inferox/models}"
@@ -79,4 +79,10 @@ if want images; then  # real photographs of several formats and modes, for the v
     skimage/data/logo.png f2c57fe8af089f08b5ba523d95573c26e62904ac5967f4c8851b27d033690168 \
     skimage/data/no_time_for_that_tiny.gif 20abe94ba9e45f18de416c5fbef8d1f57a499600be40f9a200fae246010eefce
 fi
-case "$WHAT" in minilm|smollm2|images|all) ;; *) echo "usage: $0 [minilm|smollm2|images|all]" >&2; exit 2;; esac
+if want silero; then  # Silero VAD: its 16 kHz model's safetensors, and its ONNX file (the reference)
+  fetch silero-vad 6.2.3 7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8 \
+    silero-vad \
+    silero_vad/data/silero_vad_16k.safetensors c59271c284ae9c8335d795d60e0bfdb71aaaceec578d9bd9ffc1b8153c319ea1 \
+    silero_vad/data/silero_vad.onnx 1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3
+fi
+case "$WHAT" in minilm|smollm2|images|silero|all) ;; *) echo "usage: $0 [minilm|smollm2|images|silero|all]" >&2; exit 2;; esac

@@ -4,8 +4,8 @@
 #   scripts/test.sh            # all stages: default, torch, tflite
 #   scripts/test.sh default    # candle (the default features): unit and doc tests, golden tests
 #                              # against transformers and llama.cpp, the real models
-#                              # (all-MiniLM-L6-v2, SmolLM2-135M-Instruct, fetched first),
-#                              # bad-input, CLI and hub tests
+#                              # (all-MiniLM-L6-v2, SmolLM2-135M-Instruct, Silero VAD, fetched
+#                              # first), bad-input, CLI and hub tests, examples/silero-vad
 #   scripts/test.sh torch      # --features torch: libtorch 2.13 from PyPI wheels
 #                              # (scripts/install-libtorch.sh), candle/torch parity, TorchScript
 #   scripts/test.sh tflite     # --features tflite: TensorFlow Lite C library and Debian packages
@@ -38,6 +38,9 @@ run_default() {
   echo "== tests: default features (candle): the facade, core, candle backend, architectures"
   scripts/fetch-models.sh all
   cargo test "$@"
+  echo "-- examples/silero-vad: a real recurrent model registered from outside, against its ONNX runtime"
+  # With the facade's default features, as the tests above built it: no second set of crates.
+  cargo test -p silero-vad --features inferox/default "$@"
   echo "-- the library as an app embeds it (candle, no cli/hub) builds no CLI or HTTP crates"
   local deps
   deps="$(cargo tree -p inferox --no-default-features --features candle -e normal --prefix none)"
