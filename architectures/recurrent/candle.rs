@@ -7,7 +7,7 @@
 //! kernel (`inferox_candle::recurrent`) on host buffers; on other devices and dtypes, candle's
 //! tensor ops.
 
-use super::{Cell, RecurrentConfig, param};
+use super::{Cell, RecurrentConfig, float_input, missing, param};
 use crate::common::candle::{Dense, float_device};
 use crate::common::read_checked_config;
 use candle::{DType, Device, Tensor};
@@ -142,14 +142,10 @@ impl Recurrent {
 
     /// Input `name` as a candle tensor, if given.
     fn input(&self, inputs: &NamedTensors, name: &str) -> Result<Option<Tensor>> {
-        let Some(t) = inputs.get(name) else {
+        let Some((shape, values)) = float_input(inputs, name)? else {
             return Ok(None);
         };
-        let values = t.as_f32().ok_or_else(|| inferox_core::Error::Input {
-            name: name.into(),
-            message: format!("dtype is {}, expected float32", t.dtype()),
-        })?;
-        let x = Tensor::from_slice(values, t.shape(), &self.device)?.to_dtype(self.dtype)?;
+        let x = Tensor::from_slice(values, shape, &self.device)?.to_dtype(self.dtype)?;
         Ok(Some(x))
     }
 
@@ -179,20 +175,8 @@ impl Recurrent {
         inputs: &NamedTensors,
     ) -> Result<NamedTensors> {
         let cfg = &self.cfg;
-        let host = |name: &str| -> Result<Option<(&[usize], &[f32])>> {
-            let Some(t) = inputs.get(name) else {
-                return Ok(None);
-            };
-            let values = t.as_f32().ok_or_else(|| inferox_core::Error::Input {
-                name: name.into(),
-                message: format!("dtype is {}, expected float32", t.dtype()),
-            })?;
-            Ok(Some((t.shape(), values)))
-        };
-        let (shape, x) = host("input")?.ok_or_else(|| inferox_core::Error::Input {
-            name: "input".into(),
-            message: "missing (it is required)".into(),
-        })?;
+        let host = |name: &str| float_input(inputs, name);
+        let (shape, x) = host("input")?.ok_or_else(|| missing("input"))?;
         let &[a, b, features] = shape else {
             return Err(input_error(
                 "input",
@@ -276,10 +260,7 @@ impl Recurrent {
     ) -> Result<NamedTensors> {
         let x = self
             .input(inputs, "input")?
-            .ok_or_else(|| inferox_core::Error::Input {
-                name: "input".into(),
-                message: "missing (it is required)".into(),
-            })?;
+            .ok_or_else(|| missing("input"))?;
         // Time first inside: a step is a contiguous block of rows.
         let x = match self.cfg.batch_first {
             true => x.transpose(0, 1)?.contiguous()?,

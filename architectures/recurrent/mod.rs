@@ -238,6 +238,29 @@ impl RecurrentConfig {
     }
 }
 
+/// Input `name`'s shape and float32 values, if given; another dtype is an input error.
+pub fn float_input<'a>(
+    inputs: &'a inferox_core::tensor::NamedTensors,
+    name: &str,
+) -> Result<Option<(&'a [usize], &'a [f32])>> {
+    let Some(t) = inputs.get(name) else {
+        return Ok(None);
+    };
+    let values = t.as_f32().ok_or_else(|| Error::Input {
+        name: name.into(),
+        message: format!("dtype is {}, expected float32", t.dtype()),
+    })?;
+    Ok(Some((t.shape(), values)))
+}
+
+/// The error of a required input left out.
+pub fn missing(name: &str) -> Error {
+    Error::Input {
+        name: name.into(),
+        message: "missing (it is required)".into(),
+    }
+}
+
 /// PyTorch's name of parameter `kind` of `layer` in `direction` (1: `_reverse`).
 pub fn param(kind: &str, layer: usize, direction: usize) -> String {
     let suffix = if direction == 1 { "_reverse" } else { "" };

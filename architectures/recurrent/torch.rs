@@ -2,7 +2,7 @@
 //! (`torch/nn/modules/rnn.py`, <https://github.com/pytorch/pytorch/blob/main/torch/nn/modules/rnn.py>),
 //! given the `state_dict`'s tensors in the module's flat-weights order.
 
-use super::{Cell, RecurrentConfig};
+use super::{Cell, RecurrentConfig, missing};
 use crate::common::read_checked_config;
 use inferox_core::load::LoadRequest;
 use inferox_core::manifest::ArtifactRole;
@@ -70,10 +70,7 @@ impl Recurrent {
         let _guard = tch::no_grad_guard();
         let x = self
             .input(inputs, "input")?
-            .ok_or_else(|| inferox_core::Error::Input {
-                name: "input".into(),
-                message: "missing (it is required)".into(),
-            })?;
+            .ok_or_else(|| missing("input"))?;
         let dims = x.size();
         if dims.len() != 3 {
             return Err(inferox_core::Error::Input {

@@ -83,37 +83,31 @@ fn streams_speech_and_silence_as_the_packages_own_runtime_does() {
 fn the_command_line_prints_the_same_probabilities() {
     let dir = tempfile::tempdir().unwrap();
     let pkg = dir.path().join("vad.pkg");
-    let exe = env!("CARGO_BIN_EXE_silero-vad");
-    let out = std::process::Command::new(exe)
-        .arg("import")
-        .arg(weights())
-        .arg("--output")
-        .arg(&pkg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = std::process::Command::new(exe)
-        .arg("detect")
-        .arg(&pkg)
-        .arg(fixtures().join("speech_16k.wav"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed: Vec<f32> = String::from_utf8(out.stdout)
-        .unwrap()
+    let cli = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_silero-vad"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let succeeded = |out: std::process::Output| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        (String::from_utf8(out.stdout).unwrap(), err)
+    };
+    let w = weights();
+    succeeded(cli(&[
+        "import".as_ref(),
+        w.as_os_str(),
+        "--output".as_ref(),
+        pkg.as_os_str(),
+    ]));
+    let wav = fixtures().join("speech_16k.wav");
+    let (stdout, segments) = succeeded(cli(&["detect".as_ref(), pkg.as_os_str(), wav.as_os_str()]));
+    let printed: Vec<f32> = stdout
         .lines()
         .map(|l| l.split('\t').nth(1).unwrap().parse().unwrap())
         .collect();
     assert_close("cli", &printed, &reference("speech_16k.wav"));
-    let segments = String::from_utf8_lossy(&out.stderr);
     assert!(segments.contains("speech 0."), "{segments}");
 
     // Another sampling rate is refused with what to do.
@@ -129,12 +123,7 @@ fn the_command_line_prints_the_same_probabilities() {
         w.write_sample(0i16).unwrap();
     }
     w.finalize().unwrap();
-    let out = std::process::Command::new(exe)
-        .arg("detect")
-        .arg(&pkg)
-        .arg(&wav)
-        .output()
-        .unwrap();
+    let out = cli(&["detect".as_ref(), pkg.as_os_str(), wav.as_os_str()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("8000 Hz") && err.contains("resample"),
