@@ -96,10 +96,14 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         return print_json(&json!({"model_info": info, "metadata": meta}));
     }
     println!("package   {}", package.root().display());
+    // config.json's `architectures` (transformers' class names), when the source had them.
+    let classes = match info.architectures.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", info.architectures.join(", ")),
+    };
     println!(
-        "model     {} ({}), family {}",
+        "model     {}{classes}, family {}",
         info.model_type,
-        info.architectures.join(", "),
         info.family.map_or("unknown".to_string(), |f| f.to_string())
     );
     println!("tasks     {}", info.tasks.join(", "));
