@@ -38,7 +38,7 @@ run_default() {
   echo "== tests: default features (candle): the facade, core, candle backend, architectures"
   scripts/fetch-models.sh all
   cargo test "$@"
-  echo "-- examples/silero-vad: a real recurrent model registered from outside, against its ONNX runtime"
+  echo "-- examples/silero-vad: a real recurrent model registered from outside, against its own runtime"
   # With the facade's default features, as the tests above built it: no second set of crates.
   cargo test -p silero-vad --features inferox/default "$@"
   echo "-- the library as an app embeds it (candle, no cli/hub) builds no CLI or HTTP crates"
