@@ -403,3 +403,137 @@ fn recurrent_goldens_agree_across_backends_and_with_torch_nn() {
         }
     }
 }
+
+/// Every combination of the options that change a recurrent network's math (cell, layers,
+/// directions, batch-first, bias, initial states given, LSTM projection), with random weights
+/// made here: candle against libtorch's own LSTM / GRU / RNN operators (what torch.nn calls).
+#[test]
+fn every_recurrent_option_combination_agrees_with_libtorch() {
+    use safetensors::tensor::{Dtype, TensorView};
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut random = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    };
+    let (input, hidden, batch, steps) = (3usize, 4usize, 2usize, 5usize);
+    let mut cases = 0;
+    for (model_type, nonlinearity, gates) in [
+        ("lstm", "tanh", 4),
+        ("gru", "tanh", 3),
+        ("rnn", "tanh", 1),
+        ("rnn", "relu", 1),
+    ] {
+        for bits in 0..64u32 {
+            let flag = |i: u32| bits & (1 << i) != 0;
+            let (layers, bidirectional, batch_first, bias, states, projected) = (
+                1 + flag(0) as usize,
+                flag(1),
+                flag(2),
+                flag(3),
+                flag(4),
+                flag(5),
+            );
+            if projected && model_type != "lstm" {
+                continue;
+            }
+            let proj = if projected { 2 } else { 0 };
+            let out = if projected { proj } else { hidden };
+            let dirs = 1 + bidirectional as usize;
+            let what = format!(
+                "{model_type}/{nonlinearity} layers {layers} bidirectional {bidirectional} \
+                 batch_first {batch_first} bias {bias} states {states} proj {proj}"
+            );
+            let dir = tempfile::tempdir().unwrap();
+            let src = dir.path().join("src");
+            std::fs::create_dir(&src).unwrap();
+            let config = serde_json::json!({
+                "model_type": model_type, "input_size": input, "hidden_size": hidden,
+                "num_layers": layers, "bidirectional": bidirectional, "batch_first": batch_first,
+                "bias": bias, "proj_size": proj, "nonlinearity": nonlinearity,
+            });
+            std::fs::write(src.join("config.json"), config.to_string()).unwrap();
+            let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+            for l in 0..layers {
+                for d in 0..dirs {
+                    let sfx = format!("_l{l}{}", if d == 1 { "_reverse" } else { "" });
+                    let layer_in = if l == 0 { input } else { dirs * out };
+                    let mut shapes = vec![
+                        ("weight_ih", vec![gates * hidden, layer_in]),
+                        ("weight_hh", vec![gates * hidden, out]),
+                    ];
+                    if bias {
+                        shapes.push(("bias_ih", vec![gates * hidden]));
+                        shapes.push(("bias_hh", vec![gates * hidden]));
+                    }
+                    if projected {
+                        shapes.push(("weight_hr", vec![proj, hidden]));
+                    }
+                    for (kind, shape) in shapes {
+                        let n = shape.iter().product();
+                        let bytes = random(n)
+                            .iter()
+                            .flat_map(|v| (2.0 * v).to_le_bytes())
+                            .collect();
+                        tensors.push((format!("{kind}{sfx}"), shape, bytes));
+                    }
+                }
+            }
+            let views: Vec<(String, TensorView<'_>)> = tensors
+                .iter()
+                .map(|(n, s, b)| {
+                    (
+                        n.clone(),
+                        TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+                    )
+                })
+                .collect();
+            std::fs::write(
+                src.join("model.safetensors"),
+                safetensors::serialize(views, None).unwrap(),
+            )
+            .unwrap();
+            let package = inferox::import(
+                &src,
+                &dir.path().join("pkg"),
+                &ImportOptions::default(),
+                &mut |_| {},
+            )
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let x_shape = if batch_first {
+                vec![batch, steps, input]
+            } else {
+                vec![steps, batch, input]
+            };
+            let mut inputs = NamedTensors::new();
+            let x = random(batch * steps * input)
+                .iter()
+                .map(|v| 4.0 * v)
+                .collect();
+            inputs.insert("input", inferox::HostTensor::from_f32(x_shape, x).unwrap());
+            if states {
+                let s = layers * dirs;
+                let h0 = random(s * batch * out);
+                inputs.insert(
+                    "h0",
+                    inferox::HostTensor::from_f32(vec![s, batch, out], h0).unwrap(),
+                );
+                if model_type == "lstm" {
+                    let c0 = random(s * batch * hidden);
+                    let c0 = inferox::HostTensor::from_f32(vec![s, batch, hidden], c0).unwrap();
+                    inputs.insert("c0", c0);
+                }
+            }
+            let a = package.load(&on("candle")).unwrap().run(&inputs).unwrap();
+            let b = package.load(&on("torch")).unwrap().run(&inputs).unwrap();
+            assert_close(&what, &a, &b, 1e-5);
+            cases += 1;
+        }
+    }
+    assert_eq!(cases, 4 * 32 + 32, "every combination ran");
+}
