@@ -3,9 +3,9 @@
 //! candle-nn's LSTM and GRU are single-layer and unidirectional; this runs every layer and
 //! direction, with the projection of `proj_size`. Each direction projects its whole input
 //! sequence in one GEMM (`weight_ih`), then steps through time with the recurrent product
-//! (`weight_hh`) and the cell. In f32 on the CPU that is the backend's packed recurrent
-//! kernel (`inferox_candle::recurrent`) on host buffers; on other devices and dtypes, candle's
-//! tensor ops.
+//! (`weight_hh`) and the cell. In f32 on a CPU with AVX-512 that is the backend's packed
+//! recurrent kernel (`inferox_candle::recurrent`) on host buffers; on other CPUs, devices and
+//! dtypes, candle's tensor ops.
 
 use super::{Cell, RecurrentConfig, float_input, missing, param};
 use crate::common::candle::{Dense, float_device};
@@ -76,7 +76,8 @@ impl Recurrent {
         device: Device,
     ) -> candle::Result<Self> {
         let rows = cell.gates() * cfg.hidden_size;
-        let packed = device.is_cpu() && dtype == DType::F32;
+        // The packed kernel only where it is fast (AVX-512); its portable fallback is scalar.
+        let packed = device.is_cpu() && dtype == DType::F32 && packed::supported();
         let mut tensors = Vec::with_capacity(cfg.num_layers);
         let mut packs = Vec::with_capacity(cfg.num_layers);
         for layer in 0..cfg.num_layers {
