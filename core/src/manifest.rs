@@ -31,6 +31,14 @@ pub enum Family {
     Graph,
 }
 
+impl Family {
+    /// Whether models of the family generate text token by token (and their packages carry
+    /// generation settings): decoder-only and encoder–decoder models.
+    pub fn generates_text(self) -> bool {
+        matches!(self, Family::DecoderOnly | Family::EncoderDecoder)
+    }
+}
+
 impl fmt::Display for Family {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self {

@@ -1,5 +1,6 @@
 //! The interfaces every architecture implements on every backend: [`Model`] for named-tensor
-//! I/O, and [`Decoder`] for incremental (KV-cached) decoding by text-generation models.
+//! I/O, and [`Decoder`] for incremental (KV-cached) decoding by text-generation models, decoder-only
+//! or encoder–decoder.
 
 use crate::tensor::{HostTensor, NamedTensors};
 use crate::{Error, Result};
@@ -41,7 +42,9 @@ impl DecodeStep<'_> {
     }
 }
 
-/// A causal language model with a KV cache.
+/// A causal language model with a KV cache, or the decoder of an encoder–decoder model, which
+/// first [`encode`](Decoder::encode)s a source and then decodes from
+/// [`decoder_start`](Decoder::decoder_start) while attending to it.
 pub trait Decoder {
     /// Vocabulary size (length of a logits row).
     fn vocab_size(&self) -> usize;
@@ -54,6 +57,22 @@ pub trait Decoder {
     /// Runs `step` after what the cache holds, and appends it to the cache. Returns float32
     /// logits, `[batch, vocab]` or, with `all_positions`, `[batch, seq, vocab]`.
     fn step(&mut self, step: &DecodeStep<'_>) -> Result<Vec<f32>>;
+
+    /// The token every decoded sequence starts from, for an encoder–decoder model
+    /// (`decoder_start_token_id`); `None` for a decoder-only model, which continues its prompt.
+    fn decoder_start(&self) -> Option<u32> {
+        None
+    }
+
+    /// Encoder–decoder models: runs the encoder over `tokens` (`[batch, seq]`, `mask` 1 for real
+    /// tokens and 0 for padding) and empties the decoder's cache; the steps that follow attend to
+    /// this source until the next `encode`.
+    fn encode(&mut self, tokens: &[u32], batch: usize, mask: &[u8]) -> Result<()> {
+        let _ = (tokens, batch, mask);
+        Err(Error::Unsupported(
+            "this model has no encoder: it continues its prompt".into(),
+        ))
+    }
 }
 
 /// Position ids as transformers derives them from an attention mask: the count of real tokens
@@ -75,69 +94,134 @@ pub fn positions_from_mask(mask: &[u8], batch: usize, offset: &[u32]) -> Vec<u32
     out
 }
 
-/// The named-tensor `forward` of a decoder: `input_ids` (and `attention_mask`) in, `logits`
-/// `[batch, sequence, vocab]` out, computed from an empty cache.
-pub fn decoder_forward(decoder: &mut dyn Decoder, inputs: &NamedTensors) -> Result<NamedTensors> {
-    let input = |name: &str| -> Result<Option<(&[i64], &[usize])>> {
-        match inputs.get(name) {
-            None => Ok(None),
-            Some(t) => Ok(Some((
-                t.as_i64().ok_or_else(|| Error::Input {
-                    name: name.into(),
-                    message: format!("dtype is {}, expected int64", t.dtype()),
-                })?,
-                t.shape(),
-            ))),
+/// The additive attention bias of a 0/1 key mask (`[batch, keys]`, 1 = attend) for `queries`
+/// new tokens: `[batch, queries, keys]` row-major, 0 where a query may attend and `min`
+/// elsewhere. With `causal`, query `i` also sees only the keys up to `keys - queries + i` (the
+/// cached tokens and the new ones before it).
+pub fn mask_bias(mask: &[u8], batch: usize, queries: usize, causal: bool, min: f32) -> Vec<f32> {
+    let keys = mask.len() / batch.max(1);
+    let cached = keys.saturating_sub(queries);
+    let mut bias = Vec::with_capacity(batch * queries * keys);
+    for row in mask.chunks(keys.max(1)).take(batch) {
+        for i in 0..queries {
+            let visible = if causal { cached + i } else { keys };
+            bias.extend(
+                row.iter()
+                    .enumerate()
+                    .map(|(j, &m)| if j <= visible && m != 0 { 0.0 } else { min }),
+            );
         }
+    }
+    bias
+}
+
+/// Token ids `name` (`[batch, sequence]`, int64, each below `vocab`), if given.
+fn token_input(
+    inputs: &NamedTensors,
+    name: &str,
+    vocab: usize,
+) -> Result<Option<(Vec<u32>, usize, usize)>> {
+    let Some(t) = inputs.get(name) else {
+        return Ok(None);
     };
-    let (ids, shape) = input("input_ids")?.ok_or_else(|| Error::Input {
-        name: "input_ids".into(),
-        message: "missing (it is required)".into(),
-    })?;
-    let &[batch, seq] = shape else {
-        return Err(Error::Input {
-            name: "input_ids".into(),
-            message: format!("shape {shape:?} is not [batch, sequence]"),
-        });
+    let bad = |message: String| Error::Input {
+        name: name.into(),
+        message,
     };
-    let vocab = decoder.vocab_size();
+    let ids = t
+        .as_i64()
+        .ok_or_else(|| bad(format!("dtype is {}, expected int64", t.dtype())))?;
+    let &[batch, seq] = t.shape() else {
+        return Err(bad(format!(
+            "shape {:?} is not [batch, sequence]",
+            t.shape()
+        )));
+    };
     let tokens = ids
         .iter()
         .map(|&id| {
             u32::try_from(id)
                 .ok()
                 .filter(|&t| (t as usize) < vocab)
-                .ok_or_else(|| Error::Input {
-                    name: "input_ids".into(),
-                    message: format!("holds {id}, outside 0..{vocab}"),
-                })
+                .ok_or_else(|| bad(format!("holds {id}, outside 0..{vocab}")))
         })
         .collect::<Result<Vec<u32>>>()?;
-    let mask: Vec<u8> = match input("attention_mask")? {
-        Some((m, _)) => m
-            .iter()
-            .map(|&v| match v {
-                0 => Ok(0),
-                1 => Ok(1),
-                other => Err(Error::Input {
-                    name: "attention_mask".into(),
-                    message: format!("holds {other}; only 0 and 1 are allowed"),
-                }),
-            })
-            .collect::<Result<_>>()?,
-        None => vec![1; tokens.len()],
+    Ok(Some((tokens, batch, seq)))
+}
+
+/// The 0/1 mask `name` for `len` tokens; all ones when not given.
+fn mask_input(inputs: &NamedTensors, name: &str, len: usize) -> Result<Vec<u8>> {
+    let Some(t) = inputs.get(name) else {
+        return Ok(vec![1; len]);
     };
+    let bad = |message: String| Error::Input {
+        name: name.into(),
+        message,
+    };
+    let values = t
+        .as_i64()
+        .ok_or_else(|| bad(format!("dtype is {}, expected int64", t.dtype())))?;
+    if values.len() != len {
+        return Err(bad(format!(
+            "holds {} values for {len} tokens",
+            values.len()
+        )));
+    }
+    values
+        .iter()
+        .map(|&v| match v {
+            0 => Ok(0),
+            1 => Ok(1),
+            other => Err(bad(format!("holds {other}; only 0 and 1 are allowed"))),
+        })
+        .collect()
+}
+
+fn required<T>(value: Option<T>, name: &str) -> Result<T> {
+    value.ok_or_else(|| Error::Input {
+        name: name.into(),
+        message: "missing (it is required)".into(),
+    })
+}
+
+/// The named-tensor `forward` of a decoder: `input_ids` (and `attention_mask`) in, `logits`
+/// `[batch, sequence, vocab]` out, computed from an empty cache.
+///
+/// For an encoder–decoder model ([`Decoder::decoder_start`] is set) the inputs are the source's
+/// `input_ids` (and `attention_mask`) and the target's `decoder_input_ids` (and
+/// `decoder_attention_mask`); the logits are the decoder's, teacher-forced.
+pub fn decoder_forward(decoder: &mut dyn Decoder, inputs: &NamedTensors) -> Result<NamedTensors> {
+    let vocab = decoder.vocab_size();
+    let (ids, mask) = if decoder.decoder_start().is_some() {
+        ("decoder_input_ids", "decoder_attention_mask")
+    } else {
+        ("input_ids", "attention_mask")
+    };
+    let (tokens, batch, seq) = required(token_input(inputs, ids, vocab)?, ids)?;
+    let mask = mask_input(inputs, mask, tokens.len())?;
     if seq > decoder.max_positions() {
         return Err(Error::Input {
-            name: "input_ids".into(),
+            name: ids.into(),
             message: format!(
                 "{seq} tokens, more than the model's {} positions",
                 decoder.max_positions()
             ),
         });
     }
-    let positions = positions_from_mask(&mask, batch, &[]);
     decoder.reset();
+    if decoder.decoder_start().is_some() {
+        let (source, source_batch, _) =
+            required(token_input(inputs, "input_ids", vocab)?, "input_ids")?;
+        if source_batch != batch {
+            return Err(Error::Input {
+                name: "decoder_input_ids".into(),
+                message: format!("{batch} sequences for {source_batch} sources in `input_ids`"),
+            });
+        }
+        let source_mask = mask_input(inputs, "attention_mask", source.len())?;
+        decoder.encode(&source, batch, &source_mask)?;
+    }
+    let positions = positions_from_mask(&mask, batch, &[]);
     let logits = decoder.step(&DecodeStep {
         tokens: &tokens,
         batch,

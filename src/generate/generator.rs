@@ -1,6 +1,7 @@
-//! The [`Generator`]: a batch of sequences advancing together through a [`Decoder`] — prefill,
-//! then one KV-cached step per token — each sampled, detokenised and checked for stop strings
-//! and end tokens on its own.
+//! The [`Generator`]: a batch of sequences advancing together through a [`Decoder`] — prefill
+//! (for an encoder–decoder model: encoding the prompts, then the start token), then one
+//! KV-cached step per token — each sampled, detokenised and checked for stop strings and end
+//! tokens on its own.
 
 use super::detokenize::{Detokenize, IncrementalText};
 use super::sampler::{row_rng, sample};
@@ -31,6 +32,9 @@ pub struct Generator<'a> {
     tokenizer: &'a dyn Detokenize,
     sampling: Sampling,
     rows: Vec<Row>,
+    /// The prompts, for an encoder–decoder model (they go to the encoder; the rows start from
+    /// the decoder's start token).
+    sources: Vec<Vec<u32>>,
     mask: Vec<Vec<u8>>,
     next: Vec<u32>,
     started: Instant,
@@ -66,13 +70,15 @@ impl<'a> Generator<'a> {
                 decoder.max_positions()
             )));
         }
+        let start = decoder.decoder_start();
         let mut rows = prompts
             .iter()
             .enumerate()
-            .map(|(i, p)| Row {
-                ids: p.clone(),
-                prompt_len: p.len(),
-                text: IncrementalText::new(p.len()),
+            .map(|(i, p)| (i, start.map_or_else(|| p.clone(), |s| vec![s])))
+            .map(|(i, ids)| Row {
+                prompt_len: ids.len(),
+                text: IncrementalText::new(ids.len()),
+                ids,
                 stop: StopMatcher::new(sampling.stop.clone()),
                 output: String::new(),
                 rng: row_rng(sampling.seed, i),
@@ -90,6 +96,10 @@ impl<'a> Generator<'a> {
             tokenizer,
             sampling,
             rows,
+            sources: match start {
+                Some(_) => prompts.to_vec(),
+                None => Vec::new(),
+            },
             mask: Vec::new(),
             next: Vec::new(),
             started: Instant::now(),
@@ -173,6 +183,9 @@ impl<'a> Generator<'a> {
     }
 
     fn prefill(&mut self) -> Result<Vec<f32>> {
+        if !self.sources.is_empty() {
+            return self.encode();
+        }
         let longest = self.stats.prompt_tokens;
         let batch = self.rows.len();
         let mut tokens = Vec::with_capacity(batch * longest);
@@ -194,6 +207,35 @@ impl<'a> Generator<'a> {
             batch,
             positions: &positions,
             mask: &flat_mask,
+            all_positions: false,
+        })?;
+        self.stats.prompt_seconds = start.elapsed().as_secs_f64();
+        finite(logits)
+    }
+
+    /// The prefill of an encoder–decoder model: the prompts through the encoder (left-padded),
+    /// then the start token of every row.
+    fn encode(&mut self) -> Result<Vec<f32>> {
+        let longest = self.stats.prompt_tokens;
+        let batch = self.rows.len();
+        let mut tokens = Vec::with_capacity(batch * longest);
+        let mut mask = Vec::with_capacity(batch * longest);
+        for source in &self.sources {
+            let pad = longest - source.len();
+            tokens.extend(std::iter::repeat_n(source[0], pad));
+            tokens.extend_from_slice(source);
+            mask.extend(std::iter::repeat_n(0u8, pad));
+            mask.extend(std::iter::repeat_n(1u8, source.len()));
+        }
+        let start = Instant::now();
+        self.decoder.encode(&tokens, batch, &mask)?;
+        self.mask = vec![vec![1]; batch];
+        let first: Vec<u32> = self.rows.iter().map(|r| r.ids[0]).collect();
+        let logits = self.decoder.step(&DecodeStep {
+            tokens: &first,
+            batch,
+            positions: &vec![0; batch],
+            mask: &vec![1; batch],
             all_positions: false,
         })?;
         self.stats.prompt_seconds = start.elapsed().as_secs_f64();

@@ -6,8 +6,8 @@ use super::source::{SourceDir, shared_files};
 use super::{ImportEvent, ImportOptions, SourceModel};
 use crate::files::read_json;
 use crate::manifest::{
-    ArtifactRole, CHAT_TEMPLATE_FILE, ExecutionFormat, Family, GenerationDefaults, GenerationInfo,
-    Pooling, SentenceEmbedding,
+    ArtifactRole, CHAT_TEMPLATE_FILE, ExecutionFormat, GenerationDefaults, GenerationInfo, Pooling,
+    SentenceEmbedding,
 };
 use crate::registry;
 use crate::weights::{SAFETENSORS_INDEX_FILE, WeightIndex};
@@ -78,7 +78,7 @@ pub(super) fn read(
     }
     let entry = registry::model_type(&model_type);
     let generation = match entry {
-        Some(e) if e.family == Family::DecoderOnly => Some(generation_info(dir, &config)?),
+        Some(e) if e.family.generates_text() => Some(generation_info(dir, &config)?),
         _ => None,
     };
     Ok(SourceModel {

@@ -22,7 +22,7 @@ pub use torchscript::{TORCHSCRIPT_FILE, TorchScriptExport};
 
 use crate::manifest::{
     Artifact, ArtifactRole, BackendArtifacts, CHAT_TEMPLATE_FILE, ExecutionFormat, FORMAT_VERSION,
-    Family, GenerationInfo, ModelInfo, Provenance, SentenceEmbedding, Source,
+    GenerationInfo, ModelInfo, Provenance, SentenceEmbedding, Source,
 };
 use crate::package::{Package, PackageWriter};
 use crate::registry::{self, ImportSource, ModelType};
@@ -277,7 +277,7 @@ fn plan(
             info.tasks.push("sentence-similarity".into());
             info.sentence_embedding = Some(s);
         }
-        if entry.family == Family::DecoderOnly
+        if entry.family.generates_text()
             && let Some((generation, template)) = model.generation
         {
             info.generation = Some(generation);

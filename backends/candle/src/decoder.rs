@@ -149,6 +149,16 @@ impl Rotary {
     }
 }
 
+/// The most negative finite value of `dtype`, the score of a masked position: finite, so a
+/// fully masked row (a padding query) stays finite.
+pub fn masked_score(dtype: DType) -> f32 {
+    match dtype {
+        DType::F16 => -65504.0,
+        DType::BF16 => -3.38e38,
+        _ => f32::MIN,
+    }
+}
+
 /// The additive attention bias `[batch, 1, seq, cached + seq]`: a new token sees the cached and
 /// earlier new tokens that are not padding. `None` when that is everything (a single
 /// unpadded step).
@@ -159,29 +169,30 @@ pub fn causal_bias(
     device: &Device,
     dtype: DType,
 ) -> candle::Result<Option<Tensor>> {
-    let total = mask.len() / batch.max(1);
-    let cached = total - seq;
     if seq == 1 && mask.iter().all(|&m| m != 0) {
         return Ok(None);
     }
-    // A finite minimum keeps fully masked rows (padding queries) finite.
-    let min = match dtype {
-        DType::F16 => -65504.0,
-        DType::BF16 => -3.38e38,
-        _ => f32::MIN,
-    };
-    let mut bias = Vec::with_capacity(batch * seq * total);
-    for row in mask.chunks(total) {
-        for i in 0..seq {
-            let visible = cached + i;
-            bias.extend(
-                row.iter()
-                    .enumerate()
-                    .map(|(j, &m)| if j <= visible && m != 0 { 0.0 } else { min }),
-            );
-        }
-    }
+    let total = mask.len() / batch.max(1);
+    let bias = inferox_core::model::mask_bias(mask, batch, seq, true, masked_score(dtype));
     Tensor::from_vec(bias, (batch, 1, seq, total), device)?
+        .to_dtype(dtype)
+        .map(Some)
+}
+
+/// The additive bias of a key mask (`[batch, keys]`, 1 = attend) for bidirectional attention:
+/// `[batch, 1, 1, keys]`; `None` when nothing is masked.
+pub fn key_bias(
+    mask: &[u8],
+    batch: usize,
+    device: &Device,
+    dtype: DType,
+) -> candle::Result<Option<Tensor>> {
+    if mask.iter().all(|&m| m != 0) {
+        return Ok(None);
+    }
+    let keys = mask.len() / batch.max(1);
+    let bias = inferox_core::model::mask_bias(mask, batch, 1, false, masked_score(dtype));
+    Tensor::from_vec(bias, (batch, 1, 1, keys), device)?
         .to_dtype(dtype)
         .map(Some)
 }
