@@ -10,4 +10,5 @@ pub mod graph;
 pub mod llama;
 pub mod recurrent;
 pub mod resnet;
+pub mod t5;
 pub mod vit;

@@ -468,6 +468,77 @@ fn generate_and_chat() {
 
 /// Regression: OS errors were printed twice ("... (os error 2): ... (os error 2)").
 #[test]
+fn generate_and_run_an_encoder_decoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("t5.pkg");
+    let src = fixtures().join("t5/t5-v1_1");
+    ok(&["import", s(&src.join("model")), "--output", s(&pkg)]);
+    let reference: Value =
+        serde_json::from_slice(&std::fs::read(src.join("reference/greedy.json")).unwrap()).unwrap();
+    // `--json` token ids are the generated tokens: transformers' greedy row without its start
+    // token, as tests/golden/generate_t5.py stored it.
+    let doc = json(&ok(&[
+        "generate",
+        s(&pkg),
+        "--prompt",
+        reference["prompts"][0].as_str().unwrap(),
+        "--max-tokens",
+        "20",
+        "--temperature",
+        "0",
+        "--json",
+    ]));
+    assert_eq!(doc["token_ids"], reference["greedy"][0], "{doc}");
+    assert_eq!(doc["text"], reference["text"][0], "{doc}");
+    // `run --input` on the teacher-forced schema, like any package.
+    let out = dir.path().join("out");
+    let mut args = vec!["run".to_string(), s(&pkg).to_string()];
+    for name in [
+        "input_ids",
+        "attention_mask",
+        "decoder_input_ids",
+        "decoder_attention_mask",
+    ] {
+        args.push("--input".into());
+        args.push(format!(
+            "{name}={}",
+            s(&src.join(format!("reference/{name}.npy")))
+        ));
+    }
+    args.extend(["--save-outputs".to_string(), s(&out).to_string()]);
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let logits = inferox::npy::read_npy(&out.join("logits.npy")).unwrap();
+    let want = inferox::npy::read_npy(&src.join("reference/logits.npy")).unwrap();
+    assert_eq!(logits.shape(), want.shape());
+    // Leaving out the target is an error naming it.
+    let err = fails(&[
+        "run",
+        s(&pkg),
+        "--input",
+        &format!("input_ids={}", s(&src.join("reference/input_ids.npy"))),
+    ]);
+    assert!(err.contains("decoder_input_ids"), "{err}");
+    // `bench` encodes a source for every run.
+    let doc = json(&ok(&[
+        "bench",
+        s(&pkg),
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "-r",
+        "1",
+        "--json",
+    ]));
+    assert!(
+        doc["decode_tokens_per_s"]["mean"].as_f64().unwrap() > 0.0,
+        "{doc}"
+    );
+    let err = fails(&["bench", s(&pkg), "-p", "0", "-n", "4"]);
+    assert!(err.contains("--prompt-tokens"), "{err}");
+}
+
+#[test]
 fn os_errors_are_printed_once() {
     let err = fails(&["inspect", "/nonexistent/inferox-package"]);
     assert_eq!(err.matches("os error 2").count(), 1, "{err}");

@@ -2,7 +2,7 @@
 //! Every tiny golden BERT-family model and the real all-MiniLM-L6-v2 must give the same outputs
 //! on torch as on candle (max abs <= 1e-4) and as transformers; a TorchScript export
 //! (tests/golden/generate_torchscript.py) must match the outputs Python computed with it.
-//! Vision models and recurrent networks (LSTM, GRU, RNN) agree across backends the same way.
+//! Vision models, recurrent networks (LSTM, GRU, RNN) and T5 agree across backends the same way.
 
 mod common;
 
@@ -401,6 +401,94 @@ fn recurrent_goldens_agree_across_backends_and_with_torch_nn() {
             let err = max_abs_diff(b.get(&out).unwrap(), &want);
             assert!(err <= 1e-5, "{name} torch `{out}`: {err}");
         }
+    }
+}
+
+/// T5 and mT5 (tests/golden/generate_t5.py) on torch: teacher-forced logits against
+/// transformers and against candle, greedy generations equal to `model.generate`, and the
+/// decoder's KV cache against a full recompute, through the same generation engine.
+#[test]
+fn t5_goldens_agree_across_backends_and_with_transformers() {
+    use inferox::generate::GenerateOptions;
+    use inferox::model::DecodeStep;
+    for case in ["t5", "t5-v1_1", "mt5", "t5-legacy"] {
+        let root = fixtures().join("t5").join(case);
+        let (_dir, package) = import(&root.join("model"));
+        let reference = root.join("reference");
+        let read = |n: &str| inferox::npy::read_npy(&reference.join(format!("{n}.npy"))).unwrap();
+        let inputs: NamedTensors = [
+            "input_ids",
+            "attention_mask",
+            "decoder_input_ids",
+            "decoder_attention_mask",
+        ]
+        .into_iter()
+        .map(|n| (n, read(n)))
+        .collect();
+        let mut torch = package.load(&on("torch")).unwrap();
+        let a = package.load(&on("candle")).unwrap().run(&inputs).unwrap();
+        let b = torch.run(&inputs).unwrap();
+        // Padded target positions included: both backends compute them the same way.
+        assert_close(&format!("{case} candle vs torch"), &a, &b, TOLERANCE);
+        let (got, want) = (b.get("logits").unwrap(), read("logits"));
+        let vocab = want.shape()[2];
+        let mask = read("decoder_attention_mask");
+        let mut worst = 0f32;
+        for (pos, &m) in mask.as_i64().unwrap().iter().enumerate() {
+            if m == 1 {
+                let rows = pos * vocab..(pos + 1) * vocab;
+                let (g, w) = (got.as_f32().unwrap(), want.as_f32().unwrap());
+                for (x, y) in g[rows.clone()].iter().zip(&w[rows]) {
+                    worst = worst.max((x - y).abs());
+                }
+            }
+        }
+        assert!(worst <= TOLERANCE, "{case} torch vs transformers: {worst}");
+
+        let greedy: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(reference.join("greedy.json")).unwrap()).unwrap();
+        let prompts: Vec<String> = serde_json::from_value(greedy["prompts"].clone()).unwrap();
+        let want: Vec<Vec<u32>> = serde_json::from_value(greedy["greedy"].clone()).unwrap();
+        let options = GenerateOptions {
+            max_new_tokens: Some(20),
+            temperature: Some(0.0),
+            ..Default::default()
+        };
+        let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+        let got = torch.generate_batch(&prompts, &options).unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(&g.token_ids, w, "{case} torch: prompt {i}");
+        }
+
+        let decoder = torch.decoder().unwrap();
+        let vocab = decoder.vocab_size();
+        let source: Vec<u32> = (0..20).map(|i| (i * 13 % 150) as u32 + 3).collect();
+        let target: Vec<u32> = (0..24).map(|i| (i * 29 % 150) as u32 + 3).collect();
+        decoder.encode(&source, 1, &[1; 20]).unwrap();
+        let step = |decoder: &mut dyn inferox::model::Decoder, tokens: &[u32], total, all| {
+            decoder
+                .step(&DecodeStep {
+                    tokens,
+                    batch: 1,
+                    positions: &[],
+                    mask: &vec![1; total],
+                    all_positions: all,
+                })
+                .unwrap()
+        };
+        let full = step(decoder, &target, target.len(), true);
+        decoder.reset();
+        let mut incremental = Vec::new();
+        for t in 0..target.len() {
+            incremental.extend(step(decoder, &target[t..=t], t + 1, false));
+        }
+        assert_eq!(incremental.len(), target.len() * vocab);
+        let worst = full
+            .iter()
+            .zip(&incremental)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= TOLERANCE, "{case} torch: cached vs full {worst}");
     }
 }
 
