@@ -14,9 +14,12 @@ pub struct Args {
     /// runs the package it carries when none is given.
     package: Option<String>,
     /// Decoders: prompt tokens processed in one pass from an empty cache (0 skips the test).
+    /// Encoder–decoder models: source tokens, encoded in every run of both tests.
     #[arg(short = 'p', long, default_value_t = 512, value_name = "N")]
     prompt_tokens: usize,
     /// Decoders: tokens generated one at a time from an empty cache (0 skips the test).
+    /// Encoder–decoder models: the source is encoded, then the tokens are decoded one at a
+    /// time, as a generation does.
     #[arg(short = 'n', long, default_value_t = 128, value_name = "N")]
     gen_tokens: usize,
     /// Encoders, vision and recurrent models: rows (texts, images, sequences) per forward pass.
@@ -134,7 +137,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 type Table = (Vec<&'static str>, Vec<(String, Vec<String>)>);
 
 /// Prompt processing (`pp N`) and generation (`tg N`) in tokens/s, as llama-bench measures
-/// them: each from an empty cache, the generation one token per pass.
+/// them: each from an empty cache, the generation one token per pass. For an encoder–decoder
+/// model, `pp N` encodes an N-token source and runs the decoder's first step, and every
+/// `tg` run encodes that source before decoding: the work of one generation.
 fn bench_decoder(
     model: &mut LoadedModel,
     args: &Args,
@@ -164,6 +169,11 @@ fn bench_decoder(
     };
     let prompt: Vec<u32> = (0..args.prompt_tokens).map(|_| token()).collect();
     let generated: Vec<u32> = (0..args.gen_tokens).map(|_| token()).collect();
+    let start = decoder.decoder_start();
+    if start.is_some() && prompt.is_empty() {
+        bail!("an encoder–decoder model decodes from a source: give --prompt-tokens N above 0");
+    }
+    let source_mask = vec![1u8; prompt.len()];
     let mut rows = Vec::new();
     let stat =
         |seconds: Vec<f64>, n: usize| Stat::of(seconds.iter().map(|s| n as f64 / s).collect());
@@ -175,14 +185,28 @@ fn bench_decoder(
         let positions: Vec<u32> = (0..prompt.len() as u32).collect();
         let mask = vec![1u8; prompt.len()];
         let seconds = time(args.warmup, args.repetitions, || {
-            decoder.reset();
-            let logits = decoder.step(&DecodeStep {
-                tokens: &prompt,
-                batch: 1,
-                positions: &positions,
-                mask: &mask,
-                all_positions: false,
-            })?;
+            let logits = match start {
+                Some(start) => {
+                    decoder.encode(&prompt, 1, &source_mask)?;
+                    decoder.step(&DecodeStep {
+                        tokens: &[start],
+                        batch: 1,
+                        positions: &[0],
+                        mask: &[1],
+                        all_positions: false,
+                    })?
+                }
+                None => {
+                    decoder.reset();
+                    decoder.step(&DecodeStep {
+                        tokens: &prompt,
+                        batch: 1,
+                        positions: &positions,
+                        mask: &mask,
+                        all_positions: false,
+                    })?
+                }
+            };
             check_logits(&logits, vocab)
         })?;
         let s = stat(seconds, prompt.len());
@@ -192,7 +216,10 @@ fn bench_decoder(
     if !generated.is_empty() {
         let mask = vec![1u8; generated.len()];
         let seconds = time(args.warmup, args.repetitions, || {
-            decoder.reset();
+            match start {
+                Some(_) => decoder.encode(&prompt, 1, &source_mask)?,
+                None => decoder.reset(),
+            }
             for (i, &t) in generated.iter().enumerate() {
                 let logits = decoder.step(&DecodeStep {
                     tokens: &[t],

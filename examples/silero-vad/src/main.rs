@@ -3,6 +3,7 @@
 //!
 //!   silero-vad import silero_vad_16k.safetensors --output vad.pkg
 //!   silero-vad detect vad.pkg speech.wav
+//!   silero-vad bench vad.pkg speech.wav --threads 1
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -45,11 +46,54 @@ enum Command {
         /// Probability from which a chunk counts as speech.
         #[arg(long, default_value_t = 0.5)]
         threshold: f32,
+        /// Threads for tensor work (default: one per physical core).
+        #[arg(long, value_name = "N")]
+        threads: Option<usize>,
+    },
+    /// Times the model over a 16 kHz WAV file, chunk by chunk as `detect` runs it, and prints
+    /// JSON: the audio's length, the median processing time of the runs and the real-time
+    /// factor (processing time / audio time; below 1 is faster than real time).
+    Bench {
+        /// The package `import` wrote.
+        package: PathBuf,
+        /// A 16 kHz WAV file.
+        audio: PathBuf,
+        /// Timed runs over the whole file, after one untimed run.
+        #[arg(short, long, default_value_t = 5)]
+        runs: usize,
+        /// Threads for tensor work (default: one per physical core).
+        #[arg(long, value_name = "N")]
+        threads: Option<usize>,
     },
 }
 
+/// Opens and loads the package with `threads`.
+fn load(package: &std::path::Path, threads: Option<usize>) -> anyhow::Result<inferox::LoadedModel> {
+    let package = inferox::Package::open(package)?;
+    let options = inferox::LoadOptions {
+        threads,
+        ..Default::default()
+    };
+    Ok(package.load(&options)?)
+}
+
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    if let Command::Detect {
+        threads: Some(n), ..
+    }
+    | Command::Bench {
+        threads: Some(n), ..
+    } = &cli.command
+    {
+        // candle sizes its worker pool once, from these, when it first runs.
+        // SAFETY: no other thread exists yet.
+        unsafe {
+            std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        }
+    }
+    match cli.command {
         Command::Import { weights, output } => {
             let package = silero_vad::import(&weights, &output)
                 .with_context(|| format!("importing {}", weights.display()))?;
@@ -59,9 +103,9 @@ fn main() -> anyhow::Result<()> {
             package,
             audio,
             threshold,
+            threads,
         } => {
-            let package = inferox::Package::open(&package)?;
-            let model = package.load(&inferox::LoadOptions::default())?;
+            let model = load(&package, threads)?;
             let samples = silero_vad::read_wav(&audio)?;
             let probabilities = Detector::new(model).probabilities(&samples)?;
             let seconds = |chunk: usize| (chunk * CHUNK) as f64 / SAMPLE_RATE as f64;
@@ -84,6 +128,48 @@ fn main() -> anyhow::Result<()> {
             for (s, e) in segments {
                 eprintln!("speech {:.3}s to {:.3}s", seconds(s), seconds(e));
             }
+        }
+        Command::Bench {
+            package,
+            audio,
+            runs,
+            threads,
+        } => {
+            anyhow::ensure!(runs > 0, "--runs must be at least 1");
+            let mut detector = Detector::new(load(&package, threads)?);
+            let samples = silero_vad::read_wav(&audio)?;
+            let chunks = samples.len().div_ceil(CHUNK);
+            let mut times = Vec::with_capacity(runs);
+            let mut speech = 0;
+            for run in 0..=runs {
+                let start = std::time::Instant::now();
+                let probabilities = detector.probabilities(&samples)?;
+                let elapsed = start.elapsed().as_secs_f64();
+                anyhow::ensure!(
+                    probabilities.len() == chunks
+                        && probabilities.iter().all(|p| (0.0..=1.0).contains(p)),
+                    "the model gave {} probabilities for {chunks} chunks, or one outside [0, 1]",
+                    probabilities.len()
+                );
+                speech = probabilities.iter().filter(|&&p| p >= 0.5).count();
+                if run > 0 {
+                    times.push(elapsed);
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            let median = times[times.len() / 2];
+            let audio_seconds = samples.len() as f64 / SAMPLE_RATE as f64;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "audio_seconds": audio_seconds,
+                    "chunks": chunks,
+                    "speech_chunks": speech,
+                    "runs": runs,
+                    "seconds": median,
+                    "real_time_factor": median / audio_seconds,
+                })
+            );
         }
     }
     Ok(())

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Benchmarks greedy T5 generation on inferox (candle CPU) against transformers' `generate`
+# (PyTorch eager), in one sitting, and prints a markdown table for docs/benchmarks.md: a
+# t5-small-sized model with random weights, a 32-token source, 64 generated tokens, batch 1,
+# tokens/s with the encoder pass included on both sides. inferox: `inferox bench -p 32 -n 64`
+# (release build; every run encodes the source, then decodes 64 tokens one at a time), mean of
+# 5 runs; transformers: scripts/bench_t5.py, median of 5 runs; three rounds alternating, the
+# median of each side's rounds reported. Needs: python3 with torch and transformers.
+#
+# usage: scripts/bench_t5.sh [THREADS...]   (default: 1 2)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+THREADS=("${@:-1}")
+[ $# -eq 0 ] && THREADS=(1 2)
+SRC=target/bench/t5-small
+PKG=target/bench/t5-small.pkg
+cargo build --release --quiet --bin inferox
+[ -f "$SRC/model.safetensors" ] || python3 scripts/bench_t5.py make "$SRC"
+[ -f "$PKG/model_info.json" ] || target/release/inferox import "$SRC" --output "$PKG" >&2
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo "| threads | T5 (t5-small size), 32-token source, 64 new tokens (tokens/s) | inferox (candle) | transformers generate | inferox / transformers |"
+echo "|---|---|---|---|---|"
+median() { tr ' ' '\n' | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+for n in "${THREADS[@]}"; do
+  ours=() theirs=()
+  for _ in 1 2 3; do
+    ours+=("$(target/release/inferox --threads "$n" bench "$PKG" -p 32 -n 64 -r 5 --json |
+      python3 -c "import json,sys; r=json.load(sys.stdin); assert r['prompt_tokens'] == 32 and r['gen_tokens'] == 64, r; print(r['decode_tokens_per_s']['mean'])")")
+    theirs+=("$(python3 scripts/bench_t5.py run "$SRC" --threads "$n" |
+      python3 -c "import json,sys; print(json.load(sys.stdin)['tokens_per_s'])")")
+  done
+  a=$(echo "${ours[*]}" | median)
+  b=$(echo "${theirs[*]}" | median)
+  awk -v n="$n" -v a="$a" -v b="$b" 'BEGIN {printf "| %s | | %.1f | %.1f | %.2fx |\n", n, a, b, a/b}'
+  echo "   rounds: inferox ${ours[*]}; transformers ${theirs[*]}" >&2
+done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
