@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_matches_json_schemas, fixtures, import};
+use common::{assert_matches_json_schemas, fixtures, import, unpadded};
 use inferox::LoadPackage;
 use inferox::generate::{FinishReason, GenerateOptions};
 use inferox::model::DecodeStep;
@@ -30,24 +30,6 @@ fn reference(case: &str) -> Reference {
         logits: read("logits.npy"),
         greedy: serde_json::from_value(greedy["greedy"].clone()).unwrap(),
     }
-}
-
-/// The unpadded prompts of the reference batch.
-fn prompts(r: &Reference) -> Vec<Vec<u32>> {
-    let seq = r.ids.shape()[1];
-    r.ids
-        .as_i64()
-        .unwrap()
-        .chunks(seq)
-        .zip(r.mask.as_i64().unwrap().chunks(seq))
-        .map(|(ids, mask)| {
-            ids.iter()
-                .zip(mask)
-                .filter(|(_, m)| **m == 1)
-                .map(|(&i, _)| i as u32)
-                .collect()
-        })
-        .collect()
 }
 
 fn greedy(n: usize) -> GenerateOptions {
@@ -97,7 +79,7 @@ fn greedy_continuations_match_generate() {
         let (_d, package) = import(&fixtures().join("decoders").join(case).join("model"));
         let mut model = package.load(&LoadOptions::default()).unwrap();
         let r = reference(case);
-        let prompts = prompts(&r);
+        let prompts = unpadded(&r.ids, &r.mask);
         // Batched, left-padded, as transformers ran it.
         let batch = model.generate_ids(&prompts, &greedy(20)).unwrap();
         for (i, (got, want)) in batch.iter().zip(&r.greedy).enumerate() {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_matches_json_schemas, fixtures, import};
+use common::{assert_matches_json_schemas, fixtures, import, unpadded};
 use inferox::generate::{FinishReason, GenerateOptions};
 use inferox::model::DecodeStep;
 use inferox::{HostTensor, LoadOptions, LoadPackage, NamedTensors};
@@ -44,23 +44,6 @@ fn reference(case: &str) -> Reference {
         greedy: serde_json::from_value(greedy["greedy"].clone()).unwrap(),
         text: serde_json::from_value(greedy["text"].clone()).unwrap(),
     }
-}
-
-/// The unpadded rows of a padded `[batch, seq]` batch.
-fn unpadded(ids: &HostTensor, mask: &HostTensor) -> Vec<Vec<u32>> {
-    let seq = ids.shape()[1];
-    ids.as_i64()
-        .unwrap()
-        .chunks(seq)
-        .zip(mask.as_i64().unwrap().chunks(seq))
-        .map(|(ids, mask)| {
-            ids.iter()
-                .zip(mask)
-                .filter(|(_, m)| **m == 1)
-                .map(|(&i, _)| i as u32)
-                .collect()
-        })
-        .collect()
 }
 
 fn greedy(n: usize) -> GenerateOptions {

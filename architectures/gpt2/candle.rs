@@ -8,7 +8,7 @@ use crate::common::{Activation, ConfigCheck};
 use candle::{DType, Device, Module, Tensor};
 use candle_nn::kv_cache::KvCache;
 use candle_nn::{LayerNorm, VarBuilder};
-use inferox_candle::decoder::{Linear, attention, causal_bias, last_positions};
+use inferox_candle::decoder::{Linear, attention, causal_bias, last_positions, output_logits};
 use inferox_candle::{Result, Weights, candle_core as candle, candle_nn};
 use inferox_core::load::LoadRequest;
 use inferox_core::manifest::ArtifactRole;
@@ -164,12 +164,7 @@ impl Gpt2 {
         } else {
             last_positions(&x, b, s)?
         };
-        // One row (decoding): a matrix-vector product that streams the embedding matrix once.
-        let logits = match inferox_candle::dense::try_mat_vec(&x, &self.lm_head)? {
-            Some(logits) => logits,
-            None => x.matmul(&self.lm_head.t()?)?,
-        };
-        Ok(logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+        Ok(output_logits(&x, &self.lm_head)?)
     }
 }
 

@@ -10,7 +10,7 @@ use crate::common::read_checked_config;
 use candle::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_nn::kv_cache::KvCache;
-use inferox_candle::decoder::{RmsNorm, causal_bias, key_bias, last_positions};
+use inferox_candle::decoder::{RmsNorm, causal_bias, key_bias, last_positions, output_logits};
 use inferox_candle::{Result, Weights, candle_core as candle, candle_nn};
 use inferox_core::load::LoadRequest;
 use inferox_core::manifest::ArtifactRole;
@@ -354,11 +354,7 @@ impl T5 {
         } else {
             last_positions(&x, b, s)?
         };
-        let logits = match inferox_candle::dense::try_mat_vec(&x, &self.lm_head)? {
-            Some(logits) => logits,
-            None => x.matmul(&self.lm_head.t()?)?,
-        };
-        Ok(logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+        Ok(output_logits(&x, &self.lm_head)?)
     }
 }
 

@@ -66,6 +66,23 @@ pub fn max_abs_diff(actual: &HostTensor, expected: &HostTensor) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// The rows of a padded `[batch, seq]` token batch, without the positions `mask` zeroes.
+pub fn unpadded(ids: &HostTensor, mask: &HostTensor) -> Vec<Vec<u32>> {
+    let seq = ids.shape()[1];
+    ids.as_i64()
+        .unwrap()
+        .chunks(seq)
+        .zip(mask.as_i64().unwrap().chunks(seq))
+        .map(|(ids, mask)| {
+            ids.iter()
+                .zip(mask)
+                .filter(|(_, m)| **m == 1)
+                .map(|(&i, _)| i as u32)
+                .collect()
+        })
+        .collect()
+}
+
 /// Reads every `NAME.npy` of a directory.
 pub fn read_npy_dir(dir: &Path) -> Vec<(String, HostTensor)> {
     let mut out: Vec<(String, HostTensor)> = std::fs::read_dir(dir)

@@ -235,6 +235,16 @@ pub fn last_positions(x: &Tensor, batch: usize, seq: usize) -> candle::Result<Te
         .squeeze(1)
 }
 
+/// Float32 logits of `x` (`[rows, hidden]`) against an output matrix `w` (`[vocab, hidden]`),
+/// flattened. One row (decoding) is a matrix-vector product that streams `w` once.
+pub fn output_logits(x: &Tensor, w: &Tensor) -> candle::Result<Vec<f32>> {
+    let logits = match super::dense::try_mat_vec(x, w)? {
+        Some(logits) => logits,
+        None => x.matmul(&w.t()?)?,
+    };
+    logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
+}
+
 /// Root-mean-square layer norm (Llama).
 pub struct RmsNorm {
     weight: Tensor,
