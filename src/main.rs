@@ -57,10 +57,13 @@ enum Command {
     Packages(cli::hub::PackagesArgs),
     /// Remove a package from the store.
     Rm(cli::hub::RmArgs),
-    /// Continue a text with a text-generation package, streaming it to standard output.
+    /// Generate text from a prompt, streaming it to standard output.
     ///
-    /// Timings go to standard error. --temperature 0 is greedy; --seed makes sampling
-    /// reproducible; --json prints one document with the text and the generated token ids.
+    /// A text-generation package (GPT-2, Llama, ...) continues the prompt; a
+    /// text2text-generation package (T5) encodes it once and writes its output from the
+    /// decoder's start token. Timings go to standard error. --temperature 0 is greedy; --seed
+    /// makes sampling reproducible; --json prints one document with the text and the generated
+    /// token ids.
     Generate(cli::generate::GenerateArgs),
     /// Chat with a package that has a chat template (from tokenizer_config.json or GGUF).
     ///
