@@ -56,6 +56,55 @@ fn recurrent_networks_match_torch_nn() {
     }
 }
 
+/// `t` with its batch axis (`axis`) repeated `times` times: the copies one after another.
+fn tile_batch(t: &inferox::HostTensor, axis: usize, times: usize) -> inferox::HostTensor {
+    let shape = t.shape();
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis..].iter().product();
+    let data = t.as_f32().unwrap();
+    let mut out = Vec::with_capacity(data.len() * times);
+    for o in 0..outer {
+        for _ in 0..times {
+            out.extend_from_slice(&data[o * inner..(o + 1) * inner]);
+        }
+    }
+    let mut shape = shape.to_vec();
+    shape[axis] *= times;
+    inferox::HostTensor::from_f32(shape, out).unwrap()
+}
+
+/// A batch large enough that every worker steps its own rows through the sequence (the
+/// kernel's other schedule): the fixtures' batches repeated, each copy equal to PyTorch's.
+#[test]
+fn a_large_batch_split_across_workers_matches_torch_nn() {
+    for name in CASES {
+        let case = fixtures().join("recurrent").join(name);
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(case.join("model/config.json")).unwrap())
+                .unwrap();
+        let batch_first = config["batch_first"].as_bool().unwrap_or(false);
+        let axis = |tensor: &str| match tensor {
+            "input" | "output" if batch_first => 0,
+            _ => 1,
+        };
+        let (_dir, package) = import(&case.join("model"));
+        let inputs: NamedTensors = read_npy_dir(&case.join("inputs"))
+            .into_iter()
+            .map(|(n, t)| {
+                let tiled = tile_batch(&t, axis(&n), 16);
+                (n, tiled)
+            })
+            .collect();
+        let mut model = package.load(&LoadOptions::default()).unwrap();
+        let outputs = model.run(&inputs).unwrap();
+        for (out, want) in read_npy_dir(&case.join("expected")) {
+            let want = tile_batch(&want, axis(&out), 16);
+            let err = max_abs_diff(outputs.get(&out).unwrap(), &want);
+            assert!(err <= TOLERANCE, "{name} ×16: `{out}` max abs error {err}");
+        }
+    }
+}
+
 #[test]
 fn the_schema_has_pytorchs_shapes() {
     let case = fixtures().join("recurrent/lstm_projected_bidirectional/model");

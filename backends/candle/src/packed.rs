@@ -223,6 +223,30 @@ impl PackedWeight {
         self.run(x, m, Start::Accumulate, y);
     }
 
+    /// [`matmul_slices`](Self::matmul_slices) on the calling thread only, for callers that
+    /// already split their work across the pool.
+    pub fn matmul_slices_here(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
+        if let Some(b) = bias {
+            assert_eq!(b.len(), self.n, "packed matmul: bias size");
+        }
+        let mut y = vec![0f32; m * self.n];
+        self.run_here(x, m, Start::Bias(bias), &mut y);
+        y
+    }
+
+    /// [`matmul_add`](Self::matmul_add) on the calling thread only.
+    pub fn matmul_add_here(&self, x: &[f32], m: usize, y: &mut [f32]) {
+        assert_eq!(y.len(), m * self.n, "packed matmul: output size");
+        self.run_here(x, m, Start::Accumulate, y);
+    }
+
+    /// The whole product on the calling thread.
+    fn run_here(&self, x: &[f32], m: usize, first: Start<'_>, y: &mut [f32]) {
+        assert_eq!(x.len(), m * self.k, "packed matmul: shapes do not agree");
+        let out = DisjointOut::new(y);
+        self.block(x, 0..m, 0..self.n.div_ceil(NR), first, &out);
+    }
+
     /// The product into `y`, its first depth block starting from `first`, on candle's pool.
     fn run(&self, x: &[f32], m: usize, first: Start<'_>, y: &mut [f32]) {
         assert_eq!(x.len(), m * self.k, "packed matmul: shapes do not agree");

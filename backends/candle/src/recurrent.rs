@@ -100,6 +100,11 @@ impl PackedDirection {
     /// (`[batch, output]`) and, for an LSTM, `c` (`[batch, hidden]`), which hold the final
     /// states after; backwards in time when `reverse`. Step `t`'s `h` goes to columns
     /// `offset..offset + output` of rows `t × batch ..` of `out` (rows of `width` values).
+    ///
+    /// The input projection of the whole sequence runs over the pool. Then, with enough rows
+    /// for every worker ([`ROWS_PER_WORKER`] each), each worker steps its own rows through the
+    /// whole sequence: the rows are independent, so nothing waits from step to step. With
+    /// fewer rows, every step's product and cell are split over the pool instead.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
@@ -107,13 +112,15 @@ impl PackedDirection {
         (steps, batch): (usize, usize),
         reverse: bool,
         h: &mut [f32],
-        mut c: Option<&mut [f32]>,
+        c: Option<&mut [f32]>,
         out: &mut [f32],
         (width, offset): (usize, usize),
     ) {
         let (hs, os) = (self.hidden, self.output());
-        let g = self.cell.gates() * hs;
         assert_eq!(h.len(), batch * os, "recurrent step: h size");
+        if let Some(c) = &c {
+            assert_eq!(c.len(), batch * hs, "recurrent step: c size");
+        }
         assert_eq!(
             out.len(),
             steps * batch * width,
@@ -123,22 +130,85 @@ impl PackedDirection {
         let mut gates = self
             .input
             .matmul_slices(x, steps * batch, Some(&self.input_bias));
+        let workers = barrier_pool().n_workers() + 1;
+        let run = Run {
+            steps,
+            batch,
+            reverse,
+            width,
+            offset,
+        };
+        let (gates_out, h_out, out_out) = (
+            DisjointOut::new(&mut gates),
+            DisjointOut::new(h),
+            DisjointOut::new(out),
+        );
+        let c_out = c.map(DisjointOut::new);
+        if workers > 1 && batch >= ROWS_PER_WORKER * workers {
+            // One item per worker, each a contiguous share of the rows.
+            barrier_pool().execute_chunked(workers, |items| {
+                for w in items {
+                    let rows = w * batch / workers..(w + 1) * batch / workers;
+                    // SAFETY: the workers' row ranges are disjoint; every buffer is cut to them.
+                    let c = c_out
+                        .as_ref()
+                        .map(|c| unsafe { c.slice(rows.start * hs..rows.end * hs) });
+                    let mut part = Part {
+                        h: unsafe { h_out.slice(rows.start * os..rows.end * os) },
+                        rows,
+                        gates: &gates_out,
+                        c,
+                        out: &out_out,
+                    };
+                    self.steps(&run, &mut part, false);
+                }
+            });
+        } else {
+            // SAFETY: this thread holds every buffer; the pooled work inside cuts by rows.
+            let mut part = Part {
+                rows: 0..batch,
+                gates: &gates_out,
+                h: unsafe { h_out.slice(0..batch * os) },
+                c: c_out.as_ref().map(|c| unsafe { c.slice(0..batch * hs) }),
+                out: &out_out,
+            };
+            self.steps(&run, &mut part, true);
+        }
+    }
+
+    /// Steps `part`'s rows through the sequence; each step's product and cell over the pool
+    /// when `pooled`, on this thread otherwise.
+    fn steps(&self, run: &Run, part: &mut Part<'_>, pooled: bool) {
+        let (hs, os) = (self.hidden, self.output());
+        let g = self.cell.gates() * hs;
+        let (r0, n) = (part.rows.start, part.rows.len());
         let mut full = match self.projection {
-            Some(_) => vec![0f32; batch * hs],
+            Some(_) => vec![0f32; n * hs],
             None => Vec::new(),
         };
-        for s in 0..steps {
-            let t = if reverse { steps - 1 - s } else { s };
-            let gt = &mut gates[t * batch * g..(t + 1) * batch * g];
-            // The recurrent product (over the pool, by panels), then the cell over the pool by
-            // rows, each row's new `h` written to the output as it is made.
-            let gh = match self.cell {
-                CellMath::Gru => {
+        for s in 0..run.steps {
+            let t = if run.reverse { run.steps - 1 - s } else { s };
+            let at = (t * run.batch + r0) * g;
+            // SAFETY: rows `part.rows` of step `t` belong to this part.
+            let gt = unsafe { part.gates.slice(at..at + n * g) };
+            let h: &mut [f32] = part.h;
+            // The recurrent product, added in place to the step's gates (the GRU keeps it apart:
+            // its n block is multiplied by the reset gate).
+            let gh = match (self.cell, pooled) {
+                (CellMath::Gru, true) => {
                     self.recurrent
-                        .matmul_slices(h, batch, self.recurrent_bias.as_deref())
+                        .matmul_slices(h, n, self.recurrent_bias.as_deref())
                 }
-                _ => {
-                    self.recurrent.matmul_add(h, batch, gt);
+                (CellMath::Gru, false) => {
+                    self.recurrent
+                        .matmul_slices_here(h, n, self.recurrent_bias.as_deref())
+                }
+                (_, true) => {
+                    self.recurrent.matmul_add(h, n, gt);
+                    Vec::new()
+                }
+                (_, false) => {
+                    self.recurrent.matmul_add_here(h, n, gt);
                     Vec::new()
                 }
             };
@@ -147,49 +217,86 @@ impl PackedDirection {
             let cell = self.cell;
             let (h_out, c_out, full_out) = (
                 DisjointOut::new(h),
-                c.as_deref_mut().map(DisjointOut::new),
+                part.c.as_deref_mut().map(DisjointOut::new),
                 DisjointOut::new(&mut full),
             );
-            let step_out = DisjointOut::new(out);
-            barrier_pool().execute_chunked(batch, |rows| {
-                // SAFETY: the pool hands out disjoint row ranges, and each buffer below is cut
-                // to those rows (the output to those rows' columns of this direction).
-                let (r0, r1) = (rows.start, rows.end);
-                let g_rows = &gt[r0 * g..r1 * g];
-                let h_rows = unsafe { h_out.slice(r0 * os..r1 * os) };
+            let out = part.out;
+            // The cell over rows `rows` of this part, each row's new `h` written to the output.
+            let cell_rows = |rows: std::ops::Range<usize>| {
+                // SAFETY: callers hand out disjoint row ranges of this part, and each buffer
+                // below is cut to those rows (the output to those rows' columns of this
+                // direction).
+                let (a, b) = (rows.start, rows.end);
+                let g_rows = &gt[a * g..b * g];
+                let h_rows = unsafe { h_out.slice(a * os..b * os) };
                 match cell {
                     CellMath::Lstm => {
                         let c = c_out.as_ref().expect("an LSTM carries a cell state");
-                        let c_rows = unsafe { c.slice(r0 * hs..r1 * hs) };
+                        let c_rows = unsafe { c.slice(a * hs..b * hs) };
                         match projected {
                             true => {
-                                let f_rows = unsafe { full_out.slice(r0 * hs..r1 * hs) };
+                                let f_rows = unsafe { full_out.slice(a * hs..b * hs) };
                                 lstm_simd(g_rows, c_rows, f_rows, hs);
                             }
                             false => lstm_simd(g_rows, c_rows, h_rows, hs),
                         }
                     }
-                    CellMath::Gru => gru_simd(g_rows, &gh[r0 * g..r1 * g], h_rows, hs),
+                    CellMath::Gru => gru_simd(g_rows, &gh[a * g..b * g], h_rows, hs),
                     CellMath::Tanh | CellMath::Relu => {
                         elman_simd(g_rows, h_rows, cell == CellMath::Relu)
                     }
                 }
                 if !projected {
-                    for (b, row) in (r0..r1).zip(h_rows.chunks_exact(os)) {
-                        let at = (t * batch + b) * width + offset;
-                        unsafe { step_out.slice(at..at + os) }.copy_from_slice(row);
+                    for (i, row) in (a..b).zip(h_rows.chunks_exact(os)) {
+                        let at = (t * run.batch + r0 + i) * run.width + run.offset;
+                        unsafe { out.slice(at..at + os) }.copy_from_slice(row);
                     }
                 }
-            });
+            };
+            if pooled {
+                barrier_pool().execute_chunked(n, cell_rows);
+            } else {
+                cell_rows(0..n);
+            }
             if let Some(p) = &self.projection {
-                h.copy_from_slice(&p.matmul_slices(&full, batch, None));
-                for (b, row) in h.chunks_exact(os).enumerate() {
-                    let at = (t * batch + b) * width + offset;
-                    out[at..at + os].copy_from_slice(row);
+                let projected = match pooled {
+                    true => p.matmul_slices(&full, n, None),
+                    false => p.matmul_slices_here(&full, n, None),
+                };
+                part.h.copy_from_slice(&projected);
+                for (i, row) in part.h.chunks_exact(os).enumerate() {
+                    let at = (t * run.batch + r0 + i) * run.width + run.offset;
+                    // SAFETY: row `r0 + i` of step `t` belongs to this part.
+                    unsafe { out.slice(at..at + os) }.copy_from_slice(row);
                 }
             }
         }
     }
+}
+
+/// Rows per worker from which [`PackedDirection::run`] gives each worker its own rows.
+pub const ROWS_PER_WORKER: usize = 4;
+
+/// The shape of one [`PackedDirection::run`].
+struct Run {
+    steps: usize,
+    batch: usize,
+    reverse: bool,
+    width: usize,
+    offset: usize,
+}
+
+/// The rows one worker steps through the sequence, and where they live.
+struct Part<'a> {
+    rows: std::ops::Range<usize>,
+    /// The gates of every step, `[steps][batch][gates × hidden]`.
+    gates: &'a DisjointOut,
+    /// `h` of these rows.
+    h: &'a mut [f32],
+    /// `c` of these rows (LSTM).
+    c: Option<&'a mut [f32]>,
+    /// The layer's output, `[steps][batch][width]`.
+    out: &'a DisjointOut,
 }
 
 #[inline(always)]
