@@ -13,6 +13,7 @@
 //! 129 bins as real and imaginary channels) and its magnitude, four Conv1d + ReLU layers, an
 //! LSTM cell whose state carries over from chunk to chunk, and a 1×1 convolution with a sigmoid.
 
+use inferox::backends::candle::packed::{self, PackedWeight};
 use inferox::backends::candle::{
     self as backend, Weights, candle_core as candle, candle_nn, to_host,
 };
@@ -149,14 +150,173 @@ struct SileroVad {
     /// `weight_ih` and `weight_hh` transposed, `[128, 512]` each, and their biases summed.
     lstm: (candle::Tensor, candle::Tensor, candle::Tensor),
     head: Conv,
+    /// The same layers packed for the backend's CPU kernel, when it runs here (f32 on a CPU
+    /// with AVX-512): the network is small enough that candle's per-op overhead (im2col, the
+    /// GEMM packing its operands on every call) would cost more than the arithmetic.
+    packed: Option<PackedLayers>,
+    dtype: candle::DType,
     device: candle::Device,
+}
+
+/// A layer as a product with a packed weight and a bias.
+struct Product {
+    weight: PackedWeight,
+    bias: Vec<f32>,
+}
+
+impl Product {
+    /// `x · wᵀ + b` for `rows` rows of `x`, on this thread (the products are tiny).
+    fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        self.weight.matmul_slices_here(x, rows, Some(&self.bias))
+    }
+}
+
+/// The layers for the packed CPU kernel. Activations are row-major `[batch × frames,
+/// channels]`; a convolution is a product over its im2col rows (taps outer, channels inner).
+struct PackedLayers {
+    stft: Product,
+    /// Conv1d (kernel 3, padding 1) weights as `[out, 3 × in]`, their input channels and stride.
+    convs: Vec<(Product, usize, usize)>,
+    /// `[x, h] · [W_ih | W_hh]ᵀ + b_ih + b_hh`.
+    lstm: Product,
+    /// The 1×1 head: weight and bias.
+    head: (Vec<f32>, f32),
+}
+
+/// A tensor's values as f32 on the host.
+fn host(t: &candle::Tensor) -> candle::Result<Vec<f32>> {
+    t.to_dtype(candle::DType::F32)?.flatten_all()?.to_vec1()
+}
+
+impl PackedLayers {
+    fn new(m: &SileroVad) -> candle::Result<PackedLayers> {
+        let product = |w: Vec<f32>, k: usize, n: usize, bias: Vec<f32>| Product {
+            weight: PackedWeight::pack_transposed(&w, k, n, false),
+            bias,
+        };
+        let stft = product(host(&m.stft)?, WINDOW, 2 * BINS, vec![0.0; 2 * BINS]);
+        let mut convs = Vec::new();
+        for conv in &m.convs {
+            let (out, inp, taps) = conv.weight.dims3()?;
+            let w = host(&conv.weight)?;
+            // [out, in, taps] → [out, taps × in].
+            let mut wt = vec![0f32; w.len()];
+            for o in 0..out {
+                for c in 0..inp {
+                    for j in 0..taps {
+                        wt[o * taps * inp + j * inp + c] = w[(o * inp + c) * taps + j];
+                    }
+                }
+            }
+            convs.push((
+                product(wt, taps * inp, out, host(&conv.bias)?),
+                inp,
+                conv.stride,
+            ));
+        }
+        let (w_ih, w_hh, bias) = &m.lstm;
+        // Stored transposed ([128, 512]); the packed product wants [512, 256] rows.
+        let (w_ih, w_hh) = (
+            host(&w_ih.t()?.contiguous()?)?,
+            host(&w_hh.t()?.contiguous()?)?,
+        );
+        let gates = 4 * HIDDEN;
+        let mut w = Vec::with_capacity(gates * 2 * HIDDEN);
+        for g in 0..gates {
+            w.extend_from_slice(&w_ih[g * HIDDEN..(g + 1) * HIDDEN]);
+            w.extend_from_slice(&w_hh[g * HIDDEN..(g + 1) * HIDDEN]);
+        }
+        let lstm = product(w, 2 * HIDDEN, gates, host(bias)?);
+        let head = (host(&m.head.weight)?, host(&m.head.bias)?[0]);
+        Ok(PackedLayers {
+            stft,
+            convs,
+            lstm,
+            head,
+        })
+    }
+
+    /// Speech probabilities `[batch]` and the next state `[2, batch, 128]` of reflection-padded
+    /// audio rows (`batch × (CONTEXT + CHUNK + PAD)`) from `state` (zeros when `None`).
+    fn forward(&self, padded: &[f32], batch: usize, state: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
+        let len = CONTEXT + CHUNK + PAD;
+        let mut frames = (len - WINDOW) / HOP + 1;
+        let mut x = Vec::with_capacity(batch * frames * WINDOW);
+        for row in padded.chunks_exact(len) {
+            for t in 0..frames {
+                x.extend_from_slice(&row[t * HOP..t * HOP + WINDOW]);
+            }
+        }
+        let spectrum = self.stft.forward(&x, batch * frames);
+        let mut x: Vec<f32> = spectrum
+            .chunks_exact(2 * BINS)
+            .flat_map(|s| (0..BINS).map(move |f| (s[f] * s[f] + s[BINS + f] * s[BINS + f]).sqrt()))
+            .collect();
+        for &(ref conv, inp, stride) in &self.convs {
+            let out_frames = (frames + 2 - 3) / stride + 1;
+            let mut cols = vec![0f32; batch * out_frames * 3 * inp];
+            for b in 0..batch {
+                for t in 0..out_frames {
+                    let dst = &mut cols[(b * out_frames + t) * 3 * inp..][..3 * inp];
+                    for j in 0..3 {
+                        // Input frame t·stride + j − 1; zeros outside (padding 1).
+                        let src = (t * stride + j).checked_sub(1).filter(|&s| s < frames);
+                        if let Some(s) = src {
+                            dst[j * inp..(j + 1) * inp]
+                                .copy_from_slice(&x[(b * frames + s) * inp..][..inp]);
+                        }
+                    }
+                }
+            }
+            x = conv.forward(&cols, batch * out_frames);
+            for v in &mut x {
+                *v = v.max(0.0);
+            }
+            frames = out_frames;
+        }
+        // One frame is left: [batch, 128].
+        let zeros = vec![0f32; 2 * batch * HIDDEN];
+        let state = state.unwrap_or(&zeros);
+        let (h, c) = state.split_at(batch * HIDDEN);
+        let mut xh = Vec::with_capacity(batch * 2 * HIDDEN);
+        for b in 0..batch {
+            xh.extend_from_slice(&x[b * HIDDEN..(b + 1) * HIDDEN]);
+            xh.extend_from_slice(&h[b * HIDDEN..(b + 1) * HIDDEN]);
+        }
+        let gates = self.lstm.forward(&xh, batch);
+        let sigmoid = |v: f32| 1.0 / (1.0 + (-v).exp());
+        let mut next = vec![0f32; 2 * batch * HIDDEN];
+        let (h_next, c_next) = next.split_at_mut(batch * HIDDEN);
+        let mut probabilities = Vec::with_capacity(batch);
+        for b in 0..batch {
+            let g = &gates[b * 4 * HIDDEN..(b + 1) * 4 * HIDDEN];
+            let mut logit = self.head.1;
+            for u in 0..HIDDEN {
+                let (i, f, gg, o) = (g[u], g[HIDDEN + u], g[2 * HIDDEN + u], g[3 * HIDDEN + u]);
+                let cu = sigmoid(f) * c[b * HIDDEN + u] + sigmoid(i) * gg.tanh();
+                let hu = sigmoid(o) * cu.tanh();
+                c_next[b * HIDDEN + u] = cu;
+                h_next[b * HIDDEN + u] = hu;
+                logit += self.head.0[u] * hu.max(0.0);
+            }
+            probabilities.push(sigmoid(logit));
+        }
+        (probabilities, next)
+    }
 }
 
 fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
     let _: Config = req.config()?;
     let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?)?;
     let device = backend::device(req.options.device)?;
-    let vb = weights.var_builder(candle::DType::F32, &device);
+    let dtype = backend::dtype(req.dtype())?;
+    if !matches!(dtype, candle::DType::F32 | candle::DType::F64) {
+        return Err(Error::InvalidArgument(format!(
+            "silero-vad computes in float32 or float64, not {}",
+            req.dtype()
+        )));
+    }
+    let vb = weights.var_builder(dtype, &device);
     let build = || -> candle::Result<SileroVad> {
         let lstm = vb.pp("lstm_cell");
         let gates = 4 * HIDDEN;
@@ -174,10 +334,15 @@ fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
                 (lstm.get(gates, "bias_ih")? + lstm.get(gates, "bias_hh")?)?,
             ),
             head: Conv::load(&vb, "final_conv", (1, HIDDEN, 1), 1)?,
+            packed: None,
+            dtype,
             device: device.clone(),
         })
     };
-    let model = build().map_err(|e| weights.explain(e))?;
+    let mut model = build().map_err(|e| weights.explain(e))?;
+    if dtype == candle::DType::F32 && device.is_cpu() && packed::supported() {
+        model.packed = Some(PackedLayers::new(&model).map_err(|e| weights.explain(e))?);
+    }
     Ok(Box::new(model))
 }
 
@@ -196,7 +361,22 @@ impl SileroVad {
             padded.extend_from_slice(row);
             padded.extend((0..PAD).map(|i| row[n - 2 - i]));
         }
-        let x = candle::Tensor::from_vec(padded, (batch, 1, n + PAD), &self.device)?;
+        if let Some(p) = &self.packed {
+            let (probabilities, next) =
+                p.forward(&padded, batch, state.map(|s| s.as_f32().expect("checked")));
+            let mut out = NamedTensors::new();
+            out.insert(
+                "speech_probability",
+                HostTensor::from_f32(vec![batch, 1], probabilities)?,
+            );
+            out.insert(
+                "next_state",
+                HostTensor::from_f32(vec![2, batch, HIDDEN], next)?,
+            );
+            return Ok(out);
+        }
+        let x = candle::Tensor::from_vec(padded, (batch, 1, n + PAD), &self.device)?
+            .to_dtype(self.dtype)?;
         let spectrum = x.conv1d(&self.stft, 0, HOP, 1, 1)?;
         let magnitude = (spectrum.narrow(1, 0, BINS)?.sqr()?
             + spectrum.narrow(1, BINS, BINS)?.sqr()?)?
@@ -213,11 +393,12 @@ impl SileroVad {
                     s.as_f32().expect("checked"),
                     (2, batch, HIDDEN),
                     &self.device,
-                )?;
+                )?
+                .to_dtype(self.dtype)?;
                 (s.get(0)?, s.get(1)?)
             }
             None => {
-                let z = candle::Tensor::zeros((batch, HIDDEN), candle::DType::F32, &self.device)?;
+                let z = candle::Tensor::zeros((batch, HIDDEN), self.dtype, &self.device)?;
                 (z.clone(), z)
             }
         };
@@ -230,8 +411,12 @@ impl SileroVad {
         let logit = self.head.forward(&h.relu()?.unsqueeze(2)?)?;
         let probability = sigmoid(&logit)?.reshape((batch, 1))?;
         let mut out = NamedTensors::new();
-        out.insert("speech_probability", to_host(&probability)?);
-        out.insert("next_state", to_host(&candle::Tensor::stack(&[h, c], 0)?)?);
+        let f32 = |t: candle::Tensor| t.to_dtype(candle::DType::F32);
+        out.insert("speech_probability", to_host(&f32(probability)?)?);
+        out.insert(
+            "next_state",
+            to_host(&f32(candle::Tensor::stack(&[h, c], 0)?)?)?,
+        );
         Ok(out)
     }
 }

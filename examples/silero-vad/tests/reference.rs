@@ -53,19 +53,42 @@ fn streams_speech_and_silence_as_the_packages_own_runtime_does() {
     let package = silero_vad::import(&weights(), &dir.path().join("vad.pkg")).unwrap();
     assert_eq!(package.info().model_type, "silero-vad");
     assert_eq!(package.info().family, Some(inferox::Family::Recurrent));
-    let mut detector = Detector::new(package.load(&LoadOptions::default()).unwrap());
+    // float32 runs the backend's packed kernel where the CPU has it; float64 candle's ops.
+    for dtype in [inferox::DType::Float32, inferox::DType::Float64] {
+        let options = LoadOptions {
+            dtype: Some(dtype),
+            ..Default::default()
+        };
+        let detector = Detector::new(package.load(&options).unwrap());
+        check_detector(detector, &format!("{dtype}"));
+    }
+    // A batch of two streams, the second a copy of the first, row for row.
+    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let speech = silero_vad::read_wav(&fixtures().join("speech_16k.wav")).unwrap();
+    let chunk = &speech[60 * CHUNK - silero_vad::CONTEXT..61 * CHUNK];
+    let audio = inferox::HostTensor::from_f32(vec![2, chunk.len()], [chunk, chunk].concat());
+    let out = model
+        .run(&[("audio", audio.unwrap())].into_iter().collect())
+        .unwrap();
+    let p = out.get("speech_probability").unwrap().as_f32().unwrap();
+    assert_eq!(p[0], p[1]);
+    let state = out.get("next_state").unwrap();
+    assert_eq!(state.shape(), [2, 2, silero_vad::HIDDEN]);
+}
 
+/// `detector` on speech and silence against the reference.
+fn check_detector(mut detector: Detector, what: &str) {
     let speech = silero_vad::read_wav(&fixtures().join("speech_16k.wav")).unwrap();
     let want = reference("speech_16k.wav");
     let got = detector.probabilities(&speech).unwrap();
-    assert_close("speech", &got, &want);
+    assert_close(&format!("{what} speech"), &got, &want);
     // Real speech is found, and the half second of silence around it is not speech.
     assert!(got.iter().filter(|&&p| p > 0.9).count() > 40, "{got:?}");
     assert!(got[..10].iter().all(|&p| p < 0.1), "{:?}", &got[..10]);
 
     let silence = vec![0f32; 2 * SAMPLE_RATE as usize];
     let got = detector.probabilities(&silence).unwrap();
-    assert_close("silence", &got, &reference("silence_2s"));
+    assert_close(&format!("{what} silence"), &got, &reference("silence_2s"));
     assert!(got.iter().all(|&p| p < 0.05));
 
     // The state matters: speech chunks run without their history give other values.
