@@ -119,6 +119,7 @@ pub fn describe(src: &ImportSource<'_>) -> Result<Description> {
 }
 
 /// The config of a package's model, checked against its weights.
+#[cfg(any(feature = "candle", feature = "torch"))]
 pub(crate) fn checked(cfg: &T5Config, check: &ConfigCheck<'_>) -> Result<()> {
     cfg.check_weights(check)
 }
