@@ -326,8 +326,13 @@ impl T5 {
         let inner = self.cfg.inner() as i64;
         let cached = self.cached;
         let position = self.position_bias(&self.decoder_buckets, (s, cached + s, cached), false)?;
-        let causal = mask_bias(step.mask, b, s, true, self.masked_score());
-        let bias = position.f_add(&self.bias_tensor(causal, b, s)?)?;
+        // A single unpadded step sees every cached token: the position bias is all there is.
+        let bias = if s == 1 && step.mask.iter().all(|&m| m != 0) {
+            position
+        } else {
+            let causal = mask_bias(step.mask, b, s, true, self.masked_score());
+            position.f_add(&self.bias_tensor(causal, b, s)?)?
+        };
         let mut x = self.embed(step.tokens, b)?;
         for layer in &mut self.decoder {
             let a = &layer.attention;
