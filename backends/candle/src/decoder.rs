@@ -18,9 +18,9 @@ pub enum Linear {
         weight: QMatMul,
         bias: Option<Tensor>,
     },
-    /// A Q4_0, Q4_1 or Q8_0 `[out, in]` weight multiplied by our own CPU kernels.
+    /// A quantized `[out, in]` weight of a type our own CPU kernels multiply.
     Packed {
-        weight: super::quant::QMatrix,
+        weight: Packed,
         bias: Option<Tensor>,
     },
 }
@@ -41,16 +41,9 @@ impl Linear {
 
     /// From a GGUF tensor: quantized types stay quantized, float types become dense.
     pub fn from_qtensor(q: QTensor, bias: Option<Tensor>) -> candle::Result<Linear> {
-        use super::quant::{Kind, QMatrix};
         use candle::quantized::GgmlDType;
-        let kind = match q.dtype() {
-            GgmlDType::Q4_0 => Some(Kind::Q4_0),
-            GgmlDType::Q4_1 => Some(Kind::Q4_1),
-            GgmlDType::Q8_0 => Some(Kind::Q8_0),
-            _ => None,
-        };
-        if let (Some(kind), true, [rows, cols]) = (kind, q.device().is_cpu(), q.shape().dims())
-            && let Some(weight) = QMatrix::new(kind, *rows, *cols, &q.data()?)
+        if let (true, [rows, cols]) = (q.device().is_cpu(), q.shape().dims())
+            && let Some(weight) = Packed::new(q.dtype(), *rows, *cols, &q)?
         {
             return Ok(Linear::Packed { weight, bias });
         }
@@ -84,6 +77,168 @@ impl Linear {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
+    }
+}
+
+/// A quantized weight in the layout of one of our CPU kernels.
+pub enum Packed {
+    /// Blocks of 32 (Q4_0, Q4_1, Q8_0).
+    Blocks(super::quant::QMatrix),
+    /// Super-blocks of 256 (the k-quants).
+    Super(super::kquant::KMatrix),
+}
+
+impl Packed {
+    /// Repacks `q` when its type has a kernel of ours (`None` otherwise).
+    fn new(
+        dtype: candle::quantized::GgmlDType,
+        rows: usize,
+        cols: usize,
+        q: &QTensor,
+    ) -> candle::Result<Option<Packed>> {
+        use super::kquant::{KKind, KMatrix};
+        use super::quant::{Kind, QMatrix};
+        use candle::quantized::GgmlDType as G;
+        let block = match dtype {
+            G::Q4_0 => Some(Kind::Q4_0),
+            G::Q4_1 => Some(Kind::Q4_1),
+            G::Q5_0 => Some(Kind::Q5_0),
+            G::Q5_1 => Some(Kind::Q5_1),
+            G::Q8_0 => Some(Kind::Q8_0),
+            _ => None,
+        };
+        let sup = match dtype {
+            G::Q2K => Some(KKind::Q2K),
+            G::Q3K => Some(KKind::Q3K),
+            G::Q4K => Some(KKind::Q4K),
+            G::Q5K => Some(KKind::Q5K),
+            G::Q6K => Some(KKind::Q6K),
+            _ => None,
+        };
+        Ok(match (block, sup) {
+            (Some(kind), _) => QMatrix::new(kind, rows, cols, &q.data()?).map(Packed::Blocks),
+            (_, Some(kind)) => KMatrix::new(kind, rows, cols, &q.data()?).map(Packed::Super),
+            _ => None,
+        })
+    }
+
+    /// Output rows.
+    pub fn rows(&self) -> usize {
+        match self {
+            Packed::Blocks(m) => m.rows(),
+            Packed::Super(m) => m.rows(),
+        }
+    }
+
+    /// `x · selfᵀ` for `x` of `n` rows of the input size.
+    pub fn matmul(&self, x: &[f32]) -> Vec<f32> {
+        match self {
+            Packed::Blocks(m) => m.matmul(x),
+            Packed::Super(m) => m.matmul(x),
+        }
+    }
+}
+
+/// A token embedding table: dense, or quantized as a GGUF stores it and dequantized one row per
+/// token (a 150k-token vocabulary in f32 would be several times the size of the whole file).
+pub enum Embedding {
+    /// `[vocab, hidden]`.
+    Dense(Tensor),
+    /// Raw GGUF rows of `dtype`.
+    Quantized {
+        dtype: candle::quantized::GgmlDType,
+        data: Vec<u8>,
+        rows: usize,
+        cols: usize,
+        dtype_out: DType,
+    },
+}
+
+impl Embedding {
+    /// From a `[vocab, hidden]` GGUF tensor: kept as stored on the CPU, dequantized elsewhere.
+    pub fn from_qtensor(q: QTensor, dtype_out: DType) -> candle::Result<Embedding> {
+        match (q.device().is_cpu(), q.shape().dims()) {
+            (true, &[rows, cols]) if cols.is_multiple_of(q.dtype().block_size()) => {
+                Ok(Embedding::Quantized {
+                    dtype: q.dtype(),
+                    data: q.data()?.into_owned(),
+                    rows,
+                    cols,
+                    dtype_out,
+                })
+            }
+            _ => Ok(Embedding::Dense(
+                q.dequantize(&q.device())?.to_dtype(dtype_out)?,
+            )),
+        }
+    }
+
+    /// The rows of `ids` (u32, any shape flattened): `[ids, hidden]`.
+    pub fn forward(&self, ids: &Tensor) -> candle::Result<Tensor> {
+        let Embedding::Quantized {
+            dtype,
+            data,
+            rows,
+            cols,
+            dtype_out,
+        } = self
+        else {
+            let Embedding::Dense(t) = self else {
+                unreachable!()
+            };
+            return t.index_select(ids, 0);
+        };
+        let ids = ids.flatten_all()?.to_vec1::<u32>()?;
+        let row_bytes = cols / dtype.block_size() * dtype.type_size();
+        let mut out = vec![0f32; ids.len() * cols];
+        for (&id, y) in ids.iter().zip(out.chunks_exact_mut(*cols)) {
+            let id = id as usize;
+            if id >= *rows {
+                candle::bail!("token id {id} is outside the embedding table's {rows} rows");
+            }
+            dequantize_row(*dtype, &data[id * row_bytes..(id + 1) * row_bytes], y)?;
+        }
+        Tensor::from_vec(out, (ids.len(), *cols), &Device::Cpu)?.to_dtype(*dtype_out)
+    }
+}
+
+/// Dequantizes one row of GGUF blocks of `dtype` into `y` with candle's block types.
+fn dequantize_row(
+    dtype: candle::quantized::GgmlDType,
+    bytes: &[u8],
+    y: &mut [f32],
+) -> candle::Result<()> {
+    use candle::quantized::GgmlDType as G;
+    use candle::quantized::k_quants::*;
+    fn blocks<T: GgmlType>(bytes: &[u8], y: &mut [f32]) -> candle::Result<()> {
+        let n = y.len() / T::BLCK_SIZE;
+        if bytes.len() != n * std::mem::size_of::<T>()
+            || !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
+        {
+            candle::bail!("misaligned or misshapen {:?} row", T::DTYPE);
+        }
+        // SAFETY: the length and alignment were checked; the block types are plain data
+        // (`repr(C)` integers and halves) for which every bit pattern is a value.
+        let xs = unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, n) };
+        T::to_float(xs, y);
+        Ok(())
+    }
+    match dtype {
+        G::F32 => blocks::<f32>(bytes, y),
+        G::F16 => blocks::<half::f16>(bytes, y),
+        G::BF16 => blocks::<half::bf16>(bytes, y),
+        G::Q4_0 => blocks::<BlockQ4_0>(bytes, y),
+        G::Q4_1 => blocks::<BlockQ4_1>(bytes, y),
+        G::Q5_0 => blocks::<BlockQ5_0>(bytes, y),
+        G::Q5_1 => blocks::<BlockQ5_1>(bytes, y),
+        G::Q8_0 => blocks::<BlockQ8_0>(bytes, y),
+        G::Q8_1 => blocks::<BlockQ8_1>(bytes, y),
+        G::Q2K => blocks::<BlockQ2K>(bytes, y),
+        G::Q3K => blocks::<BlockQ3K>(bytes, y),
+        G::Q4K => blocks::<BlockQ4K>(bytes, y),
+        G::Q5K => blocks::<BlockQ5K>(bytes, y),
+        G::Q6K => blocks::<BlockQ6K>(bytes, y),
+        G::Q8K => blocks::<BlockQ8K>(bytes, y),
     }
 }
 

@@ -33,6 +33,7 @@ pub mod dense;
 mod error;
 pub mod fused;
 pub mod gguf;
+pub mod kquant;
 pub mod packed;
 pub mod quant;
 pub mod recurrent;

@@ -1,6 +1,7 @@
-//! Quantized matrix products on the CPU for the GGUF block types Q4_0, Q4_1 and Q8_0 — the ones
-//! small GGUF models are made of, and that candle multiplies with scalar code (Q4_1) or with an
-//! activation rounding unlike llama.cpp's (Q8_0).
+//! Quantized matrix products on the CPU for the GGUF block types of 32 values — Q4_0, Q4_1, Q5_0,
+//! Q5_1 and Q8_0, the ones small GGUF models are made of (Q5_0 is what `Q4_K_M` files hold where a
+//! row is too short for a k-quant), and that candle multiplies with scalar code or with an
+//! activation rounding unlike llama.cpp's.
 //!
 //! As in llama.cpp, activations are quantized per block of 32 to int8 (scale stored as f16) and
 //! block dot products are integer. Weights are repacked at load into separate arrays of values,
@@ -14,8 +15,6 @@ use super::candle_core::utils::barrier_pool;
 use half::f16;
 
 const QK: usize = 32;
-/// Weight rows multiplied together.
-const TILE: usize = 4;
 
 /// A supported block type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +23,10 @@ pub enum Kind {
     Q4_0,
     /// `d`, `m` (f16) and 32 4-bit values `q`: `d * q + m`.
     Q4_1,
+    /// `d` (f16), a 32-bit plane of fifth bits and 32 4-bit values: `d * (q - 16)`.
+    Q5_0,
+    /// `d`, `m` (f16), a plane of fifth bits and 32 4-bit values: `d * q + m`.
+    Q5_1,
     /// `d` (f16) and 32 int8 values `q`: `d * q`.
     Q8_0,
 }
@@ -34,6 +37,8 @@ impl Kind {
         match self {
             Kind::Q4_0 => 18,
             Kind::Q4_1 => 20,
+            Kind::Q5_0 => 22,
+            Kind::Q5_1 => 24,
             Kind::Q8_0 => 34,
         }
     }
@@ -41,9 +46,19 @@ impl Kind {
     /// Bytes of packed values per block.
     fn value_bytes(self) -> usize {
         match self {
-            Kind::Q4_0 | Kind::Q4_1 => 16,
+            Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1 => 16,
             Kind::Q8_0 => 32,
         }
+    }
+
+    /// Whether blocks carry a minimum (`m`).
+    fn has_min(self) -> bool {
+        matches!(self, Kind::Q4_1 | Kind::Q5_1)
+    }
+
+    /// Whether blocks carry a plane of fifth bits.
+    fn has_high(self) -> bool {
+        matches!(self, Kind::Q5_0 | Kind::Q5_1)
     }
 }
 
@@ -57,8 +72,10 @@ pub struct QMatrix {
     /// Block scales (f16 bits), `[rows][padded blocks]`: each row padded with zeros to a
     /// multiple of 8 blocks, so that the kernels always load eight.
     scales: Vec<u16>,
-    /// Block minimums (f16 bits) for Q4_1, laid out as `scales`; empty otherwise.
+    /// Block minimums (f16 bits) for Q4_1 and Q5_1, laid out as `scales`; empty otherwise.
     mins: Vec<u16>,
+    /// Fifth bits of Q5_0 and Q5_1 (bit `i` for value `i`), `[rows][blocks]`; empty otherwise.
+    high: Vec<u32>,
 }
 
 /// Blocks rounded up to a multiple of 8.
@@ -71,8 +88,9 @@ struct QActs {
     q: Vec<i8>,
     /// Scale of each block (rounded through f16), `[rows][padded blocks]` (zero-padded).
     d: Vec<f32>,
-    /// Per block, what multiplies the weight block's minimum (Q4_1: `d * sum(q)`, rounded
-    /// through f16) or scale (Q4_0: `-8 * d * sum(q)`, the offset of its 4-bit values), laid
+    /// Per block, what multiplies the weight block's minimum (Q4_1, Q5_1: `d * sum(q)`, rounded
+    /// through f16) or scale (Q4_0, Q5_0: `-8 * d * sum(q)` or `-16 * ...`, the offset of its
+    /// values), laid
     /// out as `d`.
     c: Vec<f32>,
 }
@@ -104,7 +122,8 @@ fn quantize_acts(kind: Kind, x: &[f32], cols: usize) -> QActs {
         a.d[at] = d16;
         a.c[at] = match kind {
             Kind::Q4_0 => -8.0 * d16 * sum as f32,
-            Kind::Q4_1 => round_f16(d * sum as f32),
+            Kind::Q5_0 => -16.0 * d16 * sum as f32,
+            Kind::Q4_1 | Kind::Q5_1 => round_f16(d * sum as f32),
             Kind::Q8_0 => 0.0,
         };
     }
@@ -138,9 +157,20 @@ fn dot_portable(t: &Tile<'_>, r: usize) -> f32 {
         let w = &m.values[(row * nb + b) * vb..(row * nb + b + 1) * vb];
         let x = &a.q[(t.act * nb + b) * QK..(t.act * nb + b + 1) * QK];
         let si: i32 = match m.kind {
-            Kind::Q4_0 | Kind::Q4_1 => (0..16)
-                .map(|j| (w[j] & 0x0F) as i32 * x[j] as i32 + (w[j] >> 4) as i32 * x[j + 16] as i32)
-                .sum(),
+            Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1 => {
+                let h = if m.kind.has_high() {
+                    m.high[row * nb + b]
+                } else {
+                    0
+                };
+                let fifth = |i: usize| ((h >> i) & 1) as i32 * 16;
+                (0..16)
+                    .map(|j| {
+                        ((w[j] & 0x0F) as i32 + fifth(j)) * x[j] as i32
+                            + ((w[j] >> 4) as i32 + fifth(j + 16)) * x[j + 16] as i32
+                    })
+                    .sum()
+            }
             Kind::Q8_0 => w
                 .iter()
                 .zip(x)
@@ -151,8 +181,8 @@ fn dot_portable(t: &Tile<'_>, r: usize) -> f32 {
         let ab = t.act * nbp + b;
         total += dw * a.d[ab] * si as f32;
         total += match m.kind {
-            Kind::Q4_0 => dw * a.c[ab],
-            Kind::Q4_1 => f16::from_bits(m.mins[row * nbp + b]).to_f32() * a.c[ab],
+            Kind::Q4_0 | Kind::Q5_0 => dw * a.c[ab],
+            Kind::Q4_1 | Kind::Q5_1 => f16::from_bits(m.mins[row * nbp + b]).to_f32() * a.c[ab],
             Kind::Q8_0 => 0.0,
         };
     }
@@ -160,13 +190,43 @@ fn dot_portable(t: &Tile<'_>, r: usize) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use super::{Kind, QK, Tile, padded};
     use std::arch::x86_64::*;
 
     const Q4_0: u8 = 0;
     const Q4_1: u8 = 1;
     const Q8_0: u8 = 2;
+    const Q5_0: u8 = 3;
+    const Q5_1: u8 = 4;
+
+    /// Bit `i` of `bits` as byte `i` (0 or 0x10) of a vector: a mask move with AVX-512BW, a
+    /// byte shuffle and compare with AVX2.
+    #[inline(always)]
+    unsafe fn fifth_bits<const VNNI: bool>(bits: u32) -> __m256i {
+        // SAFETY: plain arithmetic on registers; the wrapper has the features.
+        unsafe {
+            let v = _mm256_set1_epi8(0x10);
+            if VNNI {
+                _mm256_maskz_mov_epi8(bits, v)
+            } else {
+                // Byte i takes byte i / 8 of `bits`; OR-ing every bit but bit i % 8 makes it
+                // all ones exactly when that bit is set.
+                let spread = _mm256_shuffle_epi8(
+                    _mm256_set1_epi32(bits as i32),
+                    _mm256_set_epi64x(
+                        0x0303_0303_0303_0303,
+                        0x0202_0202_0202_0202,
+                        0x0101_0101_0101_0101,
+                        0,
+                    ),
+                );
+                let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+                let set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1));
+                _mm256_and_si256(set, v)
+            }
+        }
+    }
 
     #[inline(always)]
     unsafe fn hsum(v: __m256) -> f32 {
@@ -178,83 +238,111 @@ mod x86 {
         }
     }
 
-    /// `R` weight rows against one activation row; shared by the AVX2 and VNNI kernels, which
-    /// inline it and so compile it with their features.
+    /// `RW` weight rows from `t.row` against `RA` activation rows from `t.act`, into
+    /// `out[r][c]`; shared by the AVX2 and VNNI kernels, which inline it and so compile it with
+    /// their features. Each weight block is unpacked once for the `RA` activation rows.
     #[inline(always)]
-    unsafe fn body<const K: u8, const R: usize, const VNNI: bool>(
+    #[allow(clippy::needless_range_loop)] // r and c index several arrays at once
+    unsafe fn body<const K: u8, const RW: usize, const RA: usize, const VNNI: bool>(
         t: &Tile<'_>,
-        out: &mut [f32; 4],
+        out: &mut [[f32; 4]; 2],
     ) {
         let (m, a) = (t.m, t.a);
         let nb = t.blocks();
         let nbp = padded(nb);
         let vb = m.kind.value_bytes();
-        assert!((t.row + R) * nb * vb <= m.values.len() && (t.row + R) * nbp <= m.scales.len());
+        assert!(RW <= 2 && RA <= 4);
+        assert!((t.row + RW) * nb * vb <= m.values.len() && (t.row + RW) * nbp <= m.scales.len());
         assert!(
-            (t.act + 1) * nb * QK <= a.q.len()
-                && (t.act + 1) * nbp <= a.d.len()
-                && (t.act + 1) * nbp <= a.c.len()
+            (t.act + RA) * nb * QK <= a.q.len()
+                && (t.act + RA) * nbp <= a.d.len()
+                && (t.act + RA) * nbp <= a.c.len()
         );
-        if K == Q4_1 {
-            assert!((t.row + R) * nbp <= m.mins.len());
+        if K == Q4_1 || K == Q5_1 {
+            assert!((t.row + RW) * nbp <= m.mins.len());
+        }
+        if K == Q5_0 || K == Q5_1 {
+            assert!((t.row + RW) * nb <= m.high.len());
         }
         // SAFETY: every offset below is within the bounds asserted above; the caller has
         // checked the CPU features of the wrapper this is inlined into.
         unsafe {
             let ones = _mm256_set1_epi16(1);
             let nibble = _mm_set1_epi8(0x0F);
-            let mut acc = [_mm256_setzero_ps(); R];
-            let mut bias = [_mm256_setzero_ps(); R];
-            let xq = a.q.as_ptr().add(t.act * nb * QK);
-            let xd = a.d.as_ptr().add(t.act * nbp);
-            let xc = a.c.as_ptr().add(t.act * nbp);
+            // The bias terms (minimum or offset times the activation sums) are added into the
+            // same accumulators: only their total is wanted.
+            let mut acc = [[_mm256_setzero_ps(); RA]; RW];
             let f16x8 = |p: *const u16| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
             let mut g = 0;
             while g < nb {
                 let n = (nb - g).min(8);
                 // Scales are padded with zeros to whole groups of 8.
-                let dx = _mm256_loadu_ps(xd.add(g));
-                let cx = _mm256_loadu_ps(xc.add(g));
-                let mut scale = [_mm256_setzero_ps(); R];
-                for r in 0..R {
-                    let base = (t.row + r) * nbp + g;
-                    let dw = f16x8(m.scales.as_ptr().add(base));
-                    scale[r] = _mm256_mul_ps(dw, dx);
-                    if K == Q4_0 {
-                        bias[r] = _mm256_fmadd_ps(dw, cx, bias[r]);
-                    } else if K == Q4_1 {
-                        bias[r] = _mm256_fmadd_ps(f16x8(m.mins.as_ptr().add(base)), cx, bias[r]);
+                let mut scale = [[_mm256_setzero_ps(); RA]; RW];
+                for c in 0..RA {
+                    let at = (t.act + c) * nbp + g;
+                    let dx = _mm256_loadu_ps(a.d.as_ptr().add(at));
+                    let cx = _mm256_loadu_ps(a.c.as_ptr().add(at));
+                    for r in 0..RW {
+                        let base = (t.row + r) * nbp + g;
+                        let dw = f16x8(m.scales.as_ptr().add(base));
+                        scale[r][c] = _mm256_mul_ps(dw, dx);
+                        if K == Q4_0 || K == Q5_0 {
+                            acc[r][c] = _mm256_fmadd_ps(dw, cx, acc[r][c]);
+                        } else if K == Q4_1 || K == Q5_1 {
+                            let mw = f16x8(m.mins.as_ptr().add(base));
+                            acc[r][c] = _mm256_fmadd_ps(mw, cx, acc[r][c]);
+                        }
                     }
                 }
                 for j in 0..n {
-                    let x = _mm256_loadu_si256(xq.add((g + j) * QK) as *const __m256i);
                     let lane = _mm256_set1_epi32(j as i32);
-                    for r in 0..R {
+                    let mut u = [_mm256_setzero_si256(); RW];
+                    for r in 0..RW {
                         let w = m.values.as_ptr().add(((t.row + r) * nb + g + j) * vb);
-                        let (u, v) = if K == Q8_0 {
-                            let wv = _mm256_loadu_si256(w as *const __m256i);
-                            (_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(x, wv))
+                        u[r] = if K == Q8_0 {
+                            _mm256_loadu_si256(w as *const __m256i)
                         } else {
                             let packed = _mm_loadu_si128(w as *const __m128i);
                             let lo = _mm_and_si128(packed, nibble);
                             let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), nibble);
-                            (_mm256_set_m128i(hi, lo), x)
+                            let v = _mm256_set_m128i(hi, lo);
+                            if K == Q5_0 || K == Q5_1 {
+                                let bits = *m.high.get_unchecked((t.row + r) * nb + g + j);
+                                _mm256_or_si256(v, fifth_bits::<VNNI>(bits))
+                            } else {
+                                v
+                            }
                         };
-                        // u8 × i8 products summed in fours (VNNI), or in pairs (within i16:
-                        // at most 2·127·127) then fours (AVX2).
-                        let p = if VNNI {
-                            _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, v)
-                        } else {
-                            _mm256_madd_epi16(_mm256_maddubs_epi16(u, v), ones)
-                        };
-                        let s = _mm256_permutevar8x32_ps(scale[r], lane);
-                        acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[r]);
+                    }
+                    for c in 0..RA {
+                        let xq = a.q.as_ptr().add(((t.act + c) * nb + g + j) * QK);
+                        let x = _mm256_loadu_si256(xq as *const __m256i);
+                        for r in 0..RW {
+                            // Q8_0's signed weights: their magnitudes against the activations
+                            // carrying their signs.
+                            let (uw, v) = if K == Q8_0 {
+                                (_mm256_sign_epi8(u[r], u[r]), _mm256_sign_epi8(x, u[r]))
+                            } else {
+                                (u[r], x)
+                            };
+                            // u8 × i8 products summed in fours (VNNI), or in pairs (within i16:
+                            // at most 2·127·127) then fours (AVX2).
+                            let p = if VNNI {
+                                _mm256_dpbusd_epi32(_mm256_setzero_si256(), uw, v)
+                            } else {
+                                _mm256_madd_epi16(_mm256_maddubs_epi16(uw, v), ones)
+                            };
+                            let s = _mm256_permutevar8x32_ps(scale[r][c], lane);
+                            acc[r][c] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[r][c]);
+                        }
                     }
                 }
                 g += n;
             }
-            for r in 0..R {
-                out[r] = hsum(_mm256_add_ps(acc[r], bias[r]));
+            for r in 0..RW {
+                for c in 0..RA {
+                    out[r][c] = hsum(acc[r][c]);
+                }
             }
         }
     }
@@ -262,14 +350,21 @@ mod x86 {
     macro_rules! kernels {
         ($name:ident, $vnni:expr, $features:literal) => {
             #[target_feature(enable = $features)]
-            unsafe fn $name<const K: u8, const R: usize>(t: &Tile<'_>, out: &mut [f32; 4]) {
+            unsafe fn $name<const K: u8, const RW: usize, const RA: usize>(
+                t: &Tile<'_>,
+                out: &mut [[f32; 4]; 2],
+            ) {
                 // SAFETY: forwarded from `dot`, whose caller detected the features.
-                unsafe { body::<K, R, $vnni>(t, out) }
+                unsafe { body::<K, RW, RA, $vnni>(t, out) }
             }
         };
     }
     kernels!(avx2, false, "avx2,fma,f16c");
-    kernels!(vnni, true, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni");
+    kernels!(
+        vnni,
+        true,
+        "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni"
+    );
 
     /// The best kernel this CPU has.
     #[derive(Clone, Copy)]
@@ -285,6 +380,7 @@ mod x86 {
             && is_x86_feature_detected!("f16c");
         let vnni = is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vnni");
         match (avx2, vnni) {
             (true, true) => Some(Isa::Vnni),
@@ -293,20 +389,36 @@ mod x86 {
         }
     }
 
-    /// `rows` (4 or 1) weight rows of the tile against its activation row.
+    /// A tile of `rw` (1 or 2) weight rows from `t.row` against `ra` (1 or 4) activation rows
+    /// from `t.act`.
     ///
     /// # Safety
     /// `isa` must come from [`detect`] on this CPU.
-    pub unsafe fn dot(isa: Isa, t: &Tile<'_>, rows: usize, out: &mut [f32; 4]) {
+    pub(super) unsafe fn dot(
+        isa: Isa,
+        t: &Tile<'_>,
+        rw: usize,
+        ra: usize,
+        out: &mut [[f32; 4]; 2],
+    ) {
+        macro_rules! shapes {
+            ($f:ident, $k:ident) => {
+                match (rw, ra) {
+                    (2, 4) => $f::<$k, 2, 4>(t, out),
+                    (1, 4) => $f::<$k, 1, 4>(t, out),
+                    (2, _) => $f::<$k, 2, 1>(t, out),
+                    _ => $f::<$k, 1, 1>(t, out),
+                }
+            };
+        }
         macro_rules! go {
             ($f:ident) => {
-                match (t.m.kind, rows) {
-                    (Kind::Q4_0, 4) => $f::<Q4_0, 4>(t, out),
-                    (Kind::Q4_1, 4) => $f::<Q4_1, 4>(t, out),
-                    (Kind::Q8_0, 4) => $f::<Q8_0, 4>(t, out),
-                    (Kind::Q4_0, _) => $f::<Q4_0, 1>(t, out),
-                    (Kind::Q4_1, _) => $f::<Q4_1, 1>(t, out),
-                    (Kind::Q8_0, _) => $f::<Q8_0, 1>(t, out),
+                match t.m.kind {
+                    Kind::Q4_0 => shapes!($f, Q4_0),
+                    Kind::Q4_1 => shapes!($f, Q4_1),
+                    Kind::Q5_0 => shapes!($f, Q5_0),
+                    Kind::Q5_1 => shapes!($f, Q5_1),
+                    Kind::Q8_0 => shapes!($f, Q8_0),
                 }
             };
         }
@@ -336,13 +448,20 @@ impl QMatrix {
             cols,
             values: Vec::with_capacity(rows * nb * vb),
             scales: vec![0; rows * nbp],
-            mins: vec![0; if kind == Kind::Q4_1 { rows * nbp } else { 0 }],
+            mins: vec![0; if kind.has_min() { rows * nbp } else { 0 }],
+            high: Vec::with_capacity(if kind.has_high() { rows * nb } else { 0 }),
         };
         for (i, blk) in data.chunks_exact(bb).enumerate() {
             let at = i / nb * nbp + i % nb;
             m.scales[at] = u16::from_le_bytes([blk[0], blk[1]]);
-            if kind == Kind::Q4_1 {
+            if kind.has_min() {
                 m.mins[at] = u16::from_le_bytes([blk[2], blk[3]]);
+            }
+            if kind.has_high() {
+                let h = bb - vb - 4;
+                m.high.push(u32::from_le_bytes(
+                    blk[h..h + 4].try_into().expect("4 bytes"),
+                ));
             }
             m.values.extend_from_slice(&blk[bb - vb..]);
         }
@@ -362,84 +481,115 @@ impl QMatrix {
     /// `x · selfᵀ` for `x` of `n` rows of `cols` values: `n` rows of `rows` values.
     pub fn matmul(&self, x: &[f32]) -> Vec<f32> {
         let n = x.len() / self.cols;
+        self.matmul_with(x, Plan::new(n))
+    }
+
+    fn matmul_with(&self, x: &[f32], plan: Plan) -> Vec<f32> {
         let acts = quantize_acts(self.kind, x, self.cols);
-        #[cfg(target_arch = "x86_64")]
-        let isa = x86::detect();
-        // Output transposed ([rows, n]) so that each task writes one contiguous slab.
-        let mut out_t = vec![0f32; self.rows * n];
-        let out = DisjointOut::new(&mut out_t);
-        let tiles = self.rows.div_ceil(TILE);
-        // Four rows at once pay off when the activation rows share the weight loads (prompt
-        // processing); a single activation row streams best one weight row at a time.
-        let tile_rows = if n > 1 { TILE } else { 1 };
-        barrier_pool().execute_chunked(tiles, |range| {
-            let first = range.start * TILE;
-            let last = (range.end * TILE).min(self.rows);
-            // SAFETY: the pool hands out disjoint tile ranges; each writes only the values of
-            // its own rows, and `out_t` outlives the call.
-            let slab = unsafe { out.slice(first * n..last * n) };
-            for row in (first..last).step_by(TILE) {
-                let rows = (last - row).min(TILE);
-                for act in 0..n {
-                    let tile = Tile {
-                        m: self,
-                        a: &acts,
-                        row,
-                        act,
-                    };
-                    let mut res = [0f32; 4];
-                    #[cfg(target_arch = "x86_64")]
-                    let simd = match isa {
-                        Some(isa) if rows == TILE && tile_rows == TILE => {
-                            // SAFETY: `isa` was detected on this CPU.
-                            unsafe { x86::dot(isa, &tile, TILE, &mut res) };
-                            true
-                        }
-                        Some(isa) => {
-                            for (r, v) in res.iter_mut().enumerate().take(rows) {
-                                let mut one = [0f32; 4];
-                                // SAFETY: as above.
-                                unsafe {
-                                    x86::dot(
-                                        isa,
-                                        &Tile {
-                                            row: row + r,
-                                            ..tile
-                                        },
-                                        1,
-                                        &mut one,
-                                    )
-                                };
-                                *v = one[0];
-                            }
-                            true
-                        }
-                        None => false,
-                    };
-                    #[cfg(not(target_arch = "x86_64"))]
-                    let simd = false;
-                    if !simd {
-                        for (r, v) in res.iter_mut().enumerate().take(rows) {
-                            *v = dot_portable(&tile, r);
-                        }
-                    }
-                    for r in 0..rows {
-                        slab[(row - first + r) * n + act] = res[r];
+        tiled(
+            self.rows,
+            x.len() / self.cols,
+            plan,
+            |(row, rw), (act, ra), res| {
+                let tile = Tile {
+                    m: self,
+                    a: &acts,
+                    row,
+                    act,
+                };
+                #[cfg(target_arch = "x86_64")]
+                if let Some(isa) = plan.isa {
+                    // SAFETY: `isa` was detected on this CPU.
+                    unsafe { x86::dot(isa, &tile, rw, ra, res) };
+                    return;
+                }
+                for (r, res) in res.iter_mut().enumerate().take(rw) {
+                    for (c, v) in res.iter_mut().enumerate().take(ra) {
+                        *v = dot_portable(
+                            &Tile {
+                                act: act + c,
+                                ..tile
+                            },
+                            r,
+                        );
                     }
                 }
-            }
-        });
-        if n == 1 {
-            return out_t;
-        }
-        let mut out = vec![0f32; n * self.rows];
-        for (r, col) in out_t.chunks(n).enumerate() {
-            for (i, &v) in col.iter().enumerate() {
-                out[i * self.rows + r] = v;
-            }
-        }
-        out
+            },
+        )
     }
+}
+
+/// How a quantized product is computed: which kernel, with how many rows of each side per tile.
+#[derive(Clone, Copy)]
+pub(crate) struct Plan {
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) isa: Option<x86::Isa>,
+    /// Weight rows per tile (1 or 2).
+    pub(crate) rw: usize,
+    /// Activation rows per tile (1 or 4).
+    pub(crate) ra: usize,
+}
+
+impl Plan {
+    /// The best plan here for `n` activation rows: for prompt processing two weight rows against
+    /// four tokens share every unpacked value and every activation load; a single token streams
+    /// one weight row at a time.
+    pub(crate) fn new(n: usize) -> Plan {
+        let (rw, ra) = if n == 1 { (1, 1) } else { (2, 4) };
+        Plan {
+            #[cfg(target_arch = "x86_64")]
+            isa: x86::detect(),
+            rw,
+            ra,
+        }
+    }
+}
+
+/// Runs `tile((row, rw), (act, ra), out)` over every tile of a `[n, rows]` product on candle's
+/// worker pool (disjoint row ranges per task) and returns the product.
+pub(crate) fn tiled(
+    rows: usize,
+    n: usize,
+    plan: Plan,
+    tile: impl Fn((usize, usize), (usize, usize), &mut [[f32; 4]; 2]) + Sync,
+) -> Vec<f32> {
+    // Output transposed ([rows, n]) so that each task writes one contiguous slab.
+    let mut out_t = vec![0f32; rows * n];
+    let out = DisjointOut::new(&mut out_t);
+    barrier_pool().execute_chunked(rows.div_ceil(plan.rw), |range| {
+        let first = range.start * plan.rw;
+        let last = (range.end * plan.rw).min(rows);
+        // SAFETY: the pool hands out disjoint tile ranges; each writes only its own rows, and
+        // `out_t` outlives the call.
+        let slab = unsafe { out.slice(first * n..last * n) };
+        let mut row = first;
+        while row < last {
+            let rw = (last - row).min(plan.rw);
+            let mut act = 0;
+            while act < n {
+                let ra = if n - act >= plan.ra { plan.ra } else { 1 };
+                let mut res = [[0f32; 4]; 2];
+                tile((row, rw), (act, ra), &mut res);
+                for (r, res) in res.iter().enumerate().take(rw) {
+                    for (c, &v) in res.iter().enumerate().take(ra) {
+                        slab[(row - first + r) * n + act + c] = v;
+                    }
+                }
+                act += ra;
+            }
+            row += rw;
+        }
+    });
+    if n == 1 {
+        return out_t;
+    }
+    let mut out = vec![0f32; n * rows];
+    for (r, col) in out_t.chunks(n).enumerate() {
+        for (i, &v) in col.iter().enumerate() {
+            out[i * rows + r] = v;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -466,6 +616,36 @@ mod tests {
                     let q = |v: f32| ((v / d + 8.5) as i32).clamp(0, 15) as u8;
                     out.extend((0..16).map(|j| q(xs[j]) | (q(xs[j + 16]) << 4)));
                 }
+                Kind::Q5_0 | Kind::Q5_1 => {
+                    // quantize_row_q5_0_ref / q5_1_ref.
+                    let (d, min, q): (f32, f32, Vec<u8>) = if kind == Kind::Q5_0 {
+                        let max = xs
+                            .iter()
+                            .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+                        let d = max / -16.0;
+                        let q = xs
+                            .iter()
+                            .map(|v| ((v / d + 16.5) as i32).clamp(0, 31) as u8)
+                            .collect();
+                        (d, 0.0, q)
+                    } else {
+                        let min = xs.iter().fold(f32::INFINITY, |m, &v| m.min(v));
+                        let max = xs.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                        let d = (max - min) / 31.0;
+                        let q = xs
+                            .iter()
+                            .map(|v| (((v - min) / d + 0.5) as i32).clamp(0, 31) as u8)
+                            .collect();
+                        (d, min, q)
+                    };
+                    out.extend(f16::from_f32(d).to_le_bytes());
+                    if kind == Kind::Q5_1 {
+                        out.extend(f16::from_f32(min).to_le_bytes());
+                    }
+                    let qh = (0..32).fold(0u32, |h, i| h | (((q[i] >> 4) as u32) << i));
+                    out.extend(qh.to_le_bytes());
+                    out.extend((0..16).map(|j| (q[j] & 0x0F) | ((q[j + 16] & 0x0F) << 4)));
+                }
                 Kind::Q4_1 => {
                     let min = xs.iter().fold(f32::INFINITY, |m, &v| m.min(v));
                     let max = xs.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
@@ -486,6 +666,25 @@ mod tests {
             let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
             match kind {
                 Kind::Q8_0 => out.extend(blk[2..].iter().map(|&q| d * (q as i8) as f32)),
+                Kind::Q5_0 | Kind::Q5_1 => {
+                    // dequantize_row_q5_0 / q5_1.
+                    let (m, h) = if kind == Kind::Q5_1 {
+                        (f16::from_le_bytes([blk[2], blk[3]]).to_f32(), 4)
+                    } else {
+                        (0.0, 2)
+                    };
+                    let qh = u32::from_le_bytes(blk[h..h + 4].try_into().unwrap());
+                    let qs = &blk[h + 4..];
+                    let off = if kind == Kind::Q5_0 { 16 } else { 0 };
+                    for half in 0..2 {
+                        out.extend((0..16).map(|j| {
+                            let nib = if half == 0 { qs[j] & 0x0F } else { qs[j] >> 4 };
+                            let q =
+                                (nib as i32 | ((((qh >> (j + 16 * half)) & 1) as i32) << 4)) - off;
+                            d * q as f32 + m
+                        }));
+                    }
+                }
                 Kind::Q4_0 | Kind::Q4_1 => {
                     let m = if kind == Kind::Q4_1 {
                         f16::from_le_bytes([blk[2], blk[3]]).to_f32()
@@ -504,40 +703,63 @@ mod tests {
 
     #[test]
     fn matches_the_dequantized_product() {
-        // 37 rows: full tiles of 4 and a remainder; 9 blocks: a group of 8 and a tail.
-        let (rows, cols, n) = (37, 288, 3);
+        // 37 rows: pairs and a remainder; 9 blocks: a group of 8 and a tail; 6 activation rows:
+        // a tile of 4 and two single rows.
+        let (rows, cols, n) = (37, 288, 6);
         let w: Vec<f32> = (0..rows * cols)
             .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.3)
             .collect();
         let x: Vec<f32> = (0..n * cols)
             .map(|i| ((i * 104_729 % 997) as f32 / 498.0 - 1.0) * 2.0)
             .collect();
-        for kind in [Kind::Q4_0, Kind::Q4_1, Kind::Q8_0] {
+        for kind in [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q5_1, Kind::Q8_0] {
             let data = quantize_weights(kind, &w);
             let dq = dequantize(kind, &data);
             let m = QMatrix::new(kind, rows, cols, &data).unwrap();
-            let y = m.matmul(&x);
             let acts = quantize_acts(kind, &x, cols);
-            for i in 0..n {
-                for r in 0..rows {
-                    let exact: f32 = (0..cols).map(|k| dq[r * cols + k] * x[i * cols + k]).sum();
-                    let got = y[i * rows + r];
-                    // Activation quantization (8 bits per block of 32) is the only difference.
-                    assert!(
-                        (got - exact).abs() < 0.05,
-                        "{kind:?} [{i}, {r}]: {got} vs {exact}"
-                    );
-                    let tile = Tile {
-                        m: &m,
-                        a: &acts,
-                        row: r,
-                        act: i,
-                    };
-                    let portable = dot_portable(&tile, 0);
-                    assert!(
-                        (got - portable).abs() <= 1e-4 * portable.abs().max(1.0),
-                        "{kind:?}: SIMD {got} vs portable {portable}"
-                    );
+            // Every kernel and tile shape.
+            let mut plans = vec![Plan {
+                #[cfg(target_arch = "x86_64")]
+                isa: None,
+                rw: 2,
+                ra: 4,
+            }];
+            #[cfg(target_arch = "x86_64")]
+            if let Some(best) = x86::detect() {
+                for isa in [x86::Isa::Avx2, best] {
+                    for (rw, ra) in [(1, 1), (2, 4), (1, 4), (2, 1)] {
+                        plans.push(Plan {
+                            isa: Some(isa),
+                            rw,
+                            ra,
+                        });
+                    }
+                }
+            }
+            for plan in plans {
+                let y = m.matmul_with(&x, plan);
+                for i in 0..n {
+                    for r in 0..rows {
+                        let exact: f32 =
+                            (0..cols).map(|k| dq[r * cols + k] * x[i * cols + k]).sum();
+                        let got = y[i * rows + r];
+                        // Activation quantization (8 bits per block of 32) is the only difference.
+                        assert!(
+                            (got - exact).abs() < 0.05,
+                            "{kind:?} [{i}, {r}]: {got} vs {exact}"
+                        );
+                        let tile = Tile {
+                            m: &m,
+                            a: &acts,
+                            row: r,
+                            act: i,
+                        };
+                        let portable = dot_portable(&tile, 0);
+                        assert!(
+                            (got - portable).abs() <= 1e-4 * portable.abs().max(1.0),
+                            "{kind:?}: SIMD {got} vs portable {portable}"
+                        );
+                    }
                 }
             }
         }
