@@ -9,7 +9,9 @@ use super::{Flavor, LlamaConfig};
 use crate::common::{Activation, ConfigCheck};
 use candle::{DType, Device, Tensor};
 use candle_nn::kv_cache::KvCache;
-use inferox_candle::decoder::{Linear, RmsNorm, Rotary, attention, causal_bias, last_positions};
+use inferox_candle::decoder::{
+    Embedding, Linear, RmsNorm, Rotary, attention, causal_bias, last_positions,
+};
 use inferox_candle::gguf::GgufWeights;
 use inferox_candle::{Result, Weights, candle_core as candle, candle_nn};
 use inferox_core::Error;
@@ -96,7 +98,7 @@ struct Layer {
 
 /// A Llama-family decoder with its KV cache.
 pub struct Llama {
-    embed: Tensor,
+    embed: Embedding,
     layers: Vec<Layer>,
     norm: RmsNorm,
     lm_head: Linear,
@@ -254,11 +256,14 @@ impl Llama {
             });
         }
         let vocab = cfg.vocab_size;
-        let embed = p.tensor(
-            "model.embed_tokens.weight",
-            "token_embd.weight",
-            &[vocab, h],
-        )?;
+        let embed = match p {
+            Params::Gguf(g) => {
+                Embedding::from_qtensor(g.qtensor("token_embd.weight", &[vocab, h])?, dtype)?
+            }
+            Params::Hf { .. } => {
+                Embedding::Dense(p.tensor("model.embed_tokens.weight", "", &[vocab, h])?)
+            }
+        };
         let lm_head = if p.has("lm_head.weight", "output.weight") && !cfg.tie_word_embeddings {
             p.linear("lm_head", "output", vocab, h, false)?
         } else {
@@ -268,7 +273,10 @@ impl Llama {
                     g.qtensor("token_embd.weight", &[vocab, h])?,
                     None,
                 ))?,
-                Params::Hf { .. } => p.hf(Linear::dense(&embed, None))?,
+                Params::Hf { .. } => match &embed {
+                    Embedding::Dense(t) => p.hf(Linear::dense(t, None))?,
+                    Embedding::Quantized { .. } => unreachable!("HF weights are dense"),
+                },
             }
         };
         let mut inv_freq = cfg.inv_freq().map_err(|message| Error::Config {
@@ -314,7 +322,7 @@ impl Llama {
             return Err(candle::Error::Msg(message).bt().into());
         }
         self.rotary.ensure(furthest + 1)?;
-        let mut x = self.embed.index_select(&tokens, 0)?;
+        let mut x = self.embed.forward(&tokens)?.to_device(&self.device)?;
         let bias = causal_bias(step.mask, b, s, &self.device, self.dtype)?;
         let hd = self.head_dim;
         let heads = |t: Tensor, n: usize| t.reshape((b, s, n, hd))?.transpose(1, 2);
