@@ -73,10 +73,7 @@ impl Params {
                 let w = self.tensor(&format!("{hf}.weight"), "", &[out, inp])?;
                 self.hf(Linear::dense(&w, bias))
             }
-            Params::Gguf(g) => {
-                let q = g.qtensor(&format!("{gguf}.weight"), &[out, inp])?;
-                self.hf(Linear::from_qtensor(q, bias))
-            }
+            Params::Gguf(g) => Linear::from_gguf(g, &format!("{gguf}.weight"), [out, inp], bias),
         }
     }
 }
@@ -256,27 +253,25 @@ impl Llama {
             });
         }
         let vocab = cfg.vocab_size;
-        let embed = match p {
+        let (embed, lm_head) = match p {
             Params::Gguf(g) => {
-                Embedding::from_qtensor(g.qtensor("token_embd.weight", &[vocab, h])?, dtype)?
+                let embed = Embedding::from_gguf(g, "token_embd.weight", [vocab, h], dtype)?;
+                // Tied: GGUF keeps the (quantized) token embedding as the output matrix.
+                let head = if g.has("output.weight") && !cfg.tie_word_embeddings {
+                    "output.weight"
+                } else {
+                    "token_embd.weight"
+                };
+                (embed, Linear::from_gguf(g, head, [vocab, h], None)?)
             }
             Params::Hf { .. } => {
-                Embedding::Dense(p.tensor("model.embed_tokens.weight", "", &[vocab, h])?)
-            }
-        };
-        let lm_head = if p.has("lm_head.weight", "output.weight") && !cfg.tie_word_embeddings {
-            p.linear("lm_head", "output", vocab, h, false)?
-        } else {
-            match p {
-                // Tied: GGUF keeps the (quantized) token embedding as the output matrix.
-                Params::Gguf(g) => p.hf(Linear::from_qtensor(
-                    g.qtensor("token_embd.weight", &[vocab, h])?,
-                    None,
-                ))?,
-                Params::Hf { .. } => match &embed {
-                    Embedding::Dense(t) => p.hf(Linear::dense(t, None))?,
-                    Embedding::Quantized { .. } => unreachable!("HF weights are dense"),
-                },
+                let embed = p.tensor("model.embed_tokens.weight", "", &[vocab, h])?;
+                let head = if p.has("lm_head.weight", "") && !cfg.tie_word_embeddings {
+                    p.linear("lm_head", "", vocab, h, false)?
+                } else {
+                    p.hf(Linear::dense(&embed, None))?
+                };
+                (Embedding::Dense(embed), head)
             }
         };
         let mut inv_freq = cfg.inv_freq().map_err(|message| Error::Config {

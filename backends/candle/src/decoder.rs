@@ -43,7 +43,7 @@ impl Linear {
     pub fn from_qtensor(q: QTensor, bias: Option<Tensor>) -> candle::Result<Linear> {
         use candle::quantized::GgmlDType;
         if let (true, [rows, cols]) = (q.device().is_cpu(), q.shape().dims())
-            && let Some(weight) = Packed::new(q.dtype(), *rows, *cols, &q)?
+            && let Some(weight) = Packed::new(q.dtype(), *rows, *cols, &q.data()?)
         {
             return Ok(Linear::Packed { weight, bias });
         }
@@ -56,6 +56,24 @@ impl Linear {
             let weight = q.dequantize(&q.device())?.to_dtype(DType::F32)?;
             Linear::dense(&weight, bias)
         }
+    }
+
+    /// From a GGUF tensor as stored: repacked straight from the mapping where one of our
+    /// kernels takes its type (on the CPU), through candle's reader otherwise.
+    pub fn from_gguf(
+        g: &super::gguf::GgufWeights,
+        name: &str,
+        shape: [usize; 2],
+        bias: Option<Tensor>,
+    ) -> crate::Result<Linear> {
+        let raw = g.raw(name, &shape)?;
+        if g.device().is_cpu()
+            && let Some(weight) = Packed::new(raw.dtype, shape[0], shape[1], raw.bytes())
+        {
+            raw.release();
+            return Ok(Linear::Packed { weight, bias });
+        }
+        Ok(Linear::from_qtensor(g.qtensor(name, &shape)?, bias)?)
     }
 
     /// `x` is `[tokens, in]`; the result is `[tokens, out]`.
@@ -89,13 +107,14 @@ pub enum Packed {
 }
 
 impl Packed {
-    /// Repacks `q` when its type has a kernel of ours (`None` otherwise).
+    /// Repacks the GGUF blocks `data` of a `[rows, cols]` matrix when its type has a kernel of
+    /// ours (`None` otherwise, or when the sizes disagree).
     fn new(
         dtype: candle::quantized::GgmlDType,
         rows: usize,
         cols: usize,
-        q: &QTensor,
-    ) -> candle::Result<Option<Packed>> {
+        data: &[u8],
+    ) -> Option<Packed> {
         use super::kquant::{KKind, KMatrix};
         use super::quant::{Kind, QMatrix};
         use candle::quantized::GgmlDType as G;
@@ -115,11 +134,11 @@ impl Packed {
             G::Q6K => Some(KKind::Q6K),
             _ => None,
         };
-        Ok(match (block, sup) {
-            (Some(kind), _) => QMatrix::new(kind, rows, cols, &q.data()?).map(Packed::Blocks),
-            (_, Some(kind)) => KMatrix::new(kind, rows, cols, &q.data()?).map(Packed::Super),
+        match (block, sup) {
+            (Some(kind), _) => QMatrix::new(kind, rows, cols, data).map(Packed::Blocks),
+            (_, Some(kind)) => KMatrix::new(kind, rows, cols, data).map(Packed::Super),
             _ => None,
-        })
+        }
     }
 
     /// Output rows.
@@ -139,66 +158,50 @@ impl Packed {
     }
 }
 
-/// A token embedding table: dense, or quantized as a GGUF stores it and dequantized one row per
-/// token (a 150k-token vocabulary in f32 would be several times the size of the whole file).
+/// A token embedding table: dense, or quantized as a GGUF stores it — read in place from the
+/// mapping, one row per token (a 150k-token vocabulary in f32 would be several times the size
+/// of the whole file).
 pub enum Embedding {
     /// `[vocab, hidden]`.
     Dense(Tensor),
-    /// Raw GGUF rows of `dtype`.
-    Quantized {
-        dtype: candle::quantized::GgmlDType,
-        data: Vec<u8>,
-        rows: usize,
-        cols: usize,
-        dtype_out: DType,
-    },
+    /// The stored rows, with the dtype the model computes in.
+    Quantized(super::gguf::RawTensor, DType),
 }
 
 impl Embedding {
-    /// From a `[vocab, hidden]` GGUF tensor: kept as stored on the CPU, dequantized elsewhere.
-    pub fn from_qtensor(q: QTensor, dtype_out: DType) -> candle::Result<Embedding> {
-        match (q.device().is_cpu(), q.shape().dims()) {
-            (true, &[rows, cols]) if cols.is_multiple_of(q.dtype().block_size()) => {
-                Ok(Embedding::Quantized {
-                    dtype: q.dtype(),
-                    data: q.data()?.into_owned(),
-                    rows,
-                    cols,
-                    dtype_out,
-                })
-            }
-            _ => Ok(Embedding::Dense(
-                q.dequantize(&q.device())?.to_dtype(dtype_out)?,
-            )),
+    /// Token embedding `name` (`[vocab, hidden]`) of a GGUF: used in place on the CPU,
+    /// dequantized on other devices.
+    pub fn from_gguf(
+        g: &super::gguf::GgufWeights,
+        name: &str,
+        shape: [usize; 2],
+        dtype: DType,
+    ) -> crate::Result<Embedding> {
+        if g.device().is_cpu() {
+            return Ok(Embedding::Quantized(g.raw(name, &shape)?, dtype));
         }
+        Ok(Embedding::Dense(g.tensor(name, &shape)?.to_dtype(dtype)?))
     }
 
     /// The rows of `ids` (u32, any shape flattened): `[ids, hidden]`.
     pub fn forward(&self, ids: &Tensor) -> candle::Result<Tensor> {
-        let Embedding::Quantized {
-            dtype,
-            data,
-            rows,
-            cols,
-            dtype_out,
-        } = self
-        else {
-            let Embedding::Dense(t) = self else {
-                unreachable!()
-            };
-            return t.index_select(ids, 0);
+        let (raw, dtype) = match self {
+            Embedding::Dense(t) => return t.index_select(ids, 0),
+            Embedding::Quantized(raw, dtype) => (raw, *dtype),
         };
+        let (rows, cols) = (raw.shape[0], raw.shape[1]);
         let ids = ids.flatten_all()?.to_vec1::<u32>()?;
-        let row_bytes = cols / dtype.block_size() * dtype.type_size();
+        let row_bytes = cols / raw.dtype.block_size() * raw.dtype.type_size();
+        let data = raw.bytes();
         let mut out = vec![0f32; ids.len() * cols];
-        for (&id, y) in ids.iter().zip(out.chunks_exact_mut(*cols)) {
+        for (&id, y) in ids.iter().zip(out.chunks_exact_mut(cols)) {
             let id = id as usize;
-            if id >= *rows {
+            if id >= rows {
                 candle::bail!("token id {id} is outside the embedding table's {rows} rows");
             }
-            dequantize_row(*dtype, &data[id * row_bytes..(id + 1) * row_bytes], y)?;
+            dequantize_row(raw.dtype, &data[id * row_bytes..(id + 1) * row_bytes], y)?;
         }
-        Tensor::from_vec(out, (ids.len(), *cols), &Device::Cpu)?.to_dtype(*dtype_out)
+        Tensor::from_vec(out, (ids.len(), cols), &Device::Cpu)?.to_dtype(dtype)
     }
 }
 

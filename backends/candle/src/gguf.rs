@@ -2,18 +2,43 @@
 //! errors that name the missing or misshapen tensor and the file.
 
 use super::{Result, candle_core as candle};
-use candle::quantized::{QTensor, gguf_file};
+use candle::quantized::{GgmlDType, QTensor, gguf_file};
 use inferox_core::Error;
 use inferox_core::source::{Bytes, FileRef};
-use std::cell::RefCell;
+use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// An open GGUF file.
 pub struct GgufWeights {
     path: PathBuf,
     content: gguf_file::Content,
-    file: RefCell<std::io::Cursor<Bytes>>,
+    map: Arc<Bytes>,
     device: candle::Device,
+}
+
+/// A tensor's bytes as the file stores them, in the shared mapping.
+#[derive(Clone)]
+pub struct RawTensor {
+    /// The block type.
+    pub dtype: GgmlDType,
+    /// Its shape, outermost dimension first.
+    pub shape: Vec<usize>,
+    map: Arc<Bytes>,
+    range: Range<usize>,
+}
+
+impl RawTensor {
+    /// The stored bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map[self.range.clone()]
+    }
+
+    /// Drops the mapped pages from this process once the bytes have been copied (they are read
+    /// again from the file if touched later).
+    pub fn release(&self) {
+        self.map.release(self.range.clone());
+    }
 }
 
 impl GgufWeights {
@@ -28,9 +53,14 @@ impl GgufWeights {
         Ok(GgufWeights {
             path: path.to_path_buf(),
             content,
-            file: RefCell::new(reader),
+            map: Arc::new(reader.into_inner()),
             device: device.clone(),
         })
+    }
+
+    /// The device tensors are read onto.
+    pub fn device(&self) -> &candle::Device {
+        &self.device
     }
 
     /// Whether tensor `name` exists.
@@ -46,8 +76,8 @@ impl GgufWeights {
             .map(|t| t.shape.dims().to_vec())
     }
 
-    /// Tensor `name`, quantized as stored, checked against `shape`.
-    pub fn qtensor(&self, name: &str, shape: &[usize]) -> Result<QTensor> {
+    /// The info of tensor `name`, checked against `shape`.
+    fn info(&self, name: &str, shape: &[usize]) -> Result<&gguf_file::TensorInfo> {
         let info = self
             .content
             .tensor_infos
@@ -65,13 +95,60 @@ impl GgufWeights {
             }
             .into());
         }
-        let mut reader = self.file.borrow_mut();
+        Ok(info)
+    }
+
+    /// Tensor `name`'s bytes as stored, checked against `shape` and the file's length.
+    pub fn raw(&self, name: &str, shape: &[usize]) -> Result<RawTensor> {
+        let info = self.info(name, shape)?;
+        let dtype = info.ggml_dtype;
+        let elems = info.shape.elem_count();
+        let bad = |message: String| Error::Weights {
+            path: self.path.clone(),
+            message: format!("tensor `{name}`: {message}"),
+        };
+        if !elems.is_multiple_of(dtype.block_size()) {
+            return Err(bad(format!(
+                "{elems} values are not whole blocks of {} ({dtype:?})",
+                dtype.block_size()
+            ))
+            .into());
+        }
+        let len = elems / dtype.block_size() * dtype.type_size();
+        let start = (self.content.tensor_data_offset as usize).checked_add(info.offset as usize);
+        let range = match start.and_then(|s| Some(s..s.checked_add(len)?)) {
+            Some(r) if r.end <= self.map.len() => r,
+            _ => {
+                return Err(bad(format!(
+                    "its {len} bytes at offset {} lie past the end of the file ({} bytes): the \
+                     file is truncated",
+                    info.offset,
+                    self.map.len()
+                ))
+                .into());
+            }
+        };
+        Ok(RawTensor {
+            dtype,
+            shape: shape.to_vec(),
+            map: self.map.clone(),
+            range,
+        })
+    }
+
+    /// Tensor `name`, quantized as stored, checked against `shape`.
+    pub fn qtensor(&self, name: &str, shape: &[usize]) -> Result<QTensor> {
+        let info = self.info(name, shape)?;
+        let raw = self.raw(name, shape)?;
+        let mut reader = std::io::Cursor::new(&self.map[..]);
         let tensor = info
-            .read(&mut *reader, self.content.tensor_data_offset, &self.device)
+            .read(&mut reader, self.content.tensor_data_offset, &self.device)
             .map_err(|e| Error::Weights {
                 path: self.path.clone(),
                 message: format!("tensor `{name}`: {e}"),
             })?;
+        // The bytes are copied now: drop their mapped pages so that they do not count twice.
+        raw.release();
         Ok(tensor)
     }
 
