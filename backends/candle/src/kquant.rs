@@ -207,6 +207,14 @@ struct KActs {
 
 /// Quantizes rows of `x` (`cols` values each) as `quantize_row_q8_K_ref` does.
 fn quantize_acts(x: &[f32]) -> KActs {
+    super::quant::vectorised(
+        #[inline(always)]
+        || quantize_acts_here(x),
+    )
+}
+
+#[inline(always)]
+fn quantize_acts_here(x: &[f32]) -> KActs {
     let blocks = x.len() / QK_K;
     let mut a = KActs {
         q: vec![0; x.len()],

@@ -63,6 +63,16 @@ impl DisjointOut {
         DisjointOut(buffer.as_mut_ptr())
     }
 
+    /// Writes `v` at `index`.
+    ///
+    /// # Safety
+    /// `index` lies inside the buffer, no other thread reads or writes it during the call, and
+    /// the buffer outlives it.
+    pub(crate) unsafe fn write(&self, index: usize, v: f32) {
+        // SAFETY: as the caller promises.
+        unsafe { *self.0.add(index) = v }
+    }
+
     /// The part `range` of the buffer.
     ///
     /// # Safety

@@ -99,8 +99,32 @@ fn round_f16(x: f32) -> f32 {
     f16::from_f32(x).to_f32()
 }
 
+/// Runs `f` compiled with AVX2 where the CPU has it, so that its rounding and conversions
+/// vectorise (`roundf` is otherwise a library call per value); the results are the same.
+#[inline(always)]
+pub(crate) fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: AVX2 and FMA were detected.
+        return unsafe { avx2(f) };
+    }
+    f()
+}
+
 /// Quantizes rows of `x` (`cols` values each) as llama.cpp quantizes activations for `kind`.
 fn quantize_acts(kind: Kind, x: &[f32], cols: usize) -> QActs {
+    vectorised(
+        #[inline(always)]
+        || quantize_acts_here(kind, x, cols),
+    )
+}
+
+#[inline(always)]
+fn quantize_acts_here(kind: Kind, x: &[f32], cols: usize) -> QActs {
     let nbp = padded(cols / QK);
     let rows = x.len() / cols;
     let mut a = QActs {
@@ -553,15 +577,11 @@ pub(crate) fn tiled(
     plan: Plan,
     tile: impl Fn((usize, usize), (usize, usize), &mut [[f32; 4]; 2]) + Sync,
 ) -> Vec<f32> {
-    // Output transposed ([rows, n]) so that each task writes one contiguous slab.
-    let mut out_t = vec![0f32; rows * n];
-    let out = DisjointOut::new(&mut out_t);
+    let mut out = vec![0f32; n * rows];
+    let dst = DisjointOut::new(&mut out);
     barrier_pool().execute_chunked(rows.div_ceil(plan.rw), |range| {
         let first = range.start * plan.rw;
         let last = (range.end * plan.rw).min(rows);
-        // SAFETY: the pool hands out disjoint tile ranges; each writes only its own rows, and
-        // `out_t` outlives the call.
-        let slab = unsafe { out.slice(first * n..last * n) };
         let mut row = first;
         while row < last {
             let rw = (last - row).min(plan.rw);
@@ -572,7 +592,10 @@ pub(crate) fn tiled(
                 tile((row, rw), (act, ra), &mut res);
                 for (r, res) in res.iter().enumerate().take(rw) {
                     for (c, &v) in res.iter().enumerate().take(ra) {
-                        slab[(row - first + r) * n + act + c] = v;
+                        // SAFETY: the pool hands out disjoint row ranges, so no two tasks write
+                        // the same element; the index is below n * rows and `out` outlives the
+                        // call.
+                        unsafe { dst.write((act + c) * rows + row + r, v) };
                     }
                 }
                 act += ra;
@@ -580,15 +603,6 @@ pub(crate) fn tiled(
             row += rw;
         }
     });
-    if n == 1 {
-        return out_t;
-    }
-    let mut out = vec![0f32; n * rows];
-    for (r, col) in out_t.chunks(n).enumerate() {
-        for (i, &v) in col.iter().enumerate() {
-            out[i * rows + r] = v;
-        }
-    }
     out
 }
 
