@@ -8,7 +8,8 @@
 //! f16 scales and f16 minimums, so that eight block scales convert in one instruction; four
 //! weight rows are multiplied together against each activation row, sharing its loads. Output
 //! rows are split across candle's CPU worker pool (one pool for every op: threads never
-//! contend). AVX-512 VNNI or AVX2 kernels are chosen at run time; other CPUs get portable code.
+//! contend). AVX-512 VNNI (on 512-bit registers, two blocks per instruction) or AVX2 kernels are
+//! chosen at run time; other CPUs get portable code.
 
 use super::DisjointOut;
 use super::candle_core::utils::barrier_pool;
@@ -224,31 +225,24 @@ pub(crate) mod x86 {
     const Q5_0: u8 = 3;
     const Q5_1: u8 = 4;
 
-    /// Bit `i` of `bits` as byte `i` (0 or 0x10) of a vector: a mask move with AVX-512BW, a
-    /// byte shuffle and compare with AVX2.
+    /// Bit `i` of `bits` as byte `i` (0 or 0x10) of a vector, on AVX2: byte i takes byte i / 8
+    /// of `bits`; OR-ing every bit but bit i % 8 makes it all ones exactly when that bit is set.
     #[inline(always)]
-    unsafe fn fifth_bits<const VNNI: bool>(bits: u32) -> __m256i {
-        // SAFETY: plain arithmetic on registers; the wrapper has the features.
+    unsafe fn fifth_bits(bits: u32) -> __m256i {
+        // SAFETY: plain arithmetic on registers; the caller has AVX2.
         unsafe {
-            let v = _mm256_set1_epi8(0x10);
-            if VNNI {
-                _mm256_maskz_mov_epi8(bits, v)
-            } else {
-                // Byte i takes byte i / 8 of `bits`; OR-ing every bit but bit i % 8 makes it
-                // all ones exactly when that bit is set.
-                let spread = _mm256_shuffle_epi8(
-                    _mm256_set1_epi32(bits as i32),
-                    _mm256_set_epi64x(
-                        0x0303_0303_0303_0303,
-                        0x0202_0202_0202_0202,
-                        0x0101_0101_0101_0101,
-                        0,
-                    ),
-                );
-                let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
-                let set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1));
-                _mm256_and_si256(set, v)
-            }
+            let spread = _mm256_shuffle_epi8(
+                _mm256_set1_epi32(bits as i32),
+                _mm256_set_epi64x(
+                    0x0303_0303_0303_0303,
+                    0x0202_0202_0202_0202,
+                    0x0101_0101_0101_0101,
+                    0,
+                ),
+            );
+            let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+            let set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1));
+            _mm256_and_si256(set, _mm256_set1_epi8(0x10))
         }
     }
 
@@ -262,15 +256,9 @@ pub(crate) mod x86 {
         }
     }
 
-    /// `RW` weight rows from `t.row` against `RA` activation rows from `t.act`, into
-    /// `out[r][c]`; shared by the AVX2 and VNNI kernels, which inline it and so compile it with
-    /// their features. Each weight block is unpacked once for the `RA` activation rows.
+    /// The bounds every kernel relies on, checked once per tile.
     #[inline(always)]
-    #[allow(clippy::needless_range_loop)] // r and c index several arrays at once
-    unsafe fn body<const K: u8, const RW: usize, const RA: usize, const VNNI: bool>(
-        t: &Tile<'_>,
-        out: &mut [[f32; 4]; 2],
-    ) {
+    fn check<const K: u8, const RW: usize, const RA: usize>(t: &Tile<'_>) {
         let (m, a) = (t.m, t.a);
         let nb = t.blocks();
         let nbp = padded(nb);
@@ -288,6 +276,21 @@ pub(crate) mod x86 {
         if K == Q5_0 || K == Q5_1 {
             assert!((t.row + RW) * nb <= m.high.len());
         }
+    }
+
+    /// `RW` weight rows from `t.row` against `RA` activation rows from `t.act`, into
+    /// `out[r][c]` on AVX2. Each weight block is unpacked once for the `RA` activation rows.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::needless_range_loop)] // r and c index several arrays at once
+    unsafe fn avx2<const K: u8, const RW: usize, const RA: usize>(
+        t: &Tile<'_>,
+        out: &mut [[f32; 4]; 2],
+    ) {
+        let (m, a) = (t.m, t.a);
+        let nb = t.blocks();
+        let nbp = padded(nb);
+        let vb = m.kind.value_bytes();
+        check::<K, RW, RA>(t);
         // SAFETY: every offset below is within the bounds asserted above; the caller has
         // checked the CPU features of the wrapper this is inlined into.
         unsafe {
@@ -332,7 +335,7 @@ pub(crate) mod x86 {
                             let v = _mm256_set_m128i(hi, lo);
                             if K == Q5_0 || K == Q5_1 {
                                 let bits = *m.high.get_unchecked((t.row + r) * nb + g + j);
-                                _mm256_or_si256(v, fifth_bits::<VNNI>(bits))
+                                _mm256_or_si256(v, fifth_bits(bits))
                             } else {
                                 v
                             }
@@ -349,13 +352,9 @@ pub(crate) mod x86 {
                             } else {
                                 (u[r], x)
                             };
-                            // u8 × i8 products summed in fours (VNNI), or in pairs (within i16:
-                            // at most 2·127·127) then fours (AVX2).
-                            let p = if VNNI {
-                                _mm256_dpbusd_epi32(_mm256_setzero_si256(), uw, v)
-                            } else {
-                                _mm256_madd_epi16(_mm256_maddubs_epi16(uw, v), ones)
-                            };
+                            // u8 × i8 products summed in pairs (within i16: at most 2·127·127),
+                            // then in fours.
+                            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(uw, v), ones);
                             let s = _mm256_permutevar8x32_ps(scale[r][c], lane);
                             acc[r][c] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[r][c]);
                         }
@@ -371,24 +370,109 @@ pub(crate) mod x86 {
         }
     }
 
-    macro_rules! kernels {
-        ($name:ident, $vnni:expr, $features:literal) => {
-            #[target_feature(enable = $features)]
-            unsafe fn $name<const K: u8, const RW: usize, const RA: usize>(
-                t: &Tile<'_>,
-                out: &mut [[f32; 4]; 2],
-            ) {
-                // SAFETY: forwarded from `dot`, whose caller detected the features.
-                unsafe { body::<K, RW, RA, $vnni>(t, out) }
+    /// The VNNI kernel on 512-bit registers: two blocks per instruction, so that the integer
+    /// dot product, the scale, the conversion and the FMA are paid once per two blocks.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    #[allow(clippy::needless_range_loop)] // r and c index several arrays at once
+    unsafe fn vnni512<const K: u8, const RW: usize, const RA: usize>(
+        t: &Tile<'_>,
+        out: &mut [[f32; 4]; 2],
+    ) {
+        let (m, a) = (t.m, t.a);
+        let nb = t.blocks();
+        let nbp = padded(nb);
+        let vb = m.kind.value_bytes();
+        check::<K, RW, RA>(t);
+        // SAFETY: every offset below is within the bounds `check` asserted; reads past a row's
+        // last block are masked off; the caller detected the features.
+        unsafe {
+            let nibble = _mm512_set1_epi8(0x0F);
+            let four = 0x0004_0004_0004_0004;
+            // Shift the copies of each block's packed bytes in 128-bit lanes 1 and 3 by four:
+            // their high nibbles are the block's values 16..32.
+            let shifts = _mm512_set_epi64(four, four, 0, 0, four, four, 0, 0);
+            let halves = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+            let mut acc = [[_mm512_setzero_ps(); RA]; RW];
+            let f16x8 = |p: *const u16| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            let zext = |v: __m256| _mm512_zextps256_ps512(v);
+            let mut g = 0;
+            while g < nb {
+                let n = (nb - g).min(8);
+                let mut scale = [[_mm256_setzero_ps(); RA]; RW];
+                for c in 0..RA {
+                    let at = (t.act + c) * nbp + g;
+                    let dx = _mm256_loadu_ps(a.d.as_ptr().add(at));
+                    let cx = _mm256_loadu_ps(a.c.as_ptr().add(at));
+                    for r in 0..RW {
+                        let base = (t.row + r) * nbp + g;
+                        let dw = f16x8(m.scales.as_ptr().add(base));
+                        scale[r][c] = _mm256_mul_ps(dw, dx);
+                        if K == Q4_0 || K == Q5_0 {
+                            acc[r][c] = _mm512_fmadd_ps(zext(dw), zext(cx), acc[r][c]);
+                        } else if K == Q4_1 || K == Q5_1 {
+                            let mw = f16x8(m.mins.as_ptr().add(base));
+                            acc[r][c] = _mm512_fmadd_ps(zext(mw), zext(cx), acc[r][c]);
+                        }
+                    }
+                }
+                let mut j = 0;
+                while j < n {
+                    // Two blocks, or the last one alone (upper half masked to zero).
+                    let two = j + 1 < n;
+                    let idx = _mm512_add_epi32(halves, _mm512_set1_epi32(j as i32));
+                    let mut u = [_mm512_setzero_si512(); RW];
+                    for r in 0..RW {
+                        let at = (t.row + r) * nb + g + j;
+                        let w = m.values.as_ptr().add(at * vb);
+                        u[r] = if K == Q8_0 {
+                            let mask = if two { !0 } else { 0xFFFF_FFFF };
+                            _mm512_maskz_loadu_epi8(mask, w as *const i8)
+                        } else {
+                            let mask = if two { 0xFFFF_FFFF } else { 0xFFFF };
+                            let packed = _mm256_maskz_loadu_epi8(mask, w as *const i8);
+                            let z = _mm512_castsi256_si512(packed);
+                            let z = _mm512_shuffle_i64x2(z, z, 0x50);
+                            let v = _mm512_and_si512(_mm512_srlv_epi16(z, shifts), nibble);
+                            if K == Q5_0 || K == Q5_1 {
+                                let hp = m.high.as_ptr().add(at);
+                                let hi = if two { *hp.add(1) as u64 } else { 0 };
+                                let bits = (*hp as u64) | (hi << 32);
+                                let fifth = _mm512_maskz_mov_epi8(bits, _mm512_set1_epi8(0x10));
+                                _mm512_or_si512(v, fifth)
+                            } else {
+                                v
+                            }
+                        };
+                    }
+                    for c in 0..RA {
+                        let xq = a.q.as_ptr().add(((t.act + c) * nb + g + j) * QK);
+                        let mask = if two { !0 } else { 0xFFFF_FFFF };
+                        let x = _mm512_maskz_loadu_epi8(mask, xq);
+                        for r in 0..RW {
+                            let (uw, v) = if K == Q8_0 {
+                                // Signed weights: magnitudes against sign-carrying activations.
+                                let neg = _mm512_movepi8_mask(u[r]);
+                                let xs = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
+                                (_mm512_abs_epi8(u[r]), xs)
+                            } else {
+                                (u[r], x)
+                            };
+                            let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), uw, v);
+                            let s = _mm512_permutexvar_ps(idx, zext(scale[r][c]));
+                            acc[r][c] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(p), acc[r][c]);
+                        }
+                    }
+                    j += 2;
+                }
+                g += n;
             }
-        };
+            for r in 0..RW {
+                for c in 0..RA {
+                    out[r][c] = _mm512_reduce_add_ps(acc[r][c]);
+                }
+            }
+        }
     }
-    kernels!(avx2, false, "avx2,fma,f16c");
-    kernels!(
-        vnni,
-        true,
-        "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni"
-    );
 
     /// The best kernel this CPU has.
     #[derive(Clone, Copy)]
@@ -450,7 +534,7 @@ pub(crate) mod x86 {
         unsafe {
             match isa {
                 Isa::Avx2 => go!(avx2),
-                Isa::Vnni => go!(vnni),
+                Isa::Vnni => go!(vnni512),
             }
         }
     }
