@@ -16,7 +16,8 @@
 //! prompt processing unpacks each weight sub-block once for several tokens. Rows are split
 //! across candle's CPU worker pool.
 
-use super::quant::{Plan, tiled};
+use super::DisjointOut;
+use super::quant::{Plan, per_row, tiled, vectorised};
 use half::f16;
 
 /// Values per super-block.
@@ -206,24 +207,44 @@ struct KActs {
 }
 
 /// Quantizes rows of `x` (`cols` values each) as `quantize_row_q8_K_ref` does.
-fn quantize_acts(x: &[f32]) -> KActs {
-    super::quant::vectorised(
-        #[inline(always)]
-        || quantize_acts_here(x),
-    )
-}
-
-#[inline(always)]
-fn quantize_acts_here(x: &[f32]) -> KActs {
+fn quantize_acts(x: &[f32], cols: usize) -> KActs {
     let blocks = x.len() / QK_K;
     let mut a = KActs {
         q: vec![0; x.len()],
         d: vec![0.0; blocks],
         bsums: vec![0; blocks * 16],
     };
+    let nb = cols / QK_K;
+    let (q, d, bsums) = (
+        DisjointOut::new(&mut a.q),
+        DisjointOut::new(&mut a.d),
+        DisjointOut::new(&mut a.bsums),
+    );
+    per_row(x.len() / cols, |r| {
+        // SAFETY: each row writes only its own ranges of the three buffers, which outlive the
+        // call.
+        let (q, d, bsums) = unsafe {
+            (
+                q.slice(r * cols..(r + 1) * cols),
+                d.slice(r * nb..(r + 1) * nb),
+                bsums.slice(r * nb * 16..(r + 1) * nb * 16),
+            )
+        };
+        let xs = &x[r * cols..(r + 1) * cols];
+        vectorised(
+            #[inline(always)]
+            || quantize_row(xs, q, d, bsums),
+        )
+    });
+    a
+}
+
+/// One row of [`quantize_acts`].
+#[inline(always)]
+fn quantize_row(x: &[f32], q: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
     for (b, (xs, qs)) in x
         .chunks_exact(QK_K)
-        .zip(a.q.chunks_exact_mut(QK_K))
+        .zip(q.chunks_exact_mut(QK_K))
         .enumerate()
     {
         let (mut amax, mut max) = (0f32, 0f32);
@@ -240,12 +261,11 @@ fn quantize_acts_here(x: &[f32]) -> KActs {
         for (q, &v) in qs.iter_mut().zip(xs) {
             *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
         }
-        for (j, s) in a.bsums[b * 16..(b + 1) * 16].iter_mut().enumerate() {
+        for (j, s) in bsums[b * 16..(b + 1) * 16].iter_mut().enumerate() {
             *s = qs[j * 16..(j + 1) * 16].iter().map(|&q| q as i16).sum();
         }
-        a.d[b] = 1.0 / iscale;
+        d[b] = 1.0 / iscale;
     }
-    a
 }
 
 /// A `[rows, cols]` matrix of k-quant super-blocks, repacked for the kernels.
@@ -571,7 +591,7 @@ impl KMatrix {
     }
 
     fn matmul_with(&self, x: &[f32], plan: Plan) -> Vec<f32> {
-        let acts = quantize_acts(x);
+        let acts = quantize_acts(x, self.cols);
         tiled(
             self.rows,
             x.len() / self.cols,
@@ -728,7 +748,7 @@ mod tests {
             let data = blocks(kind, rows * cols / QK_K, kind as u64 + 1);
             let w = dequantize(kind, &data);
             let m = KMatrix::new(kind, rows, cols, &data).unwrap();
-            let acts = quantize_acts(&x);
+            let acts = quantize_acts(&x, cols);
             let mut plans = vec![Plan {
                 #[cfg(target_arch = "x86_64")]
                 isa: None,
@@ -780,7 +800,7 @@ mod tests {
         x[..4].copy_from_slice(&[-127.0, 2.5, 3.5, -0.5]);
         x[256] = 127.0;
         x[257] = 1.5;
-        let a = quantize_acts(&x);
+        let a = quantize_acts(&x, 256);
         assert_eq!(&a.q[..4], &[-127, 2, 4, 0]);
         assert_eq!((a.d[0], a.bsums[0]), (1.0, -121));
         assert_eq!((a.q[256], a.q[257], a.d[1]), (-127, -2, -1.0));

@@ -51,15 +51,15 @@ use inferox_core::weights::WeightIndex;
 use std::sync::{Arc, Mutex};
 
 /// An output buffer that the threads of candle's worker pool fill at disjoint offsets.
-pub(crate) struct DisjointOut(*mut f32);
+pub(crate) struct DisjointOut<T = f32>(*mut T);
 
-// SAFETY: the buffer is only written through `slice`, whose callers promise disjoint ranges
-// while the owning allocation lives.
-unsafe impl Sync for DisjointOut {}
+// SAFETY: the buffer is only written through `slice` and `write`, whose callers promise disjoint
+// ranges while the owning allocation lives.
+unsafe impl<T: Send> Sync for DisjointOut<T> {}
 
-impl DisjointOut {
+impl<T> DisjointOut<T> {
     /// Wraps `buffer` for one parallel call.
-    pub(crate) fn new(buffer: &mut [f32]) -> DisjointOut {
+    pub(crate) fn new(buffer: &mut [T]) -> DisjointOut<T> {
         DisjointOut(buffer.as_mut_ptr())
     }
 
@@ -68,7 +68,7 @@ impl DisjointOut {
     /// # Safety
     /// `index` lies inside the buffer, no other thread reads or writes it during the call, and
     /// the buffer outlives it.
-    pub(crate) unsafe fn write(&self, index: usize, v: f32) {
+    pub(crate) unsafe fn write(&self, index: usize, v: T) {
         // SAFETY: as the caller promises.
         unsafe { *self.0.add(index) = v }
     }
@@ -80,7 +80,7 @@ impl DisjointOut {
     /// the returned slice.
     // The exclusive borrow comes from the caller's promise, not from `&self`: that is the point.
     #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [f32] {
+    pub(crate) unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [T] {
         // SAFETY: as the caller promises.
         unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
     }

@@ -116,43 +116,71 @@ pub(crate) fn vectorised<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Quantizes rows of `x` (`cols` values each) as llama.cpp quantizes activations for `kind`.
-fn quantize_acts(kind: Kind, x: &[f32], cols: usize) -> QActs {
-    vectorised(
-        #[inline(always)]
-        || quantize_acts_here(kind, x, cols),
-    )
+/// Runs `f(row)` for every row, split over candle's worker pool when there are several (a
+/// prompt's activations) and on this thread for one (a decoding step).
+pub(crate) fn per_row(rows: usize, f: impl Fn(usize) + Sync) {
+    if rows >= 4 {
+        barrier_pool().execute_chunked(rows, |range| range.for_each(&f));
+    } else {
+        (0..rows).for_each(f);
+    }
 }
 
-#[inline(always)]
-fn quantize_acts_here(kind: Kind, x: &[f32], cols: usize) -> QActs {
-    let nbp = padded(cols / QK);
+/// Quantizes rows of `x` (`cols` values each) as llama.cpp quantizes activations for `kind`.
+fn quantize_acts(kind: Kind, x: &[f32], cols: usize) -> QActs {
+    let nb = cols / QK;
+    let nbp = padded(nb);
     let rows = x.len() / cols;
     let mut a = QActs {
         q: vec![0; x.len()],
         d: vec![0.0; rows * nbp],
         c: vec![0.0; rows * nbp],
     };
-    for (b, (xs, qs)) in x.chunks_exact(QK).zip(a.q.chunks_exact_mut(QK)).enumerate() {
+    let (q, d, c) = (
+        DisjointOut::new(&mut a.q),
+        DisjointOut::new(&mut a.d),
+        DisjointOut::new(&mut a.c),
+    );
+    per_row(rows, |r| {
+        // SAFETY: each row writes only its own ranges of the three buffers, which outlive the
+        // call.
+        let (q, d, c) = unsafe {
+            (
+                q.slice(r * cols..(r + 1) * cols),
+                d.slice(r * nbp..r * nbp + nb),
+                c.slice(r * nbp..r * nbp + nb),
+            )
+        };
+        let xs = &x[r * cols..(r + 1) * cols];
+        vectorised(
+            #[inline(always)]
+            || quantize_row(kind, xs, q, d, c),
+        )
+    });
+    a
+}
+
+/// One row of [`quantize_acts`]: per block of 32, int8 values, the scale and the bias factor.
+#[inline(always)]
+fn quantize_row(kind: Kind, x: &[f32], q: &mut [i8], d: &mut [f32], c: &mut [f32]) {
+    for (b, (xs, qs)) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
         let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let scale = amax / 127.0;
+        let id = if scale != 0.0 { 1.0 / scale } else { 0.0 };
         let mut sum = 0i32;
         for (q, &v) in qs.iter_mut().zip(xs) {
             *q = (v * id).round() as i8;
             sum += *q as i32;
         }
-        let d16 = round_f16(d);
-        let at = b / (cols / QK) * nbp + b % (cols / QK);
-        a.d[at] = d16;
-        a.c[at] = match kind {
+        let d16 = round_f16(scale);
+        d[b] = d16;
+        c[b] = match kind {
             Kind::Q4_0 => -8.0 * d16 * sum as f32,
             Kind::Q5_0 => -16.0 * d16 * sum as f32,
-            Kind::Q4_1 | Kind::Q5_1 => round_f16(d * sum as f32),
+            Kind::Q4_1 | Kind::Q5_1 => round_f16(scale * sum as f32),
             Kind::Q8_0 => 0.0,
         };
     }
-    a
 }
 
 /// The inputs of one kernel call: weight rows starting at `row` against activation row `act`.
