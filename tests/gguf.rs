@@ -42,6 +42,7 @@ fn quantized_files_match_llama_cpp() {
     for (file, model_type, tolerance) in [
         ("llama-mixed.gguf", "llama", 1e-2),
         ("llama-kquants.gguf", "llama", 1e-5),
+        ("llama-lowbits.gguf", "llama", 1e-5),
         ("qwen2-q8_0.gguf", "qwen2", 1e-5),
     ] {
         let types: Vec<String> = serde_json::from_value(r["files"][file]["types"].clone()).unwrap();

@@ -6,6 +6,7 @@ non-interleaved rotary layout), with a SentencePiece BPE tokenizer trained here,
 GGUF files with gguf-py (llama.cpp's own writer) in several quantization types:
   * llama-mixed.gguf:   Q4_0, Q4_1, Q5_0, Q8_0, F16 and F32 tensors (quantized by gguf-py);
   * llama-kquants.gguf: Q4_K, Q5_K and Q6_K tensors (quantized by llama.cpp's quantizer);
+  * llama-lowbits.gguf: Q2_K and Q3_K tensors (llama.cpp's quantizer) and Q5_1 (gguf-py);
   * qwen2-q8_0.gguf:    Q8_0 weights with F32 biases.
 Reference logits come from llama.cpp itself (llama-cpp-python, float32 KV cache), reference token
 ids from the sentencepiece library.
@@ -189,6 +190,19 @@ def main():
     copy_with_types({"base": quantized["q4km"], "q5": quantized["q5km"]}, OUT / "llama-kquants.gguf",
                     lambda n: "q5" if ("attn_output" in n or "ffn_up" in n) else "base")
 
+    # Q2_K and Q3_K from llama.cpp's Q2_K and Q3_K_M mixes, Q5_1 from gguf-py.
+    for name, ftype in [("q2k", llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K), ("q3km", llama_cpp.LLAMA_FTYPE_MOSTLY_Q3_K_M)]:
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = ftype
+        quantized[name] = tmp / f"llama-{name}.gguf"
+        assert llama_cpp.llama_model_quantize(str(f32).encode(), str(quantized[name]).encode(), params) == 0
+    quantized["q5_1"] = tmp / "llama-q5_1.gguf"
+    write_gguf(quantized["q5_1"], "llama", llama, sp, lw,
+               {n: T.Q5_1 for n in lw if n.endswith(".weight") and lw[n].ndim == 2})
+    copy_with_types({"base": quantized["q2k"], "q3": quantized["q3km"], "q5_1": quantized["q5_1"]},
+                    OUT / "llama-lowbits.gguf",
+                    lambda n: "q5_1" if "attn_v" in n else "q3" if ("attn_q" in n or "ffn_gate" in n) else "base")
+
     qw = random_weights(rng, qwen, biases=True)
     write_gguf(OUT / "qwen2-q8_0.gguf", "qwen2", qwen, sp, qw,
                {n: T.Q8_0 for n in qw if n.endswith(".weight") and qw[n].ndim == 2})
@@ -200,7 +214,7 @@ def main():
     check = llama_cpp.Llama(model_path=str(OUT / "llama-mixed.gguf"), vocab_only=True, verbose=False)
     for t in TEXTS:
         assert check.tokenize(t.encode(), add_bos=False) == sp.encode(t), t
-    for f in ["llama-mixed.gguf", "llama-kquants.gguf", "qwen2-q8_0.gguf"]:
+    for f in ["llama-mixed.gguf", "llama-kquants.gguf", "llama-lowbits.gguf", "qwen2-q8_0.gguf"]:
         logits = llama_cpp_reference(OUT / f, ids)
         np.save(OUT / f.replace(".gguf", ".logits.npy"), logits)
         r = gguf.GGUFReader(str(OUT / f))
