@@ -319,8 +319,8 @@ pub(crate) mod x86 {
         let nbp = padded(nb);
         let vb = m.kind.value_bytes();
         check::<K, RW, RA>(t);
-        // SAFETY: every offset below is within the bounds asserted above; the caller has
-        // checked the CPU features of the wrapper this is inlined into.
+        // SAFETY: every offset below is within the bounds `check` asserted; the caller
+        // detected the features.
         unsafe {
             let ones = _mm256_set1_epi16(1);
             let nibble = _mm_set1_epi8(0x0F);
