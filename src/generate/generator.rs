@@ -23,6 +23,8 @@ struct Row {
     output: String,
     rng: ChaCha8Rng,
     finish: Option<FinishReason>,
+    /// This row's settings: every row of a batch of requests may sample differently.
+    sampling: Sampling,
 }
 
 /// A batch of sequences advancing together (left-padded; finished rows keep feeding their last
@@ -30,7 +32,6 @@ struct Row {
 pub struct Generator<'a> {
     decoder: &'a mut dyn Decoder,
     tokenizer: &'a dyn Detokenize,
-    sampling: Sampling,
     rows: Vec<Row>,
     /// The prompts, for an encoder–decoder model (they go to the encoder; the rows start from
     /// the decoder's start token).
@@ -44,12 +45,40 @@ pub struct Generator<'a> {
 }
 
 impl<'a> Generator<'a> {
-    /// Prepares generation for `prompts` (token ids; at least one token each).
+    /// Prepares generation for `prompts` (token ids; at least one token each). Row `i` samples
+    /// from the seed's `i`-th stream, so a batch is one reproducible draw.
     pub fn new(
         decoder: &'a mut dyn Decoder,
         tokenizer: &'a dyn Detokenize,
         prompts: &[Vec<u32>],
         sampling: Sampling,
+    ) -> Result<Generator<'a>> {
+        let rows = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, _)| (sampling.clone(), i))
+            .collect();
+        Self::build(decoder, tokenizer, prompts, rows)
+    }
+
+    /// Prepares generation for independent requests batched together, each a prompt with its
+    /// own settings. Each row samples as it would alone (the seed's first stream), so a request
+    /// gets the same tokens whichever requests share its batch.
+    pub fn for_requests(
+        decoder: &'a mut dyn Decoder,
+        tokenizer: &'a dyn Detokenize,
+        requests: Vec<(Vec<u32>, Sampling)>,
+    ) -> Result<Generator<'a>> {
+        let (prompts, samplings): (Vec<_>, Vec<_>) = requests.into_iter().unzip();
+        let rows = samplings.into_iter().map(|s| (s, 0)).collect();
+        Self::build(decoder, tokenizer, &prompts, rows)
+    }
+
+    fn build(
+        decoder: &'a mut dyn Decoder,
+        tokenizer: &'a dyn Detokenize,
+        prompts: &[Vec<u32>],
+        samplings: Vec<(Sampling, usize)>,
     ) -> Result<Generator<'a>> {
         if prompts.is_empty() {
             return Err(Error::InvalidArgument("no prompts given".into()));
@@ -71,30 +100,27 @@ impl<'a> Generator<'a> {
             )));
         }
         let start = decoder.decoder_start();
-        let mut rows = prompts
+        let rows = prompts
             .iter()
-            .enumerate()
-            .map(|(i, p)| (i, start.map_or_else(|| p.clone(), |s| vec![s])))
-            .map(|(i, ids)| Row {
-                prompt_len: ids.len(),
-                text: IncrementalText::new(ids.len()),
-                ids,
-                stop: StopMatcher::new(sampling.stop.clone()),
-                output: String::new(),
-                rng: row_rng(sampling.seed, i),
-                finish: None,
+            .zip(samplings)
+            .map(|(p, (sampling, stream))| {
+                let ids = start.map_or_else(|| p.clone(), |s| vec![s]);
+                Row {
+                    prompt_len: ids.len(),
+                    text: IncrementalText::new(ids.len()),
+                    ids,
+                    stop: StopMatcher::new(sampling.stop.clone()),
+                    output: String::new(),
+                    rng: row_rng(sampling.seed, stream),
+                    // With nothing to generate, a row is done before the model runs.
+                    finish: (sampling.max_new_tokens == 0).then_some(FinishReason::Length),
+                    sampling,
+                }
             })
             .collect::<Vec<Row>>();
-        if sampling.max_new_tokens == 0 {
-            // Nothing to generate: every row is done before the model runs.
-            for row in &mut rows {
-                row.finish = Some(FinishReason::Length);
-            }
-        }
         Ok(Generator {
             decoder,
             tokenizer,
-            sampling,
             rows,
             sources: match start {
                 Some(_) => prompts.to_vec(),
@@ -146,12 +172,12 @@ impl<'a> Generator<'a> {
                 continue;
             }
             let mut logits = logits.to_vec();
-            let token = sample(&mut logits, &row.ids, &self.sampling, &mut row.rng);
+            let token = sample(&mut logits, &row.ids, &row.sampling, &mut row.rng);
             row.ids.push(token);
             self.next.push(token);
             let generated = row.ids.len() - row.prompt_len;
             let mut piece = String::new();
-            if self.sampling.eos_token_ids.contains(&token) {
+            if row.sampling.eos_token_ids.contains(&token) {
                 row.finish = Some(FinishReason::Eos);
             } else {
                 let text = row.text.next(self.tokenizer, &row.ids)?;
@@ -159,7 +185,7 @@ impl<'a> Generator<'a> {
                 piece = out;
                 if stopped {
                     row.finish = Some(FinishReason::Stop);
-                } else if generated >= self.sampling.max_new_tokens {
+                } else if generated >= row.sampling.max_new_tokens {
                     row.finish = Some(FinishReason::Length);
                 } else if row.ids.len() >= self.decoder.max_positions() {
                     row.finish = Some(FinishReason::Context);
@@ -260,19 +286,35 @@ impl<'a> Generator<'a> {
         })?)
     }
 
+    /// Why row `row` finished, once it has.
+    pub fn finish_reason(&self, row: usize) -> Option<FinishReason> {
+        self.rows.get(row).and_then(|r| r.finish)
+    }
+
+    /// Tokens row `row` has generated so far.
+    pub fn generated(&self, row: usize) -> usize {
+        self.rows.get(row).map_or(0, |r| r.ids.len() - r.prompt_len)
+    }
+
+    /// Ends row `row` with `reason` if it is still running (a request whose client went away);
+    /// the others go on, and it is masked out of the steps that follow. Returns the text it
+    /// still held.
+    pub fn finish_row(&mut self, row: usize, reason: FinishReason) -> String {
+        match self.rows.get_mut(row) {
+            Some(r) if r.finish.is_none() => {
+                r.finish = Some(reason);
+                let rest = r.stop.flush();
+                r.output.push_str(&rest);
+                rest
+            }
+            _ => String::new(),
+        }
+    }
+
     /// Ends every unfinished row with `reason`; returns the text each one still held.
     pub(super) fn finish_all(&mut self, reason: FinishReason) -> Vec<String> {
-        self.rows
-            .iter_mut()
-            .map(|row| {
-                if row.finish.is_some() {
-                    return String::new();
-                }
-                row.finish = Some(reason);
-                let rest = row.stop.flush();
-                row.output.push_str(&rest);
-                rest
-            })
+        (0..self.rows.len())
+            .map(|row| self.finish_row(row, reason))
             .collect()
     }
 

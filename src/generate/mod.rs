@@ -40,7 +40,7 @@ use crate::{Error, Result};
 
 impl LoadedModel {
     /// The decoder and the tokenizer, for generation.
-    fn generation_parts(&mut self) -> Result<(&mut dyn Decoder, &mut TextPreprocessor)> {
+    pub(crate) fn generation_parts(&mut self) -> Result<(&mut dyn Decoder, &mut TextPreprocessor)> {
         if self.text.is_none() {
             self.preprocessor()?;
         }
@@ -53,7 +53,7 @@ impl LoadedModel {
         Ok((decoder, self.text.as_mut().expect("set above")))
     }
 
-    fn sampling(&self, options: &GenerateOptions) -> Result<Sampling> {
+    pub(crate) fn sampling(&self, options: &GenerateOptions) -> Result<Sampling> {
         Sampling::resolve(options, self.package.info().generation.as_ref())
     }
 
