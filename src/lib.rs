@@ -41,6 +41,8 @@ pub mod npy;
 pub mod pipeline;
 pub mod preprocess;
 pub mod repo;
+#[cfg(feature = "server")]
+pub mod serve;
 pub mod store;
 pub mod supported;
 

@@ -87,6 +87,13 @@ enum Command {
     /// --warmup untimed ones; the inputs are fixed, so runs are comparable. Use the global
     /// --threads to pin threads: `inferox bench PKG --threads 2 -p 128 -n 64`.
     Bench(cli::bench::Args),
+    /// Serve packages over HTTP: KServe v2 and OpenAI-compatible endpoints.
+    ///
+    /// Each package gets a worker thread that owns the loaded model and a bounded queue (429 with
+    /// Retry-After when full). Embedding requests arriving together run as one batch; concurrent
+    /// generations decode together. Binds 127.0.0.1:8080 unless told otherwise; prints the
+    /// address on standard output once listening.
+    Serve(cli::serve::Args),
 }
 
 const EXAMPLES: &str = "Examples:
@@ -152,6 +159,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => cli::generate::chat(args),
         Command::Bundle(args) => cli::bundle::run(args),
         Command::Bench(args) => cli::bench::run(args),
+        Command::Serve(args) => cli::serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,7 @@ pub mod hub;
 pub mod import;
 pub mod info;
 pub mod run;
+pub mod serve;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
