@@ -37,6 +37,11 @@ check_binary() {
 run_default() {
   echo "== tests: default features (candle): the facade, core, candle backend, architectures"
   scripts/fetch-models.sh all
+  # tests/serve.rs drives the server with the real tritonclient and openai clients.
+  if ! python3 -c "import numpy, openai, tritonclient.http" 2>/dev/null; then
+    echo "-- installing the Python clients for tests/serve.rs (tests/clients/requirements.txt)"
+    python3 -m pip install --quiet -r tests/clients/requirements.txt
+  fi
   cargo test "$@"
   echo "-- examples/silero-vad: a real recurrent model registered from outside, against its own runtime"
   # With the facade's default features, as the tests above built it: no second set of crates.
@@ -44,7 +49,7 @@ run_default() {
   echo "-- the library as an app embeds it (candle, no cli/hub) builds no CLI or HTTP crates"
   local deps
   deps="$(cargo tree -p inferox --no-default-features --features candle -e normal --prefix none)"
-  if grep -E '^(anyhow|clap|hf-hub|image|indicatif|mimalloc|mozjpeg|ureq) ' <<<"$deps"; then
+  if grep -E '^(anyhow|axum|clap|hf-hub|hyper|image|indicatif|mimalloc|mozjpeg|tokio|ureq) ' <<<"$deps"; then
     echo "error: inferox with only the candle feature depends on the crates above" >&2
     exit 1
   fi

@@ -95,6 +95,7 @@ pub(crate) struct AppState {
     metrics: Arc<Metrics>,
     key_digest: Option<[u8; 32]>,
     next_id: AtomicU64,
+    timeout: Duration,
 }
 
 impl AppState {
@@ -208,15 +209,26 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Parses a JSON body: malformed JSON is 400, a missing or mistyped field 422, each naming
-/// where it is.
+/// Parses a JSON body: malformed JSON is 400, a missing or mistyped field 422 naming the field.
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> std::result::Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        let status = match e.classify() {
-            serde_json::error::Category::Data => StatusCode::UNPROCESSABLE_ENTITY,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        ApiError::new(status, format!("request body: {e}"))
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad(format!("request body: malformed JSON: {e}")))?;
+    from_value(&value)
+}
+
+/// Reads `T` from parsed JSON; a missing or mistyped field is 422 naming the field.
+pub(crate) fn from_value<T: DeserializeOwned>(
+    value: &serde_json::Value,
+) -> std::result::Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let status = StatusCode::UNPROCESSABLE_ENTITY;
+        if path == "." {
+            ApiError::new(status, format!("request body: {inner}"))
+        } else {
+            ApiError::new(status, format!("request body: field `{path}`: {inner}")).param(&path)
+        }
     })
 }
 
@@ -225,6 +237,24 @@ pub(crate) fn body(
     body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> std::result::Result<Bytes, ApiError> {
     body.map_err(|e| ApiError::new(e.status(), format!("request body: {}", e.body_text())))
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// 413 for a body over `max` bytes, answered from its Content-Length before it is read (a
+/// chunked body is cut at the limit as it is read).
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body: length limit exceeded: the limit is {max} bytes (--max-body-mib)"),
+    )
 }
 
 /// Loads nothing: `models` are loaded already. Serves them on `listener` until `shutdown`
@@ -283,6 +313,7 @@ pub async fn serve(
         metrics,
         key_digest: config.api_key.as_deref().map(digest),
         next_id: AtomicU64::new(1),
+        timeout: config.timeout,
     });
     let app = router(state.clone(), &config);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -350,12 +381,19 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
                 "no such route (docs/serving.md lists them)",
             )
         })
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            config.timeout,
+        .layer(middleware::from_fn_with_state(
+            config.max_body,
+            |State(max): State<usize>, request: Request, next: Next| async move {
+                match declared_length(request.headers()) {
+                    Some(n) if n > max as u64 => too_large(max).into_response(),
+                    _ => next.run(request).await,
+                }
+            },
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(config.max_body))
+        // A bug that panics in a handler answers 500 instead of dropping the connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .with_state(state)
 }
 
@@ -427,7 +465,18 @@ async fn observe(State(state): State<Arc<AppState>>, mut request: Request, next:
     if let Ok(value) = HeaderValue::from_str(&id) {
         request.headers_mut().insert("x-request-id", value);
     }
-    let mut response = next.run(request).await;
+    let mut response = match tokio::time::timeout(state.timeout, next.run(request)).await {
+        Ok(response) => response,
+        // Dropping the handler drops its channels: a queued or running generation is cancelled.
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request took longer than {} s (--timeout-s)",
+                state.timeout.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    };
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     state.metrics.request(&route, status, elapsed);

@@ -7,7 +7,7 @@
 //! Reference: <https://platform.openai.com/docs/api-reference>.
 
 use super::worker::{Embedded, Event, GenerateJob, Job, Prompt};
-use super::{ApiError, AppState, Served, body, parse_json};
+use super::{ApiError, AppState, Served, body, from_value, parse_json};
 use crate::chat::ChatMessage;
 use crate::generate::{FinishReason, GenerateOptions};
 use axum::Router;
@@ -300,16 +300,19 @@ impl Sampling {
 struct CompletionRequest {
     model: String,
     prompt: Value,
-    #[serde(flatten)]
-    sampling: Sampling,
 }
 
 #[derive(Deserialize)]
 struct ChatRequest {
     model: String,
     messages: Vec<Message>,
-    #[serde(flatten)]
-    sampling: Sampling,
+}
+
+/// A generation request: its own fields and the sampling fields, from one JSON object (read
+/// twice rather than with `serde(flatten)`, which would lose the name of a mistyped field).
+fn generation_request<T: serde::de::DeserializeOwned>(raw: &[u8]) -> ApiResult<(T, Sampling)> {
+    let value: Value = parse_json(raw)?;
+    Ok((from_value(&value)?, from_value(&value)?))
 }
 
 #[derive(Deserialize)]
@@ -453,21 +456,20 @@ async fn completions(
     headers: HeaderMap,
     raw: RawBody,
 ) -> ApiResult<Response> {
-    let request: CompletionRequest = parse_json(&body(raw)?)?;
+    let (request, sampling): (CompletionRequest, Sampling) = generation_request(&body(raw)?)?;
     let model = state.model(&request.model)?;
     generator(&model)?;
-    let mut options = request.sampling.options()?;
+    let mut options = sampling.options()?;
     // OpenAI's default for completions.
     options.max_new_tokens.get_or_insert(16);
     let prompts = texts(&request.prompt, "prompt")?;
     let id = Kind::Completion.id(&request_id(&headers));
-    if request.sampling.stream {
+    if sampling.stream {
         if prompts.len() != 1 {
             return Err(ApiError::bad("`prompt`: streaming takes one prompt").param("prompt"));
         }
         let rx = start(&state, &model, Prompt::Text(prompts[0].clone()), options)?;
-        let usage = request
-            .sampling
+        let usage = sampling
             .stream_options
             .as_ref()
             .is_some_and(|o| o.include_usage);
@@ -511,7 +513,7 @@ async fn chat_completions(
     headers: HeaderMap,
     raw: RawBody,
 ) -> ApiResult<Response> {
-    let request: ChatRequest = parse_json(&body(raw)?)?;
+    let (request, sampling): (ChatRequest, Sampling) = generation_request(&body(raw)?)?;
     let model = state.model(&request.model)?;
     generator(&model)?;
     if !model.chat {
@@ -530,12 +532,11 @@ async fn chat_completions(
         .enumerate()
         .map(|(i, m)| Ok(ChatMessage::new(&m.role, &message_text(i, &m.content)?)))
         .collect::<ApiResult<Vec<_>>>()?;
-    let options = request.sampling.options()?;
+    let options = sampling.options()?;
     let id = Kind::Chat.id(&request_id(&headers));
     let rx = start(&state, &model, Prompt::Chat(messages), options)?;
-    if request.sampling.stream {
-        let usage = request
-            .sampling
+    if sampling.stream {
+        let usage = sampling
             .stream_options
             .as_ref()
             .is_some_and(|o| o.include_usage);
