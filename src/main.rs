@@ -137,6 +137,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !matches!(cli.command, Command::Serve(_)) {
+        // Rust ignores SIGPIPE, so printing into a closed pipe (`inferox run ... | head`) was
+        // a panic; a command-line tool should end quietly as others do. The server keeps
+        // ignoring it: a closed log pipe must not kill it.
+        #[cfg(unix)]
+        // SAFETY: no other thread exists yet; setting a signal's disposition is async-signal-safe.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     if let Some(n) = cli.threads {
         // SAFETY: no other thread exists yet; candle and rayon read these when they start.
         unsafe {
