@@ -168,6 +168,20 @@ impl Reply {
     }
 }
 
+/// What `inferox ARGS` prints, as JSON.
+fn cli_json(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_inferox"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A JSON array of numbers as float32 (the CLI writes them as f64, the server as f32).
 fn floats(v: &Value) -> Vec<f32> {
     v.as_array()
@@ -229,17 +243,13 @@ fn endpoints_answer_as_the_cli_does() {
 
     // Embeddings equal the CLI's.
     let (_, minilm, smollm2) = packages();
-    let cli = Command::new(env!("CARGO_BIN_EXE_inferox"))
-        .args([
-            "run",
-            s(minilm),
-            "--text",
-            "A man is eating food.",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    let cli = cli_json(&[
+        "run",
+        s(minilm),
+        "--text",
+        "A man is eating food.",
+        "--json",
+    ]);
     let reply = server.call(
         "POST",
         "/v1/embeddings",
@@ -267,19 +277,15 @@ fn endpoints_answer_as_the_cli_does() {
     assert_eq!(reply.body["outputs"].as_array().unwrap().len(), 1);
 
     // A completion equals `inferox generate`.
-    let cli = Command::new(env!("CARGO_BIN_EXE_inferox"))
-        .args([
-            "generate",
-            s(smollm2),
-            "--prompt",
-            "The capital of France is",
-            "--max-tokens",
-            "8",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    let cli = cli_json(&[
+        "generate",
+        s(smollm2),
+        "--prompt",
+        "The capital of France is",
+        "--max-tokens",
+        "8",
+        "--json",
+    ]);
     let reply = server.call(
         "POST",
         "/v1/completions",
@@ -580,8 +586,15 @@ fn sigterm_finishes_in_flight_requests_and_exits_0() {
                 .expect("the in-flight request completes"),
         )
     });
-    // Let the request reach the worker.
-    std::thread::sleep(Duration::from_millis(300));
+    // Wait until the request is decoding on the worker.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&server, "inferox_batch_size_count") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the worker"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let killed = Command::new("kill")
         .args(["-TERM", &server.pid().to_string()])
         .status()
@@ -649,8 +662,15 @@ fn a_request_over_the_timeout_is_408_and_its_generation_stops() {
     assert_eq!(reply.status, 408, "{reply:?}");
     assert!(reply.error().contains("--timeout-s"), "{reply:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
-    // The worker is free again: the cancelled row ended at its next token.
-    let reply = server.call("POST", "/v1/chat/completions", Some(&chat("Hi", 2)));
-    assert_eq!(reply.status, 200, "{reply:?}");
-    assert!(metric(&server, "inferox_generated_tokens_total") < 1000.0);
+    // The row ends at its next token and is counted then; had it gone on, nothing would be
+    // counted until its 2000 tokens were made.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let generated = loop {
+        let n = metric(&server, "inferox_generated_tokens_total");
+        if n > 0.0 || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(generated > 0.0 && generated < 1000.0, "{generated}");
 }

@@ -234,6 +234,10 @@ struct Sampling {
     repetition_penalty: Option<f64>,
     #[serde(default)]
     seed: Option<u64>,
+    /// Generate past end-of-sequence tokens, to the token limit (an extension, as in vLLM; for
+    /// benchmarks).
+    #[serde(default)]
+    ignore_eos: bool,
     #[serde(default)]
     stop: Option<Value>,
     #[serde(default)]
@@ -291,7 +295,7 @@ impl Sampling {
             repetition_penalty: self.repetition_penalty,
             seed: self.seed,
             stop,
-            eos_token_ids: None,
+            eos_token_ids: self.ignore_eos.then(Vec::new),
         })
     }
 }
