@@ -244,3 +244,113 @@ fn smollm2_answers_paris() {
         "{chat}"
     );
 }
+
+/// Continuous batching at the model level: a row added to a running cache, fed its prompt beside
+/// another row's next token, then decoded, gives the logits it gives alone; rows dropped from
+/// the cache (with the positions nobody attends to) leave the others' logits unchanged.
+#[test]
+fn rows_join_and_leave_a_running_cache() {
+    let mut model = smollm2().load(&LoadOptions::default()).unwrap();
+    let a: Vec<u32> = model.tokenize("The capital of France is", true).unwrap();
+    let b: Vec<u32> = model
+        .tokenize("Once upon a time, in a land far away", true)
+        .unwrap();
+    let decoder = model.decoder().unwrap();
+    assert!(decoder.resizable());
+    let vocab = decoder.vocab_size();
+    let step = |d: &mut dyn inferox::model::Decoder,
+                tokens: &[u32],
+                batch,
+                positions: &[u32],
+                mask: &[u8]| {
+        d.step(&DecodeStep {
+            tokens,
+            batch,
+            positions,
+            mask,
+            all_positions: false,
+        })
+        .unwrap()
+    };
+    let max_diff = |x: &[f32], y: &[f32]| {
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max)
+    };
+    let seq = |n: usize| (0..n as u32).collect::<Vec<u32>>();
+
+    // B alone: its prompt, then one token.
+    decoder.reset();
+    let alone_prompt = step(decoder, &b, 1, &seq(b.len()), &vec![1; b.len()]);
+    let alone_next = step(decoder, &[42], 1, &[b.len() as u32], &vec![1; b.len() + 1]);
+
+    // A alone for its prompt, then B joins: A feeds one token (left-padded to B's length, the
+    // padding masked), B its prompt.
+    decoder.reset();
+    step(decoder, &a, 1, &seq(a.len()), &vec![1; a.len()]);
+    // A decodes a few tokens alone first.
+    let mut a_len = a.len();
+    for t in [5u32, 6, 7] {
+        step(decoder, &[t], 1, &[a_len as u32], &vec![1; a_len + 1]);
+        a_len += 1;
+    }
+    let a = vec![0u32; a_len];
+    decoder.add_rows(1).unwrap();
+    let n = b.len();
+    let mut tokens = vec![7; n - 1];
+    tokens.push(7);
+    tokens.extend(&b);
+    let mut positions = vec![0; n - 1];
+    positions.push(a.len() as u32);
+    positions.extend(seq(n));
+    let mut mask_a = vec![1u8; a.len()];
+    mask_a.extend(std::iter::repeat_n(0, n - 1));
+    mask_a.push(1);
+    let mut mask_b = vec![0u8; a.len()];
+    mask_b.extend(std::iter::repeat_n(1, n));
+    let joined = step(
+        decoder,
+        &tokens,
+        2,
+        &positions,
+        &[mask_a.clone(), mask_b.clone()].concat(),
+    );
+    let d = max_diff(&joined[vocab..], &alone_prompt);
+    assert!(d < 1e-3, "B's prompt beside A: logits differ by {d}");
+    // One more token each.
+    mask_a.push(1);
+    mask_b.push(1);
+    let next = step(
+        decoder,
+        &[9, 42],
+        2,
+        &[a.len() as u32 + 1, b.len() as u32],
+        &[mask_a.clone(), mask_b.clone()].concat(),
+    );
+    let d = max_diff(&next[vocab..], &alone_next);
+    assert!(d < 1e-3, "B's next token beside A: logits differ by {d}");
+
+    // A leaves; B keeps its logits, with the positions only A attended to dropped.
+    let from = mask_b.iter().position(|&m| m != 0).unwrap();
+    decoder.retain_rows(&[1], from).unwrap();
+    let again = step(
+        decoder,
+        &[42],
+        1,
+        &[b.len() as u32 + 1],
+        &vec![1; b.len() + 2],
+    );
+    decoder.reset();
+    step(decoder, &b, 1, &seq(b.len()), &vec![1; b.len()]);
+    step(decoder, &[42], 1, &[b.len() as u32], &vec![1; b.len() + 1]);
+    let expected = step(
+        decoder,
+        &[42],
+        1,
+        &[b.len() as u32 + 1],
+        &vec![1; b.len() + 2],
+    );
+    let d = max_diff(&again, &expected);
+    assert!(d < 1e-3, "B after A left: logits differ by {d}");
+}

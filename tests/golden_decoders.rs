@@ -122,7 +122,7 @@ fn kv_cache_matches_a_full_recompute() {
             })
             .unwrap();
         decoder.reset();
-        // Prefill 10 tokens, then one token at a time.
+        // Prefill 10 tokens, then 10 more in one step, then one token at a time.
         let mut incremental = decoder
             .step(&DecodeStep {
                 tokens: &tokens[..10],
@@ -132,7 +132,19 @@ fn kv_cache_matches_a_full_recompute() {
                 all_positions: true,
             })
             .unwrap();
-        for t in 10..n {
+        // A chunk of 10 after the cache (what a prompt joining a running batch is).
+        incremental.extend(
+            decoder
+                .step(&DecodeStep {
+                    tokens: &tokens[10..20],
+                    batch: 1,
+                    positions: &positions[10..20],
+                    mask: &[1; 20],
+                    all_positions: true,
+                })
+                .unwrap(),
+        );
+        for t in 20..n {
             incremental.extend(
                 decoder
                     .step(&DecodeStep {

@@ -187,6 +187,26 @@ impl Decoder for Gpt2 {
         }
     }
 
+    fn resizable(&self) -> bool {
+        true
+    }
+
+    fn add_rows(&mut self, n: usize) -> inferox_core::Result<()> {
+        for block in &mut self.blocks {
+            inferox_candle::decoder::add_cache_rows(&mut block.cache, n)
+                .map_err(inferox_candle::Error::from)?;
+        }
+        Ok(())
+    }
+
+    fn retain_rows(&mut self, rows: &[usize], from: usize) -> inferox_core::Result<()> {
+        for block in &mut self.blocks {
+            inferox_candle::decoder::retain_cache_rows(&mut block.cache, rows, from)
+                .map_err(inferox_candle::Error::from)?;
+        }
+        Ok(())
+    }
+
     fn step(&mut self, step: &DecodeStep<'_>) -> inferox_core::Result<Vec<f32>> {
         self.run(step).map_err(Into::into)
     }

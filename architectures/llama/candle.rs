@@ -373,6 +373,26 @@ impl Decoder for Llama {
         }
     }
 
+    fn resizable(&self) -> bool {
+        true
+    }
+
+    fn add_rows(&mut self, n: usize) -> inferox_core::Result<()> {
+        for layer in &mut self.layers {
+            inferox_candle::decoder::add_cache_rows(&mut layer.cache, n)
+                .map_err(inferox_candle::Error::from)?;
+        }
+        Ok(())
+    }
+
+    fn retain_rows(&mut self, rows: &[usize], from: usize) -> inferox_core::Result<()> {
+        for layer in &mut self.layers {
+            inferox_candle::decoder::retain_cache_rows(&mut layer.cache, rows, from)
+                .map_err(inferox_candle::Error::from)?;
+        }
+        Ok(())
+    }
+
     fn step(&mut self, step: &DecodeStep<'_>) -> inferox_core::Result<Vec<f32>> {
         self.run(step).map_err(Into::into)
     }

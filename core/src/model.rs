@@ -73,6 +73,30 @@ pub trait Decoder {
             "this model has no encoder: it continues its prompt".into(),
         ))
     }
+
+    /// Whether the batch in the cache can change between steps ([`add_rows`](Decoder::add_rows),
+    /// [`retain_rows`](Decoder::retain_rows)): what continuous batching needs.
+    fn resizable(&self) -> bool {
+        false
+    }
+
+    /// Adds `n` rows after the cached ones, holding nothing yet: the steps that follow mask
+    /// their cached positions out until they are fed.
+    fn add_rows(&mut self, n: usize) -> Result<()> {
+        let _ = n;
+        Err(Error::Unsupported(
+            "this model's cache cannot take new rows".into(),
+        ))
+    }
+
+    /// Keeps only the cached rows `rows` (ascending indices), from cached position `from` on
+    /// (the positions before it are masked in every row kept).
+    fn retain_rows(&mut self, rows: &[usize], from: usize) -> Result<()> {
+        let _ = (rows, from);
+        Err(Error::Unsupported(
+            "this model's cache cannot drop rows".into(),
+        ))
+    }
 }
 
 /// Position ids as transformers derives them from an attention mask: the count of real tokens

@@ -423,3 +423,47 @@ impl RmsNorm {
         candle_nn::ops::rms_norm(x, &self.weight, self.eps)
     }
 }
+
+/// Adds `n` empty rows after the batch a KV cache holds (for continuous batching: the rows are
+/// masked out until they are fed). An empty cache stays empty.
+pub fn add_cache_rows(cache: &mut candle_nn::kv_cache::KvCache, n: usize) -> candle::Result<()> {
+    let (Some(k), Some(v)) = (cache.k()?, cache.v()?) else {
+        return Ok(());
+    };
+    let grow = |t: &Tensor| {
+        let mut shape = t.dims().to_vec();
+        shape[0] = n;
+        Tensor::cat(&[t, &Tensor::zeros(shape, t.dtype(), t.device())?], 0)
+    };
+    refill(cache, &grow(&k)?, &grow(&v)?)
+}
+
+/// Keeps the cached rows `rows` (ascending) from sequence position `from` on.
+pub fn retain_cache_rows(
+    cache: &mut candle_nn::kv_cache::KvCache,
+    rows: &[usize],
+    from: usize,
+) -> candle::Result<()> {
+    let (Some(k), Some(v)) = (cache.k()?, cache.v()?) else {
+        return Ok(());
+    };
+    let index: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+    let index = Tensor::from_vec(index, rows.len(), k.device())?;
+    let keep = |t: &Tensor| {
+        let len = t.dim(2)?;
+        t.contiguous()?
+            .index_select(&index, 0)?
+            .narrow(2, from.min(len), len - from.min(len))
+    };
+    refill(cache, &keep(&k)?, &keep(&v)?)
+}
+
+/// Replaces a cache's contents with `k`, `v` (`[batch, heads, seq, head_dim]`).
+fn refill(cache: &mut candle_nn::kv_cache::KvCache, k: &Tensor, v: &Tensor) -> candle::Result<()> {
+    let room = cache.k_cache().max_seq_len().max(k.dim(2)?).max(1);
+    *cache = candle_nn::kv_cache::KvCache::new(2, room);
+    if k.dim(2)? > 0 && k.dim(0)? > 0 {
+        cache.append(&k.contiguous()?, &v.contiguous()?)?;
+    }
+    Ok(())
+}
