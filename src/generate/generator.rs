@@ -25,6 +25,8 @@ struct Row {
     finish: Option<FinishReason>,
     /// This row's settings: every row of a batch of requests may sample differently.
     sampling: Sampling,
+    /// Joined a running batch and not fed yet: the next step runs its prompt.
+    fresh: bool,
 }
 
 /// A batch of sequences advancing together (left-padded; finished rows keep feeding their last
@@ -115,6 +117,7 @@ impl<'a> Generator<'a> {
                     // With nothing to generate, a row is done before the model runs.
                     finish: (sampling.max_new_tokens == 0).then_some(FinishReason::Length),
                     sampling,
+                    fresh: false,
                 }
             })
             .collect::<Vec<Row>>();
@@ -159,6 +162,8 @@ impl<'a> Generator<'a> {
         }
         let logits = if self.mask.is_empty() {
             self.prefill()?
+        } else if self.rows.iter().any(|r| r.fresh) {
+            self.mixed()?
         } else {
             self.decode()?
         };
@@ -309,6 +314,138 @@ impl<'a> Generator<'a> {
             }
             _ => String::new(),
         }
+    }
+
+    /// Whether requests can join this batch while it runs ([`Generator::join`]): a decoder-only
+    /// model whose cache can change its batch, once the first step has run.
+    pub fn joinable(&self) -> bool {
+        self.sources.is_empty() && !self.mask.is_empty() && self.decoder.resizable()
+    }
+
+    /// Adds requests to the running batch (continuous batching): the next step runs their
+    /// prompts beside the other rows' next tokens, and from then on they decode with the rest.
+    /// Each samples as it would alone (see [`Generator::for_requests`]).
+    pub fn join(&mut self, requests: Vec<(Vec<u32>, Sampling)>) -> Result<()> {
+        if !self.joinable() {
+            return Err(Error::Unsupported(
+                "this batch cannot take new rows (an encoder–decoder model, a cache that cannot \
+                 grow, or no step run yet)"
+                    .into(),
+            ));
+        }
+        let vocab = self.decoder.vocab_size();
+        let cached = self.mask.first().map_or(0, Vec::len);
+        for (i, (prompt, _)) in requests.iter().enumerate() {
+            if prompt.is_empty() {
+                return Err(Error::InvalidArgument(format!("prompt {i} has no tokens")));
+            }
+            if let Some(bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
+                return Err(Error::InvalidArgument(format!(
+                    "token id {bad} is outside the vocabulary of {vocab}"
+                )));
+            }
+            if prompt.len() >= self.decoder.max_positions() {
+                return Err(Error::InvalidArgument(format!(
+                    "the prompt has {} tokens; the model takes at most {} positions",
+                    prompt.len(),
+                    self.decoder.max_positions()
+                )));
+            }
+        }
+        self.decoder.add_rows(requests.len())?;
+        for (prompt, sampling) in requests {
+            self.rows.push(Row {
+                prompt_len: prompt.len(),
+                text: IncrementalText::new(prompt.len()),
+                ids: prompt,
+                stop: StopMatcher::new(sampling.stop.clone()),
+                output: String::new(),
+                rng: row_rng(sampling.seed, 0),
+                finish: (sampling.max_new_tokens == 0).then_some(FinishReason::Length),
+                fresh: sampling.max_new_tokens > 0,
+                sampling,
+            });
+            self.mask.push(vec![0; cached]);
+            self.next.push(0);
+        }
+        Ok(())
+    }
+
+    /// Drops the finished rows from the batch and from the model's cache, with the cached
+    /// positions no remaining row attends to; returns the indices (before the call) of the rows
+    /// kept, in order. Their generations are gone: a caller that needs them reads them first.
+    pub fn retain_unfinished(&mut self) -> Result<Vec<usize>> {
+        let keep: Vec<usize> = (0..self.rows.len())
+            .filter(|&i| self.rows[i].finish.is_none())
+            .collect();
+        if keep.len() == self.rows.len() || keep.is_empty() || !self.joinable() {
+            return Ok((0..self.rows.len()).collect());
+        }
+        let from = keep
+            .iter()
+            .map(|&i| {
+                let m = &self.mask[i];
+                m.iter().position(|&x| x != 0).unwrap_or(m.len())
+            })
+            .min()
+            .unwrap_or(0);
+        self.decoder.retain_rows(&keep, from)?;
+        let mut index = 0;
+        let mut kept = keep.iter().peekable();
+        self.rows.retain(|_| {
+            let hit = kept.next_if_eq(&&index).is_some();
+            index += 1;
+            hit
+        });
+        self.mask = keep
+            .iter()
+            .map(|&i| self.mask[i][from..].to_vec())
+            .collect();
+        self.next = keep.iter().map(|&i| self.next[i]).collect();
+        Ok(keep)
+    }
+
+    /// A step with rows that just joined: their prompts (left-padded to the longest) beside the
+    /// other rows' next tokens (each padded on the left to the same length, the padding masked).
+    fn mixed(&mut self) -> Result<Vec<f32>> {
+        let batch = self.rows.len();
+        let seq = self
+            .rows
+            .iter()
+            .filter(|r| r.fresh)
+            .map(|r| r.ids.len())
+            .max()
+            .unwrap_or(1);
+        let mut tokens = Vec::with_capacity(batch * seq);
+        let mut positions = Vec::with_capacity(batch * seq);
+        for (i, (row, mask)) in self.rows.iter_mut().zip(self.mask.iter_mut()).enumerate() {
+            let real = if row.fresh {
+                row.ids.clone()
+            } else {
+                vec![self.next[i]]
+            };
+            let live = row.fresh || row.finish.is_none();
+            let mut next = mask.iter().filter(|&&m| m != 0).count() as u32;
+            let pad = seq - real.len();
+            tokens.extend(std::iter::repeat_n(real[0], pad));
+            positions.extend(std::iter::repeat_n(0, pad));
+            mask.extend(std::iter::repeat_n(0u8, pad));
+            for &t in &real {
+                tokens.push(t);
+                positions.push(if live { next } else { 0 });
+                mask.push(u8::from(live));
+                next += u32::from(live);
+            }
+            row.fresh = false;
+        }
+        let flat_mask: Vec<u8> = self.mask.concat();
+        finite(self.decoder.step(&DecodeStep {
+            tokens: &tokens,
+            batch,
+            positions: &positions,
+            mask: &flat_mask,
+            all_positions: false,
+        })?)
     }
 
     /// Ends every unfinished row with `reason`; returns the text each one still held.

@@ -74,6 +74,21 @@ impl Decoder for FakeDecoder {
         self.cached = 0;
     }
 
+    fn resizable(&self) -> bool {
+        true
+    }
+
+    fn add_rows(&mut self, n: usize) -> Result<()> {
+        self.rows.extend(std::iter::repeat_n(Vec::new(), n));
+        Ok(())
+    }
+
+    fn retain_rows(&mut self, rows: &[usize], from: usize) -> Result<()> {
+        self.rows = rows.iter().map(|&i| self.rows[i].clone()).collect();
+        self.cached -= from;
+        Ok(())
+    }
+
     fn step(&mut self, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
         let (batch, seq, vocab) = (step.batch, step.seq(), WORDS.len());
         if self.rows.is_empty() {
@@ -271,4 +286,58 @@ fn a_cancelled_stream_ends_without_text() {
         (" world", FinishReason::Cancelled)
     );
     assert_eq!(g.token_ids, [2]);
+}
+
+/// Continuous batching: requests join a running batch and finished rows leave it, and every
+/// request gets the text it gets alone (the fake decoder checks each step's positions and mask).
+#[test]
+fn requests_join_and_leave_a_running_batch() {
+    let mut decoder = FakeDecoder::new(64);
+    let mut g =
+        Generator::for_requests(&mut decoder, &Words, vec![(vec![1], sampling(32, &[]))]).unwrap();
+    assert!(!g.joinable(), "not before the first step");
+    let mut texts = vec![String::new()];
+    let mut rows = vec![0];
+    let mut steps = 0;
+    while !g.finished() {
+        match steps {
+            2 => {
+                g.join(vec![
+                    (vec![3, 4], sampling(32, &[])),
+                    (vec![5], sampling(2, &[])),
+                ])
+                .unwrap();
+                rows.extend([1, 2]);
+                texts.extend([String::new(), String::new()]);
+            }
+            // After the third request has finished and left.
+            5 => {
+                assert_eq!(rows, [0, 1], "the finished row left");
+                g.join(vec![(vec![2], sampling(32, &[]))]).unwrap();
+                rows.push(3);
+                texts.push(String::new());
+            }
+            _ => {}
+        }
+        for (row, piece) in g.step().unwrap().into_iter().enumerate() {
+            texts[rows[row]].push_str(&piece);
+        }
+        let keep = g.retain_unfinished().unwrap();
+        rows = keep.iter().map(|&k| rows[k]).collect();
+        steps += 1;
+    }
+    let alone = |prompt: Vec<u32>, s| generate(&[prompt], s).remove(0).text;
+    assert_eq!(texts[0], alone(vec![1], sampling(32, &[])));
+    assert_eq!(texts[1], alone(vec![3, 4], sampling(32, &[])));
+    assert_eq!(texts[2], alone(vec![5], sampling(2, &[])));
+    assert_eq!(texts[3], alone(vec![2], sampling(32, &[])));
+    assert_eq!(
+        texts,
+        [
+            " world, how are you?",
+            " are you?",
+            " you?",
+            ", how are you?"
+        ]
+    );
 }
