@@ -147,10 +147,24 @@ pub fn render(
         .map_err(|_| Error::Unsupported("chat template: the output is not UTF-8".into()))
 }
 
+/// A package's chat template with the texts of its BOS and EOS tokens, ready to render.
+#[derive(Clone, Debug)]
+pub struct ChatTemplate {
+    template: String,
+    bos: String,
+    eos: String,
+}
+
+impl ChatTemplate {
+    /// The prompt for `messages`, ready for the assistant's turn.
+    pub fn prompt(&self, messages: &[ChatMessage]) -> Result<String> {
+        render(&self.template, messages, true, &self.bos, &self.eos)
+    }
+}
+
 impl LoadedModel {
-    /// The prompt the package's chat template makes of `messages`, ready for the assistant's
-    /// turn.
-    pub fn chat_prompt(&mut self, messages: &[ChatMessage]) -> Result<String> {
+    /// The package's chat template (read once; render it as often as needed).
+    pub fn chat_template(&mut self) -> Result<ChatTemplate> {
         let info = self.package.info();
         let template_path = info
             .generation
@@ -166,9 +180,17 @@ impl LoadedModel {
         let generation = info.generation.clone().unwrap_or_default();
         let pre = self.preprocessor()?;
         let token = |id: Option<u32>| id.and_then(|i| pre.token_text(i)).unwrap_or_default();
-        let bos = token(generation.bos_token_id);
-        let eos = token(generation.eos_token_ids.first().copied());
-        render(&template, messages, true, &bos, &eos)
+        Ok(ChatTemplate {
+            template,
+            bos: token(generation.bos_token_id),
+            eos: token(generation.eos_token_ids.first().copied()),
+        })
+    }
+
+    /// The prompt the package's chat template makes of `messages`, ready for the assistant's
+    /// turn.
+    pub fn chat_prompt(&mut self, messages: &[ChatMessage]) -> Result<String> {
+        self.chat_template()?.prompt(messages)
     }
 
     /// Streams the assistant's reply to `messages`.

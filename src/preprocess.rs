@@ -50,6 +50,7 @@ pub struct Encoded {
 }
 
 /// Tokenizer plus the list of inputs to fill, built from the schema's hints.
+#[derive(Clone)]
 pub struct TextPreprocessor {
     tokenizer: Tokenizer,
     path: PathBuf,

@@ -674,3 +674,60 @@ fn a_request_over_the_timeout_is_408_and_its_generation_stops() {
     };
     assert!(generated > 0.0 && generated < 1000.0, "{generated}");
 }
+
+/// Continuous batching (`--continuous-batching`): requests that arrive while a generation
+/// decodes join it at the next step rather than waiting for it to end. (Their greedy answers are
+/// not compared with the serial ones: on a model with quantized activations another shape of
+/// computation can change them; tests/gguf.rs checks the joined rows' logits.)
+#[test]
+fn requests_join_a_running_generation() {
+    let server = Server::start(&["--continuous-batching"]);
+    let questions = ["What is 2+2?", "Name a colour.", "Say hello."];
+    // A long stream holds a batch open...
+    let mut long = post_raw(
+        &server.address,
+        "/v1/chat/completions",
+        &json!({"model": "smollm2", "messages": [{"role": "user", "content": "Tell me a long story."}],
+                "max_tokens": 400, "ignore_eos": true, "stream": true}),
+    );
+    let mut first = [0u8; 256];
+    assert!(long.read(&mut first).unwrap() > 0);
+    // ...and three requests sent now join it.
+    let url = server.url("/v1/chat/completions");
+    let threads: Vec<_> = questions
+        .iter()
+        .map(|q| {
+            let (url, body) = (url.clone(), chat(q, 8));
+            std::thread::spawn(move || Reply::from(ureq::post(&url).send_json(body).unwrap()))
+        })
+        .collect();
+    for (thread, q) in threads.into_iter().zip(questions) {
+        let reply = thread.join().unwrap();
+        assert_eq!(reply.status, 200, "{q}: {reply:?}");
+        let text = reply.body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap();
+        assert!(!text.is_empty(), "{q}: {reply:?}");
+    }
+    let text = match server.call("GET", "/metrics", None).body {
+        Value::String(t) => t,
+        other => panic!("{other}"),
+    };
+    let joined: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("inferox_batch_size_count{") && l.contains("kind=\"join\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        joined >= 1.0,
+        "no request joined the running batch:\n{text}"
+    );
+    // The long stream was still going when they were answered: it had 400 tokens to make, and
+    // its tokens are counted when it ends.
+    let generated = metric(&server, "inferox_generated_tokens_total");
+    assert!(
+        generated < 400.0,
+        "the long generation had ended ({generated} tokens)"
+    );
+    drop(long);
+}

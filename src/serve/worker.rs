@@ -6,7 +6,7 @@
 
 use super::metrics::Metrics;
 use crate::chat::ChatMessage;
-use crate::generate::{FinishReason, GenerateOptions, Generator};
+use crate::generate::{FinishReason, GenerateOptions, Generator, Sampling};
 use crate::loader::LoadedModel;
 use crate::pipeline::EmbedOptions;
 use crate::tensor::NamedTensors;
@@ -28,6 +28,10 @@ pub struct Batching {
     pub max_wait: Duration,
     /// The most generation requests decoded together.
     pub max_streams: usize,
+    /// Let generation requests join a batch that is already decoding (for models whose cache
+    /// can grow). Their answers then come from other shapes of computation than alone, which
+    /// for models with quantized activations can change a greedy answer (docs/serving.md).
+    pub continuous: bool,
 }
 
 /// What a model's request asks for.
@@ -136,11 +140,14 @@ pub(crate) fn spawn(
     let alive = Arc::new(AtomicBool::new(true));
     let mut worker = Worker {
         model,
-        rx,
+        inbox: Inbox {
+            rx,
+            held: None,
+            name: name.to_string(),
+            metrics: metrics.clone(),
+        },
         batching,
-        name: name.to_string(),
-        metrics: metrics.clone(),
-        held: None,
+        prompter: None,
     };
     let flag = alive.clone();
     let handle = std::thread::Builder::new()
@@ -166,19 +173,102 @@ pub(crate) fn spawn(
     ))
 }
 
-struct Worker {
-    model: LoadedModel,
+/// The worker's side of the queue.
+struct Inbox {
     rx: Receiver<Job>,
-    batching: Batching,
-    name: String,
-    metrics: Arc<Metrics>,
     /// A job taken while gathering a batch of another kind; it runs next.
     held: Option<Job>,
+    name: String,
+    metrics: Arc<Metrics>,
+}
+
+impl Inbox {
+    /// The next job: the held one, else from the queue (until `deadline`, or as long as the
+    /// queue is open).
+    fn next(&mut self, deadline: Option<Instant>) -> Option<Job> {
+        if let Some(job) = self.held.take() {
+            return Some(job);
+        }
+        let job = match deadline {
+            None => self.rx.recv().ok(),
+            Some(at) => self
+                .rx
+                .recv_timeout(at.saturating_duration_since(Instant::now()))
+                .ok(),
+        };
+        self.taken(job)
+    }
+
+    /// A job waiting now, if any and if none is held (a held job keeps its place in line).
+    fn try_next(&mut self) -> Option<Job> {
+        if self.held.is_some() {
+            return None;
+        }
+        let job = self.rx.try_recv().ok();
+        self.taken(job)
+    }
+
+    fn taken(&self, job: Option<Job>) -> Option<Job> {
+        if job.is_some() {
+            self.metrics.queue_depth(&self.name).dec();
+        }
+        job
+    }
+}
+
+/// Turns generation requests into token ids and settings with its own copy of the tokenizer,
+/// so that requests can be prepared while the model decodes.
+struct Prompter {
+    text: crate::preprocess::TextPreprocessor,
+    chat: Option<crate::chat::ChatTemplate>,
+    generation: Option<crate::manifest::GenerationInfo>,
+}
+
+impl Prompter {
+    fn new(model: &mut LoadedModel) -> Result<Prompter> {
+        Ok(Prompter {
+            text: model.preprocessor()?.clone(),
+            chat: model.chat_template().ok(),
+            generation: model.info().generation.clone(),
+        })
+    }
+
+    fn prepare(&mut self, job: &GenerateJob) -> Result<(Vec<u32>, Sampling)> {
+        let ids = match &job.prompt {
+            Prompt::Text(text) => self.text.encode_ids(text, true)?,
+            Prompt::Chat(messages) => {
+                let chat = self.chat.as_ref().ok_or_else(|| {
+                    Error::Unsupported("this package has no chat template".into())
+                })?;
+                // The template already holds the special tokens.
+                self.text.encode_ids(&chat.prompt(messages)?, false)?
+            }
+        };
+        Ok((
+            ids,
+            Sampling::resolve(&job.options, self.generation.as_ref())?,
+        ))
+    }
+}
+
+/// A request being generated.
+struct Stream {
+    events: mpsc::UnboundedSender<Event>,
+    prompt_tokens: usize,
+    done: bool,
+}
+
+struct Worker {
+    model: LoadedModel,
+    inbox: Inbox,
+    batching: Batching,
+    /// Made on the first generation request.
+    prompter: Option<Prompter>,
 }
 
 impl Worker {
     fn run(&mut self) {
-        while let Some(job) = self.next(None) {
+        while let Some(job) = self.inbox.next(None) {
             match job {
                 Job::Infer { input, reply } => {
                     let result = self.infer(input);
@@ -188,25 +278,6 @@ impl Worker {
                 Job::Generate(job) => self.generate(job),
             }
         }
-    }
-
-    /// The next job: the held one, else from the queue (until `deadline`, or waiting as long as
-    /// the queue is open).
-    fn next(&mut self, deadline: Option<Instant>) -> Option<Job> {
-        if let Some(job) = self.held.take() {
-            return Some(job);
-        }
-        let job = match deadline {
-            None => self.rx.recv().ok(),
-            Some(at) => {
-                let wait = at.saturating_duration_since(Instant::now());
-                self.rx.recv_timeout(wait).ok()
-            }
-        };
-        if job.is_some() {
-            self.metrics.queue_depth(&self.name).dec();
-        }
-        job
     }
 
     fn infer(&mut self, input: InferInput) -> Result<NamedTensors> {
@@ -248,10 +319,10 @@ impl Worker {
                     if tokens >= self.batching.max_batch_tokens {
                         break;
                     }
-                    match self.next(Some(deadline)) {
+                    match self.inbox.next(Some(deadline)) {
                         Some(Job::Embed { texts, reply }) => (texts, reply),
                         Some(other) => {
-                            self.held = Some(other);
+                            self.inbox.held = Some(other);
                             break;
                         }
                         None => break,
@@ -271,7 +342,9 @@ impl Worker {
         if jobs.is_empty() {
             return;
         }
-        self.metrics.batch(&self.name, "embeddings", jobs.len());
+        self.inbox
+            .metrics
+            .batch(&self.inbox.name, "embeddings", jobs.len());
         let all: Vec<&str> = jobs
             .iter()
             .flat_map(|(texts, _, _)| texts.iter().map(String::as_str))
@@ -318,105 +391,163 @@ impl Worker {
         Ok(n)
     }
 
-    fn prompt_ids(&mut self, prompt: &Prompt) -> Result<Vec<u32>> {
-        match prompt {
-            Prompt::Text(text) => self.model.tokenize(text, true),
-            Prompt::Chat(messages) => {
-                let text = self.model.chat_prompt(messages)?;
-                // The template already holds the special tokens.
-                self.model.tokenize(&text, false)
+    /// Decodes generation requests together: those waiting when the first arrives (within
+    /// `max_wait`) start the batch; while it runs, requests that arrive join it at the next step
+    /// (continuous batching, where the model's cache can grow), and finished rows leave it.
+    fn generate(&mut self, first: GenerateJob) {
+        if self.prompter.is_none() {
+            match Prompter::new(&mut self.model) {
+                Ok(p) => self.prompter = Some(p),
+                Err(e) => {
+                    let _ = first.events.send(Event::Failed(e));
+                    return;
+                }
             }
         }
-    }
-
-    /// Gathers the generation requests waiting (those arriving within `max_wait`, up to
-    /// `max_streams`), and decodes them as one batch until every row has finished.
-    fn generate(&mut self, first: GenerateJob) {
+        let prompter = self.prompter.as_mut().expect("set above");
+        let inbox = &mut self.inbox;
+        let max_streams = self.batching.max_streams.max(1);
         let deadline = Instant::now() + self.batching.max_wait;
-        let mut rows = Vec::new();
+        let mut streams = Vec::new();
+        let mut requests = Vec::new();
         let mut next = Some(first);
         while let Some(job) = next.take() {
-            let prepared = self.prompt_ids(&job.prompt).and_then(|ids| {
-                let sampling = self.model.sampling(&job.options)?;
-                Ok((ids, sampling))
-            });
-            match prepared {
-                Ok((ids, sampling)) => rows.push((job.events, ids, sampling)),
+            match prompter.prepare(&job) {
+                Ok(request) => {
+                    streams.push(Stream {
+                        events: job.events,
+                        prompt_tokens: request.0.len(),
+                        done: false,
+                    });
+                    requests.push(request);
+                }
                 Err(e) => {
                     let _ = job.events.send(Event::Failed(e));
                 }
             }
-            if rows.len() < self.batching.max_streams.max(1) {
-                match self.next(Some(deadline)) {
+            if streams.len() < max_streams {
+                match inbox.next(Some(deadline)) {
                     Some(Job::Generate(job)) => next = Some(job),
-                    Some(other) => self.held = Some(other),
+                    Some(other) => inbox.held = Some(other),
                     None => {}
                 }
             }
         }
-        if rows.is_empty() {
+        if streams.is_empty() {
             return;
         }
-        self.metrics.batch(&self.name, "generation", rows.len());
-        let (events, requests): (Vec<_>, Vec<_>) = rows
-            .into_iter()
-            .map(|(events, ids, sampling)| (events, (ids, sampling)))
-            .unzip();
-        let prompt_tokens: Vec<usize> = requests.iter().map(|(ids, _)| ids.len()).collect();
-        if let Err(e) = self.decode(&events, requests, &prompt_tokens) {
+        inbox
+            .metrics
+            .batch(&inbox.name, "generation", streams.len());
+        let joins = if self.batching.continuous {
+            max_streams
+        } else {
+            0
+        };
+        let result = self
+            .model
+            .generation_parts()
+            .and_then(|(decoder, tokenizer)| {
+                let generator = Generator::for_requests(decoder, tokenizer, requests)?;
+                decode(generator, &mut streams, inbox, prompter, joins)
+            });
+        if let Err(e) = result {
             let message = e.to_string();
-            for events in &events {
-                let _ = events.send(Event::Failed(Error::Unsupported(message.clone())));
+            for stream in streams.iter().filter(|s| !s.done) {
+                let _ = stream
+                    .events
+                    .send(Event::Failed(Error::Unsupported(message.clone())));
             }
         }
     }
+}
 
-    fn decode(
-        &mut self,
-        events: &[mpsc::UnboundedSender<Event>],
-        requests: Vec<(Vec<u32>, crate::generate::Sampling)>,
-        prompt_tokens: &[usize],
-    ) -> Result<()> {
-        let (decoder, tokenizer) = self.model.generation_parts()?;
-        let mut generator = Generator::for_requests(decoder, tokenizer, requests)?;
-        let mut done = vec![false; events.len()];
-        let started = Instant::now();
-        let mut first_token = true;
-        while !generator.finished() {
-            for (row, tx) in events.iter().enumerate() {
-                if tx.is_closed() {
-                    generator.finish_row(row, FinishReason::Cancelled);
-                }
-            }
-            let pieces = generator.step()?;
-            if first_token {
-                first_token = false;
-                self.metrics
-                    .time_to_first_token(&self.name, started.elapsed());
-            }
-            for (row, piece) in pieces.into_iter().enumerate() {
-                if !piece.is_empty() {
-                    let _ = events[row].send(Event::Text(piece));
-                }
-                if let (Some(finish), false) = (generator.finish_reason(row), done[row]) {
-                    done[row] = true;
-                    let completion_tokens = generator.generated(row);
-                    self.metrics.generated(&self.name, completion_tokens);
-                    let _ = events[row].send(Event::Done {
-                        finish,
-                        prompt_tokens: prompt_tokens[row],
-                        completion_tokens,
+/// Runs a generation batch to its end, taking in the requests that arrive meanwhile while it
+/// has fewer than `max_streams` rows (0: none join).
+fn decode(
+    mut generator: Generator<'_>,
+    streams: &mut Vec<Stream>,
+    inbox: &mut Inbox,
+    prompter: &mut Prompter,
+    max_streams: usize,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut first_token = true;
+    while !generator.finished() {
+        // Requests waiting now join at this step.
+        while generator.joinable() && streams.len() < max_streams {
+            let Some(job) = inbox.try_next() else { break };
+            let Job::Generate(job) = job else {
+                inbox.held = Some(job);
+                break;
+            };
+            match prompter.prepare(&job).and_then(|(ids, sampling)| {
+                let n = ids.len();
+                generator.join(vec![(ids, sampling)]).map(|()| n)
+            }) {
+                Ok(prompt_tokens) => {
+                    inbox.metrics.batch(&inbox.name, "join", 1);
+                    streams.push(Stream {
+                        events: job.events,
+                        prompt_tokens,
+                        done: false,
                     });
                 }
+                Err(e) => {
+                    let _ = job.events.send(Event::Failed(e));
+                }
             }
         }
-        let stats = generator.stats();
-        if stats.decode_seconds > 0.0 {
-            self.metrics.tokens_per_second(
-                &self.name,
-                stats.generated_tokens as f64 / (stats.prompt_seconds + stats.decode_seconds),
-            );
+        for (row, stream) in streams.iter().enumerate() {
+            if stream.events.is_closed() {
+                generator.finish_row(row, FinishReason::Cancelled);
+            }
         }
-        Ok(())
+        let pieces = generator.step()?;
+        if first_token {
+            first_token = false;
+            inbox
+                .metrics
+                .time_to_first_token(&inbox.name, started.elapsed());
+        }
+        for (row, piece) in pieces.into_iter().enumerate() {
+            let stream = &mut streams[row];
+            if !piece.is_empty() {
+                let _ = stream.events.send(Event::Text(piece));
+            }
+            if let (Some(finish), false) = (generator.finish_reason(row), stream.done) {
+                stream.done = true;
+                let completion_tokens = generator.generated(row);
+                inbox.metrics.generated(&inbox.name, completion_tokens);
+                let _ = stream.events.send(Event::Done {
+                    finish,
+                    prompt_tokens: stream.prompt_tokens,
+                    completion_tokens,
+                });
+            }
+        }
+        // Finished rows leave a batch that others can join (without joins they stay, masked:
+        // dropping them changes the shape of the computation under the others).
+        if max_streams == 0 {
+            continue;
+        }
+        let keep = generator.retain_unfinished()?;
+        if keep.len() < streams.len() {
+            let mut index = 0;
+            let mut kept = keep.iter().peekable();
+            streams.retain(|_| {
+                let hit = kept.next_if_eq(&&index).is_some();
+                index += 1;
+                hit
+            });
+        }
     }
+    let stats = generator.stats();
+    let seconds = stats.prompt_seconds + stats.decode_seconds;
+    if seconds > 0.0 {
+        inbox
+            .metrics
+            .tokens_per_second(&inbox.name, stats.generated_tokens as f64 / seconds);
+    }
+    Ok(())
 }
