@@ -106,11 +106,7 @@ impl Server {
             Some(b) => request.send_json(b.clone()),
             None => request.call(),
         };
-        let response = match response {
-            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{method} {path}: {e}"),
-        };
-        Reply::from(response)
+        reply_of(response)
     }
 
     fn pid(&self) -> u32 {
@@ -122,6 +118,14 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The response of a request, whatever its status; a transport error fails the test.
+fn reply_of(response: Result<ureq::Response, ureq::Error>) -> Reply {
+    match response {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r.into(),
+        Err(e) => panic!("{e}"),
     }
 }
 
@@ -421,27 +425,17 @@ fn bad_requests_are_json_errors_that_name_the_field() {
         );
     }
     // Malformed JSON, a wrong binary header, an unknown route, a body over the limit.
-    let reply: Reply = ureq::post(&server.url("/v1/embeddings"))
-        .set("content-type", "application/json")
-        .send_string("{\"model\": ")
-        .map_or_else(
-            |e| match e {
-                ureq::Error::Status(_, r) => r.into(),
-                e => panic!("{e}"),
-            },
-            Reply::from,
-        );
+    let reply = reply_of(
+        ureq::post(&server.url("/v1/embeddings"))
+            .set("content-type", "application/json")
+            .send_string("{\"model\": "),
+    );
     assert_eq!(reply.status, 400, "{reply:?}");
-    let reply: Reply = ureq::post(&server.url("/v2/models/minilm/infer"))
-        .set("inference-header-content-length", "99999")
-        .send_string("{}")
-        .map_or_else(
-            |e| match e {
-                ureq::Error::Status(_, r) => r.into(),
-                e => panic!("{e}"),
-            },
-            Reply::from,
-        );
+    let reply = reply_of(
+        ureq::post(&server.url("/v2/models/minilm/infer"))
+            .set("inference-header-content-length", "99999")
+            .send_string("{}"),
+    );
     assert_eq!(reply.status, 400, "{reply:?}");
     assert!(
         reply.error().contains("Inference-Header-Content-Length"),
