@@ -28,15 +28,7 @@ fn packages() -> &'static (tempfile::TempDir, PathBuf, PathBuf) {
         let minilm = dir.path().join("minilm.pkg");
         let smollm2 = dir.path().join("smollm2.pkg");
         for (src, dst) in [(minilm_dir(), &minilm), (gguf, &smollm2)] {
-            let out = Command::new(env!("CARGO_BIN_EXE_inferox"))
-                .args(["import", s(&src), "--output", s(dst), "--json"])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            cli_json(&["import", s(&src), "--output", s(dst), "--json"]);
         }
         (dir, minilm, smollm2)
     })
