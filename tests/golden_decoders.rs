@@ -10,7 +10,9 @@ use inferox::generate::{FinishReason, GenerateOptions};
 use inferox::model::DecodeStep;
 use inferox::{HostTensor, LoadOptions, NamedTensors};
 
-const CASES: &[&str] = &["gpt2", "llama", "mistral", "qwen2", "qwen3"];
+const CASES: &[&str] = &[
+    "gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3",
+];
 
 struct Reference {
     ids: HostTensor,

@@ -131,7 +131,7 @@ impl Gpt2 {
         let tokens = Tensor::from_slice(step.tokens, b * s, &self.device)?;
         let positions = Tensor::from_slice(step.positions, b * s, &self.device)?;
         let mut x = (self.wte.index_select(&tokens, 0)? + self.wpe.index_select(&positions, 0)?)?;
-        let bias = causal_bias(step.mask, b, s, &self.device, self.dtype)?;
+        let bias = causal_bias(step.mask, b, s, None, &self.device, self.dtype)?;
         let (heads, hd) = (self.heads, self.head_dim);
         for (i, block) in self.blocks.iter_mut().enumerate() {
             let h = block.ln_1.forward(&x)?;
@@ -152,7 +152,7 @@ impl Gpt2 {
             if self.scale_by_layer {
                 scale /= (i + 1) as f64;
             }
-            let att = attention(&q, &k, &v, bias.as_ref(), scale)?;
+            let att = attention(&q, &k, &v, bias.as_ref(), scale, None)?;
             x = (x + block.c_proj.forward(&att)?)?;
             let h = block.ln_2.forward(&x)?;
             let m = self.activation.apply(&block.c_fc.forward(&h)?)?;

@@ -1,7 +1,9 @@
 //! The Llama family on candle, from Hugging Face safetensors (dense, any float dtype) or GGUF
 //! (quantized weights multiplied without dequantizing). Ported from transformers'
 //! `modeling_llama.py` (<https://github.com/huggingface/transformers/blob/main/src/transformers/models/llama/modeling_llama.py>);
-//! GGUF tensor names and the interleaved rotary layout of llama GGUFs follow llama.cpp.
+//! GGUF tensor names and the interleaved rotary layout of llama GGUFs follow llama.cpp. Gemma 2
+//! and 3 follow `modeling_gemma2.py` / `modeling_gemma3.py`, Phi-3 `modeling_phi3.py`, in the
+//! same transformers folder.
 //! Errors inside are the backend's ([`inferox_candle::Result`]); the registry loader and the
 //! [`Decoder`] methods convert them once.
 
@@ -61,6 +63,19 @@ impl Params {
         }
     }
 
+    /// An RMS norm of `size`; `offset` is added to the stored scale (Gemma's `1 + w`, which
+    /// GGUF files store already added).
+    fn norm(&self, hf: &str, gguf: &str, size: usize, eps: f64, offset: f64) -> Result<RmsNorm> {
+        let w = self.tensor(hf, gguf, &[size])?;
+        let w = match self {
+            Params::Hf { dtype, .. } if offset != 0.0 => {
+                self.hf((w.to_dtype(DType::F32)? + offset)?.to_dtype(*dtype))?
+            }
+            _ => w,
+        };
+        Ok(RmsNorm::new(w, eps))
+    }
+
     /// A linear layer `[out, in]` with an optional bias.
     fn linear(&self, hf: &str, gguf: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
         let bias = if bias {
@@ -78,18 +93,51 @@ impl Params {
     }
 }
 
+/// Projections whose outputs are used side by side: separate matrices, or one matrix whose
+/// output rows are split (Phi-3's `qkv_proj` and `gate_up_proj`).
+enum Projections {
+    Separate(Vec<Linear>),
+    Fused(Linear, Vec<usize>),
+}
+
+impl Projections {
+    fn forward(&self, x: &Tensor) -> candle::Result<Vec<Tensor>> {
+        match self {
+            Projections::Separate(ls) => ls.iter().map(|l| l.forward(x)).collect(),
+            Projections::Fused(l, sizes) => {
+                let y = l.forward(x)?;
+                let mut start = 0;
+                sizes
+                    .iter()
+                    .map(|&n| {
+                        start += n;
+                        y.narrow(candle::D::Minus1, start - n, n)
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
 struct Layer {
     input_norm: RmsNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// q, k, v.
+    qkv: Projections,
     o: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
-    post_norm: RmsNorm,
-    gate: Linear,
-    up: Linear,
+    /// Gemma's norm of the attention output, before the residual.
+    attn_out_norm: Option<RmsNorm>,
+    ffn_norm: RmsNorm,
+    /// gate, up.
+    gate_up: Projections,
     down: Linear,
+    /// Gemma's norm of the feed-forward output, before the residual.
+    ffn_out_norm: Option<RmsNorm>,
+    /// Keys further back than this many cache positions are not attended to.
+    window: Option<usize>,
+    /// Which rotary table: 0 global, 1 local (sliding-window layers with a base of their own).
+    rotary: usize,
     cache: KvCache,
 }
 
@@ -99,8 +147,12 @@ pub struct Llama {
     layers: Vec<Layer>,
     norm: RmsNorm,
     lm_head: Linear,
-    rotary: Rotary,
+    rotary: Vec<Rotary>,
     activation: Activation,
+    embed_scale: Option<f64>,
+    attn_scale: f64,
+    attn_softcap: Option<f64>,
+    final_softcap: Option<f64>,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -184,15 +236,23 @@ impl Llama {
             Params::Hf { dtype, .. } => *dtype,
             Params::Gguf(_) => DType::F32,
         };
-        let norm = |hf: &str, gguf: &str, size: usize| -> Result<RmsNorm> {
-            Ok(RmsNorm::new(p.tensor(hf, gguf, &[size])?, eps))
-        };
+        // Gemma's RMS norms scale by (1 + w).
+        let offset = if cfg.gemma() { 1.0 } else { 0.0 };
+        let norm = |hf: &str, gguf: &str, size: usize| p.norm(hf, gguf, size, eps, offset);
+        let ff = cfg.intermediate_size;
         let cache_size = cfg.max_sequence().min(512);
+        let inv_freq = |local: bool| {
+            cfg.inv_freq(local).map_err(|message| Error::Config {
+                path: Default::default(),
+                message,
+            })
+        };
+        let local_rope = inv_freq(true)? != inv_freq(false)?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let hf = |n: &str| format!("model.layers.{i}.{n}");
             let gg = |n: &str| format!("blk.{i}.{n}");
-            let (q_norm, k_norm) = if cfg.flavor() == Flavor::Qwen3 {
+            let (q_norm, k_norm) = if matches!(cfg.flavor(), Flavor::Qwen3 | Flavor::Gemma3) {
                 (
                     Some(norm(
                         &hf("self_attn.q_norm.weight"),
@@ -209,11 +269,61 @@ impl Llama {
                 (None, None)
             };
             let bias = cfg.qkv_bias();
+            let phi3 = cfg.flavor() == Flavor::Phi3;
+            let qkv = if phi3 && p.has(&hf("self_attn.qkv_proj.weight"), &gg("attn_qkv.weight")) {
+                let sizes = vec![heads * hd, kv * hd, kv * hd];
+                let rows = sizes.iter().sum();
+                let l = p.linear(&hf("self_attn.qkv_proj"), &gg("attn_qkv"), rows, h, bias)?;
+                Projections::Fused(l, sizes)
+            } else {
+                Projections::Separate(vec![
+                    p.linear(&hf("self_attn.q_proj"), &gg("attn_q"), heads * hd, h, bias)?,
+                    p.linear(&hf("self_attn.k_proj"), &gg("attn_k"), kv * hd, h, bias)?,
+                    p.linear(&hf("self_attn.v_proj"), &gg("attn_v"), kv * hd, h, bias)?,
+                ])
+            };
+            // Phi-3 fuses gate and up (GGUF: `ffn_up` holds both, gate first).
+            let gate_up = if phi3 {
+                let l = p.linear(&hf("mlp.gate_up_proj"), &gg("ffn_up"), 2 * ff, h, false)?;
+                Projections::Fused(l, vec![ff, ff])
+            } else {
+                Projections::Separate(vec![
+                    p.linear(&hf("mlp.gate_proj"), &gg("ffn_gate"), ff, h, false)?,
+                    p.linear(&hf("mlp.up_proj"), &gg("ffn_up"), ff, h, false)?,
+                ])
+            };
+            // Gemma: norms on both sides of attention and feed-forward; its
+            // `post_attention_layernorm` is the attention output's, not the feed-forward input's.
+            let (attn_out_norm, ffn_norm, ffn_out_norm) = if cfg.gemma() {
+                (
+                    Some(norm(
+                        &hf("post_attention_layernorm.weight"),
+                        &gg("post_attention_norm.weight"),
+                        h,
+                    )?),
+                    norm(
+                        &hf("pre_feedforward_layernorm.weight"),
+                        &gg("ffn_norm.weight"),
+                        h,
+                    )?,
+                    Some(norm(
+                        &hf("post_feedforward_layernorm.weight"),
+                        &gg("post_ffw_norm.weight"),
+                        h,
+                    )?),
+                )
+            } else {
+                let ffn_norm = norm(
+                    &hf("post_attention_layernorm.weight"),
+                    &gg("ffn_norm.weight"),
+                    h,
+                )?;
+                (None, ffn_norm, None)
+            };
+            let window = cfg.window(i);
             layers.push(Layer {
                 input_norm: norm(&hf("input_layernorm.weight"), &gg("attn_norm.weight"), h)?,
-                q: p.linear(&hf("self_attn.q_proj"), &gg("attn_q"), heads * hd, h, bias)?,
-                k: p.linear(&hf("self_attn.k_proj"), &gg("attn_k"), kv * hd, h, bias)?,
-                v: p.linear(&hf("self_attn.v_proj"), &gg("attn_v"), kv * hd, h, bias)?,
+                qkv,
                 o: p.linear(
                     &hf("self_attn.o_proj"),
                     &gg("attn_output"),
@@ -223,32 +333,13 @@ impl Llama {
                 )?,
                 q_norm,
                 k_norm,
-                post_norm: norm(
-                    &hf("post_attention_layernorm.weight"),
-                    &gg("ffn_norm.weight"),
-                    h,
-                )?,
-                gate: p.linear(
-                    &hf("mlp.gate_proj"),
-                    &gg("ffn_gate"),
-                    cfg.intermediate_size,
-                    h,
-                    false,
-                )?,
-                up: p.linear(
-                    &hf("mlp.up_proj"),
-                    &gg("ffn_up"),
-                    cfg.intermediate_size,
-                    h,
-                    false,
-                )?,
-                down: p.linear(
-                    &hf("mlp.down_proj"),
-                    &gg("ffn_down"),
-                    h,
-                    cfg.intermediate_size,
-                    false,
-                )?,
+                attn_out_norm,
+                ffn_norm,
+                gate_up,
+                down: p.linear(&hf("mlp.down_proj"), &gg("ffn_down"), h, ff, false)?,
+                ffn_out_norm,
+                window,
+                rotary: usize::from(local_rope && window.is_some()),
                 cache: KvCache::new(2, cache_size),
             });
         }
@@ -274,25 +365,45 @@ impl Llama {
                 (Embedding::Dense(embed), head)
             }
         };
-        let mut inv_freq = cfg.inv_freq().map_err(|message| Error::Config {
-            path: Default::default(),
-            message,
-        })?;
-        // Llama 3 GGUFs carry their frequency factors as a tensor.
-        if let Params::Gguf(g) = p
-            && g.has("rope_freqs.weight")
-        {
-            let factors: Vec<f32> = g.tensor("rope_freqs.weight", &[hd / 2])?.to_vec1()?;
-            inv_freq.iter_mut().zip(factors).for_each(|(f, k)| *f /= k);
+        let mut global = inv_freq(false)?;
+        if let Params::Gguf(g) = p {
+            // Llama 3 GGUFs carry their frequency factors as a tensor.
+            if g.has("rope_freqs.weight") {
+                let n = global.len();
+                let factors: Vec<f32> = g.tensor("rope_freqs.weight", &[n])?.to_vec1()?;
+                global.iter_mut().zip(factors).for_each(|(f, k)| *f /= k);
+            }
+            if g.has("rope_factors_long.weight") {
+                return Err(Error::Unsupported(
+                    "LongRoPE (`rope_factors_long.weight`, Phi-3 128k models) is not supported"
+                        .into(),
+                )
+                .into());
+            }
         }
         let positions = cfg.max_sequence();
+        let mut rotary = vec![Rotary::new(
+            &global,
+            positions,
+            interleaved,
+            &device,
+            dtype,
+        )?];
+        if local_rope {
+            let local = inv_freq(true)?;
+            rotary.push(Rotary::new(&local, positions, interleaved, &device, dtype)?);
+        }
         Ok(Llama {
-            rotary: Rotary::new(&inv_freq, positions, interleaved, &device, dtype)?,
+            rotary,
             norm: norm("model.norm.weight", "output_norm.weight", h)?,
             embed,
             layers,
             lm_head,
-            activation: cfg.hidden_act,
+            activation: cfg.activation(),
+            embed_scale: cfg.gemma().then(|| (h as f64).sqrt()),
+            attn_scale: cfg.attention_scale(),
+            attn_softcap: cfg.attn_logit_softcapping,
+            final_softcap: cfg.final_logit_softcapping,
             heads,
             kv_heads: kv,
             head_dim: hd,
@@ -316,28 +427,59 @@ impl Llama {
             );
             return Err(candle::Error::Msg(message).bt().into());
         }
-        self.rotary.ensure(furthest + 1)?;
+        for rotary in &mut self.rotary {
+            rotary.ensure(furthest + 1)?;
+        }
         let mut x = self.embed.forward(&tokens)?.to_device(&self.device)?;
-        let bias = causal_bias(step.mask, b, s, &self.device, self.dtype)?;
+        if let Some(scale) = self.embed_scale {
+            x = (x * scale)?;
+        }
+        // One bias for global layers, one per window (built when first needed).
+        let bias = causal_bias(step.mask, b, s, None, &self.device, self.dtype)?;
+        let mut windowed: Vec<(usize, Option<Tensor>)> = Vec::new();
         let hd = self.head_dim;
-        let heads = |t: Tensor, n: usize| t.reshape((b, s, n, hd))?.transpose(1, 2);
+        let heads = |t: &Tensor, n: usize| t.reshape((b, s, n, hd))?.transpose(1, 2);
         for layer in &mut self.layers {
             let h = layer.input_norm.forward(&x)?;
-            let mut q = heads(layer.q.forward(&h)?, self.heads)?;
-            let mut k = heads(layer.k.forward(&h)?, self.kv_heads)?;
-            let v = heads(layer.v.forward(&h)?, self.kv_heads)?.contiguous()?;
+            let [q, k, v] = <[Tensor; 3]>::try_from(layer.qkv.forward(&h)?)
+                .map_err(|_| candle::Error::Msg("q, k, v projections".into()))?;
+            let (mut q, mut k) = (heads(&q, self.heads)?, heads(&k, self.kv_heads)?);
+            let v = heads(&v, self.kv_heads)?.contiguous()?;
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
                 q = qn.forward(&q.contiguous()?)?;
                 k = kn.forward(&k.contiguous()?)?;
             }
-            let q = self.rotary.apply(&q, &positions)?;
-            let k = self.rotary.apply(&k, &positions)?;
+            let rotary = &self.rotary[layer.rotary];
+            let q = rotary.apply(&q, &positions)?;
+            let k = rotary.apply(&k, &positions)?;
             let (k, v) = layer.cache.append(&k, &v)?;
-            let att = attention(&q, &k, &v, bias.as_ref(), 1.0 / (hd as f64).sqrt())?;
-            x = (x + layer.o.forward(&att)?)?;
-            let h = layer.post_norm.forward(&x)?;
-            let ff = (self.activation.apply(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
-            x = (x + layer.down.forward(&ff)?)?;
+            let bias = match layer.window {
+                Some(w) if k.dim(2)? > w => {
+                    if !windowed.iter().any(|(have, _)| *have == w) {
+                        let t = causal_bias(step.mask, b, s, Some(w), &self.device, self.dtype)?;
+                        windowed.push((w, t));
+                    }
+                    windowed
+                        .iter()
+                        .find(|(have, _)| *have == w)
+                        .and_then(|(_, t)| t.as_ref())
+                }
+                _ => bias.as_ref(),
+            };
+            let att = attention(&q, &k, &v, bias, self.attn_scale, self.attn_softcap)?;
+            let mut att = layer.o.forward(&att)?;
+            if let Some(n) = &layer.attn_out_norm {
+                att = n.forward(&att)?;
+            }
+            x = (x + att)?;
+            let h = layer.ffn_norm.forward(&x)?;
+            let [gate, up] = <[Tensor; 2]>::try_from(layer.gate_up.forward(&h)?)
+                .map_err(|_| candle::Error::Msg("gate, up projections".into()))?;
+            let mut ff = layer.down.forward(&(self.activation.apply(&gate)? * up)?)?;
+            if let Some(n) = &layer.ffn_out_norm {
+                ff = n.forward(&ff)?;
+            }
+            x = (x + ff)?;
         }
         let x = self.norm.forward(&x)?;
         let x = if step.all_positions {
@@ -345,12 +487,11 @@ impl Llama {
         } else {
             last_positions(&x, b, s)?
         };
-        Ok(self
-            .lm_head
-            .forward(&x)?
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1()?)
+        let mut logits = self.lm_head.forward(&x)?.to_dtype(DType::F32)?;
+        if let Some(cap) = self.final_softcap {
+            logits = ((logits / cap)?.tanh()? * cap)?;
+        }
+        Ok(logits.flatten_all()?.to_vec1()?)
     }
 }
 

@@ -1,16 +1,25 @@
 //! `config.json` of the Llama family (transformers' `LlamaConfig`, `MistralConfig`,
-//! `Qwen2Config`, `Qwen3Config`), or the same settings read from GGUF metadata.
+//! `Qwen2Config`, `Qwen3Config`, `Gemma2Config`, `Gemma3TextConfig`, `Phi3Config`), or the
+//! same settings read from GGUF metadata.
 
 use crate::common::{Activation, ConfigCheck};
 use serde::Deserialize;
 
-/// Which member of the family: they differ in biases, per-head norms and sliding windows.
+/// Which member of the family: they differ in biases, norms, fused projections and sliding
+/// windows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
     Llama,
     Mistral,
     Qwen2,
     Qwen3,
+    /// Norms around attention and feed-forward, (1 + w) RMS norms, embeddings scaled by √d,
+    /// soft-capped logits, alternating sliding-window and global layers.
+    Gemma2,
+    /// Gemma 2's layout with per-head q/k norms and a RoPE base of its own for local layers.
+    Gemma3,
+    /// Fused `qkv_proj` and `gate_up_proj`, partial rotary dimensions.
+    Phi3,
 }
 
 impl Flavor {
@@ -21,6 +30,9 @@ impl Flavor {
             "mistral" => Flavor::Mistral,
             "qwen2" => Flavor::Qwen2,
             "qwen3" => Flavor::Qwen3,
+            "gemma2" => Flavor::Gemma2,
+            "gemma3" | "gemma3_text" => Flavor::Gemma3,
+            "phi3" => Flavor::Phi3,
             _ => return None,
         })
     }
@@ -42,6 +54,21 @@ pub struct RopeScaling {
     pub high_freq_factor: f64,
     #[serde(default)]
     pub original_max_position_embeddings: Option<usize>,
+    /// Share of each head's dimensions that rotate (Phi-3 in transformers 5).
+    #[serde(default)]
+    pub partial_rotary_factor: Option<f64>,
+}
+
+/// `rope_parameters` of transformers 5: one set, or one per layer type (Gemma 3).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum RopeParameters {
+    PerLayerType {
+        full_attention: RopeScaling,
+        #[serde(default)]
+        sliding_attention: Option<RopeScaling>,
+    },
+    Single(RopeScaling),
 }
 
 fn default_rope() -> String {
@@ -90,7 +117,7 @@ pub struct LlamaConfig {
     #[serde(default)]
     pub rope_scaling: Option<RopeScaling>,
     #[serde(default)]
-    pub rope_parameters: Option<RopeScaling>,
+    pub rope_parameters: Option<RopeParameters>,
     #[serde(default)]
     pub tie_word_embeddings: bool,
     #[serde(default)]
@@ -101,6 +128,30 @@ pub struct LlamaConfig {
     pub sliding_window: Option<usize>,
     #[serde(default)]
     pub use_sliding_window: Option<bool>,
+    /// Gemma's name for `hidden_act`.
+    #[serde(default)]
+    pub hidden_activation: Option<Activation>,
+    /// Gemma: queries are scaled by `query_pre_attn_scalar^-0.5` instead of `head_dim^-0.5`.
+    #[serde(default)]
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Gemma 2: attention scores become `c · tanh(s / c)`.
+    #[serde(default)]
+    pub attn_logit_softcapping: Option<f64>,
+    /// Gemma 2: logits become `c · tanh(l / c)`.
+    #[serde(default)]
+    pub final_logit_softcapping: Option<f64>,
+    /// `sliding_attention` or `full_attention` per layer (Gemma).
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
+    /// Every n-th layer is global, the others slide (Gemma 3 before `layer_types`).
+    #[serde(default)]
+    pub sliding_window_pattern: Option<usize>,
+    /// RoPE base of Gemma 3's sliding-window layers.
+    #[serde(default)]
+    pub rope_local_base_freq: Option<f64>,
+    /// Share of each head's dimensions that rotate (Phi-3 / Phi-4-mini).
+    #[serde(default)]
+    pub partial_rotary_factor: Option<f64>,
 }
 
 impl LlamaConfig {
@@ -125,6 +176,72 @@ impl LlamaConfig {
         self.attention_bias || self.flavor() == Flavor::Qwen2
     }
 
+    /// Whether this is a Gemma (2 or 3): (1 + w) norms, scaled embeddings, norms around
+    /// attention and feed-forward.
+    pub fn gemma(&self) -> bool {
+        matches!(self.flavor(), Flavor::Gemma2 | Flavor::Gemma3)
+    }
+
+    /// The feed-forward activation.
+    pub fn activation(&self) -> Activation {
+        match self.hidden_activation {
+            Some(a) => a,
+            None if self.gemma() => Activation::GeluTanh,
+            None => self.hidden_act,
+        }
+    }
+
+    /// The factor queries are scaled by before attention.
+    pub fn attention_scale(&self) -> f64 {
+        1.0 / self
+            .query_pre_attn_scalar
+            .unwrap_or(self.head_size() as f64)
+            .sqrt()
+    }
+
+    /// The sliding window of layer `i`, if it slides. Mistral and Qwen2 windows are not here:
+    /// [`LlamaConfig::max_sequence`] stops at them.
+    pub fn window(&self, i: usize) -> Option<usize> {
+        let sliding = match self.flavor() {
+            Flavor::Phi3 => true,
+            Flavor::Gemma2 | Flavor::Gemma3 => match &self.layer_types {
+                Some(types) => types.get(i).is_some_and(|t| t == "sliding_attention"),
+                None => {
+                    let default = if self.flavor() == Flavor::Gemma2 {
+                        2
+                    } else {
+                        6
+                    };
+                    let n = self.sliding_window_pattern.unwrap_or(default);
+                    n == 0 || i % n < n - 1
+                }
+            },
+            _ => false,
+        };
+        self.sliding_window.filter(|_| sliding)
+    }
+
+    /// The rotary settings of global layers, and of sliding ones where they differ.
+    fn rope(&self) -> (Option<&RopeScaling>, Option<&RopeScaling>) {
+        match &self.rope_parameters {
+            Some(RopeParameters::PerLayerType {
+                full_attention,
+                sliding_attention,
+            }) => (Some(full_attention), sliding_attention.as_ref()),
+            Some(RopeParameters::Single(s)) => (Some(s), None),
+            None => (self.rope_scaling.as_ref(), None),
+        }
+    }
+
+    /// How many dimensions of each head rotate.
+    pub fn rotary_dims(&self) -> usize {
+        let factor = self
+            .partial_rotary_factor
+            .or_else(|| self.rope().0.and_then(|s| s.partial_rotary_factor))
+            .unwrap_or(1.0);
+        (self.head_size() as f64 * factor) as usize
+    }
+
     /// Longest sequence this implementation attends over: the position table, or the sliding
     /// window when one is in force (attention beyond it is not implemented).
     pub fn max_sequence(&self) -> usize {
@@ -140,13 +257,21 @@ impl LlamaConfig {
         })
     }
 
-    /// Inverse frequencies of the rotary embedding, with Llama 3 or linear scaling applied.
-    pub fn inv_freq(&self) -> Result<Vec<f32>, String> {
-        let dim = self.head_size();
-        let scaling = self.rope_parameters.as_ref().or(self.rope_scaling.as_ref());
-        let theta = scaling
-            .and_then(|s| s.rope_theta)
-            .unwrap_or(self.rope_theta);
+    /// Inverse frequencies of the rotary embedding of global layers (`local` false) or of
+    /// sliding-window ones, with Llama 3 or linear scaling applied.
+    pub fn inv_freq(&self, local: bool) -> Result<Vec<f32>, String> {
+        let dim = self.rotary_dims();
+        let (global, sliding) = self.rope();
+        let (theta, scaling) = match (local, sliding) {
+            (true, Some(s)) => (s.rope_theta.unwrap_or(10_000.0), Some(s)),
+            (true, None) if self.flavor() == Flavor::Gemma3 => {
+                (self.rope_local_base_freq.unwrap_or(10_000.0), None)
+            }
+            _ => (
+                global.and_then(|s| s.rope_theta).unwrap_or(self.rope_theta),
+                global,
+            ),
+        };
         let base: Vec<f64> = (0..dim / 2)
             .map(|i| 1.0 / theta.powf(2.0 * i as f64 / dim as f64))
             .collect();
@@ -246,10 +371,33 @@ impl LlamaConfig {
                 field("num_key_value_heads", "attention.head_count_kv")
             );
             let hd = self.head_size();
-            check.shape(q, &[(&qd, self.num_attention_heads.checked_mul(hd)), h])?;
-            check.shape(k, &[(&kd, self.kv_heads().checked_mul(hd)), h])?;
             let ff = field("intermediate_size", "feed_forward_length");
-            check.shape(gate, &[(&ff, Some(self.intermediate_size)), h])?;
+            let qkv = match gguf_arch {
+                Some(_) => "blk.0.attn_qkv.weight",
+                None => "model.layers.0.self_attn.qkv_proj.weight",
+            };
+            if self.flavor() == Flavor::Phi3 && check.weights.tensors.contains_key(qkv) {
+                let rows = (self.kv_heads().checked_mul(2))
+                    .and_then(|n| n.checked_add(self.num_attention_heads))
+                    .and_then(|n| n.checked_mul(hd));
+                check.shape(qkv, &[(&format!("({qd} + 2 × {kd})"), rows), h])?;
+            } else {
+                check.shape(q, &[(&qd, self.num_attention_heads.checked_mul(hd)), h])?;
+                check.shape(k, &[(&kd, self.kv_heads().checked_mul(hd)), h])?;
+            }
+            if self.flavor() == Flavor::Phi3 {
+                let gate_up = match gguf_arch {
+                    Some(_) => "blk.0.ffn_up.weight",
+                    None => "model.layers.0.mlp.gate_up_proj.weight",
+                };
+                let rows = self.intermediate_size.checked_mul(2);
+                check.shape(gate_up, &[(&format!("2 × {ff}"), rows), h])?;
+            } else {
+                check.shape(gate, &[(&ff, Some(self.intermediate_size)), h])?;
+            }
+        }
+        if let Some(scalar) = self.query_pre_attn_scalar {
+            check.positive("query_pre_attn_scalar", scalar)?;
         }
         check.positions(
             &field("max_position_embeddings", "context_length"),
@@ -260,10 +408,8 @@ impl LlamaConfig {
             self.rms_norm_eps,
         )?;
         check.positive(&field("rope_theta", "rope.freq_base"), self.rope_theta)?;
-        for scaling in [&self.rope_scaling, &self.rope_parameters]
-            .into_iter()
-            .flatten()
-        {
+        let (global, sliding) = self.rope();
+        for scaling in [global, sliding].into_iter().flatten() {
             check.positive("rope_scaling.factor", scaling.factor)?;
             if let Some(theta) = scaling.rope_theta {
                 check.positive("rope_parameters.rope_theta", theta)?;
@@ -288,17 +434,42 @@ impl LlamaConfig {
         if self.mlp_bias {
             return Err("mlp_bias: feed-forward biases are not supported".into());
         }
-        if !self.head_size().is_multiple_of(2) {
+        if !self.rotary_dims().is_multiple_of(2) || self.rotary_dims() > self.head_size() {
             return Err(format!(
-                "head_dim {} is odd; rotary embedding needs pairs",
+                "{} rotary dimensions of head_dim {}: rotary embedding needs pairs within a head",
+                self.rotary_dims(),
                 self.head_size()
             ));
         }
-        self.inv_freq().map(|_| ())
+        for cap in [self.attn_logit_softcapping, self.final_logit_softcapping]
+            .into_iter()
+            .flatten()
+        {
+            if !(cap.is_finite() && cap > 0.0) {
+                return Err(format!("logit soft-capping {cap} must be positive"));
+            }
+        }
+        if self.sliding_window == Some(0) {
+            return Err("sliding_window 0: a layer would attend to nothing".into());
+        }
+        if let Some(types) = &self.layer_types
+            && types.len() != self.num_hidden_layers
+        {
+            return Err(format!(
+                "layer_types has {} entries for {} layers",
+                types.len(),
+                self.num_hidden_layers
+            ));
+        }
+        self.inv_freq(false)?;
+        self.inv_freq(true).map(|_| ())
     }
 
     /// The settings of a GGUF file whose `general.architecture` is `arch` (`llama`, `qwen2`,
-    /// `qwen3`), from its metadata (as JSON) and vocabulary size.
+    /// `qwen3`, `gemma2`, `gemma3`, `phi3`), from its metadata (as JSON) and vocabulary size.
+    /// What llama.cpp hard-codes per architecture rather than storing (Gemma's sliding-window
+    /// patterns and local RoPE base, the query scale of the 27B Gemmas) is filled in as
+    /// llama.cpp does.
     pub fn from_gguf(
         meta: &serde_json::Value,
         arch: &str,
@@ -317,12 +488,58 @@ impl LlamaConfig {
             .and_then(|v| v.as_u64())
             .map(|v| v as usize)
             .filter(|&d| d != hidden / heads.max(1));
+        let layers = int("block_count")?;
+        let float = |k: &str| key(k).and_then(|v| v.as_f64());
+        let flavor = Flavor::of(arch);
+        let gemma = matches!(flavor, Some(Flavor::Gemma2 | Flavor::Gemma3));
+        let head_size = head_dim.unwrap_or(hidden / heads.max(1));
+        // llama.cpp: the 27B Gemmas (46 and 62 layers) scale queries by (hidden / heads)^-0.5.
+        let query_pre_attn_scalar = match (flavor, layers) {
+            (Some(Flavor::Gemma2), 46) | (Some(Flavor::Gemma3), 62) => {
+                Some((hidden / heads.max(1)) as f64)
+            }
+            _ if gemma => Some(head_size as f64),
+            _ => None,
+        };
+        let (layer_types, sliding_window_pattern) = match key("attention.sliding_window_pattern") {
+            Some(serde_json::Value::Array(a)) => {
+                let types = a.iter().map(|v| {
+                    if v.as_bool() == Some(true) {
+                        "sliding_attention".to_string()
+                    } else {
+                        "full_attention".to_string()
+                    }
+                });
+                (Some(types.collect()), None)
+            }
+            Some(v) => (None, v.as_u64().map(|n| n as usize)),
+            None => (None, None),
+        };
+        let sliding_window = key("attention.sliding_window")
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize)
+            .filter(|&w| w > 0)
+            .or(if flavor == Some(Flavor::Gemma2) {
+                Some(4096)
+            } else {
+                None
+            });
+        let rope_theta = float("rope.freq_base").unwrap_or(10_000.0);
+        let rope_local_base_freq = match flavor {
+            Some(Flavor::Gemma2) => Some(float("rope.freq_base_swa").unwrap_or(rope_theta)),
+            Some(Flavor::Gemma3) => Some(float("rope.freq_base_swa").unwrap_or(10_000.0)),
+            _ => None,
+        };
+        let partial_rotary_factor = key("rope.dimension_count")
+            .and_then(|v| v.as_u64())
+            .filter(|&d| d as usize != head_size && head_size > 0)
+            .map(|d| d as f64 / head_size as f64);
         Ok(LlamaConfig {
             model_type: arch.to_string(),
             vocab_size,
             hidden_size: hidden,
             intermediate_size: int("feed_forward_length")?,
-            num_hidden_layers: int("block_count")?,
+            num_hidden_layers: layers,
             num_attention_heads: heads,
             num_key_value_heads: key("attention.head_count_kv")
                 .and_then(|v| v.as_u64())
@@ -333,9 +550,7 @@ impl LlamaConfig {
             rms_norm_eps: key("attention.layer_norm_rms_epsilon")
                 .and_then(|v| v.as_f64())
                 .unwrap_or(1e-5),
-            rope_theta: key("rope.freq_base")
-                .and_then(|v| v.as_f64())
-                .unwrap_or(10_000.0),
+            rope_theta,
             rope_scaling: match key("rope.scaling.type").and_then(|v| v.as_str()) {
                 None | Some("none") => None,
                 Some(t) => Some(RopeScaling {
@@ -349,14 +564,23 @@ impl LlamaConfig {
                     original_max_position_embeddings: key("rope.scaling.original_context_length")
                         .and_then(|v| v.as_u64())
                         .map(|v| v as usize),
+                    partial_rotary_factor: None,
                 }),
             },
             rope_parameters: None,
             tie_word_embeddings: false,
             attention_bias: false,
             mlp_bias: false,
-            sliding_window: None,
+            sliding_window: sliding_window.filter(|_| gemma || flavor == Some(Flavor::Phi3)),
             use_sliding_window: None,
+            hidden_activation: gemma.then_some(Activation::GeluTanh),
+            query_pre_attn_scalar,
+            attn_logit_softcapping: float("attn_logit_softcapping").filter(|&c| c > 0.0),
+            final_logit_softcapping: float("final_logit_softcapping").filter(|&c| c > 0.0),
+            layer_types,
+            sliding_window_pattern,
+            rope_local_base_freq,
+            partial_rotary_factor,
         })
     }
 }

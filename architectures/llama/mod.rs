@@ -1,12 +1,15 @@
 //! The Llama family: Llama (Touvron et al., 2023, <https://arxiv.org/abs/2302.13971>) and the
 //! model types that share its layout — `mistral`, `qwen2` (q/k/v biases), `qwen3` (per-head q/k
-//! norms) — from Hugging Face safetensors or GGUF files (`general.architecture` `llama`,
-//! `qwen2`, `qwen3`; Mistral GGUFs say `llama`). RMSNorm, rotary positions, grouped-query
-//! attention, SwiGLU feed-forward.
+//! norms), `gemma2` and `gemma3_text` (Gemma Team, 2024/2025: norms around attention and
+//! feed-forward, GELU-tanh, soft-capping, interleaved sliding-window layers) and `phi3` (fused
+//! projections, partial rotary) — from Hugging Face safetensors or GGUF files
+//! (`general.architecture` `llama`, `qwen2`, `qwen3`, `gemma2`, `gemma3`, `phi3`; Mistral GGUFs
+//! say `llama`). RMSNorm, rotary positions, grouped-query attention, gated feed-forward.
 //!
-//! Reference implementation: transformers' `modeling_llama.py`
-//! (<https://github.com/huggingface/transformers/blob/main/src/transformers/models/llama/modeling_llama.py>)
-//! and, for the GGUF layout, llama.cpp (<https://github.com/ggml-org/llama.cpp>).
+//! Reference implementations: transformers' `modeling_llama.py`
+//! (<https://github.com/huggingface/transformers/blob/main/src/transformers/models/llama/modeling_llama.py>),
+//! `modeling_gemma2.py`, `modeling_gemma3.py`, `modeling_phi3.py` beside it, and, for the GGUF
+//! layout, llama.cpp (<https://github.com/ggml-org/llama.cpp>, `src/models/`).
 
 mod config;
 
@@ -97,6 +100,9 @@ inferox_core::register!(
     model_type("mistral"),
     model_type("qwen2").gguf(&["qwen2"]),
     model_type("qwen3").gguf(&["qwen3"]),
+    model_type("gemma2").gguf(&["gemma2"]),
+    model_type("gemma3_text").gguf(&["gemma3"]),
+    model_type("phi3").gguf(&["phi3"]),
 );
 
 #[cfg(feature = "candle")]
@@ -116,5 +122,8 @@ mod on_candle {
         on_candle("mistral", &[Safetensors]),
         on_candle("qwen2", &[Safetensors, Gguf]),
         on_candle("qwen3", &[Safetensors, Gguf]),
+        on_candle("gemma2", &[Safetensors, Gguf]),
+        on_candle("gemma3_text", &[Safetensors, Gguf]),
+        on_candle("phi3", &[Safetensors, Gguf]),
     );
 }

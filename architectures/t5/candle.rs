@@ -319,7 +319,7 @@ impl T5 {
         let heads = self.cfg.num_heads;
         let cached = self.cached();
         let position = self.position_bias(&self.decoder_buckets, (s, cached + s, cached), false)?;
-        let bias = match causal_bias(step.mask, b, s, &self.device, self.dtype)? {
+        let bias = match causal_bias(step.mask, b, s, None, &self.device, self.dtype)? {
             Some(m) => position.broadcast_add(&m)?,
             None => position,
         };

@@ -123,17 +123,35 @@ pub fn positions_from_mask(mask: &[u8], batch: usize, offset: &[u32]) -> Vec<u32
 /// elsewhere. With `causal`, query `i` also sees only the keys up to `keys - queries + i` (the
 /// cached tokens and the new ones before it).
 pub fn mask_bias(mask: &[u8], batch: usize, queries: usize, causal: bool, min: f32) -> Vec<f32> {
+    let window = if causal { Some(usize::MAX) } else { None };
+    window_bias(mask, batch, queries, window, min)
+}
+
+/// [`mask_bias`], causal when `window` is given, and then also hiding the keys `window` or
+/// more positions before the query (sliding-window attention; `usize::MAX` for none).
+pub fn window_bias(
+    mask: &[u8],
+    batch: usize,
+    queries: usize,
+    window: Option<usize>,
+    min: f32,
+) -> Vec<f32> {
     let keys = mask.len() / batch.max(1);
     let cached = keys.saturating_sub(queries);
     let mut bias = Vec::with_capacity(batch * queries * keys);
     for row in mask.chunks(keys.max(1)).take(batch) {
         for i in 0..queries {
-            let visible = if causal { cached + i } else { keys };
-            bias.extend(
-                row.iter()
-                    .enumerate()
-                    .map(|(j, &m)| if j <= visible && m != 0 { 0.0 } else { min }),
-            );
+            let (first, last) = match window {
+                Some(w) => ((cached + i + 1).saturating_sub(w), cached + i),
+                None => (0, keys),
+            };
+            bias.extend(row.iter().enumerate().map(|(j, &m)| {
+                if (first..=last).contains(&j) && m != 0 {
+                    0.0
+                } else {
+                    min
+                }
+            }));
         }
     }
     bias

@@ -2,7 +2,9 @@
 """Generates the decoder golden fixtures under tests/fixtures/decoders/ from transformers.
 
 Tiny random-weight GPT-2, Llama (with Llama 3 rope scaling), Mistral, Qwen2 (q/k/v biases, tied
-embeddings) and Qwen3 (per-head q/k norms, explicit head_dim) models in the Hugging Face layout,
+embeddings), Qwen3 (per-head q/k norms, explicit head_dim), Gemma 2 (soft-capping, sliding
+windows), Gemma 3 (local and global RoPE) and Phi-3 (fused projections, partial rotary) models in
+the Hugging Face layout,
 sharing a small byte-level BPE tokenizer trained here. For each, transformers gives:
   * logits of a left-padded prompt batch (attention mask and position ids as `generate` makes
     them): reference/logits.npy, reference/input_ids.npy, reference/attention_mask.npy;
@@ -73,6 +75,26 @@ CASES = [
          cfg=dict(model_type="qwen3", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
                   tie_word_embeddings=False)),
+    # Windows of 4 tokens, so that the prompts and continuations reach past them; soft caps low
+    # enough to bite; a query scalar other than head_dim.
+    dict(name="gemma2", cls="Gemma2ForCausalLM",
+         cfg=dict(model_type="gemma2", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=24,
+                  max_position_embeddings=64, sliding_window=4, attn_logit_softcapping=3.0,
+                  final_logit_softcapping=5.0, pad_token_id=0)),
+    # Six layers: five sliding (local RoPE base 10000), one global (base 1e6, linear scaling).
+    dict(name="gemma3", cls="Gemma3ForCausalLM",
+         cfg=dict(model_type="gemma3_text", hidden_size=32, intermediate_size=64, num_hidden_layers=6,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
+                  max_position_embeddings=64, sliding_window=4, pad_token_id=0,
+                  rope_parameters=dict(full_attention=dict(rope_type="linear", factor=2.0, rope_theta=1e6),
+                                       sliding_attention=dict(rope_type="default", rope_theta=10000.0)))),
+    # Half the head dimensions rotate; every layer slides over 4 tokens.
+    dict(name="phi3", cls="Phi3ForCausalLM",
+         cfg=dict(model_type="phi3", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                  original_max_position_embeddings=64, sliding_window=4, pad_token_id=0,
+                  rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.5))),
 ]
 
 

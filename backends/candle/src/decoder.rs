@@ -293,17 +293,26 @@ impl Rotary {
         Ok(())
     }
 
-    /// Rotates `x` (`[batch, heads, seq, dim]`) at `positions` (u32, `[batch * seq]`).
+    /// Rotates `x` (`[batch, heads, seq, dim]`) at `positions` (u32, `[batch * seq]`); with
+    /// fewer frequencies than `dim / 2`, only the first dimensions rotate (partial rotary).
     pub fn apply(&self, x: &Tensor, positions: &Tensor) -> candle::Result<Tensor> {
-        let (b, _, s, _) = x.dims4()?;
+        let (b, _, s, dim) = x.dims4()?;
         let cos = self.cos.index_select(positions, 0)?.reshape((b, s, ()))?;
         let sin = self.sin.index_select(positions, 0)?.reshape((b, s, ()))?;
-        let x = x.contiguous()?;
-        if self.interleaved {
-            candle_nn::rotary_emb::rope_i(&x, &cos, &sin)
-        } else {
-            candle_nn::rotary_emb::rope(&x, &cos, &sin)
+        let rot = 2 * self.inv_freq.len();
+        let rotate = |x: &Tensor| {
+            let x = x.contiguous()?;
+            if self.interleaved {
+                candle_nn::rotary_emb::rope_i(&x, &cos, &sin)
+            } else {
+                candle_nn::rotary_emb::rope(&x, &cos, &sin)
+            }
+        };
+        if rot >= dim {
+            return rotate(x);
         }
+        let rotated = rotate(&x.narrow(3, 0, rot)?)?;
+        Tensor::cat(&[&rotated, &x.narrow(3, rot, dim - rot)?.contiguous()?], 3)?.contiguous()
     }
 }
 
@@ -318,20 +327,24 @@ pub fn masked_score(dtype: DType) -> f32 {
 }
 
 /// The additive attention bias `[batch, 1, seq, cached + seq]`: a new token sees the cached and
-/// earlier new tokens that are not padding. `None` when that is everything (a single
-/// unpadded step).
+/// earlier new tokens that are not padding, and with a `window` only the last `window` of
+/// them (sliding-window attention). `None` when that is everything (a single unpadded step
+/// within the window).
 pub fn causal_bias(
     mask: &[u8],
     batch: usize,
     seq: usize,
+    window: Option<usize>,
     device: &Device,
     dtype: DType,
 ) -> candle::Result<Option<Tensor>> {
-    if seq == 1 && mask.iter().all(|&m| m != 0) {
+    let total = mask.len() / batch.max(1);
+    let window = window.unwrap_or(usize::MAX);
+    if seq == 1 && total <= window && mask.iter().all(|&m| m != 0) {
         return Ok(None);
     }
-    let total = mask.len() / batch.max(1);
-    let bias = inferox_core::model::mask_bias(mask, batch, seq, true, masked_score(dtype));
+    let bias =
+        inferox_core::model::window_bias(mask, batch, seq, Some(window), masked_score(dtype));
     Tensor::from_vec(bias, (batch, 1, seq, total), device)?
         .to_dtype(dtype)
         .map(Some)
@@ -357,13 +370,15 @@ pub fn key_bias(
 
 /// Scaled dot-product attention of `q` (`[batch, heads, seq, dim]`) over `k`, `v`
 /// (`[batch, kv_heads, total, dim]`), with grouped-query heads sharing a KV head without copying
-/// it. Returns `[batch * seq, heads * dim]`.
+/// it, scores soft-capped to `c · tanh(s / c)` when `softcap` is `c` (Gemma 2). Returns
+/// `[batch * seq, heads * dim]`.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     bias: Option<&Tensor>,
     scale: f64,
+    softcap: Option<f64>,
 ) -> candle::Result<Tensor> {
     let (b, heads, seq, dim) = q.dims4()?;
     let (_, kv_heads, total, _) = k.dims4()?;
@@ -371,6 +386,9 @@ pub fn attention(
     // [b, kv, group * seq, dim]: the query heads of a group are adjacent.
     let q = (q * scale)?.reshape((b, kv_heads, group * seq, dim))?;
     let mut scores = q.matmul(&k.t()?)?;
+    if let Some(cap) = softcap {
+        scores = ((scores / cap)?.tanh()? * cap)?;
+    }
     if let Some(bias) = bias {
         scores = scores
             .reshape((b, kv_heads, group, seq, total))?
