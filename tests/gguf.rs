@@ -1,5 +1,6 @@
-//! GGUF: tiny Llama and Qwen2 files in every required quantization type against llama.cpp's
-//! logits (tests/golden/generate_gguf.py), the SentencePiece tokenizer rebuilt from GGUF metadata
+//! GGUF: tiny Llama and Qwen2 files in every required quantization type, and Gemma 2, Gemma 3
+//! and Phi-3 files made by llama.cpp's converter, against llama.cpp's logits
+//! (tests/golden/generate_gguf.py, generate_gguf_arches.py), the SentencePiece tokenizer rebuilt from GGUF metadata
 //! against the sentencepiece library, bad GGUF files, and the real SmolLM2-135M-Instruct.
 
 mod common;
@@ -44,6 +45,11 @@ fn quantized_files_match_llama_cpp() {
         ("llama-kquants.gguf", "llama", 1e-5),
         ("llama-lowbits.gguf", "llama", 1e-5),
         ("qwen2-q8_0.gguf", "qwen2", 1e-5),
+        // Converted from transformers by llama.cpp's convert_hf_to_gguf.py
+        // (tests/golden/generate_gguf_arches.py), F16 weights.
+        ("gemma2-f16.gguf", "gemma2", 2e-3),
+        ("gemma3-f16.gguf", "gemma3_text", 2e-3),
+        ("phi3-f16.gguf", "phi3", 2e-3),
     ] {
         let types: Vec<String> = serde_json::from_value(r["files"][file]["types"].clone()).unwrap();
         let (_d, package) = import(&fixtures().join("gguf").join(file));
@@ -52,11 +58,14 @@ fn quantized_files_match_llama_cpp() {
         assert_eq!(info.model_type, model_type, "{file}");
         let candle = &info.backends["candle"];
         assert_eq!(candle.format, inferox::ExecutionFormat::Gguf);
-        let quantization = candle.quantization.clone().unwrap();
-        assert!(
-            types.contains(&quantization),
-            "{file}: {quantization} not in {types:?}"
-        );
+        match &candle.quantization {
+            Some(q) => assert!(types.contains(q), "{file}: {q} not in {types:?}"),
+            // Float weights only: nothing to name.
+            None => assert!(
+                types.iter().all(|t| t == "F32" || t == "F16"),
+                "{file}: {types:?}"
+            ),
+        }
         let mut model = package.load(&LoadOptions::default()).unwrap();
         let ours = all_logits(&mut model, &ids);
         let theirs = inferox::npy::read_npy(
@@ -160,7 +169,11 @@ fn bad_gguf_files() {
             .contains("GGUF architecture `mamba` is not supported"),
         "{err}"
     );
-    assert!(err.to_string().contains("llama, qwen2, qwen3"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("gemma2, gemma3, llama, phi3, qwen2, qwen3"),
+        "{err}"
+    );
 
     let no_tokenizer = patched(
         dir.path(),
