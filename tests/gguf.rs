@@ -50,6 +50,7 @@ fn quantized_files_match_llama_cpp() {
         ("gemma2-f16.gguf", "gemma2", 2e-3),
         ("gemma3-f16.gguf", "gemma3_text", 2e-3),
         ("phi3-f16.gguf", "phi3", 2e-3),
+        ("phi3_longrope-f16.gguf", "phi3", 2e-3),
     ] {
         let types: Vec<String> = serde_json::from_value(r["files"][file]["types"].clone()).unwrap();
         let (_d, package) = import(&fixtures().join("gguf").join(file));

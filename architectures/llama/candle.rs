@@ -148,6 +148,13 @@ pub struct Llama {
     norm: RmsNorm,
     lm_head: Linear,
     rotary: Vec<Rotary>,
+    /// LongRoPE: the table used once a sequence passes this many positions.
+    long_rotary: Option<(usize, Rotary)>,
+    /// LongRoPE: the tokens and positions of the cache, per row, and whether it was computed
+    /// with the long table. transformers' Phi-3 recomputes the cache when a sequence first
+    /// passes the original context, so that every position is rotated the long way.
+    history: Vec<(Vec<u32>, Vec<u32>)>,
+    cache_long: bool,
     activation: Activation,
     embed_scale: Option<f64>,
     attn_scale: f64,
@@ -185,12 +192,13 @@ pub fn load(req: &LoadRequest<'_>) -> inferox_core::Result<Box<dyn Model>> {
                     tensor: "token_embd.weight".into(),
                     files: vec![path.clone()],
                 })?;
-            let cfg = LlamaConfig::from_gguf(&header.metadata_json(), &arch, vocab).map_err(
-                |message| Error::Config {
+            let meta = header.metadata_json();
+            let mut cfg =
+                LlamaConfig::from_gguf(&meta, &arch, vocab).map_err(|message| Error::Config {
                     path: path.clone(),
                     message,
-                },
-            )?;
+                })?;
+            longrope_from_gguf(&mut cfg, &gguf, &meta, &arch)?;
             let check = ConfigCheck {
                 path: &path,
                 weights: &header.weight_index(),
@@ -225,6 +233,39 @@ pub fn load(req: &LoadRequest<'_>) -> inferox_core::Result<Box<dyn Model>> {
         message,
     })?;
     Ok(Box::new(Llama::load(&cfg, &params, interleaved, device)?))
+}
+
+/// LongRoPE in a GGUF (Phi-3.5, Phi-4-mini): the factors are tensors, the attention factor
+/// metadata; they go into the config as config.json would have them.
+fn longrope_from_gguf(
+    cfg: &mut LlamaConfig,
+    g: &GgufWeights,
+    meta: &serde_json::Value,
+    arch: &str,
+) -> Result<()> {
+    if !g.has("rope_factors_long.weight") {
+        return Ok(());
+    }
+    let n = cfg.rotary_dims() / 2;
+    let factors = |name: &str| -> Result<Vec<f64>> {
+        let t: Vec<f32> = g.tensor(name, &[n])?.to_vec1()?;
+        Ok(t.into_iter().map(f64::from).collect())
+    };
+    cfg.rope_scaling = Some(super::RopeScaling {
+        rope_type: "longrope".into(),
+        rope_theta: None,
+        factor: 1.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: cfg.original_max_position_embeddings,
+        partial_rotary_factor: None,
+        short_factor: Some(factors("rope_factors_short.weight")?),
+        long_factor: Some(factors("rope_factors_long.weight")?),
+        attention_factor: meta
+            .get(format!("{arch}.rope.scaling.attn_factor"))
+            .and_then(|v| v.as_f64()),
+    });
+    Ok(())
 }
 
 impl Llama {
@@ -373,28 +414,29 @@ impl Llama {
                 let factors: Vec<f32> = g.tensor("rope_freqs.weight", &[n])?.to_vec1()?;
                 global.iter_mut().zip(factors).for_each(|(f, k)| *f /= k);
             }
-            if g.has("rope_factors_long.weight") {
-                return Err(Error::Unsupported(
-                    "LongRoPE (`rope_factors_long.weight`, Phi-3 128k models) is not supported"
-                        .into(),
-                )
-                .into());
-            }
         }
         let positions = cfg.max_sequence();
-        let mut rotary = vec![Rotary::new(
-            &global,
-            positions,
-            interleaved,
-            &device,
-            dtype,
-        )?];
+        let longrope = cfg.longrope().map_err(|message| Error::Config {
+            path: Default::default(),
+            message,
+        })?;
+        let scale = longrope.as_ref().map_or(1.0, |l| l.attention_factor as f32);
+        let table = |f: &[f32]| -> Result<Rotary> {
+            Ok(Rotary::new(f, positions, interleaved, &device, dtype)?.with_scale(scale)?)
+        };
+        let mut rotary = vec![table(&global)?];
         if local_rope {
-            let local = inv_freq(true)?;
-            rotary.push(Rotary::new(&local, positions, interleaved, &device, dtype)?);
+            rotary.push(table(&inv_freq(true)?)?);
         }
+        let long_rotary = match longrope {
+            Some(l) => Some((l.original, table(&l.long_inv_freq)?)),
+            None => None,
+        };
         Ok(Llama {
             rotary,
+            long_rotary,
+            history: Vec::new(),
+            cache_long: false,
             norm: norm("model.norm.weight", "output_norm.weight", h)?,
             embed,
             layers,
@@ -414,8 +456,55 @@ impl Llama {
         })
     }
 
-    /// The logits of one decoding step, flattened.
+    /// The logits of one decoding step, flattened; with LongRoPE, the cache is recomputed on
+    /// the long table in the step that first passes the original context.
     fn run(&mut self, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
+        let Some((original, _)) = &self.long_rotary else {
+            return self.pass(step);
+        };
+        let (b, s) = (step.batch, step.seq());
+        if self.history.len() != b {
+            self.history = vec![(Vec::new(), Vec::new()); b];
+        }
+        for (r, (tokens, positions)) in self.history.iter_mut().enumerate() {
+            tokens.extend_from_slice(&step.tokens[r * s..(r + 1) * s]);
+            positions.extend_from_slice(&step.positions[r * s..(r + 1) * s]);
+        }
+        let furthest = step.positions.iter().copied().max().unwrap_or(0) as usize;
+        let cached = self.cached();
+        if furthest < *original || self.cache_long || cached == 0 {
+            self.cache_long |= furthest >= *original;
+            return self.pass(step);
+        }
+        // The whole history in one pass, then the logits the step asked for.
+        self.reset_caches();
+        let total = cached + s;
+        let tokens: Vec<u32> = self.history.iter().flat_map(|h| h.0.clone()).collect();
+        let positions: Vec<u32> = self.history.iter().flat_map(|h| h.1.clone()).collect();
+        let logits = self.pass(&DecodeStep {
+            tokens: &tokens,
+            batch: b,
+            positions: &positions,
+            mask: step.mask,
+            all_positions: true,
+        })?;
+        self.cache_long = true;
+        let vocab = self.vocab;
+        let keep = if step.all_positions { s } else { 1 };
+        Ok(logits
+            .chunks(total * vocab)
+            .flat_map(|row| row[(total - keep) * vocab..].to_vec())
+            .collect())
+    }
+
+    fn reset_caches(&mut self) {
+        for layer in &mut self.layers {
+            layer.cache.reset();
+        }
+    }
+
+    /// One forward pass over the step's tokens, appending to the caches.
+    fn pass(&mut self, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
         let (b, s) = (step.batch, step.seq());
         let tokens = Tensor::from_slice(step.tokens, b * s, &self.device)?;
         let positions = Tensor::from_slice(step.positions, b * s, &self.device)?;
@@ -427,9 +516,16 @@ impl Llama {
             );
             return Err(candle::Error::Msg(message).bt().into());
         }
-        for rotary in &mut self.rotary {
+        let long_table = self.long_rotary.as_mut().map(|l| &mut l.1);
+        for rotary in self.rotary.iter_mut().chain(long_table) {
             rotary.ensure(furthest + 1)?;
         }
+        // LongRoPE, as transformers: the long table for every position of a pass that reaches
+        // past the original context.
+        let long = match &self.long_rotary {
+            Some((original, table)) if furthest + 1 > *original => Some(table),
+            _ => None,
+        };
         let mut x = self.embed.forward(&tokens)?.to_device(&self.device)?;
         if let Some(scale) = self.embed_scale {
             x = (x * scale)?;
@@ -449,7 +545,7 @@ impl Llama {
                 q = qn.forward(&q.contiguous()?)?;
                 k = kn.forward(&k.contiguous()?)?;
             }
-            let rotary = &self.rotary[layer.rotary];
+            let rotary = long.unwrap_or(&self.rotary[layer.rotary]);
             let q = rotary.apply(&q, &positions)?;
             let k = rotary.apply(&k, &positions)?;
             let (k, v) = layer.cache.append(&k, &v)?;
@@ -509,13 +605,14 @@ impl Decoder for Llama {
     }
 
     fn reset(&mut self) {
-        for layer in &mut self.layers {
-            layer.cache.reset();
-        }
+        self.reset_caches();
+        self.history.clear();
+        self.cache_long = false;
     }
 
     fn resizable(&self) -> bool {
-        true
+        // Rows joining or leaving would have to join and leave the LongRoPE history too.
+        self.long_rotary.is_none()
     }
 
     fn add_rows(&mut self, n: usize) -> inferox_core::Result<()> {

@@ -57,6 +57,25 @@ pub struct RopeScaling {
     /// Share of each head's dimensions that rotate (Phi-3 in transformers 5).
     #[serde(default)]
     pub partial_rotary_factor: Option<f64>,
+    /// LongRoPE (`longrope`, formerly `su`; Phi-3.5, Phi-4-mini): per-frequency divisors up
+    /// to `original_max_position_embeddings` positions, and past them.
+    #[serde(default)]
+    pub short_factor: Option<Vec<f64>>,
+    #[serde(default)]
+    pub long_factor: Option<Vec<f64>>,
+    /// LongRoPE's scale of cos and sin; derived from the context extension when absent.
+    #[serde(default)]
+    pub attention_factor: Option<f64>,
+}
+
+/// LongRoPE's second rotary table: the frequencies used once a sequence passes `original`
+/// positions (transformers switches per forward pass, on its furthest position), and the
+/// scale of cos and sin at every length.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LongRope {
+    pub original: usize,
+    pub long_inv_freq: Vec<f32>,
+    pub attention_factor: f64,
 }
 
 /// `rope_parameters` of transformers 5: one set, or one per layer type (Gemma 3).
@@ -152,6 +171,26 @@ pub struct LlamaConfig {
     /// Share of each head's dimensions that rotate (Phi-3 / Phi-4-mini).
     #[serde(default)]
     pub partial_rotary_factor: Option<f64>,
+    /// Positions the model was pre-trained on, before LongRoPE extended them (Phi-3).
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<usize>,
+}
+
+fn is_longrope(s: &RopeScaling) -> bool {
+    s.rope_type == "longrope" || s.rope_type == "su"
+}
+
+/// `base[i] / factors[i]`; `name` is the config field the factors come from.
+fn divide(base: &[f64], factors: Option<&[f64]>, name: &str) -> Result<Vec<f64>, String> {
+    let factors = factors.ok_or_else(|| format!("LongRoPE needs rope_scaling.{name}"))?;
+    if factors.len() != base.len() || factors.iter().any(|f| !(f.is_finite() && *f > 0.0)) {
+        return Err(format!(
+            "rope_scaling.{name} must hold {} positive numbers (one per rotated pair), not {}",
+            base.len(),
+            factors.len()
+        ));
+    }
+    Ok(base.iter().zip(factors).map(|(b, f)| b / f).collect())
 }
 
 impl LlamaConfig {
@@ -279,6 +318,7 @@ impl LlamaConfig {
             None => base,
             Some(s) if s.rope_type == "default" => base,
             Some(s) if s.rope_type == "linear" => base.iter().map(|f| f / s.factor).collect(),
+            Some(s) if is_longrope(s) => divide(&base, s.short_factor.as_deref(), "short_factor")?,
             Some(s) if s.rope_type == "llama3" => {
                 if s.high_freq_factor <= s.low_freq_factor {
                     return Err(format!(
@@ -306,12 +346,48 @@ impl LlamaConfig {
             }
             Some(s) => {
                 return Err(format!(
-                    "rope_scaling type `{}` is not supported (default, linear and llama3 are)",
+                    "rope_scaling type `{}` is not supported (default, linear, llama3 and longrope are)",
                     s.rope_type
                 ));
             }
         };
         Ok(scaled.into_iter().map(|f| f as f32).collect())
+    }
+
+    /// LongRoPE's long frequencies and scale, when the config asks for LongRoPE.
+    pub fn longrope(&self) -> Result<Option<LongRope>, String> {
+        let Some(s) = self.rope().0.filter(|s| is_longrope(s)) else {
+            return Ok(None);
+        };
+        let original = s
+            .original_max_position_embeddings
+            .or(self.original_max_position_embeddings)
+            .filter(|&o| o > 1)
+            .ok_or("LongRoPE needs original_max_position_embeddings (more than 1)")?;
+        let dim = self.rotary_dims();
+        let theta = s.rope_theta.unwrap_or(self.rope_theta);
+        let base: Vec<f64> = (0..dim / 2)
+            .map(|i| 1.0 / theta.powf(2.0 * i as f64 / dim as f64))
+            .collect();
+        let long = divide(&base, s.long_factor.as_deref(), "long_factor")?;
+        let long = long.into_iter().map(|f| f as f32).collect();
+        // transformers: `factor` when given (1.0 is serde's default here, so it means "not
+        // given"), else the extension of the context.
+        let factor = if s.factor != 1.0 {
+            s.factor
+        } else {
+            self.max_position_embeddings as f64 / original as f64
+        };
+        let attention_factor = s.attention_factor.unwrap_or(if factor <= 1.0 {
+            1.0
+        } else {
+            (1.0 + factor.ln() / (original as f64).ln()).sqrt()
+        });
+        Ok(Some(LongRope {
+            original,
+            long_inv_freq: long,
+            attention_factor,
+        }))
     }
 
     /// Checks the config's numbers against the checkpoint (HF names, or GGUF names when
@@ -462,6 +538,7 @@ impl LlamaConfig {
             ));
         }
         self.inv_freq(false)?;
+        self.longrope()?;
         self.inv_freq(true).map(|_| ())
     }
 
@@ -565,6 +642,9 @@ impl LlamaConfig {
                         .and_then(|v| v.as_u64())
                         .map(|v| v as usize),
                     partial_rotary_factor: None,
+                    short_factor: None,
+                    long_factor: None,
+                    attention_factor: None,
                 }),
             },
             rope_parameters: None,
@@ -581,6 +661,9 @@ impl LlamaConfig {
             sliding_window_pattern,
             rope_local_base_freq,
             partial_rotary_factor,
+            original_max_position_embeddings: key("rope.scaling.original_context_length")
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize),
         })
     }
 }

@@ -3,7 +3,7 @@
 
 Tiny random-weight GPT-2, Llama (with Llama 3 rope scaling), Mistral, Qwen2 (q/k/v biases, tied
 embeddings), Qwen3 (per-head q/k norms, explicit head_dim), Gemma 2 (soft-capping, sliding
-windows), Gemma 3 (local and global RoPE) and Phi-3 (fused projections, partial rotary) models in
+windows), Gemma 3 (local and global RoPE) and Phi-3 (fused projections, partial rotary; and with LongRoPE) models in
 the Hugging Face layout,
 sharing a small byte-level BPE tokenizer trained here. For each, transformers gives:
   * logits of a left-padded prompt batch (attention mask and position ids as `generate` makes
@@ -95,6 +95,15 @@ CASES = [
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                   original_max_position_embeddings=64, sliding_window=4, pad_token_id=0,
                   rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.5))),
+    # LongRoPE (Phi-3.5, Phi-4-mini) over an original context of 8 positions: the padded prompts
+    # (9 tokens) run on the long factors, the greedy continuations cross from short to long.
+    dict(name="phi3_longrope", cls="Phi3ForCausalLM",
+         cfg=dict(model_type="phi3", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                  original_max_position_embeddings=8, sliding_window=None, pad_token_id=0,
+                  rope_parameters=dict(rope_type="longrope", rope_theta=10000.0, partial_rotary_factor=1.0,
+                                       original_max_position_embeddings=8,
+                                       short_factor=[1.0, 1.2, 1.5, 2.0], long_factor=[1.5, 2.5, 4.0, 8.0]))),
 ]
 
 
@@ -130,12 +139,23 @@ def main():
         for row in out[:, ids.shape[1]:].tolist():
             cut = row.index(0) + 1 if 0 in row else len(row)
             greedy.append(row[:cut])
+        record = {"prompts": PROMPTS, "greedy": greedy}
+        if case["cfg"].get("rope_parameters", {}).get("rope_type") == "longrope":
+            # LongRoPE picks its table by the furthest position of a pass, so a prompt alone
+            # (short table until it passes the original context) continues differently.
+            record["greedy_alone"] = []
+            for prompt in PROMPTS:
+                one = fast([prompt], return_tensors="pt")
+                with torch.no_grad():
+                    out = model.generate(**one, max_new_tokens=20, do_sample=False, pad_token_id=0, eos_token_id=0)
+                row = out[0, one["input_ids"].shape[1]:].tolist()
+                record["greedy_alone"].append(row[: row.index(0) + 1] if 0 in row else row)
         ref = root / "reference"
         ref.mkdir()
         np.save(ref / "input_ids.npy", ids.numpy().astype(np.int64))
         np.save(ref / "attention_mask.npy", mask.numpy().astype(np.int64))
         np.save(ref / "logits.npy", logits.numpy().astype(np.float32))
-        (ref / "greedy.json").write_text(json.dumps({"prompts": PROMPTS, "greedy": greedy}, indent=1) + "\n")
+        (ref / "greedy.json").write_text(json.dumps(record, indent=1) + "\n")
         print(f"{case['name']}: {sum(p.numel() for p in model.parameters())} parameters; greedy lengths "
               f"{[len(g) for g in greedy]}")
     tok_path.unlink()

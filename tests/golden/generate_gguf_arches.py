@@ -11,7 +11,7 @@ llama.cpp's own `convert_hf_to_gguf.py`, twice:
     CPU backend in `llama_decode`; the quantized kernels have fixtures of their own.)
 The windows are 4 tokens, so the prompt reaches past them; Gemma 3 has six layers, five sliding
 (RoPE base 10000) and one global (base 1e6); Gemma 2 soft-caps attention and logits; Phi-3 rotates
-half of each head. Phi-3 has no window here: llama.cpp ignores Phi-3's (transformers applies it;
+half of each head, and a second Phi-3 uses LongRoPE. Phi-3 has no window here: llama.cpp ignores Phi-3's (transformers applies it;
 tests/fixtures/decoders/phi3 covers that).
 
 usage: python3 tests/golden/generate_gguf_arches.py LLAMA_CPP_SOURCE_DIR
@@ -49,6 +49,14 @@ CASES = [
          cfg=dict(model_type="phi3", num_hidden_layers=2, sliding_window=None,
                   original_max_position_embeddings=128,
                   rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.5))),
+    # LongRoPE over an original context of 8: the 11-token prompt runs on the long factors in
+    # transformers (its furthest position passes 8) and in llama.cpp (its context, 128, does).
+    dict(name="phi3_longrope", cls="Phi3ForCausalLM",
+         cfg=dict(model_type="phi3", num_hidden_layers=2, sliding_window=None,
+                  original_max_position_embeddings=8,
+                  rope_parameters=dict(rope_type="longrope", rope_theta=10000.0, partial_rotary_factor=0.5,
+                                       original_max_position_embeddings=8,
+                                       short_factor=[1.0, 1.1, 1.3, 1.6], long_factor=[1.5, 2.5, 4.0, 8.0]))),
 ]
 
 

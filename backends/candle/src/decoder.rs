@@ -253,6 +253,8 @@ pub struct Rotary {
     sin: Tensor,
     /// Pairs adjacent dimensions (GGUF llama layout) instead of the two halves (HF layout).
     interleaved: bool,
+    /// Factor on cos and sin (LongRoPE's attention factor; 1 otherwise).
+    scale: f32,
 }
 
 impl Rotary {
@@ -270,9 +272,20 @@ impl Rotary {
             cos: Tensor::zeros((0, inv_freq.len()), dtype, device)?,
             sin: Tensor::zeros((0, inv_freq.len()), dtype, device)?,
             interleaved,
+            scale: 1.0,
         };
         r.ensure(limit.min(1024))?;
         Ok(r)
+    }
+
+    /// The same tables with cos and sin multiplied by `scale`.
+    pub fn with_scale(mut self, scale: f32) -> candle::Result<Rotary> {
+        let have = self.cos.dim(0)?;
+        self.scale = scale;
+        self.cos = self.cos.narrow(0, 0, 0)?;
+        self.sin = self.sin.narrow(0, 0, 0)?;
+        self.ensure(have)?;
+        Ok(self)
     }
 
     /// Makes the tables cover positions below `n` (at most the limit).
@@ -288,8 +301,9 @@ impl Rotary {
             angles.extend(self.inv_freq.iter().map(|f| p as f32 * f));
         }
         let angles = Tensor::from_vec(angles, (len, half), self.cos.device())?;
-        self.cos = angles.cos()?.to_dtype(self.cos.dtype())?;
-        self.sin = angles.sin()?.to_dtype(self.sin.dtype())?;
+        let scale = f64::from(self.scale);
+        self.cos = (angles.cos()? * scale)?.to_dtype(self.cos.dtype())?;
+        self.sin = (angles.sin()? * scale)?.to_dtype(self.sin.dtype())?;
         Ok(())
     }
 
