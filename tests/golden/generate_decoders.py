@@ -44,15 +44,16 @@ def train_tokenizer(path):
     return tok
 
 
-def randomize(model, seed):
+def randomize(model, seed, scale=0.25, norm_center=1.0):
+    """Seeded normal weights: `scale` of a unit normal, norm scales `norm_center` ± 0.2."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=g)
             if "norm" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.2 * noise)
+                p.copy_(norm_center + 0.2 * noise)
             else:
-                p.copy_(0.25 * noise)
+                p.copy_(scale * noise)
 
 
 COMMON = dict(vocab_size=VOCAB, bos_token_id=0, eos_token_id=0)

@@ -60,19 +60,6 @@ CASES = [
 ]
 
 
-def randomize(model, seed):
-    import torch
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if "norm" in name and name.endswith("weight"):
-                # Gemma's norms scale by (1 + w): keep the scale near 1 for both conventions.
-                p.copy_((0.0 if "gemma" in type(model).__name__.lower() else 1.0) + 0.2 * noise)
-            else:
-                p.copy_(0.08 * noise)
-
-
 def convert(converter, model_dir, out, outtype):
     # The converter runs with the gguf-py of its own tree.
     env = dict(os.environ, PYTHONPATH=str(converter.parent / "gguf-py"))
@@ -104,6 +91,7 @@ def llama_cpp_run(path, ids, out):
 def main():
     import torch
     import transformers
+    from generate_decoders import randomize
     source = pathlib.Path(sys.argv[1])
     converter = source / "convert_hf_to_gguf.py"
     assert converter.is_file(), f"{converter} not found"
@@ -117,7 +105,9 @@ def main():
         cfg.update({k: v for k, v in case["cfg"].items() if k != "model_type"})
         config = transformers.AutoConfig.for_model(case["cfg"]["model_type"], **cfg)
         model = getattr(transformers, case["cls"])(config).eval()
-        randomize(model, seed=500 + i)
+        # Gemma's norms scale by (1 + w): keep the scale near 1 for both conventions.
+        center = 0.0 if case["cfg"]["model_type"].startswith("gemma") else 1.0
+        randomize(model, seed=500 + i, scale=0.08, norm_center=center)
         model_dir = tmp / case["name"]
         model.save_pretrained(model_dir, safe_serialization=True)
         shutil.copy(tmp / "spm.model", model_dir / "tokenizer.model")
