@@ -20,6 +20,7 @@ const CASES: &[&str] = &[
     "gemma3",
     "phi3",
     "phi3_longrope",
+    "gemma3_mm",
 ];
 
 struct Reference {

@@ -28,6 +28,8 @@ enum Params {
         weights: Weights,
         dtype: DType,
         device: Device,
+        /// Put before every name ([`super::hf_prefix`]).
+        prefix: &'static str,
     },
     Gguf(GgufWeights),
 }
@@ -43,7 +45,9 @@ impl Params {
 
     fn has(&self, hf: &str, gguf: &str) -> bool {
         match self {
-            Params::Hf { weights, .. } => weights.contains(hf),
+            Params::Hf {
+                weights, prefix, ..
+            } => weights.contains(&format!("{prefix}{hf}")),
             Params::Gguf(g) => g.has(gguf),
         }
     }
@@ -55,9 +59,10 @@ impl Params {
                 weights,
                 dtype,
                 device,
+                prefix,
             } => {
                 let vb = weights.var_builder(*dtype, device);
-                self.hf(vb.get(shape, hf))
+                self.hf(vb.get(shape, &format!("{prefix}{hf}")))
             }
             Params::Gguf(g) => g.tensor(gguf, shape),
         }
@@ -208,21 +213,27 @@ pub fn load(req: &LoadRequest<'_>) -> inferox_core::Result<Box<dyn Model>> {
             (cfg, Params::Gguf(gguf), arch == "llama")
         }
         _ => {
-            let cfg: LlamaConfig = req.config()?;
+            let config_path = req.artifacts(ArtifactRole::Config)?.remove(0);
+            let cfg =
+                LlamaConfig::from_hf_json(req.config()?).map_err(|message| Error::Config {
+                    path: config_path.path().to_path_buf(),
+                    message,
+                })?;
             let dtype = inferox_candle::dtype(req.dtype())?;
             let weights = Weights::open(&req.artifacts(ArtifactRole::Weights)?)?;
-            let config_path = req.artifacts(ArtifactRole::Config)?.remove(0);
             let check = ConfigCheck {
                 path: config_path.path(),
                 weights: weights.index(),
             };
             cfg.check_weights(&check, None)?;
+            let prefix = super::hf_prefix(weights.index());
             (
                 cfg,
                 Params::Hf {
                     weights,
                     dtype,
                     device: device.clone(),
+                    prefix,
                 },
                 false,
             )

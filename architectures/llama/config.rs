@@ -193,7 +193,42 @@ fn divide(base: &[f64], factors: Option<&[f64]>, name: &str) -> Result<Vec<f64>,
     Ok(base.iter().zip(factors).map(|(b, f)| b / f).collect())
 }
 
+/// Where a checkpoint's decoder weights are: `language_model.` in Gemma 3's multimodal
+/// checkpoints (`Gemma3ForConditionalGeneration`, whose vision tower is not used), nothing
+/// otherwise.
+pub fn hf_prefix(weights: &inferox_core::weights::WeightIndex) -> &'static str {
+    if weights
+        .tensors
+        .contains_key("language_model.model.embed_tokens.weight")
+    {
+        "language_model."
+    } else {
+        ""
+    }
+}
+
 impl LlamaConfig {
+    /// The config of a config.json: the text model's (`text_config`) for Gemma 3's multimodal
+    /// `gemma3`, the whole file otherwise.
+    pub fn from_hf_json(mut config: serde_json::Value) -> Result<LlamaConfig, String> {
+        if config.get("model_type").and_then(|t| t.as_str()) == Some("gemma3") {
+            let tie = config.get("tie_word_embeddings").cloned();
+            let mut text = config
+                .get_mut("text_config")
+                .map(serde_json::Value::take)
+                .filter(serde_json::Value::is_object)
+                .ok_or("a `gemma3` config.json without a `text_config` object")?;
+            text["model_type"] = "gemma3_text".into();
+            if let Some(tie) = tie
+                && text.get("tie_word_embeddings").is_none()
+            {
+                text["tie_word_embeddings"] = tie;
+            }
+            config = text;
+        }
+        serde_json::from_value(config).map_err(|e| e.to_string())
+    }
+
     /// The family member.
     pub fn flavor(&self) -> Flavor {
         Flavor::of(&self.model_type).unwrap_or(Flavor::Llama)
@@ -402,33 +437,33 @@ impl LlamaConfig {
             Some(arch) => format!("{arch}.{gguf}"),
             None => hf.to_string(),
         };
-        let (layers, q, k, gate) = match gguf_arch {
+        // Tensor names: GGUF's, or HF's under the checkpoint's prefix.
+        let prefix = hf_prefix(check.weights);
+        let hf = |n: &str| format!("{prefix}model.{n}");
+        let (layers, q, k, gate, embed) = match gguf_arch {
             Some(_) => (
-                "blk.",
-                "blk.0.attn_q.weight",
-                "blk.0.attn_k.weight",
-                "blk.0.ffn_gate.weight",
+                "blk.".to_string(),
+                "blk.0.attn_q.weight".to_string(),
+                "blk.0.attn_k.weight".to_string(),
+                "blk.0.ffn_gate.weight".to_string(),
+                "token_embd.weight".to_string(),
             ),
             None => (
-                "model.layers.",
-                "model.layers.0.self_attn.q_proj.weight",
-                "model.layers.0.self_attn.k_proj.weight",
-                "model.layers.0.mlp.gate_proj.weight",
+                hf("layers."),
+                hf("layers.0.self_attn.q_proj.weight"),
+                hf("layers.0.self_attn.k_proj.weight"),
+                hf("layers.0.mlp.gate_proj.weight"),
+                hf("embed_tokens.weight"),
             ),
-        };
-        let embed = if gguf_arch.is_some() {
-            "token_embd.weight"
-        } else {
-            "model.embed_tokens.weight"
         };
         check.layers(
             &field("num_hidden_layers", "block_count"),
             self.num_hidden_layers,
-            layers,
+            &layers,
         )?;
         let hidden = field("hidden_size", "embedding_length");
         let h = (hidden.as_str(), Some(self.hidden_size));
-        check.shape(embed, &[("vocab_size", Some(self.vocab_size)), h])?;
+        check.shape(&embed, &[("vocab_size", Some(self.vocab_size)), h])?;
         if self.num_attention_heads == 0 || self.kv_heads() == 0 {
             return Err(check.error(format!(
                 "field `{}` and `{}` must be positive",
@@ -449,27 +484,27 @@ impl LlamaConfig {
             let hd = self.head_size();
             let ff = field("intermediate_size", "feed_forward_length");
             let qkv = match gguf_arch {
-                Some(_) => "blk.0.attn_qkv.weight",
-                None => "model.layers.0.self_attn.qkv_proj.weight",
+                Some(_) => "blk.0.attn_qkv.weight".to_string(),
+                None => hf("layers.0.self_attn.qkv_proj.weight"),
             };
-            if self.flavor() == Flavor::Phi3 && check.weights.tensors.contains_key(qkv) {
+            if self.flavor() == Flavor::Phi3 && check.weights.tensors.contains_key(&qkv) {
                 let rows = (self.kv_heads().checked_mul(2))
                     .and_then(|n| n.checked_add(self.num_attention_heads))
                     .and_then(|n| n.checked_mul(hd));
-                check.shape(qkv, &[(&format!("({qd} + 2 × {kd})"), rows), h])?;
+                check.shape(&qkv, &[(&format!("({qd} + 2 × {kd})"), rows), h])?;
             } else {
-                check.shape(q, &[(&qd, self.num_attention_heads.checked_mul(hd)), h])?;
-                check.shape(k, &[(&kd, self.kv_heads().checked_mul(hd)), h])?;
+                check.shape(&q, &[(&qd, self.num_attention_heads.checked_mul(hd)), h])?;
+                check.shape(&k, &[(&kd, self.kv_heads().checked_mul(hd)), h])?;
             }
             if self.flavor() == Flavor::Phi3 {
                 let gate_up = match gguf_arch {
-                    Some(_) => "blk.0.ffn_up.weight",
-                    None => "model.layers.0.mlp.gate_up_proj.weight",
+                    Some(_) => "blk.0.ffn_up.weight".to_string(),
+                    None => hf("layers.0.mlp.gate_up_proj.weight"),
                 };
                 let rows = self.intermediate_size.checked_mul(2);
-                check.shape(gate_up, &[(&format!("2 × {ff}"), rows), h])?;
+                check.shape(&gate_up, &[(&format!("2 × {ff}"), rows), h])?;
             } else {
-                check.shape(gate, &[(&ff, Some(self.intermediate_size)), h])?;
+                check.shape(&gate, &[(&ff, Some(self.intermediate_size)), h])?;
             }
         }
         if let Some(scalar) = self.query_pre_attn_scalar {

@@ -16,7 +16,7 @@ mod config;
 #[cfg(feature = "candle")]
 mod candle;
 
-pub use config::{Flavor, LlamaConfig, RopeScaling};
+pub use config::{Flavor, LlamaConfig, LongRope, RopeParameters, RopeScaling, hf_prefix};
 
 use crate::common::{ConfigCheck, causal_lm_description};
 use inferox_core::Family;
@@ -49,7 +49,7 @@ pub fn source_config(src: &ImportSource<'_>) -> Result<LlamaConfig> {
                 })?;
             LlamaConfig::from_gguf(src.config, arch, vocab).map_err(config_error)?
         }
-        None => src.parse_config()?,
+        None => LlamaConfig::from_hf_json(src.config.clone()).map_err(config_error)?,
     };
     let gguf_arch = src
         .config
@@ -75,7 +75,12 @@ pub fn describe(src: &ImportSource<'_>) -> Result<Description> {
         "tokenizer.ggml.eos_token_id",
     ]
     .iter()
-    .filter_map(|k| src.config.get(*k))
+    // Gemma 3's multimodal config keeps them in its text model's.
+    .filter_map(|k| {
+        src.config
+            .get(*k)
+            .or_else(|| src.config.get("text_config")?.get(*k))
+    })
     .find_map(|v| v.as_u64().or_else(|| v.get(0).and_then(|f| f.as_u64())))
     .map(|v| v as u32)
     .filter(|&v| (v as usize) < cfg.vocab_size);
@@ -102,6 +107,8 @@ inferox_core::register!(
     model_type("qwen3").gguf(&["qwen3"]),
     model_type("gemma2").gguf(&["gemma2"]),
     model_type("gemma3_text").gguf(&["gemma3"]),
+    // The multimodal checkpoints (4B and up): their text model, the vision tower left unused.
+    model_type("gemma3"),
     model_type("phi3").gguf(&["phi3"]),
 );
 
@@ -124,6 +131,7 @@ mod on_candle {
         on_candle("qwen3", &[Safetensors, Gguf]),
         on_candle("gemma2", &[Safetensors, Gguf]),
         on_candle("gemma3_text", &[Safetensors, Gguf]),
+        on_candle("gemma3", &[Safetensors]),
         on_candle("phi3", &[Safetensors, Gguf]),
     );
 }

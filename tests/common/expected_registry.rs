@@ -5,6 +5,7 @@ pub fn expected_model_types() -> Vec<String> {
         "camembert",
         "clip",
         "gemma2",
+        "gemma3",
         "gemma3_text",
         "gpt2",
         "graph",

@@ -3,7 +3,7 @@
 
 Tiny random-weight GPT-2, Llama (with Llama 3 rope scaling), Mistral, Qwen2 (q/k/v biases, tied
 embeddings), Qwen3 (per-head q/k norms, explicit head_dim), Gemma 2 (soft-capping, sliding
-windows), Gemma 3 (local and global RoPE) and Phi-3 (fused projections, partial rotary; and with LongRoPE) models in
+windows), Gemma 3 (local and global RoPE; also as the text model of its multimodal checkpoint) and Phi-3 (fused projections, partial rotary; and with LongRoPE) models in
 the Hugging Face layout,
 sharing a small byte-level BPE tokenizer trained here. For each, transformers gives:
   * logits of a left-padded prompt batch (attention mask and position ids as `generate` makes
@@ -105,6 +105,16 @@ CASES = [
                   rope_parameters=dict(rope_type="longrope", rope_theta=10000.0, partial_rotary_factor=1.0,
                                        original_max_position_embeddings=8,
                                        short_factor=[1.0, 1.2, 1.5, 2.0], long_factor=[1.5, 2.5, 4.0, 8.0]))),
+    # Gemma 3's multimodal checkpoint (model_type gemma3, weights under `language_model.`): its
+    # text model, with a one-layer vision tower that text prompts leave unused.
+    dict(name="gemma3_mm", cls="Gemma3ForConditionalGeneration",
+         cfg=dict(model_type="gemma3", mm_tokens_per_image=4,
+                  text_config=dict(COMMON, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
+                                   num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                   query_pre_attn_scalar=16, max_position_embeddings=64, sliding_window=4,
+                                   pad_token_id=0),
+                  vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                     num_attention_heads=2, image_size=28, patch_size=14))),
 ]
 
 
@@ -118,7 +128,8 @@ def main():
                                                 pad_token="<|endoftext|>", padding_side="left")
     for i, case in enumerate(CASES):
         torch.manual_seed(i)
-        cfg = dict(COMMON)
+        # A multimodal config carries the common settings in its text model's.
+        cfg = {} if "text_config" in case["cfg"] else dict(COMMON)
         cfg.update({k: v for k, v in case["cfg"].items() if k != "model_type"})
         config = transformers.AutoConfig.for_model(case["cfg"]["model_type"], **cfg)
         model = getattr(transformers, case["cls"])(config).eval()
