@@ -94,7 +94,7 @@ fn main() {
         dtype: Some(dtype.parse().unwrap()),
         ..Default::default()
     };
-    let mut model = package.load(&options).unwrap();
+    let model = package.load(&options).unwrap();
 
     let mut c = Criterion::default()
         .configure_from_args()

@@ -43,7 +43,7 @@ fn main() {
         &mut |_| {},
     )
     .unwrap();
-    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let model = package.load(&LoadOptions::default()).unwrap();
     let text = "The quick brown fox jumps over the lazy dog. ".repeat(20);
     let prompt: Vec<u32> = model.tokenize(&text, false).unwrap()[..128].to_vec();
 
@@ -57,16 +57,19 @@ fn main() {
     group.bench_function("prompt_128", |b| {
         b.iter(|| {
             let decoder = model.decoder().unwrap();
-            decoder.reset();
+            let mut state = decoder.new_state();
             let positions: Vec<u32> = (0..128).collect();
             decoder
-                .step(&DecodeStep {
-                    tokens: &prompt,
-                    batch: 1,
-                    positions: &positions,
-                    mask: &[1; 128],
-                    all_positions: false,
-                })
+                .step(
+                    &mut state,
+                    &DecodeStep {
+                        tokens: &prompt,
+                        batch: 1,
+                        positions: &positions,
+                        mask: &[1; 128],
+                        all_positions: false,
+                    },
+                )
                 .unwrap()
         })
     });

@@ -35,7 +35,7 @@ fn main() {
             &mut |_| {},
         )
         .unwrap();
-        let mut model = package
+        let model = package
             .load(&LoadOptions {
                 threads: Some(threads),
                 ..Default::default()

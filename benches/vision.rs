@@ -57,7 +57,7 @@ fn main() {
         &mut |_| {},
     )
     .unwrap();
-    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let model = package.load(&LoadOptions::default()).unwrap();
     let pre = model.image_preprocessor().unwrap();
     let batch: Vec<RgbImage> = photos[..8]
         .iter()

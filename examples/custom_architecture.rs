@@ -82,7 +82,7 @@ impl LinearClassifier {
 }
 
 impl Model for LinearClassifier {
-    fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
+    fn forward(&self, inputs: &NamedTensors) -> Result<NamedTensors> {
         let features = inputs.get("features").expect("checked against the schema");
         // `?` turns the backend's error into inferox's (a candle error becomes `Error::Backend`).
         Ok([("logits", self.logits(features)?)].into_iter().collect())
@@ -141,7 +141,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         &Default::default(),
         &mut |_| {},
     )?;
-    let mut model = package.load(&Default::default())?;
+    let model = package.load(&Default::default())?;
     let features = inferox::HostTensor::from_f32(vec![1, 3], vec![2.0, 1.0, 0.0])?;
     let outputs = model.run(&[("features", features)].into_iter().collect())?;
     println!("labels {:?}", package.info().labels);

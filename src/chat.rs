@@ -164,7 +164,7 @@ impl ChatTemplate {
 
 impl LoadedModel {
     /// The package's chat template (read once; render it as often as needed).
-    pub fn chat_template(&mut self) -> Result<ChatTemplate> {
+    pub fn chat_template(&self) -> Result<ChatTemplate> {
         let info = self.package.info();
         let template_path = info
             .generation
@@ -189,13 +189,13 @@ impl LoadedModel {
 
     /// The prompt the package's chat template makes of `messages`, ready for the assistant's
     /// turn.
-    pub fn chat_prompt(&mut self, messages: &[ChatMessage]) -> Result<String> {
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String> {
         self.chat_template()?.prompt(messages)
     }
 
     /// Streams the assistant's reply to `messages`.
     pub fn stream_chat(
-        &mut self,
+        &self,
         messages: &[ChatMessage],
         options: &GenerateOptions,
     ) -> Result<TextStream<'_>> {
@@ -206,11 +206,7 @@ impl LoadedModel {
     }
 
     /// The assistant's reply to `messages`.
-    pub fn chat(
-        &mut self,
-        messages: &[ChatMessage],
-        options: &GenerateOptions,
-    ) -> Result<Generation> {
+    pub fn chat(&self, messages: &[ChatMessage], options: &GenerateOptions) -> Result<Generation> {
         let mut stream = self.stream_chat(messages, options)?;
         for piece in stream.by_ref() {
             piece?;

@@ -21,7 +21,7 @@
 //!
 //! let src = std::path::Path::new("all-MiniLM-L6-v2"); // a Hugging Face model directory
 //! let package = import(src, "minilm.pkg".as_ref(), &ImportOptions::default(), &mut |_| {})?;
-//! let mut model = package.load(&LoadOptions::default())?;
+//! let model = package.load(&LoadOptions::default())?;
 //! let e = model.embed(&["A man is eating food.", "A man is eating a piece of bread."])?;
 //! println!("cosine similarity: {:.4}", cosine(&e[0], &e[1]));
 //! # Ok(())

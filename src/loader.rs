@@ -193,13 +193,16 @@ impl LoadPackage for Package {
             backend,
             device: options.device,
             model,
-            text: None,
+            text: std::sync::OnceLock::new(),
             allow_non_finite: options.allow_non_finite,
         })
     }
 }
 
 /// A model ready to run, with its package's schema and text preprocessing.
+///
+/// It is `Send + Sync` and every method takes `&self`: share one (in an `Arc`) between threads
+/// and they run at once on the same weights; each generation keeps its KV cache to itself.
 ///
 /// Its core is here; the task methods live with their tasks: embeddings in the `pipeline`
 /// module, generation in `generate`, chat in `chat`.
@@ -210,7 +213,7 @@ pub struct LoadedModel {
     device: Device,
     pub(crate) model: Box<dyn Model>,
     /// The tokenizer, made on first use by [`LoadedModel::preprocessor`].
-    pub(crate) text: Option<TextPreprocessor>,
+    pub(crate) text: std::sync::OnceLock<TextPreprocessor>,
     allow_non_finite: bool,
 }
 
@@ -237,7 +240,7 @@ impl LoadedModel {
 
     /// Runs the model on named tensors, checking inputs and outputs against the schema.
     /// With [`LoadOptions::dequantize`], quantized tensors are float32 here.
-    pub fn run(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
+    pub fn run(&self, inputs: &NamedTensors) -> Result<NamedTensors> {
         let io = &self.io;
         let mut bound = io.check_inputs(inputs)?;
         let outputs = self.model.forward(inputs)?;
@@ -257,28 +260,28 @@ impl LoadedModel {
     }
 
     /// The text preprocessor (tokenizer), made from the schema on first use.
-    pub(crate) fn preprocessor(&mut self) -> Result<&mut TextPreprocessor> {
-        if self.text.is_none() {
-            let pre = TextPreprocessor::from_package(&self.package, &self.package.info().io)?;
-            self.text = Some(pre);
+    pub(crate) fn preprocessor(&self) -> Result<&TextPreprocessor> {
+        if let Some(pre) = self.text.get() {
+            return Ok(pre);
         }
-        Ok(self.text.as_mut().expect("set above"))
+        let pre = TextPreprocessor::from_package(&self.package, &self.package.info().io)?;
+        Ok(self.text.get_or_init(|| pre))
     }
 
     /// Tokenizes `texts` into every input the schema makes from text. With `truncate`, texts
     /// longer than the model's maximum are cut to it; without, they are an error.
-    pub fn encode(&mut self, texts: &[&str], truncate: bool) -> Result<Encoded> {
+    pub fn encode(&self, texts: &[&str], truncate: bool) -> Result<Encoded> {
         self.preprocessor()?.encode(texts, truncate)
     }
 
     /// Tokenizes `texts` and runs the model on them.
-    pub fn run_text(&mut self, texts: &[&str], truncate: bool) -> Result<NamedTensors> {
+    pub fn run_text(&self, texts: &[&str], truncate: bool) -> Result<NamedTensors> {
         let encoded = self.encode(texts, truncate)?;
         self.run(&encoded.inputs)
     }
 
     /// Token ids of `text` (with the tokenizer's special tokens when `add_special_tokens`).
-    pub fn tokenize(&mut self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+    pub fn tokenize(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         self.preprocessor()?.encode_ids(text, add_special_tokens)
     }
 }

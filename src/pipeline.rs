@@ -74,22 +74,18 @@ pub struct Embeddings {
 
 impl LoadedModel {
     /// Sentence embeddings with the package's pooling settings, one per text, in order.
-    pub fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         Ok(self.embed_with(texts, &EmbedOptions::default())?.vectors)
     }
 
     /// Sentence embeddings with explicit options, and which texts were truncated.
-    pub fn embed_with(&mut self, texts: &[&str], options: &EmbedOptions) -> Result<Embeddings> {
+    pub fn embed_with(&self, texts: &[&str], options: &EmbedOptions) -> Result<Embeddings> {
         embed(self, texts, options)
     }
 }
 
 /// Embeds `texts`, one vector per text, in the order given.
-pub fn embed(
-    model: &mut LoadedModel,
-    texts: &[&str],
-    options: &EmbedOptions,
-) -> Result<Embeddings> {
+pub fn embed(model: &LoadedModel, texts: &[&str], options: &EmbedOptions) -> Result<Embeddings> {
     if texts.is_empty() {
         return Err(Error::InvalidArgument("no texts given".into()));
     }

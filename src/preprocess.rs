@@ -49,10 +49,14 @@ pub struct Encoded {
     pub left_padded: bool,
 }
 
-/// Tokenizer plus the list of inputs to fill, built from the schema's hints.
+/// Tokenizer plus the list of inputs to fill, built from the schema's hints. Every method takes
+/// `&self`, so one preprocessor serves many threads.
 #[derive(Clone)]
 pub struct TextPreprocessor {
+    /// Never truncates (the tokenizer file's own truncation is removed).
     tokenizer: Tokenizer,
+    /// A copy that truncates at `max_length`, made on first use.
+    truncating: std::sync::OnceLock<Tokenizer>,
     path: PathBuf,
     max_length: usize,
     left_padded: bool,
@@ -143,6 +147,7 @@ impl TextPreprocessor {
         let path = file.path().to_path_buf();
         let mut pre = TextPreprocessor {
             tokenizer,
+            truncating: std::sync::OnceLock::new(),
             path,
             max_length: first.max_length,
             left_padded: first.padding_side == PaddingSide::Left,
@@ -153,6 +158,9 @@ impl TextPreprocessor {
                 .collect(),
         };
         pre.configure_padding(first);
+        if let Err(e) = pre.tokenizer.with_truncation(None) {
+            return Err(pre.tokenizer_error(e));
+        }
         Ok(pre)
     }
 
@@ -174,21 +182,31 @@ impl TextPreprocessor {
         self.tokenizer.with_padding(None);
     }
 
-    fn set_truncation(&mut self, truncate: bool) -> Result<()> {
-        // Without truncation we still encode everything and refuse over-long texts afterwards.
-        let params = truncate.then_some(TruncationParams {
+    fn tokenizer_error(&self, e: tokenizers::Error) -> Error {
+        Error::Tokenizer {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// The tokenizer that truncates at the model's maximum (`truncate`) or the one that does
+    /// not: without truncation we still encode everything and refuse over-long texts afterwards.
+    fn tokenizer(&self, truncate: bool) -> Result<&Tokenizer> {
+        if !truncate {
+            return Ok(&self.tokenizer);
+        }
+        if let Some(t) = self.truncating.get() {
+            return Ok(t);
+        }
+        let mut t = self.tokenizer.clone();
+        t.with_truncation(Some(TruncationParams {
             direction: TruncationDirection::Right,
             max_length: self.max_length,
             strategy: TruncationStrategy::LongestFirst,
             stride: 0,
-        });
-        self.tokenizer
-            .with_truncation(params)
-            .map_err(|e| Error::Tokenizer {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
-        Ok(())
+        }))
+        .map_err(|e| self.tokenizer_error(e))?;
+        Ok(self.truncating.get_or_init(|| t))
     }
 
     /// The longest sequence the model takes.
@@ -198,8 +216,7 @@ impl TextPreprocessor {
 
     /// Token ids of one text, with or without the tokenizer's special tokens (a chat template
     /// already contains them), never padded or truncated.
-    pub fn encode_ids(&mut self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        self.set_truncation(false)?;
+    pub fn encode_ids(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         let tokenizer = &self.tokenizer;
         let encoding = tokenizer_call(&self.path, || {
             tokenizer.encode_fast(text, add_special_tokens)
@@ -218,7 +235,7 @@ impl TextPreprocessor {
     }
 
     /// Encodes a batch of texts into the schema's inputs, padded to the longest.
-    pub fn encode(&mut self, texts: &[&str], truncate: bool) -> Result<Encoded> {
+    pub fn encode(&self, texts: &[&str], truncate: bool) -> Result<Encoded> {
         let tokenized = self.tokenize_batch(texts, truncate)?;
         let all: Vec<usize> = (0..texts.len()).collect();
         self.pack(&tokenized, &all)
@@ -226,12 +243,11 @@ impl TextPreprocessor {
 
     /// Tokenizes `texts` without padding. Without `truncate`, a text longer than the model's
     /// maximum is [`Error::TextTooLong`] naming its index in `texts`.
-    pub(crate) fn tokenize_batch(&mut self, texts: &[&str], truncate: bool) -> Result<Tokenized> {
+    pub(crate) fn tokenize_batch(&self, texts: &[&str], truncate: bool) -> Result<Tokenized> {
         if texts.is_empty() {
             return Err(Error::InvalidArgument("no texts given".into()));
         }
-        self.set_truncation(truncate)?;
-        let tokenizer = &self.tokenizer;
+        let tokenizer = self.tokenizer(truncate)?;
         let encodings = tokenizer_call(&self.path, || {
             tokenizer.encode_batch_fast(texts.to_vec(), true)
         })?;

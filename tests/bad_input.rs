@@ -336,7 +336,7 @@ fn newer_format_version_is_refused() {
 fn empty_text_list() {
     let (_d, model) = model_copy();
     let (_dir, package) = import(&model);
-    let mut loaded = package.load(&LoadOptions::default()).unwrap();
+    let loaded = package.load(&LoadOptions::default()).unwrap();
     let err = loaded.run_text(&[], true).unwrap_err();
     assert!(
         matches!(err, Error::InvalidArgument(ref m) if m == "no texts given"),
@@ -386,9 +386,9 @@ fn missing_directory() {
 fn bad_inputs_name_the_input() {
     let case = fixtures().join("bert/bert_gelu_pooler");
     let (_dir, package) = import(&case.join("model"));
-    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let model = package.load(&LoadOptions::default()).unwrap();
     let good: NamedTensors = read_npy_dir(&case.join("inputs")).into_iter().collect();
-    let run = |model: &mut inferox::LoadedModel, edit: &dyn Fn(&mut NamedTensors)| {
+    let run = |model: &inferox::LoadedModel, edit: &dyn Fn(&mut NamedTensors)| {
         let mut inputs = good.clone();
         edit(&mut inputs);
         match model.run(&inputs) {
@@ -397,28 +397,28 @@ fn bad_inputs_name_the_input() {
             Ok(_) => panic!("bad input accepted"),
         }
     };
-    let e = run(&mut model, &|i| {
+    let e = run(&model, &|i| {
         i.insert(
             "input_ids",
             HostTensor::from_f32(vec![3, 12], vec![1.0; 36]).unwrap(),
         );
     });
     assert_eq!(e, "input_ids: dtype is float32, expected int64");
-    let e = run(&mut model, &|i| {
+    let e = run(&model, &|i| {
         i.insert(
             "input_ids",
             HostTensor::from_i64(vec![3, 12], vec![99; 36]).unwrap(),
         );
     });
     assert_eq!(e, "input_ids: holds 99, outside 0..99");
-    let e = run(&mut model, &|i| {
+    let e = run(&model, &|i| {
         i.insert(
             "attention_mask",
             HostTensor::from_i64(vec![3, 11], vec![1; 33]).unwrap(),
         );
     });
     assert!(e.starts_with("attention_mask: dimension `sequence`"), "{e}");
-    let e = run(&mut model, &|i| {
+    let e = run(&model, &|i| {
         i.insert(
             "input_ids",
             HostTensor::from_i64(vec![1, 41], vec![5; 41]).unwrap(),
@@ -430,7 +430,7 @@ fn bad_inputs_name_the_input() {
         e,
         "input_ids: dimension `sequence` (axis 1) is 41, more than the maximum of 40"
     );
-    let e = run(&mut model, &|i| {
+    let e = run(&model, &|i| {
         i.remove("input_ids");
     });
     assert_eq!(e, "input_ids: missing (it is required)");
@@ -797,7 +797,7 @@ fn non_finite_outputs_are_errors() {
         Some((dtype, shape.to_vec(), data))
     });
     let (_dir, package) = import(&model);
-    let mut loaded = package.load(&LoadOptions::default()).unwrap();
+    let loaded = package.load(&LoadOptions::default()).unwrap();
     match loaded.run_text(&["hello"], true) {
         Err(Error::NonFinite { name, .. }) => assert_eq!(name, "last_hidden_state"),
         Err(other) => panic!("expected NonFinite, got {other}"),
@@ -807,7 +807,7 @@ fn non_finite_outputs_are_errors() {
         allow_non_finite: true,
         ..Default::default()
     };
-    let mut loaded = package.load(&options).unwrap();
+    let loaded = package.load(&options).unwrap();
     let out = loaded.run_text(&["hello"], true).unwrap();
     let hidden = out.get("last_hidden_state").unwrap();
     assert!(hidden.data().first_non_finite().is_some());
@@ -911,7 +911,7 @@ fn tokenizer_panics_are_errors() {
         "the damaged file must not be longer"
     );
     std::fs::write(&path, &padded).unwrap();
-    let mut loaded = Package::open(package.root())
+    let loaded = Package::open(package.root())
         .unwrap()
         .load(&LoadOptions::default())
         .unwrap();
@@ -931,7 +931,7 @@ fn tokenizer_panics_are_errors() {
     let err = Package::open(package.root())
         .unwrap()
         .load(&LoadOptions::default())
-        .and_then(|mut m| m.run_text(&["hello"], true).map(|_| ()))
+        .and_then(|m| m.run_text(&["hello"], true).map(|_| ()))
         .unwrap_err();
     assert!(matches!(err, Error::Tokenizer { .. }), "{err}");
 }

@@ -43,7 +43,7 @@ fn the_example_app_answers_with_nothing_but_its_executable() {
         "A woman is playing violin.",
     ];
     // What the library says through the package directory.
-    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let model = package.load(&LoadOptions::default()).unwrap();
     let mut texts = vec![query];
     texts.extend(sentences);
     let e = model.embed(&texts).unwrap();

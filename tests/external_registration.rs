@@ -35,7 +35,7 @@ fn external_architecture_loads_through_the_normal_loader() {
         package.info().io.input("features").unwrap().shape_string(),
         "[batch, 3]"
     );
-    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let model = package.load(&LoadOptions::default()).unwrap();
     let features = HostTensor::from_f32(vec![2, 3], vec![2.0, 1.0, 0.0, 0.0, 0.0, 4.0]).unwrap();
     let out = model
         .run(&[("features", features)].into_iter().collect())

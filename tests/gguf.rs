@@ -18,18 +18,21 @@ fn reference() -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(fixtures().join("gguf/reference.json")).unwrap()).unwrap()
 }
 
-fn all_logits(model: &mut inferox::LoadedModel, ids: &[u32]) -> Vec<f32> {
+fn all_logits(model: &inferox::LoadedModel, ids: &[u32]) -> Vec<f32> {
     let decoder = model.decoder().unwrap();
-    decoder.reset();
+    let mut state = decoder.new_state();
     let n = ids.len();
     decoder
-        .step(&DecodeStep {
-            tokens: ids,
-            batch: 1,
-            positions: &(0..n as u32).collect::<Vec<_>>(),
-            mask: &vec![1; n],
-            all_positions: true,
-        })
+        .step(
+            &mut state,
+            &DecodeStep {
+                tokens: ids,
+                batch: 1,
+                positions: &(0..n as u32).collect::<Vec<_>>(),
+                mask: &vec![1; n],
+                all_positions: true,
+            },
+        )
         .unwrap()
 }
 
@@ -67,8 +70,8 @@ fn quantized_files_match_llama_cpp() {
                 "{file}: {types:?}"
             ),
         }
-        let mut model = package.load(&LoadOptions::default()).unwrap();
-        let ours = all_logits(&mut model, &ids);
+        let model = package.load(&LoadOptions::default()).unwrap();
+        let ours = all_logits(&model, &ids);
         let theirs = inferox::npy::read_npy(
             &fixtures()
                 .join("gguf")
@@ -108,7 +111,7 @@ fn quantized_files_match_llama_cpp() {
 fn sentencepiece_tokenizer_from_gguf_metadata() {
     let r = reference();
     let (_d, package) = import(&fixtures().join("gguf/llama-mixed.gguf"));
-    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let model = package.load(&LoadOptions::default()).unwrap();
     for (text, want) in r["tokenization"].as_object().unwrap() {
         let want: Vec<u32> = serde_json::from_value(want.clone()).unwrap();
         assert_eq!(model.tokenize(text, false).unwrap(), want, "{text:?}");
@@ -212,7 +215,7 @@ fn smollm2_answers_paris() {
         info.backends["candle"].quantization.as_deref(),
         Some("Q4_1")
     );
-    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let model = package.load(&LoadOptions::default()).unwrap();
     // The user turn alone (the template would add a default system prompt).
     let prompt =
         "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
@@ -234,7 +237,7 @@ fn smollm2_answers_paris() {
     assert_eq!(streamed, answer.text);
     assert_eq!(stream.into_generation().token_ids, answer.token_ids);
 
-    let sample = |model: &mut inferox::LoadedModel, seed| {
+    let sample = |model: &inferox::LoadedModel, seed| {
         let options = GenerateOptions {
             temperature: Some(0.8),
             top_p: Some(0.9),
@@ -247,7 +250,7 @@ fn smollm2_answers_paris() {
             .unwrap()
             .token_ids
     };
-    assert_eq!(sample(&mut model, 42), sample(&mut model, 42));
+    assert_eq!(sample(&model, 42), sample(&model, 42));
 
     // The chat template comes from the GGUF metadata.
     let chat = model
@@ -264,7 +267,7 @@ fn smollm2_answers_paris() {
 /// the cache (with the positions nobody attends to) leave the others' logits unchanged.
 #[test]
 fn rows_join_and_leave_a_running_cache() {
-    let mut model = smollm2().load(&LoadOptions::default()).unwrap();
+    let model = smollm2().load(&LoadOptions::default()).unwrap();
     let a: Vec<u32> = model.tokenize("The capital of France is", true).unwrap();
     let b: Vec<u32> = model
         .tokenize("Once upon a time, in a land far away", true)
@@ -272,19 +275,23 @@ fn rows_join_and_leave_a_running_cache() {
     let decoder = model.decoder().unwrap();
     assert!(decoder.resizable());
     let vocab = decoder.vocab_size();
-    let step = |d: &mut dyn inferox::model::Decoder,
+    let step = |state: &mut inferox::model::DecoderState,
                 tokens: &[u32],
                 batch,
                 positions: &[u32],
                 mask: &[u8]| {
-        d.step(&DecodeStep {
-            tokens,
-            batch,
-            positions,
-            mask,
-            all_positions: false,
-        })
-        .unwrap()
+        decoder
+            .step(
+                state,
+                &DecodeStep {
+                    tokens,
+                    batch,
+                    positions,
+                    mask,
+                    all_positions: false,
+                },
+            )
+            .unwrap()
     };
     let max_diff = |x: &[f32], y: &[f32]| {
         x.iter()
@@ -295,22 +302,28 @@ fn rows_join_and_leave_a_running_cache() {
     let seq = |n: usize| (0..n as u32).collect::<Vec<u32>>();
 
     // B alone: its prompt, then one token.
-    decoder.reset();
-    let alone_prompt = step(decoder, &b, 1, &seq(b.len()), &vec![1; b.len()]);
-    let alone_next = step(decoder, &[42], 1, &[b.len() as u32], &vec![1; b.len() + 1]);
+    let mut state = decoder.new_state();
+    let alone_prompt = step(&mut state, &b, 1, &seq(b.len()), &vec![1; b.len()]);
+    let alone_next = step(
+        &mut state,
+        &[42],
+        1,
+        &[b.len() as u32],
+        &vec![1; b.len() + 1],
+    );
 
     // A alone for its prompt, then B joins: A feeds one token (left-padded to B's length, the
     // padding masked), B its prompt.
-    decoder.reset();
-    step(decoder, &a, 1, &seq(a.len()), &vec![1; a.len()]);
+    let mut state = decoder.new_state();
+    step(&mut state, &a, 1, &seq(a.len()), &vec![1; a.len()]);
     // A decodes a few tokens alone first.
     let mut a_len = a.len();
     for t in [5u32, 6, 7] {
-        step(decoder, &[t], 1, &[a_len as u32], &vec![1; a_len + 1]);
+        step(&mut state, &[t], 1, &[a_len as u32], &vec![1; a_len + 1]);
         a_len += 1;
     }
     let a = vec![0u32; a_len];
-    decoder.add_rows(1).unwrap();
+    decoder.add_rows(&mut state, 1).unwrap();
     let n = b.len();
     let mut tokens = vec![7; n - 1];
     tokens.push(7);
@@ -324,7 +337,7 @@ fn rows_join_and_leave_a_running_cache() {
     let mut mask_b = vec![0u8; a.len()];
     mask_b.extend(std::iter::repeat_n(1, n));
     let joined = step(
-        decoder,
+        &mut state,
         &tokens,
         2,
         &positions,
@@ -336,7 +349,7 @@ fn rows_join_and_leave_a_running_cache() {
     mask_a.push(1);
     mask_b.push(1);
     let next = step(
-        decoder,
+        &mut state,
         &[9, 42],
         2,
         &[a.len() as u32 + 1, b.len() as u32],
@@ -347,19 +360,25 @@ fn rows_join_and_leave_a_running_cache() {
 
     // A leaves; B keeps its logits, with the positions only A attended to dropped.
     let from = mask_b.iter().position(|&m| m != 0).unwrap();
-    decoder.retain_rows(&[1], from).unwrap();
+    decoder.retain_rows(&mut state, &[1], from).unwrap();
     let again = step(
-        decoder,
+        &mut state,
         &[42],
         1,
         &[b.len() as u32 + 1],
         &vec![1; b.len() + 2],
     );
-    decoder.reset();
-    step(decoder, &b, 1, &seq(b.len()), &vec![1; b.len()]);
-    step(decoder, &[42], 1, &[b.len() as u32], &vec![1; b.len() + 1]);
+    let mut state = decoder.new_state();
+    step(&mut state, &b, 1, &seq(b.len()), &vec![1; b.len()]);
+    step(
+        &mut state,
+        &[42],
+        1,
+        &[b.len() as u32],
+        &vec![1; b.len() + 1],
+    );
     let expected = step(
-        decoder,
+        &mut state,
         &[42],
         1,
         &[b.len() as u32 + 1],
@@ -367,4 +386,56 @@ fn rows_join_and_leave_a_running_cache() {
     );
     let d = max_diff(&again, &expected);
     assert!(d < 1e-3, "B after A left: logits differ by {d}");
+}
+
+/// One loaded model serves several threads at once through `&self`: concurrent generations
+/// (each with its own KV cache) give what they give one at a time, and a cache made by another
+/// model is refused rather than read.
+#[test]
+fn one_model_serves_threads_at_once() {
+    fn shared<T: Send + Sync>(_: &T) {}
+    let model = smollm2().load(&LoadOptions::default()).unwrap();
+    shared(&model);
+    let prompts = [
+        "The capital of France is",
+        "Once upon a time, in a land far away",
+        "def fibonacci(n):",
+        "The three primary colours are",
+    ];
+    let options = GenerateOptions {
+        max_new_tokens: Some(12),
+        temperature: Some(0.0),
+        ..Default::default()
+    };
+    let serial: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| model.generate(p, &options).unwrap().token_ids)
+        .collect();
+    let concurrent: Vec<Vec<u32>> = std::thread::scope(|s| {
+        let threads: Vec<_> = prompts
+            .iter()
+            .map(|p| s.spawn(|| model.generate(p, &options).unwrap().token_ids))
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(concurrent, serial);
+
+    let other = smollm2().load(&LoadOptions::default()).unwrap();
+    let mut state = other.decoder().unwrap().new_state();
+    let err = model
+        .decoder()
+        .unwrap()
+        .step(
+            &mut state,
+            &DecodeStep {
+                tokens: &[1],
+                batch: 1,
+                positions: &[0],
+                mask: &[1],
+                all_positions: false,
+            },
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another model"), "{err}");
 }

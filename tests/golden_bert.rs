@@ -35,7 +35,7 @@ fn every_case_matches_transformers() {
         let (_dir, package) = import(&case.join("model"));
         assert_matches_json_schemas(package.root());
         package.verify().unwrap();
-        let mut model = package.load(&LoadOptions::default()).unwrap();
+        let model = package.load(&LoadOptions::default()).unwrap();
         assert_eq!(model.backend(), "candle");
         let inputs: NamedTensors = read_npy_dir(&case.join("inputs")).into_iter().collect();
         let outputs = model.run(&inputs).unwrap();
@@ -50,7 +50,7 @@ fn text_preprocessing_matches_transformers() {
         serde_json::from_slice(&std::fs::read(case.join("texts.json")).unwrap()).unwrap();
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let (_dir, package) = import(&case.join("model"));
-    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let model = package.load(&LoadOptions::default()).unwrap();
     // The tokenizer file pads to 16 and truncates at 8; the package's settings must win.
     let encoded = model.encode(&texts, true).unwrap();
     let expected: NamedTensors = read_npy_dir(&case.join("text_inputs"))
@@ -78,7 +78,7 @@ fn optional_inputs_default_like_transformers() {
     // Leaving out token_type_ids means zeros, and leaving out attention_mask means all ones.
     let case = common::fixtures().join("bert/bert_gelu_pooler");
     let (_dir, package) = import(&case.join("model"));
-    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let model = package.load(&LoadOptions::default()).unwrap();
     let mut inputs: NamedTensors = read_npy_dir(&case.join("inputs")).into_iter().collect();
     let full = model.run(&inputs).unwrap();
     let types = inputs.remove("token_type_ids").unwrap();
@@ -101,7 +101,7 @@ fn half_precision_is_selectable_and_close() {
             dtype: Some(dtype),
             ..Default::default()
         };
-        let mut model = package.load(&options).unwrap();
+        let model = package.load(&options).unwrap();
         let outputs = model.run(&inputs).unwrap();
         assert_eq!(
             outputs.get("last_hidden_state").unwrap().dtype(),

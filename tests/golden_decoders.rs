@@ -61,7 +61,7 @@ fn logits_of_a_padded_batch_match_transformers() {
         let (_d, package) = import(&fixtures().join("decoders").join(case).join("model"));
         assert_matches_json_schemas(package.root());
         assert_eq!(package.info().tasks, ["text-generation"]);
-        let mut model = package.load(&LoadOptions::default()).unwrap();
+        let model = package.load(&LoadOptions::default()).unwrap();
         let r = reference(case);
         let inputs: NamedTensors = [
             ("input_ids", r.ids.clone()),
@@ -92,7 +92,7 @@ fn logits_of_a_padded_batch_match_transformers() {
 fn greedy_continuations_match_generate() {
     for case in CASES {
         let (_d, package) = import(&fixtures().join("decoders").join(case).join("model"));
-        let mut model = package.load(&LoadOptions::default()).unwrap();
+        let model = package.load(&LoadOptions::default()).unwrap();
         let r = reference(case);
         let prompts = unpadded(&r.ids, &r.mask);
         // Batched, left-padded, as transformers ran it.
@@ -121,59 +121,71 @@ fn greedy_continuations_match_generate() {
 fn kv_cache_matches_a_full_recompute() {
     for case in CASES {
         let (_d, package) = import(&fixtures().join("decoders").join(case).join("model"));
-        let mut model = package.load(&LoadOptions::default()).unwrap();
+        let model = package.load(&LoadOptions::default()).unwrap();
         let tokens: Vec<u32> = (1..30).map(|i| (i * 37 % 300) as u32 + 1).collect();
         let n = tokens.len();
         let positions: Vec<u32> = (0..n as u32).collect();
         let decoder = model.decoder().unwrap();
         let vocab = decoder.vocab_size();
-        decoder.reset();
+        let mut state = decoder.new_state();
         let full = decoder
-            .step(&DecodeStep {
-                tokens: &tokens,
-                batch: 1,
-                positions: &positions,
-                mask: &vec![1; n],
-                all_positions: true,
-            })
+            .step(
+                &mut state,
+                &DecodeStep {
+                    tokens: &tokens,
+                    batch: 1,
+                    positions: &positions,
+                    mask: &vec![1; n],
+                    all_positions: true,
+                },
+            )
             .unwrap();
-        decoder.reset();
+        let mut state = decoder.new_state();
         // Prefill 10 tokens, then 10 more in one step, then one token at a time.
         let mut incremental = decoder
-            .step(&DecodeStep {
-                tokens: &tokens[..10],
-                batch: 1,
-                positions: &positions[..10],
-                mask: &[1; 10],
-                all_positions: true,
-            })
+            .step(
+                &mut state,
+                &DecodeStep {
+                    tokens: &tokens[..10],
+                    batch: 1,
+                    positions: &positions[..10],
+                    mask: &[1; 10],
+                    all_positions: true,
+                },
+            )
             .unwrap();
         // A chunk of 10 after the cache (what a prompt joining a running batch is).
         incremental.extend(
             decoder
-                .step(&DecodeStep {
-                    tokens: &tokens[10..20],
-                    batch: 1,
-                    positions: &positions[10..20],
-                    mask: &[1; 20],
-                    all_positions: true,
-                })
+                .step(
+                    &mut state,
+                    &DecodeStep {
+                        tokens: &tokens[10..20],
+                        batch: 1,
+                        positions: &positions[10..20],
+                        mask: &[1; 20],
+                        all_positions: true,
+                    },
+                )
                 .unwrap(),
         );
         for t in 20..n {
             incremental.extend(
                 decoder
-                    .step(&DecodeStep {
-                        tokens: &tokens[t..t + 1],
-                        batch: 1,
-                        positions: &positions[t..t + 1],
-                        mask: &vec![1; t + 1],
-                        all_positions: false,
-                    })
+                    .step(
+                        &mut state,
+                        &DecodeStep {
+                            tokens: &tokens[t..t + 1],
+                            batch: 1,
+                            positions: &positions[t..t + 1],
+                            mask: &vec![1; t + 1],
+                            all_positions: false,
+                        },
+                    )
                     .unwrap(),
             );
         }
-        assert_eq!(decoder.cached(), n);
+        assert_eq!(state.cached(), n);
         assert_eq!(incremental.len(), n * vocab);
         let worst = full
             .iter()
@@ -190,9 +202,9 @@ fn kv_cache_matches_a_full_recompute() {
 #[test]
 fn streaming_sampling_and_stops() {
     let (_d, package) = import(&fixtures().join("decoders/llama/model"));
-    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let model = package.load(&LoadOptions::default()).unwrap();
     let prompt = "Once upon a";
-    let sampled = |model: &mut inferox::LoadedModel, seed| {
+    let sampled = |model: &inferox::LoadedModel, seed| {
         let options = GenerateOptions {
             max_new_tokens: Some(24),
             temperature: Some(1.0),
@@ -204,15 +216,15 @@ fn streaming_sampling_and_stops() {
         };
         model.generate(prompt, &options).unwrap()
     };
-    let a = sampled(&mut model, 1);
+    let a = sampled(&model, 1);
     assert_eq!(
         a.token_ids,
-        sampled(&mut model, 1).token_ids,
+        sampled(&model, 1).token_ids,
         "same seed, same sample"
     );
     assert_ne!(
         a.token_ids,
-        sampled(&mut model, 2).token_ids,
+        sampled(&model, 2).token_ids,
         "another seed, another sample"
     );
     assert_eq!(a.token_ids.len(), 24);

@@ -40,7 +40,7 @@ fn recurrent_networks_match_torch_nn() {
                 dtype: Some(dtype),
                 ..Default::default()
             };
-            let mut model = package.load(&options).unwrap();
+            let model = package.load(&options).unwrap();
             let outputs = model.run(&inputs).unwrap();
             let mut names: Vec<&str> = outputs.names().collect();
             names.sort();
@@ -95,7 +95,7 @@ fn a_large_batch_split_across_workers_matches_torch_nn() {
                 (n, tiled)
             })
             .collect();
-        let mut model = package.load(&LoadOptions::default()).unwrap();
+        let model = package.load(&LoadOptions::default()).unwrap();
         let outputs = model.run(&inputs).unwrap();
         for (out, want) in read_npy_dir(&case.join("expected")) {
             let want = tile_batch(&want, axis(&out), 16);
@@ -188,7 +188,7 @@ fn configs_that_do_not_describe_the_weights_are_refused() {
 fn states_of_the_wrong_shape_are_input_errors() {
     let case = fixtures().join("recurrent/lstm_deep_bidirectional_batch_first");
     let (_dir, package) = import(&case.join("model"));
-    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let model = package.load(&LoadOptions::default()).unwrap();
     let mut inputs: NamedTensors = read_npy_dir(&case.join("inputs")).into_iter().collect();
     // h0 for another batch size.
     let h0 = inferox::HostTensor::from_f32(vec![4, 3, 6], vec![0.0; 72]).unwrap();

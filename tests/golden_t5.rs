@@ -94,7 +94,7 @@ fn teacher_forced_logits_of_a_padded_batch_match_transformers() {
             [1],
             "{case}"
         );
-        let mut model = package.load(&LoadOptions::default()).unwrap();
+        let model = package.load(&LoadOptions::default()).unwrap();
         let r = reference(case);
         let out = model.run(&r.inputs).unwrap();
         let worst = worst_logit_error(
@@ -111,7 +111,7 @@ fn teacher_forced_logits_of_a_padded_batch_match_transformers() {
 fn greedy_generations_match_generate() {
     for case in CASES {
         let (_d, package) = import(&model_dir(case));
-        let mut model = package.load(&LoadOptions::default()).unwrap();
+        let model = package.load(&LoadOptions::default()).unwrap();
         let r = reference(case);
         let prompts = unpadded(
             r.inputs.get("input_ids").unwrap(),
@@ -141,7 +141,7 @@ fn greedy_generations_match_generate() {
 fn kv_cache_matches_a_full_recompute() {
     for case in CASES {
         let (_d, package) = import(&model_dir(case));
-        let mut model = package.load(&LoadOptions::default()).unwrap();
+        let model = package.load(&LoadOptions::default()).unwrap();
         let decoder = model.decoder().unwrap();
         let vocab = decoder.vocab_size();
         // Two sources, the second padded; 24 target tokens, past the buckets' max distance.
@@ -150,35 +150,45 @@ fn kv_cache_matches_a_full_recompute() {
         mask[15 + 10..].fill(0);
         let target: Vec<u32> = (0..48).map(|i| (i * 29 % 150) as u32 + 3).collect();
         let n = 24;
-        decoder.encode(&source, 2, &mask).unwrap();
+        let mut state = decoder.new_state();
+        decoder.encode(&mut state, &source, 2, &mask).unwrap();
         let full = decoder
-            .step(&DecodeStep {
-                tokens: &target,
-                batch: 2,
-                positions: &[],
-                mask: &vec![1; 2 * n],
-                all_positions: true,
-            })
+            .step(
+                &mut state,
+                &DecodeStep {
+                    tokens: &target,
+                    batch: 2,
+                    positions: &[],
+                    mask: &vec![1; 2 * n],
+                    all_positions: true,
+                },
+            )
             .unwrap();
-        decoder.reset();
-        assert_eq!(decoder.cached(), 0);
+        // A second state, on the same source: one model serves both.
+        let mut state = decoder.new_state();
+        assert_eq!(state.cached(), 0);
+        decoder.encode(&mut state, &source, 2, &mask).unwrap();
+        assert_eq!(state.cached(), 0);
         let mut incremental = vec![Vec::new(); 2];
         for t in 0..n {
             let tokens = [target[t], target[n + t]];
             let logits = decoder
-                .step(&DecodeStep {
-                    tokens: &tokens,
-                    batch: 2,
-                    positions: &[],
-                    mask: &vec![1; 2 * (t + 1)],
-                    all_positions: false,
-                })
+                .step(
+                    &mut state,
+                    &DecodeStep {
+                        tokens: &tokens,
+                        batch: 2,
+                        positions: &[],
+                        mask: &vec![1; 2 * (t + 1)],
+                        all_positions: false,
+                    },
+                )
                 .unwrap();
             for (row, l) in incremental.iter_mut().zip(logits.chunks(vocab)) {
                 row.extend_from_slice(l);
             }
         }
-        assert_eq!(decoder.cached(), n);
+        assert_eq!(state.cached(), n);
         let incremental = incremental.concat();
         let worst = full
             .iter()
@@ -195,9 +205,9 @@ fn kv_cache_matches_a_full_recompute() {
 #[test]
 fn streaming_sampling_and_stops() {
     let (_d, package) = import(&model_dir("t5-v1_1"));
-    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let model = package.load(&LoadOptions::default()).unwrap();
     let prompt = reference("t5-v1_1").prompts[0].clone();
-    let sampled = |model: &mut inferox::LoadedModel, seed| {
+    let sampled = |model: &inferox::LoadedModel, seed| {
         let options = GenerateOptions {
             max_new_tokens: Some(16),
             temperature: Some(1.0),
@@ -210,13 +220,9 @@ fn streaming_sampling_and_stops() {
         };
         model.generate(&prompt, &options).unwrap()
     };
-    let a = sampled(&mut model, 1);
-    assert_eq!(a.token_ids, sampled(&mut model, 1).token_ids, "same seed");
-    assert_ne!(
-        a.token_ids,
-        sampled(&mut model, 2).token_ids,
-        "another seed"
-    );
+    let a = sampled(&model, 1);
+    assert_eq!(a.token_ids, sampled(&model, 1).token_ids, "same seed");
+    assert_ne!(a.token_ids, sampled(&model, 2).token_ids, "another seed");
     assert_eq!(a.token_ids.len(), 16);
     assert_eq!(a.finish_reason, FinishReason::Length);
 
@@ -250,7 +256,7 @@ fn streaming_sampling_and_stops() {
 #[test]
 fn bad_inputs_and_configs_are_named_errors() {
     let (_d, package) = import(&model_dir("t5"));
-    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let model = package.load(&LoadOptions::default()).unwrap();
     let r = reference("t5");
     // A target batch that does not match the source batch.
     let mut inputs = r.inputs.clone();
@@ -266,14 +272,18 @@ fn bad_inputs_and_configs_are_named_errors() {
     assert!(err.contains("decoder_input_ids"), "{err}");
     // A decoding step before any source was encoded.
     let decoder = model.decoder().unwrap();
+    let mut state = decoder.new_state();
     let err = decoder
-        .step(&DecodeStep {
-            tokens: &[0, 0, 0],
-            batch: 3,
-            positions: &[],
-            mask: &[1, 1, 1],
-            all_positions: false,
-        })
+        .step(
+            &mut state,
+            &DecodeStep {
+                tokens: &[0, 0, 0],
+                batch: 3,
+                positions: &[],
+                mask: &[1, 1, 1],
+                all_positions: false,
+            },
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("encode"), "{err}");

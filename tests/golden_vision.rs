@@ -40,7 +40,7 @@ fn vision_models_match_transformers_from_pixels_and_from_photos() {
         assert_eq!(info.model_type, model_type);
         let input = info.io.input("pixel_values").unwrap();
         assert!(matches!(input.preprocessing, Some(Preprocessing::Image(_))));
-        let mut model = package.load(&LoadOptions::default()).unwrap();
+        let model = package.load(&LoadOptions::default()).unwrap();
         let expected = read_npy_dir(&case.join("expected"));
 
         let inputs: NamedTensors = read_npy_dir(&case.join("inputs")).into_iter().collect();
@@ -106,7 +106,7 @@ fn clip_matches_transformers() {
     let (_dir, package) = import(&case.join("model"));
     assert_matches_json_schemas(package.root());
     assert_eq!(package.info().model_type, "clip");
-    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let model = package.load(&LoadOptions::default()).unwrap();
     let inputs: NamedTensors = read_npy_dir(&case.join("inputs")).into_iter().collect();
     let expected = read_npy_dir(&case.join("expected"));
     check("clip", &model.run(&inputs).unwrap(), &expected);

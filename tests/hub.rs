@@ -151,7 +151,7 @@ fn pulls_into_the_hf_cache_and_builds_the_package() {
     // The same outputs as a local import of the same files.
     let (_d, local) = common::import(&fixtures().join("bert/bert_gelu_pooler/model"));
     assert_eq!(package.info().io, local.info().io);
-    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let model = package.load(&LoadOptions::default()).unwrap();
     let a = model.run_text(&["the man"], true).unwrap();
     let b = local
         .load(&LoadOptions::default())

@@ -210,7 +210,7 @@ fn unsupported_sentence_transformers_modules() {
     assert_eq!(st.pooling, inferox::manifest::Pooling::Cls);
     assert!(!st.normalize);
     assert_eq!(st.max_seq_length, 40, "bounded by the position table");
-    let mut loaded = package.load(&LoadOptions::default()).unwrap();
+    let loaded = package.load(&LoadOptions::default()).unwrap();
     let emb = loaded.embed(&["the man", "a dog runs fast"]).unwrap();
     let encoded = loaded.encode(&["the man"], true).unwrap();
     let hidden = loaded.run(&encoded.inputs).unwrap();

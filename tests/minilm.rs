@@ -60,7 +60,7 @@ fn embeddings_match_sentence_transformers() {
     let (texts, expected) = reference();
     assert!(texts.len() >= 8);
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let mut model = package().load(&LoadOptions::default()).unwrap();
+    let model = package().load(&LoadOptions::default()).unwrap();
     // Small batches, and all texts in one call (grouped by length into batches of their own):
     // batching and padding are exercised as well.
     for batch_size in [3, 32] {
@@ -97,7 +97,7 @@ fn embeddings_match_sentence_transformers() {
 
 #[test]
 fn golden_cosine_from_the_guide() {
-    let mut model = package().load(&LoadOptions::default()).unwrap();
+    let model = package().load(&LoadOptions::default()).unwrap();
     let e = model
         .embed(&["A man is eating food.", "A man is eating a piece of bread."])
         .unwrap();
@@ -109,7 +109,7 @@ fn golden_cosine_from_the_guide() {
 fn over_long_text_is_refused_when_truncation_is_off() {
     let (texts, _) = reference();
     let long = texts.iter().find(|t| t.len() > 2000).unwrap();
-    let mut model = package().load(&LoadOptions::default()).unwrap();
+    let model = package().load(&LoadOptions::default()).unwrap();
     let options = EmbedOptions {
         truncate: false,
         ..Default::default()
@@ -135,7 +135,7 @@ fn texts_past_the_first_window_keep_their_places() {
         .map(String::as_str)
         .collect();
     let many: Vec<&str> = (0..70).map(|i| short[i % short.len()]).collect();
-    let mut model = package().load(&LoadOptions::default()).unwrap();
+    let model = package().load(&LoadOptions::default()).unwrap();
     let one = EmbedOptions {
         batch_size: 1,
         ..Default::default()
@@ -165,9 +165,9 @@ fn texts_past_the_first_window_keep_their_places() {
 fn bf16_weights_stay_within_cosine_0_9999_of_f32() {
     let (texts, _) = reference();
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let mut f32_model = package().load(&LoadOptions::default()).unwrap();
+    let f32_model = package().load(&LoadOptions::default()).unwrap();
     let want = f32_model.embed(&texts).unwrap();
-    let mut bf16_model = package()
+    let bf16_model = package()
         .load(&LoadOptions {
             dtype: Some(inferox::DType::BFloat16),
             ..Default::default()

@@ -92,7 +92,7 @@ fn outputs_match_the_python_interpreter() {
         let inputs: NamedTensors = read_npy_dir(&dir.join("inputs")).into_iter().collect();
         let expected = read_npy_dir(&dir.join("outputs"));
         for threads in [1, 2] {
-            let mut model = package.load(&with_threads(threads)).unwrap();
+            let model = package.load(&with_threads(threads)).unwrap();
             assert_eq!(model.backend(), "tflite");
             let outputs = model.run(&inputs).unwrap();
             assert_eq!(outputs.len(), expected.len());
@@ -118,7 +118,7 @@ fn int8_model_quantizes_at_the_boundary_on_request() {
         dequantize: true,
         ..Default::default()
     };
-    let mut model = package.load(&options).unwrap();
+    let model = package.load(&options).unwrap();
     assert_eq!(model.io().inputs[0].dtype, DType::Float32);
     let inputs: NamedTensors = read_npy_dir(&dir.join("float_inputs"))
         .into_iter()
@@ -132,7 +132,7 @@ fn int8_model_quantizes_at_the_boundary_on_request() {
         );
     }
     // Without the option the boundary is int8, and float input is refused by the schema.
-    let mut raw = package.load(&LoadOptions::default()).unwrap();
+    let raw = package.load(&LoadOptions::default()).unwrap();
     let e = raw.run(&inputs).unwrap_err().to_string();
     assert!(e.contains("image") && e.contains("expected int8"), "{e}");
     // A float model has nothing to dequantize.
@@ -185,7 +185,7 @@ fn bad_models_and_inputs_are_clear_errors() {
     assert!(e.contains("2 .tflite files"), "{e}");
 
     let (_t, package) = import(&case("float_cnn"));
-    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let model = package.load(&LoadOptions::default()).unwrap();
     let e = model.run(&NamedTensors::new()).unwrap_err();
     assert!(
         matches!(&e, Error::Input { name, .. } if name == "image"),

@@ -77,8 +77,8 @@ fn tiny_goldens_agree_across_backends_and_with_transformers() {
             backend_files(&package)
         );
         let inputs: NamedTensors = read_npy_dir(&case.join("inputs")).into_iter().collect();
-        let mut candle = package.load(&on("candle")).unwrap();
-        let mut torch = package.load(&on("torch")).unwrap();
+        let candle = package.load(&on("candle")).unwrap();
+        let torch = package.load(&on("torch")).unwrap();
         assert_eq!(torch.backend(), "torch");
         let a = candle.run(&inputs).unwrap();
         let b = torch.run(&inputs).unwrap();
@@ -100,7 +100,7 @@ fn text_with_padding_agrees_across_backends() {
     let texts: Vec<String> =
         serde_json::from_slice(&std::fs::read(case.join("texts.json")).unwrap()).unwrap();
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let mut torch = package.load(&on("torch")).unwrap();
+    let torch = package.load(&on("torch")).unwrap();
     let encoded = torch.encode(&texts, true).unwrap();
     let mask = encoded.inputs.get("attention_mask").unwrap();
     assert!(mask.as_i64().unwrap().contains(&0), "the batch is padded");
@@ -124,8 +124,8 @@ fn minilm_agrees_across_backends() {
         serde_json::from_slice(&std::fs::read(fixtures().join("minilm/texts.json")).unwrap())
             .unwrap();
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let mut candle = package.load(&on("candle")).unwrap();
-    let mut torch = package.load(&on("torch")).unwrap();
+    let candle = package.load(&on("candle")).unwrap();
+    let torch = package.load(&on("torch")).unwrap();
     // Each text alone (no padding; the long one truncated to 256 tokens): every value agrees.
     for text in &texts {
         let encoded = candle.encode(&[text], true).unwrap();
@@ -250,7 +250,7 @@ fn torchscript_artifact_matches_python() {
     assert_eq!(torch.outputs, ["last_hidden_state", "pooler_output"]);
     let case = fixtures().join("torchscript/bert_gelu_pooler");
     let inputs: NamedTensors = read_npy_dir(&case.join("inputs")).into_iter().collect();
-    let mut model = package.load(&on("torch")).unwrap();
+    let model = package.load(&on("torch")).unwrap();
     let out = model.run(&inputs).unwrap();
     let expected: NamedTensors = read_npy_dir(&case.join("expected")).into_iter().collect();
     assert_close("TorchScript vs Python", &out, &expected, 1e-5);
@@ -355,8 +355,8 @@ fn vision_goldens_agree_across_backends_and_with_transformers() {
     ] {
         let case = fixtures().join("vision").join(name);
         let (_dir, package) = import(&case.join("model"));
-        let mut candle = package.load(&on("candle")).unwrap();
-        let mut torch = package.load(&on("torch")).unwrap();
+        let candle = package.load(&on("candle")).unwrap();
+        let torch = package.load(&on("torch")).unwrap();
         let sizes: &[(&str, &str)] = match name.starts_with("vit") {
             true => &[("inputs", "expected"), ("inputs_48x40", "expected_48x40")],
             false => &[("inputs", "expected")],
@@ -425,7 +425,7 @@ fn t5_goldens_agree_across_backends_and_with_transformers() {
         .into_iter()
         .map(|n| (n, read(n)))
         .collect();
-        let mut torch = package.load(&on("torch")).unwrap();
+        let torch = package.load(&on("torch")).unwrap();
         let a = package.load(&on("candle")).unwrap().run(&inputs).unwrap();
         let b = torch.run(&inputs).unwrap();
         // Padded target positions included: both backends compute them the same way.
@@ -464,23 +464,28 @@ fn t5_goldens_agree_across_backends_and_with_transformers() {
         let vocab = decoder.vocab_size();
         let source: Vec<u32> = (0..20).map(|i| (i * 13 % 150) as u32 + 3).collect();
         let target: Vec<u32> = (0..24).map(|i| (i * 29 % 150) as u32 + 3).collect();
-        decoder.encode(&source, 1, &[1; 20]).unwrap();
-        let step = |decoder: &mut dyn inferox::model::Decoder, tokens: &[u32], total, all| {
+        let step = |state: &mut inferox::model::DecoderState, tokens: &[u32], total, all| {
             decoder
-                .step(&DecodeStep {
-                    tokens,
-                    batch: 1,
-                    positions: &[],
-                    mask: &vec![1; total],
-                    all_positions: all,
-                })
+                .step(
+                    state,
+                    &DecodeStep {
+                        tokens,
+                        batch: 1,
+                        positions: &[],
+                        mask: &vec![1; total],
+                        all_positions: all,
+                    },
+                )
                 .unwrap()
         };
-        let full = step(decoder, &target, target.len(), true);
-        decoder.reset();
+        let mut state = decoder.new_state();
+        decoder.encode(&mut state, &source, 1, &[1; 20]).unwrap();
+        let full = step(&mut state, &target, target.len(), true);
+        let mut state = decoder.new_state();
+        decoder.encode(&mut state, &source, 1, &[1; 20]).unwrap();
         let mut incremental = Vec::new();
         for t in 0..target.len() {
-            incremental.extend(step(decoder, &target[t..=t], t + 1, false));
+            incremental.extend(step(&mut state, &target[t..=t], t + 1, false));
         }
         assert_eq!(incremental.len(), target.len() * vocab);
         let worst = full

@@ -256,7 +256,7 @@ impl Bert {
 }
 
 impl Model for Bert {
-    fn forward(&mut self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
+    fn forward(&self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
         self.outputs(inputs).map_err(Into::into)
     }
 }

@@ -50,6 +50,11 @@ pub struct Bert {
     device: tch::Device,
 }
 
+// SAFETY: `tch::Tensor` is not `Sync` because some of its methods mutate (in-place ops,
+// autograd). These weights are written once at load and then only read, by out-of-place ops
+// under `no_grad`, which libtorch allows from several threads at once.
+unsafe impl Sync for Bert {}
+
 /// The registry's loader for the torch backend: safetensors weights, or a TorchScript module.
 pub fn load(req: &LoadRequest<'_>) -> inferox_core::Result<Box<dyn Model>> {
     if req.artifacts.format == ExecutionFormat::Torchscript {
@@ -228,7 +233,7 @@ impl Bert {
 }
 
 impl Model for Bert {
-    fn forward(&mut self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
+    fn forward(&self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
         self.outputs(inputs).map_err(Into::into)
     }
 }

@@ -67,6 +67,11 @@ pub struct Clip {
     device: tch::Device,
 }
 
+// SAFETY: `tch::Tensor` is not `Sync` because some of its methods mutate (in-place ops,
+// autograd). These weights are written once at load and then only read, by out-of-place ops
+// under `no_grad`, which libtorch allows from several threads at once.
+unsafe impl Sync for Clip {}
+
 /// The registry's loader for the torch backend.
 pub fn load(req: &LoadRequest<'_>) -> inferox_core::Result<Box<dyn Model>> {
     let (cfg, ()) = read_checked_config(req, ClipConfig::checked)?;
@@ -226,7 +231,7 @@ impl Clip {
 }
 
 impl Model for Clip {
-    fn forward(&mut self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
+    fn forward(&self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
         self.outputs(inputs).map_err(Into::into)
     }
 }

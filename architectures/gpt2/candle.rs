@@ -6,13 +6,14 @@
 use super::Gpt2Config;
 use crate::common::{Activation, ConfigCheck};
 use candle::{DType, Device, Module, Tensor};
-use candle_nn::kv_cache::KvCache;
 use candle_nn::{LayerNorm, VarBuilder};
-use inferox_candle::decoder::{Linear, attention, causal_bias, last_positions, output_logits};
+use inferox_candle::decoder::{
+    LayerCaches, Linear, attention, causal_bias, last_positions, output_logits,
+};
 use inferox_candle::{Result, Weights, candle_core as candle, candle_nn};
 use inferox_core::load::LoadRequest;
 use inferox_core::manifest::ArtifactRole;
-use inferox_core::model::{DecodeStep, Decoder, Model, decoder_forward};
+use inferox_core::model::{DecodeStep, Decoder, DecoderState, Model, decoder_forward};
 use inferox_core::tensor::NamedTensors;
 
 struct Block {
@@ -22,7 +23,6 @@ struct Block {
     ln_2: LayerNorm,
     c_fc: Linear,
     mlp_proj: Linear,
-    cache: KvCache,
 }
 
 /// Conv1D: weight `[in, out]` (already the layout the GEMM wants) and bias `[out]`.
@@ -34,7 +34,7 @@ fn conv1d(vb: VarBuilder, input: usize, output: usize) -> candle::Result<Linear>
 }
 
 impl Block {
-    fn load(vb: VarBuilder, cfg: &Gpt2Config, cache_size: usize) -> candle::Result<Block> {
+    fn load(vb: VarBuilder, cfg: &Gpt2Config) -> candle::Result<Block> {
         let e = cfg.n_embd;
         let eps = cfg.layer_norm_epsilon;
         Ok(Block {
@@ -44,12 +44,11 @@ impl Block {
             ln_2: candle_nn::layer_norm(e, eps, vb.pp("ln_2"))?,
             c_fc: conv1d(vb.pp("mlp.c_fc"), e, cfg.inner())?,
             mlp_proj: conv1d(vb.pp("mlp.c_proj"), cfg.inner(), e)?,
-            cache: KvCache::new(2, cache_size),
         })
     }
 }
 
-/// GPT-2 with its KV cache.
+/// GPT-2; its KV caches are [`DecoderState`]s.
 pub struct Gpt2 {
     wte: Tensor,
     wpe: Tensor,
@@ -63,6 +62,8 @@ pub struct Gpt2 {
     scale_weights: bool,
     vocab: usize,
     positions: usize,
+    /// Positions a new KV cache has room for before it grows.
+    cache_size: usize,
     dtype: DType,
     device: Device,
 }
@@ -108,7 +109,7 @@ impl Gpt2 {
         Ok(Gpt2 {
             wpe: t.get((cfg.n_positions, e), "wpe.weight")?,
             blocks: (0..cfg.n_layer)
-                .map(|i| Block::load(t.pp(format!("h.{i}")), cfg, cache_size))
+                .map(|i| Block::load(t.pp(format!("h.{i}")), cfg))
                 .collect::<candle::Result<_>>()?,
             ln_f: candle_nn::layer_norm(e, cfg.layer_norm_epsilon, t.pp("ln_f"))?,
             wte,
@@ -120,20 +121,21 @@ impl Gpt2 {
             scale_weights: cfg.scale_attn_weights,
             vocab: cfg.vocab_size,
             positions: cfg.n_positions,
+            cache_size,
             dtype: vb.dtype(),
             device,
         })
     }
 
     /// The logits of one decoding step, flattened.
-    fn run(&mut self, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
+    fn run(&self, cache: &mut LayerCaches, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
         let (b, s) = (step.batch, step.seq());
         let tokens = Tensor::from_slice(step.tokens, b * s, &self.device)?;
         let positions = Tensor::from_slice(step.positions, b * s, &self.device)?;
         let mut x = (self.wte.index_select(&tokens, 0)? + self.wpe.index_select(&positions, 0)?)?;
         let bias = causal_bias(step.mask, b, s, None, &self.device, self.dtype)?;
         let (heads, hd) = (self.heads, self.head_dim);
-        for (i, block) in self.blocks.iter_mut().enumerate() {
+        for (i, (block, kv)) in self.blocks.iter().zip(&mut cache.0).enumerate() {
             let h = block.ln_1.forward(&x)?;
             let qkv = block
                 .c_attn
@@ -141,9 +143,7 @@ impl Gpt2 {
                 .reshape((b, s, 3, heads, hd))?
                 .permute((2, 0, 3, 1, 4))?;
             let q = qkv.get(0)?.contiguous()?;
-            let (k, v) = block
-                .cache
-                .append(&qkv.get(1)?.contiguous()?, &qkv.get(2)?.contiguous()?)?;
+            let (k, v) = kv.append(&qkv.get(1)?.contiguous()?, &qkv.get(2)?.contiguous()?)?;
             let mut scale = if self.scale_weights {
                 1.0 / (hd as f64).sqrt()
             } else {
@@ -177,47 +177,45 @@ impl Decoder for Gpt2 {
         self.positions
     }
 
-    fn cached(&self) -> usize {
-        self.blocks.first().map_or(0, |b| b.cache.current_seq_len())
-    }
-
-    fn reset(&mut self) {
-        for block in &mut self.blocks {
-            block.cache.reset();
-        }
+    fn new_state(&self) -> DecoderState {
+        DecoderState::new(self, LayerCaches::new(self.blocks.len(), self.cache_size))
     }
 
     fn resizable(&self) -> bool {
         true
     }
 
-    fn add_rows(&mut self, n: usize) -> inferox_core::Result<()> {
-        for block in &mut self.blocks {
-            inferox_candle::decoder::add_cache_rows(&mut block.cache, n)
-                .map_err(inferox_candle::Error::from)?;
-        }
-        Ok(())
+    fn add_rows(&self, state: &mut DecoderState, n: usize) -> inferox_core::Result<()> {
+        let cache = state.cache_mut::<LayerCaches, _>(self)?;
+        cache.add_rows(n).map_err(Into::into)
     }
 
-    fn retain_rows(&mut self, rows: &[usize], from: usize) -> inferox_core::Result<()> {
-        for block in &mut self.blocks {
-            inferox_candle::decoder::retain_cache_rows(&mut block.cache, rows, from)
-                .map_err(inferox_candle::Error::from)?;
-        }
-        Ok(())
+    fn retain_rows(
+        &self,
+        state: &mut DecoderState,
+        rows: &[usize],
+        from: usize,
+    ) -> inferox_core::Result<()> {
+        let cache = state.cache_mut::<LayerCaches, _>(self)?;
+        cache.retain_rows(rows, from).map_err(Into::into)
     }
 
-    fn step(&mut self, step: &DecodeStep<'_>) -> inferox_core::Result<Vec<f32>> {
-        self.run(step).map_err(Into::into)
+    fn step(
+        &self,
+        state: &mut DecoderState,
+        step: &DecodeStep<'_>,
+    ) -> inferox_core::Result<Vec<f32>> {
+        let cache = state.cache_mut::<LayerCaches, _>(self)?;
+        self.run(cache, step).map_err(Into::into)
     }
 }
 
 impl Model for Gpt2 {
-    fn forward(&mut self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
+    fn forward(&self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
         decoder_forward(self, inputs)
     }
 
-    fn decoder(&mut self) -> Option<&mut dyn Decoder> {
+    fn decoder(&self) -> Option<&dyn Decoder> {
         Some(self)
     }
 }

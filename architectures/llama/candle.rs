@@ -10,16 +10,15 @@
 use super::{Flavor, LlamaConfig};
 use crate::common::{Activation, ConfigCheck};
 use candle::{DType, Device, Tensor};
-use candle_nn::kv_cache::KvCache;
 use inferox_candle::decoder::{
-    Embedding, Linear, RmsNorm, Rotary, attention, causal_bias, last_positions,
+    Embedding, LayerCaches, Linear, RmsNorm, Rotary, attention, causal_bias, last_positions,
 };
 use inferox_candle::gguf::GgufWeights;
-use inferox_candle::{Result, Weights, candle_core as candle, candle_nn};
+use inferox_candle::{Result, Weights, candle_core as candle};
 use inferox_core::Error;
 use inferox_core::load::LoadRequest;
 use inferox_core::manifest::{ArtifactRole, ExecutionFormat};
-use inferox_core::model::{DecodeStep, Decoder, Model, decoder_forward};
+use inferox_core::model::{Cache, DecodeStep, Decoder, DecoderState, Model, decoder_forward};
 use inferox_core::tensor::NamedTensors;
 
 /// Where parameters come from: a tensor has a Hugging Face name and a GGUF name.
@@ -143,10 +142,25 @@ struct Layer {
     window: Option<usize>,
     /// Which rotary table: 0 global, 1 local (sliding-window layers with a base of their own).
     rotary: usize,
-    cache: KvCache,
 }
 
-/// A Llama-family decoder with its KV cache.
+/// The per-request state of a [`Llama`]: a KV cache per layer and, with LongRoPE, the tokens
+/// and positions of the cache per row and whether it was computed with the long table.
+/// transformers' Phi-3 recomputes the cache when a sequence first passes the original context,
+/// so that every position is rotated the long way.
+struct LlamaCache {
+    layers: LayerCaches,
+    history: Vec<(Vec<u32>, Vec<u32>)>,
+    long: bool,
+}
+
+impl Cache for LlamaCache {
+    fn cached(&self) -> usize {
+        self.layers.cached()
+    }
+}
+
+/// A Llama-family decoder; its KV caches are [`DecoderState`]s.
 pub struct Llama {
     embed: Embedding,
     layers: Vec<Layer>,
@@ -155,11 +169,8 @@ pub struct Llama {
     rotary: Vec<Rotary>,
     /// LongRoPE: the table used once a sequence passes this many positions.
     long_rotary: Option<(usize, Rotary)>,
-    /// LongRoPE: the tokens and positions of the cache, per row, and whether it was computed
-    /// with the long table. transformers' Phi-3 recomputes the cache when a sequence first
-    /// passes the original context, so that every position is rotated the long way.
-    history: Vec<(Vec<u32>, Vec<u32>)>,
-    cache_long: bool,
+    /// Positions a new KV cache has room for before it grows.
+    cache_size: usize,
     activation: Activation,
     embed_scale: Option<f64>,
     attn_scale: f64,
@@ -392,7 +403,6 @@ impl Llama {
                 ffn_out_norm,
                 window,
                 rotary: usize::from(local_rope && window.is_some()),
-                cache: KvCache::new(2, cache_size),
             });
         }
         let vocab = cfg.vocab_size;
@@ -446,8 +456,7 @@ impl Llama {
         Ok(Llama {
             rotary,
             long_rotary,
-            history: Vec::new(),
-            cache_long: false,
+            cache_size,
             norm: norm("model.norm.weight", "output_norm.weight", h)?,
             embed,
             layers,
@@ -469,37 +478,40 @@ impl Llama {
 
     /// The logits of one decoding step, flattened; with LongRoPE, the cache is recomputed on
     /// the long table in the step that first passes the original context.
-    fn run(&mut self, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
+    fn run(&self, cache: &mut LlamaCache, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
         let Some((original, _)) = &self.long_rotary else {
-            return self.pass(step);
+            return self.pass(cache, step);
         };
         let (b, s) = (step.batch, step.seq());
-        if self.history.len() != b {
-            self.history = vec![(Vec::new(), Vec::new()); b];
+        if cache.history.len() != b {
+            cache.history = vec![(Vec::new(), Vec::new()); b];
         }
-        for (r, (tokens, positions)) in self.history.iter_mut().enumerate() {
+        for (r, (tokens, positions)) in cache.history.iter_mut().enumerate() {
             tokens.extend_from_slice(&step.tokens[r * s..(r + 1) * s]);
             positions.extend_from_slice(&step.positions[r * s..(r + 1) * s]);
         }
         let furthest = step.positions.iter().copied().max().unwrap_or(0) as usize;
-        let cached = self.cached();
-        if furthest < *original || self.cache_long || cached == 0 {
-            self.cache_long |= furthest >= *original;
-            return self.pass(step);
+        let cached = cache.cached();
+        if furthest < *original || cache.long || cached == 0 {
+            cache.long |= furthest >= *original;
+            return self.pass(cache, step);
         }
         // The whole history in one pass, then the logits the step asked for.
-        self.reset_caches();
+        cache.layers = self.empty_caches();
         let total = cached + s;
-        let tokens: Vec<u32> = self.history.iter().flat_map(|h| h.0.clone()).collect();
-        let positions: Vec<u32> = self.history.iter().flat_map(|h| h.1.clone()).collect();
-        let logits = self.pass(&DecodeStep {
-            tokens: &tokens,
-            batch: b,
-            positions: &positions,
-            mask: step.mask,
-            all_positions: true,
-        })?;
-        self.cache_long = true;
+        let tokens: Vec<u32> = cache.history.iter().flat_map(|h| h.0.clone()).collect();
+        let positions: Vec<u32> = cache.history.iter().flat_map(|h| h.1.clone()).collect();
+        let logits = self.pass(
+            cache,
+            &DecodeStep {
+                tokens: &tokens,
+                batch: b,
+                positions: &positions,
+                mask: step.mask,
+                all_positions: true,
+            },
+        )?;
+        cache.long = true;
         let vocab = self.vocab;
         let keep = if step.all_positions { s } else { 1 };
         Ok(logits
@@ -508,14 +520,12 @@ impl Llama {
             .collect())
     }
 
-    fn reset_caches(&mut self) {
-        for layer in &mut self.layers {
-            layer.cache.reset();
-        }
+    fn empty_caches(&self) -> LayerCaches {
+        LayerCaches::new(self.layers.len(), self.cache_size)
     }
 
     /// One forward pass over the step's tokens, appending to the caches.
-    fn pass(&mut self, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
+    fn pass(&self, cache: &mut LlamaCache, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
         let (b, s) = (step.batch, step.seq());
         let tokens = Tensor::from_slice(step.tokens, b * s, &self.device)?;
         let positions = Tensor::from_slice(step.positions, b * s, &self.device)?;
@@ -527,8 +537,8 @@ impl Llama {
             );
             return Err(candle::Error::Msg(message).bt().into());
         }
-        let long_table = self.long_rotary.as_mut().map(|l| &mut l.1);
-        for rotary in self.rotary.iter_mut().chain(long_table) {
+        let long_table = self.long_rotary.as_ref().map(|l| &l.1);
+        for rotary in self.rotary.iter().chain(long_table) {
             rotary.ensure(furthest + 1)?;
         }
         // LongRoPE, as transformers: the long table for every position of a pass that reaches
@@ -546,7 +556,7 @@ impl Llama {
         let mut windowed: Vec<(usize, Option<Tensor>)> = Vec::new();
         let hd = self.head_dim;
         let heads = |t: &Tensor, n: usize| t.reshape((b, s, n, hd))?.transpose(1, 2);
-        for layer in &mut self.layers {
+        for (layer, kv) in self.layers.iter().zip(&mut cache.layers.0) {
             let h = layer.input_norm.forward(&x)?;
             let [q, k, v] = <[Tensor; 3]>::try_from(layer.qkv.forward(&h)?)
                 .map_err(|_| candle::Error::Msg("q, k, v projections".into()))?;
@@ -559,7 +569,7 @@ impl Llama {
             let rotary = long.unwrap_or(&self.rotary[layer.rotary]);
             let q = rotary.apply(&q, &positions)?;
             let k = rotary.apply(&k, &positions)?;
-            let (k, v) = layer.cache.append(&k, &v)?;
+            let (k, v) = kv.append(&k, &v)?;
             let bias = match layer.window {
                 Some(w) if k.dim(2)? > w => {
                     if !windowed.iter().any(|(have, _)| *have == w) {
@@ -611,14 +621,13 @@ impl Decoder for Llama {
         self.positions
     }
 
-    fn cached(&self) -> usize {
-        self.layers.first().map_or(0, |l| l.cache.current_seq_len())
-    }
-
-    fn reset(&mut self) {
-        self.reset_caches();
-        self.history.clear();
-        self.cache_long = false;
+    fn new_state(&self) -> DecoderState {
+        let cache = LlamaCache {
+            layers: self.empty_caches(),
+            history: Vec::new(),
+            long: false,
+        };
+        DecoderState::new(self, cache)
     }
 
     fn resizable(&self) -> bool {
@@ -626,33 +635,37 @@ impl Decoder for Llama {
         self.long_rotary.is_none()
     }
 
-    fn add_rows(&mut self, n: usize) -> inferox_core::Result<()> {
-        for layer in &mut self.layers {
-            inferox_candle::decoder::add_cache_rows(&mut layer.cache, n)
-                .map_err(inferox_candle::Error::from)?;
-        }
-        Ok(())
+    fn add_rows(&self, state: &mut DecoderState, n: usize) -> inferox_core::Result<()> {
+        let cache = state.cache_mut::<LlamaCache, _>(self)?;
+        cache.layers.add_rows(n).map_err(Into::into)
     }
 
-    fn retain_rows(&mut self, rows: &[usize], from: usize) -> inferox_core::Result<()> {
-        for layer in &mut self.layers {
-            inferox_candle::decoder::retain_cache_rows(&mut layer.cache, rows, from)
-                .map_err(inferox_candle::Error::from)?;
-        }
-        Ok(())
+    fn retain_rows(
+        &self,
+        state: &mut DecoderState,
+        rows: &[usize],
+        from: usize,
+    ) -> inferox_core::Result<()> {
+        let cache = state.cache_mut::<LlamaCache, _>(self)?;
+        cache.layers.retain_rows(rows, from).map_err(Into::into)
     }
 
-    fn step(&mut self, step: &DecodeStep<'_>) -> inferox_core::Result<Vec<f32>> {
-        self.run(step).map_err(Into::into)
+    fn step(
+        &self,
+        state: &mut DecoderState,
+        step: &DecodeStep<'_>,
+    ) -> inferox_core::Result<Vec<f32>> {
+        let cache = state.cache_mut::<LlamaCache, _>(self)?;
+        self.run(cache, step).map_err(Into::into)
     }
 }
 
 impl Model for Llama {
-    fn forward(&mut self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
+    fn forward(&self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
         decoder_forward(self, inputs)
     }
 
-    fn decoder(&mut self) -> Option<&mut dyn Decoder> {
+    fn decoder(&self) -> Option<&dyn Decoder> {
         Some(self)
     }
 }

@@ -384,7 +384,7 @@ fn swap_leading(x: &[f32], (a, b, n): (usize, usize, usize)) -> Vec<f32> {
 }
 
 impl Model for Recurrent {
-    fn forward(&mut self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
+    fn forward(&self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
         self.outputs(inputs).map_err(Into::into)
     }
 }

@@ -194,7 +194,7 @@ impl ResNet {
 }
 
 impl Model for ResNet {
-    fn forward(&mut self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
+    fn forward(&self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
         self.outputs(inputs).map_err(Into::into)
     }
 }

@@ -91,6 +91,11 @@ pub struct ResNet {
     device: tch::Device,
 }
 
+// SAFETY: `tch::Tensor` is not `Sync` because some of its methods mutate (in-place ops,
+// autograd). These weights are written once at load and then only read, by out-of-place ops
+// under `no_grad`, which libtorch allows from several threads at once.
+unsafe impl Sync for ResNet {}
+
 /// The registry's loader for the torch backend.
 pub fn load(req: &LoadRequest<'_>) -> inferox_core::Result<Box<dyn Model>> {
     let (cfg, layout) = read_checked_config(req, ResNetConfig::checked)?;
@@ -191,7 +196,7 @@ impl ResNet {
 }
 
 impl Model for ResNet {
-    fn forward(&mut self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
+    fn forward(&self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
         self.outputs(inputs).map_err(Into::into)
     }
 }

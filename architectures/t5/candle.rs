@@ -1,7 +1,7 @@
 //! T5 on candle, ported from transformers' `modeling_t5.py`
 //! (<https://github.com/huggingface/transformers/blob/main/src/transformers/models/t5/modeling_t5.py>).
-//! The encoder runs once per source; each decoder layer keeps its self-attention KV cache and
-//! the cross-attention keys and values of the encoded source. Unlike candle-transformers'
+//! The encoder runs once per source; the request's state keeps each decoder layer's
+//! self-attention KV cache and the cross-attention keys and values of the encoded source. Unlike candle-transformers'
 //! `t5.rs`, the decoder's position buckets look back only, as transformers' do.
 
 use super::{FeedForward, T5Config, bucket_table};
@@ -9,12 +9,13 @@ use crate::common::candle::{Dense, float_device};
 use crate::common::read_checked_config;
 use candle::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_nn::kv_cache::KvCache;
-use inferox_candle::decoder::{RmsNorm, causal_bias, key_bias, last_positions, output_logits};
+use inferox_candle::decoder::{
+    LayerCaches, RmsNorm, causal_bias, key_bias, last_positions, output_logits,
+};
 use inferox_candle::{Result, Weights, candle_core as candle, candle_nn};
 use inferox_core::load::LoadRequest;
 use inferox_core::manifest::ArtifactRole;
-use inferox_core::model::{DecodeStep, Decoder, Model, decoder_forward};
+use inferox_core::model::{Cache, DecodeStep, Decoder, DecoderState, Model, decoder_forward};
 use inferox_core::tensor::NamedTensors;
 
 /// The feed-forward block (`DenseReluDense` / `DenseGatedActDense`).
@@ -132,17 +133,14 @@ struct EncoderLayer {
     ff: Ff,
 }
 
-/// A decoder layer with its caches.
+/// A decoder layer.
 struct DecoderLayer {
     attention: SelfAttention,
-    cache: KvCache,
     cross_norm: RmsNorm,
     cross_q: Dense,
     /// k and v stacked.
     cross_kv: Dense,
     cross_o: Dense,
-    /// The encoded source's keys and values, `[batch, heads, source, d_kv]`.
-    cross: Option<(Tensor, Tensor)>,
     ff: Ff,
 }
 
@@ -160,18 +158,34 @@ impl DecoderLayer {
         )?;
         Ok(DecoderLayer {
             attention: SelfAttention::load(vb.pp("layer.0"), cfg, "SelfAttention")?,
-            cache: KvCache::new(2, 64),
             cross_norm: RmsNorm::new(cross.get(d, "layer_norm.weight")?, cfg.layer_norm_epsilon),
             cross_q: Dense::new(&a.get((inner, d), "q.weight")?, None)?,
             cross_kv: Dense::new(&kv, None)?,
             cross_o: Dense::new(&a.get((d, inner), "o.weight")?, None)?,
-            cross: None,
             ff: Ff::load(vb.pp("layer.2"), cfg, ff)?,
         })
     }
 }
 
-/// A T5 (or mT5) encoder–decoder with its caches.
+/// The per-request state of a [`T5`]: the encoded source and the decoder's caches.
+struct T5Cache {
+    /// Self-attention keys and values, per decoder layer.
+    layers: LayerCaches,
+    /// The encoded source's keys and values per decoder layer, `[batch, heads, source, d_kv]`.
+    cross: Vec<(Tensor, Tensor)>,
+    /// The source mask's additive bias, `[batch, 1, 1, source]`, when it masks anything.
+    source_bias: Option<Tensor>,
+    /// Sequences of the encoded source.
+    batch: usize,
+}
+
+impl Cache for T5Cache {
+    fn cached(&self) -> usize {
+        self.layers.cached()
+    }
+}
+
+/// A T5 (or mT5) encoder–decoder; the encoded source and the caches are [`DecoderState`]s.
 pub struct T5 {
     embed: Tensor,
     encoder: Vec<EncoderLayer>,
@@ -183,10 +197,6 @@ pub struct T5 {
     decoder_norm: RmsNorm,
     /// `[vocab, d_model]`.
     lm_head: Tensor,
-    /// The source mask's additive bias, `[batch, 1, 1, source]`, when it masks anything.
-    source_bias: Option<Tensor>,
-    /// Sequences of the encoded source.
-    batch: usize,
     cfg: T5Config,
     dtype: DType,
     device: Device,
@@ -241,8 +251,6 @@ impl T5 {
             encoder,
             decoder,
             lm_head,
-            source_bias: None,
-            batch: 0,
             cfg,
             dtype,
             device,
@@ -271,7 +279,13 @@ impl T5 {
     }
 
     /// Encodes the source and computes every decoder layer's cross-attention keys and values.
-    fn run_encoder(&mut self, tokens: &[u32], batch: usize, mask: &[u8]) -> Result<()> {
+    fn run_encoder(
+        &self,
+        cache: &mut T5Cache,
+        tokens: &[u32],
+        batch: usize,
+        mask: &[u8],
+    ) -> Result<()> {
         let seq = tokens.len() / batch.max(1);
         let heads = self.cfg.num_heads;
         let source_bias = key_bias(mask, batch, &self.device, self.dtype)?;
@@ -292,48 +306,53 @@ impl T5 {
             x = layer.ff.forward(&x)?;
         }
         let encoded = self.encoder_norm.forward(&x)?;
-        for layer in &mut self.decoder {
+        cache.cross.clear();
+        for layer in &self.decoder {
             let [k, v]: [Tensor; 2] =
                 split_heads(&layer.cross_kv.forward(&encoded)?, batch, 2, heads)?
                     .try_into()
                     .expect("two parts");
-            layer.cross = Some((k, v));
-            layer.cache.reset();
+            cache.cross.push((k, v));
         }
-        self.source_bias = source_bias;
-        self.batch = batch;
+        cache.layers = LayerCaches::new(self.decoder.len(), 64);
+        cache.source_bias = source_bias;
+        cache.batch = batch;
         Ok(())
     }
 
     /// The logits of one decoding step, flattened.
-    fn run_decoder(&mut self, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
+    fn run_decoder(&self, cache: &mut T5Cache, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
         let (b, s) = (step.batch, step.seq());
-        if b != self.batch || self.decoder.iter().any(|l| l.cross.is_none()) {
+        if b != cache.batch || cache.cross.len() != self.decoder.len() {
             return Err(inferox_core::Error::InvalidArgument(format!(
                 "a decoding step of {b} sequences needs an encoded source of {b} \
                  (encode the source first; {} encoded)",
-                self.batch
+                cache.batch
             ))
             .into());
         }
         let heads = self.cfg.num_heads;
-        let cached = self.cached();
+        let cached = cache.cached();
         let position = self.position_bias(&self.decoder_buckets, (s, cached + s, cached), false)?;
         let bias = match causal_bias(step.mask, b, s, None, &self.device, self.dtype)? {
             Some(m) => position.broadcast_add(&m)?,
             None => position,
         };
         let mut x = self.embed(step.tokens)?;
-        for layer in &mut self.decoder {
+        let layers = self
+            .decoder
+            .iter()
+            .zip(&mut cache.layers.0)
+            .zip(&cache.cross);
+        for ((layer, kv), (ck, cv)) in layers {
             let [q, k, v]: [Tensor; 3] = layer
                 .attention
                 .project(&x, b, heads)?
                 .try_into()
                 .expect("three parts");
-            let (k, v) = layer.cache.append(&k, &v)?;
+            let (k, v) = kv.append(&k, &v)?;
             let att = attend(&q, &k, &v, Some(&bias))?;
             x = layer.attention.o.forward_residual(&att, &x)?;
-            let (ck, cv) = layer.cross.as_ref().expect("checked above");
             let q = split_heads(
                 &layer.cross_q.forward(&layer.cross_norm.forward(&x)?)?,
                 b,
@@ -341,7 +360,7 @@ impl T5 {
                 heads,
             )?
             .remove(0);
-            let att = attend(&q, ck, cv, self.source_bias.as_ref())?;
+            let att = attend(&q, ck, cv, cache.source_bias.as_ref())?;
             x = layer.cross_o.forward_residual(&att, &x)?;
             x = layer.ff.forward(&x)?;
         }
@@ -367,37 +386,48 @@ impl Decoder for T5 {
         super::MAX_TOKENS
     }
 
-    fn cached(&self) -> usize {
-        self.decoder
-            .first()
-            .map_or(0, |l| l.cache.current_seq_len())
+    fn new_state(&self) -> DecoderState {
+        let cache = T5Cache {
+            layers: LayerCaches::new(self.decoder.len(), 64),
+            cross: Vec::new(),
+            source_bias: None,
+            batch: 0,
+        };
+        DecoderState::new(self, cache)
     }
 
-    fn reset(&mut self) {
-        for layer in &mut self.decoder {
-            layer.cache.reset();
-        }
-    }
-
-    fn step(&mut self, step: &DecodeStep<'_>) -> inferox_core::Result<Vec<f32>> {
-        self.run_decoder(step).map_err(Into::into)
+    fn step(
+        &self,
+        state: &mut DecoderState,
+        step: &DecodeStep<'_>,
+    ) -> inferox_core::Result<Vec<f32>> {
+        let cache = state.cache_mut::<T5Cache, _>(self)?;
+        self.run_decoder(cache, step).map_err(Into::into)
     }
 
     fn decoder_start(&self) -> Option<u32> {
         Some(self.cfg.start_token())
     }
 
-    fn encode(&mut self, tokens: &[u32], batch: usize, mask: &[u8]) -> inferox_core::Result<()> {
-        self.run_encoder(tokens, batch, mask).map_err(Into::into)
+    fn encode(
+        &self,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        batch: usize,
+        mask: &[u8],
+    ) -> inferox_core::Result<()> {
+        let cache = state.cache_mut::<T5Cache, _>(self)?;
+        self.run_encoder(cache, tokens, batch, mask)
+            .map_err(Into::into)
     }
 }
 
 impl Model for T5 {
-    fn forward(&mut self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
+    fn forward(&self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
         decoder_forward(self, inputs)
     }
 
-    fn decoder(&mut self) -> Option<&mut dyn Decoder> {
+    fn decoder(&self) -> Option<&dyn Decoder> {
         Some(self)
     }
 }

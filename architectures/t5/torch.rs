@@ -1,14 +1,16 @@
 //! T5 on libtorch, ported from transformers' `modeling_t5.py`
 //! (<https://github.com/huggingface/transformers/blob/main/src/transformers/models/t5/modeling_t5.py>),
-//! with the same caches as the candle model: the decoder's self-attention keys and values per
-//! layer, and the cross-attention keys and values of the encoded source.
+//! with the same per-request state as the candle model: the decoder's self-attention keys and
+//! values per layer, and the cross-attention keys and values of the encoded source.
 
 use super::{FeedForward, T5Config, bucket_table};
 use crate::common::read_checked_config;
 use crate::common::torch::activate;
 use inferox_core::load::LoadRequest;
 use inferox_core::manifest::ArtifactRole;
-use inferox_core::model::{DecodeStep, Decoder, Model, decoder_forward, mask_bias};
+use inferox_core::model::{
+    Cache, DecodeStep, Decoder, DecoderState, Model, decoder_forward, mask_bias,
+};
 use inferox_core::tensor::NamedTensors;
 use inferox_torch::tch::{self, Kind, Tensor};
 use inferox_torch::{Result, Weights, set_threads};
@@ -129,14 +131,29 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<T
     Ok(out.f_transpose(1, 2)?.f_reshape([b, s, h * dk])?)
 }
 
-/// A decoder layer with its caches.
+/// A decoder layer.
 struct DecoderLayer {
     attention: Attention,
-    cache: Option<(Tensor, Tensor)>,
     cross: Attention,
-    /// The encoded source's keys and values.
-    source: Option<(Tensor, Tensor)>,
     ff: Ff,
+}
+
+/// The per-request state of a [`T5`]: the encoded source and the decoder's caches.
+struct T5Cache {
+    /// Self-attention keys and values per decoder layer, once a step has run.
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    /// The encoded source's keys and values per decoder layer.
+    source: Vec<(Tensor, Tensor)>,
+    source_bias: Option<Tensor>,
+    /// Sequences of the encoded source.
+    batch: usize,
+    cached: usize,
+}
+
+impl Cache for T5Cache {
+    fn cached(&self) -> usize {
+        self.cached
+    }
 }
 
 /// T5 (or mT5) on libtorch.
@@ -149,13 +166,16 @@ pub struct T5 {
     decoder_buckets: Tensor,
     decoder_norm: RmsNorm,
     lm_head: Tensor,
-    source_bias: Option<Tensor>,
-    batch: usize,
-    cached: usize,
     cfg: T5Config,
     kind: Kind,
     device: tch::Device,
 }
+
+// SAFETY: `tch::Tensor` is not `Sync` because some of its methods mutate (in-place ops,
+// autograd). The weights here are written once at load and then only read, by out-of-place
+// ops under `no_grad`, which libtorch allows from several threads at once; what a request
+// changes is in its `T5Cache`.
+unsafe impl Sync for T5 {}
 
 /// The registry's loader for the torch backend.
 pub fn load(req: &LoadRequest<'_>) -> inferox_core::Result<Box<dyn Model>> {
@@ -201,9 +221,7 @@ impl T5 {
                 let b = format!("decoder.block.{i}.layer");
                 Ok(DecoderLayer {
                     attention: Attention::load(w, &format!("{b}.0"), "SelfAttention", &cfg)?,
-                    cache: None,
                     cross: Attention::load(w, &format!("{b}.1"), "EncDecAttention", &cfg)?,
-                    source: None,
                     ff: Ff::load(w, &format!("{b}.2"), &cfg, ff)?,
                 })
             })
@@ -218,9 +236,6 @@ impl T5 {
             encoder,
             decoder,
             lm_head,
-            source_bias: None,
-            batch: 0,
-            cached: 0,
             cfg,
             device,
         })
@@ -271,7 +286,13 @@ impl T5 {
         Ok(Tensor::f_embedding(&self.embed, &ids, -1, false, false)?)
     }
 
-    fn run_encoder(&mut self, tokens: &[u32], batch: usize, mask: &[u8]) -> Result<()> {
+    fn run_encoder(
+        &self,
+        cache: &mut T5Cache,
+        tokens: &[u32],
+        batch: usize,
+        mask: &[u8],
+    ) -> Result<()> {
         let _guard = tch::no_grad_guard();
         let seq = tokens.len() / batch.max(1);
         let heads = self.cfg.num_heads as i64;
@@ -299,32 +320,35 @@ impl T5 {
         }
         let encoded = self.encoder_norm.forward(&x)?;
         let inner = self.cfg.inner() as i64;
-        for layer in &mut self.decoder {
+        cache.source.clear();
+        for layer in &self.decoder {
             let kv_weight = layer.cross.qkv.f_narrow(0, inner, 2 * inner)?;
             let kv = split_heads(&linear(&encoded, &kv_weight)?, 2, heads)?;
-            layer.source = Some((kv[0].shallow_clone(), kv[1].shallow_clone()));
-            layer.cache = None;
+            cache
+                .source
+                .push((kv[0].shallow_clone(), kv[1].shallow_clone()));
         }
-        self.source_bias = source_bias;
-        self.batch = batch;
-        self.cached = 0;
+        cache.layers = (0..self.decoder.len()).map(|_| None).collect();
+        cache.source_bias = source_bias;
+        cache.batch = batch;
+        cache.cached = 0;
         Ok(())
     }
 
-    fn run_decoder(&mut self, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
+    fn run_decoder(&self, cache: &mut T5Cache, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
         let _guard = tch::no_grad_guard();
         let (b, s) = (step.batch, step.seq());
-        if b != self.batch || self.decoder.iter().any(|l| l.source.is_none()) {
+        if b != cache.batch || cache.source.len() != self.decoder.len() {
             return Err(inferox_core::Error::InvalidArgument(format!(
                 "a decoding step of {b} sequences needs an encoded source of {b} \
                  (encode the source first; {} encoded)",
-                self.batch
+                cache.batch
             ))
             .into());
         }
         let heads = self.cfg.num_heads as i64;
         let inner = self.cfg.inner() as i64;
-        let cached = self.cached;
+        let cached = cache.cached;
         let position = self.position_bias(&self.decoder_buckets, (s, cached + s, cached), false)?;
         // A single unpadded step sees every cached token: the position bias is all there is.
         let bias = if s == 1 && step.mask.iter().all(|&m| m != 0) {
@@ -334,10 +358,15 @@ impl T5 {
             position.f_add(&self.bias_tensor(causal, b, s)?)?
         };
         let mut x = self.embed(step.tokens, b)?;
-        for layer in &mut self.decoder {
+        let layers = self
+            .decoder
+            .iter()
+            .zip(&mut cache.layers)
+            .zip(&cache.source);
+        for ((layer, kv), (sk, sv)) in layers {
             let a = &layer.attention;
             let qkv = split_heads(&linear(&a.norm.forward(&x)?, &a.qkv)?, 3, heads)?;
-            let (k, v) = match layer.cache.take() {
+            let (k, v) = match kv.take() {
                 Some((k0, v0)) => (
                     Tensor::f_cat(&[&k0, &qkv[1]], 2)?,
                     Tensor::f_cat(&[&v0, &qkv[2]], 2)?,
@@ -345,17 +374,16 @@ impl T5 {
                 None => (qkv[1].shallow_clone(), qkv[2].shallow_clone()),
             };
             let att = attend(&qkv[0], &k, &v, Some(&bias))?;
-            layer.cache = Some((k, v));
+            *kv = Some((k, v));
             x = x.f_add(&linear(&att, &a.o)?)?;
             let c = &layer.cross;
             let q_weight = c.qkv.f_narrow(0, 0, inner)?;
             let q = split_heads(&linear(&c.norm.forward(&x)?, &q_weight)?, 1, heads)?;
-            let (sk, sv) = layer.source.as_ref().expect("checked above");
-            let att = attend(&q[0], sk, sv, self.source_bias.as_ref())?;
+            let att = attend(&q[0], sk, sv, cache.source_bias.as_ref())?;
             x = x.f_add(&linear(&att, &c.o)?)?;
             x = layer.ff.forward(&x)?;
         }
-        self.cached += s;
+        cache.cached += s;
         let mut x = self.decoder_norm.forward(&x)?;
         if self.cfg.scales_output() {
             x = x.f_mul_scalar((self.cfg.d_model as f64).powf(-0.5))?;
@@ -380,36 +408,49 @@ impl Decoder for T5 {
         super::MAX_TOKENS
     }
 
-    fn cached(&self) -> usize {
-        self.cached
+    fn new_state(&self) -> DecoderState {
+        let cache = T5Cache {
+            layers: Vec::new(),
+            source: Vec::new(),
+            source_bias: None,
+            batch: 0,
+            cached: 0,
+        };
+        DecoderState::new(self, cache)
     }
 
-    fn reset(&mut self) {
-        for layer in &mut self.decoder {
-            layer.cache = None;
-        }
-        self.cached = 0;
-    }
-
-    fn step(&mut self, step: &DecodeStep<'_>) -> inferox_core::Result<Vec<f32>> {
-        self.run_decoder(step).map_err(Into::into)
+    fn step(
+        &self,
+        state: &mut DecoderState,
+        step: &DecodeStep<'_>,
+    ) -> inferox_core::Result<Vec<f32>> {
+        let cache = state.cache_mut::<T5Cache, _>(self)?;
+        self.run_decoder(cache, step).map_err(Into::into)
     }
 
     fn decoder_start(&self) -> Option<u32> {
         Some(self.cfg.start_token())
     }
 
-    fn encode(&mut self, tokens: &[u32], batch: usize, mask: &[u8]) -> inferox_core::Result<()> {
-        self.run_encoder(tokens, batch, mask).map_err(Into::into)
+    fn encode(
+        &self,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        batch: usize,
+        mask: &[u8],
+    ) -> inferox_core::Result<()> {
+        let cache = state.cache_mut::<T5Cache, _>(self)?;
+        self.run_encoder(cache, tokens, batch, mask)
+            .map_err(Into::into)
     }
 }
 
 impl Model for T5 {
-    fn forward(&mut self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
+    fn forward(&self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
         decoder_forward(self, inputs)
     }
 
-    fn decoder(&mut self) -> Option<&mut dyn Decoder> {
+    fn decoder(&self) -> Option<&dyn Decoder> {
         Some(self)
     }
 }

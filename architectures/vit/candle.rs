@@ -120,7 +120,7 @@ impl Vit {
 }
 
 impl Model for Vit {
-    fn forward(&mut self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
+    fn forward(&self, inputs: &NamedTensors) -> inferox_core::Result<NamedTensors> {
         self.outputs(inputs).map_err(Into::into)
     }
 }

@@ -1,22 +1,74 @@
 //! The interfaces every architecture implements on every backend: [`Model`] for named-tensor
 //! I/O, and [`Decoder`] for incremental (KV-cached) decoding by text-generation models, decoder-only
 //! or encoder–decoder.
+//!
+//! A loaded model is shared: every method takes `&self`, and models are `Send + Sync`, so one
+//! set of weights serves many threads at once. What a request changes — a decoder's KV cache —
+//! lives in a [`DecoderState`] that the caller owns.
 
 use crate::tensor::{HostTensor, NamedTensors};
 use crate::{Error, Result};
+use std::any::Any;
 
 /// A loaded model: named host tensors in, named host tensors out.
 ///
 /// Inputs have already been checked against the package's I/O schema when `forward` is called
 /// through the facade's `inferox::LoadedModel`, and outputs are checked on the way out.
-pub trait Model: Send {
-    /// Runs the model.
-    fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors>;
+pub trait Model: Send + Sync {
+    /// Runs the model. Calls from several threads may run at once.
+    fn forward(&self, inputs: &NamedTensors) -> Result<NamedTensors>;
 
     /// The incremental-decoding interface, for text-generation models.
-    fn decoder(&mut self) -> Option<&mut dyn Decoder> {
+    fn decoder(&self) -> Option<&dyn Decoder> {
         None
     }
+}
+
+/// What a decoder keeps between steps for one batch of sequences (its KV cache): each
+/// architecture's own type behind [`DecoderState`].
+pub trait Cache: Any + Send {
+    /// Tokens held per sequence.
+    fn cached(&self) -> usize;
+}
+
+/// The per-request state of a [`Decoder`]: made by [`Decoder::new_state`], owned by the caller
+/// and passed to every step, so that one model serves any number of generations at once.
+pub struct DecoderState {
+    /// The address of the decoder that made it: a state fed to another model is an error.
+    owner: usize,
+    cache: Box<dyn Cache>,
+}
+
+impl DecoderState {
+    /// Wraps `cache`, made by `owner` (the decoder; only its address is kept).
+    pub fn new<C: Cache, O: ?Sized>(owner: &O, cache: C) -> DecoderState {
+        DecoderState {
+            owner: owner_id(owner),
+            cache: Box::new(cache),
+        }
+    }
+
+    /// Tokens held per sequence.
+    pub fn cached(&self) -> usize {
+        self.cache.cached()
+    }
+
+    /// The cache, for `owner`: an error when another model made this state.
+    pub fn cache_mut<C: Cache, O: ?Sized>(&mut self, owner: &O) -> Result<&mut C> {
+        let cache: &mut dyn Any = &mut *self.cache;
+        match cache.downcast_mut::<C>() {
+            Some(c) if self.owner == owner_id(owner) => Ok(c),
+            _ => Err(Error::InvalidArgument(
+                "this decoder state was made by another model: make one with `new_state` of \
+                 the model that steps it"
+                    .into(),
+            )),
+        }
+    }
+}
+
+fn owner_id<O: ?Sized>(owner: &O) -> usize {
+    (owner as *const O).cast::<()>() as usize
 }
 
 /// One call of incremental decoding for a batch of sequences.
@@ -45,18 +97,19 @@ impl DecodeStep<'_> {
 /// A causal language model with a KV cache, or the decoder of an encoder–decoder model, which
 /// first [`encode`](Decoder::encode)s a source and then decodes from
 /// [`decoder_start`](Decoder::decoder_start) while attending to it.
-pub trait Decoder {
+///
+/// Every method takes `&self`: the sequences' cache is the [`DecoderState`] passed in, so any
+/// number of states (requests) may step through one decoder at once.
+pub trait Decoder: Sync {
     /// Vocabulary size (length of a logits row).
     fn vocab_size(&self) -> usize;
     /// Longest sequence (prompt and generated tokens) the model can attend over.
     fn max_positions(&self) -> usize;
-    /// Tokens held in the cache per sequence.
-    fn cached(&self) -> usize;
-    /// Empties the cache: the next step starts new sequences.
-    fn reset(&mut self);
-    /// Runs `step` after what the cache holds, and appends it to the cache. Returns float32
+    /// An empty cache: the first step on it starts new sequences.
+    fn new_state(&self) -> DecoderState;
+    /// Runs `step` after what `state` holds, and appends it to `state`. Returns float32
     /// logits, `[batch, vocab]` or, with `all_positions`, `[batch, seq, vocab]`.
-    fn step(&mut self, step: &DecodeStep<'_>) -> Result<Vec<f32>>;
+    fn step(&self, state: &mut DecoderState, step: &DecodeStep<'_>) -> Result<Vec<f32>>;
 
     /// The token every decoded sequence starts from, for an encoder–decoder model
     /// (`decoder_start_token_id`); `None` for a decoder-only model, which continues its prompt.
@@ -65,10 +118,16 @@ pub trait Decoder {
     }
 
     /// Encoder–decoder models: runs the encoder over `tokens` (`[batch, seq]`, `mask` 1 for real
-    /// tokens and 0 for padding) and empties the decoder's cache; the steps that follow attend to
-    /// this source until the next `encode`.
-    fn encode(&mut self, tokens: &[u32], batch: usize, mask: &[u8]) -> Result<()> {
-        let _ = (tokens, batch, mask);
+    /// tokens and 0 for padding) into `state`, emptying its decoder cache; the steps that follow
+    /// on `state` attend to this source until the next `encode`.
+    fn encode(
+        &self,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        batch: usize,
+        mask: &[u8],
+    ) -> Result<()> {
+        let _ = (state, tokens, batch, mask);
         Err(Error::Unsupported(
             "this model has no encoder: it continues its prompt".into(),
         ))
@@ -80,19 +139,19 @@ pub trait Decoder {
         false
     }
 
-    /// Adds `n` rows after the cached ones, holding nothing yet: the steps that follow mask
-    /// their cached positions out until they are fed.
-    fn add_rows(&mut self, n: usize) -> Result<()> {
-        let _ = n;
+    /// Adds `n` rows after the cached ones in `state`, holding nothing yet: the steps that
+    /// follow mask their cached positions out until they are fed.
+    fn add_rows(&self, state: &mut DecoderState, n: usize) -> Result<()> {
+        let _ = (state, n);
         Err(Error::Unsupported(
             "this model's cache cannot take new rows".into(),
         ))
     }
 
-    /// Keeps only the cached rows `rows` (ascending indices), from cached position `from` on
-    /// (the positions before it are masked in every row kept).
-    fn retain_rows(&mut self, rows: &[usize], from: usize) -> Result<()> {
-        let _ = (rows, from);
+    /// Keeps only the cached rows `rows` (ascending indices) of `state`, from cached position
+    /// `from` on (the positions before it are masked in every row kept).
+    fn retain_rows(&self, state: &mut DecoderState, rows: &[usize], from: usize) -> Result<()> {
+        let _ = (state, rows, from);
         Err(Error::Unsupported(
             "this model's cache cannot drop rows".into(),
         ))
@@ -232,7 +291,7 @@ fn required<T>(value: Option<T>, name: &str) -> Result<T> {
 /// For an encoder–decoder model ([`Decoder::decoder_start`] is set) the inputs are the source's
 /// `input_ids` (and `attention_mask`) and the target's `decoder_input_ids` (and
 /// `decoder_attention_mask`); the logits are the decoder's, teacher-forced.
-pub fn decoder_forward(decoder: &mut dyn Decoder, inputs: &NamedTensors) -> Result<NamedTensors> {
+pub fn decoder_forward(decoder: &dyn Decoder, inputs: &NamedTensors) -> Result<NamedTensors> {
     let vocab = decoder.vocab_size();
     let (ids, mask) = if decoder.decoder_start().is_some() {
         ("decoder_input_ids", "decoder_attention_mask")
@@ -250,7 +309,7 @@ pub fn decoder_forward(decoder: &mut dyn Decoder, inputs: &NamedTensors) -> Resu
             ),
         });
     }
-    decoder.reset();
+    let mut state = decoder.new_state();
     if decoder.decoder_start().is_some() {
         let (source, source_batch, _) =
             required(token_input(inputs, "input_ids", vocab)?, "input_ids")?;
@@ -261,18 +320,20 @@ pub fn decoder_forward(decoder: &mut dyn Decoder, inputs: &NamedTensors) -> Resu
             });
         }
         let source_mask = mask_input(inputs, "attention_mask", source.len())?;
-        decoder.encode(&source, batch, &source_mask)?;
+        decoder.encode(&mut state, &source, batch, &source_mask)?;
     }
     let positions = positions_from_mask(&mask, batch, &[]);
-    let logits = decoder.step(&DecodeStep {
-        tokens: &tokens,
-        batch,
-        positions: &positions,
-        mask: &mask,
-        all_positions: true,
-    });
-    decoder.reset();
-    let logits = HostTensor::from_f32(vec![batch, seq, vocab], logits?)?;
+    let logits = decoder.step(
+        &mut state,
+        &DecodeStep {
+            tokens: &tokens,
+            batch,
+            positions: &positions,
+            mask: &mask,
+            all_positions: true,
+        },
+    )?;
+    let logits = HostTensor::from_f32(vec![batch, seq, vocab], logits)?;
     Ok([("logits", logits)].into_iter().collect())
 }
 

@@ -95,7 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("--repetitions must be at least 1");
     }
     let package = super::open_package(args.package.as_deref())?;
-    let mut model = package.load(&args.placement.options()?)?;
+    let model = package.load(&args.placement.options()?)?;
     let threads = super::threads_in_effect().0;
     let mut report = json!({
         "package": package.root().display().to_string(),
@@ -116,9 +116,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.repetitions
     );
     let rows = if model.decoder().is_some() {
-        bench_decoder(&mut model, &args, &mut report)?
+        bench_decoder(&model, &args, &mut report)?
     } else {
-        bench_encoder(&mut model, &args, &mut report)?
+        bench_encoder(&model, &args, &mut report)?
     };
     if args.json {
         return print_json(&report);
@@ -141,7 +141,7 @@ type Table = (Vec<&'static str>, Vec<(String, Vec<String>)>);
 /// model, `pp N` encodes an N-token source and runs the decoder's first step, and every
 /// `tg` run encodes that source before decoding: the work of one generation.
 fn bench_decoder(
-    model: &mut LoadedModel,
+    model: &LoadedModel,
     args: &Args,
     report: &mut serde_json::Value,
 ) -> anyhow::Result<Table> {
@@ -185,27 +185,31 @@ fn bench_decoder(
         let positions: Vec<u32> = (0..prompt.len() as u32).collect();
         let mask = vec![1u8; prompt.len()];
         let seconds = time(args.warmup, args.repetitions, || {
+            let mut state = decoder.new_state();
             let logits = match start {
                 Some(start) => {
-                    decoder.encode(&prompt, 1, &source_mask)?;
-                    decoder.step(&DecodeStep {
-                        tokens: &[start],
-                        batch: 1,
-                        positions: &[0],
-                        mask: &[1],
-                        all_positions: false,
-                    })?
+                    decoder.encode(&mut state, &prompt, 1, &source_mask)?;
+                    decoder.step(
+                        &mut state,
+                        &DecodeStep {
+                            tokens: &[start],
+                            batch: 1,
+                            positions: &[0],
+                            mask: &[1],
+                            all_positions: false,
+                        },
+                    )?
                 }
-                None => {
-                    decoder.reset();
-                    decoder.step(&DecodeStep {
+                None => decoder.step(
+                    &mut state,
+                    &DecodeStep {
                         tokens: &prompt,
                         batch: 1,
                         positions: &positions,
                         mask: &mask,
                         all_positions: false,
-                    })?
-                }
+                    },
+                )?,
             };
             check_logits(&logits, vocab)
         })?;
@@ -216,18 +220,21 @@ fn bench_decoder(
     if !generated.is_empty() {
         let mask = vec![1u8; generated.len()];
         let seconds = time(args.warmup, args.repetitions, || {
-            match start {
-                Some(_) => decoder.encode(&prompt, 1, &source_mask)?,
-                None => decoder.reset(),
+            let mut state = decoder.new_state();
+            if start.is_some() {
+                decoder.encode(&mut state, &prompt, 1, &source_mask)?;
             }
             for (i, &t) in generated.iter().enumerate() {
-                let logits = decoder.step(&DecodeStep {
-                    tokens: &[t],
-                    batch: 1,
-                    positions: &[i as u32],
-                    mask: &mask[..=i],
-                    all_positions: false,
-                })?;
+                let logits = decoder.step(
+                    &mut state,
+                    &DecodeStep {
+                        tokens: &[t],
+                        batch: 1,
+                        positions: &[i as u32],
+                        mask: &mask[..=i],
+                        all_positions: false,
+                    },
+                )?;
                 check_logits(&logits, vocab)?;
             }
             Ok(())
@@ -253,7 +260,7 @@ fn check_logits(logits: &[f32], vocab: u64) -> anyhow::Result<()> {
 /// Forward passes over `--batch` rows of `--seq` tokens (or of images at the package's size),
 /// in items/s and milliseconds per pass.
 fn bench_encoder(
-    model: &mut LoadedModel,
+    model: &LoadedModel,
     args: &Args,
     report: &mut serde_json::Value,
 ) -> anyhow::Result<Table> {
@@ -300,11 +307,7 @@ fn bench_encoder(
 /// special token kept) for tokenized inputs, a smooth pattern for float inputs (images,
 /// feature sequences); optional inputs are left out. The sizes come from the schema's
 /// dimensions.
-fn synthetic_inputs(
-    model: &mut LoadedModel,
-    batch: usize,
-    seq: usize,
-) -> anyhow::Result<NamedTensors> {
+fn synthetic_inputs(model: &LoadedModel, batch: usize, seq: usize) -> anyhow::Result<NamedTensors> {
     let specs: Vec<TensorSpec> = model.info().io.inputs.clone();
     let mut inputs = NamedTensors::new();
     for spec in &specs {
@@ -373,7 +376,7 @@ fn synthetic_inputs(
 
 /// `seq` token ids of an English text, the tokenizer's special tokens included and the last
 /// one kept at the end.
-fn text_ids(model: &mut LoadedModel, seq: usize) -> anyhow::Result<Vec<i64>> {
+fn text_ids(model: &LoadedModel, seq: usize) -> anyhow::Result<Vec<i64>> {
     const TEXT: &str = "The quick brown fox jumps over the lazy dog while the river runs \
                         past the old mill and the children count the boats. ";
     let mut repeat = 1;

@@ -118,7 +118,7 @@ fn print_generation(g: &Generation) -> anyhow::Result<()> {
 }
 
 pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
-    let mut model = args.sampling.load()?;
+    let model = args.sampling.load()?;
     let options = args.sampling.options();
     if args.sampling.json {
         return print_generation(&model.generate(&args.prompt, &options)?);
@@ -128,7 +128,7 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 }
 
 pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
-    let mut model = args.sampling.load()?;
+    let model = args.sampling.load()?;
     let options = args.sampling.options();
     let mut history: Vec<ChatMessage> = args
         .system

@@ -133,7 +133,7 @@ fn save_tensors(dir: &std::path::Path, tensors: &NamedTensors) -> anyhow::Result
 }
 
 /// `--image`: preprocess, run, and for a classifier print the top labels.
-fn images(model: &mut LoadedModel, args: &Args) -> anyhow::Result<()> {
+fn images(model: &LoadedModel, args: &Args) -> anyhow::Result<()> {
     let decoded = args
         .images
         .iter()
@@ -234,7 +234,7 @@ fn print_embeddings(
     Ok(())
 }
 
-fn embeddings(model: &mut LoadedModel, args: &Args, texts: &[&str]) -> anyhow::Result<()> {
+fn embeddings(model: &LoadedModel, args: &Args, texts: &[&str]) -> anyhow::Result<()> {
     let options = EmbedOptions {
         pooling: args
             .pooling
@@ -323,9 +323,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         allow_non_finite: args.allow_non_finite,
         ..args.placement.options()?
     };
-    let mut model = package.load(&options)?;
+    let model = package.load(&options)?;
     if !args.images.is_empty() {
-        return images(&mut model, &args);
+        return images(&model, &args);
     }
     let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
     if let Some(dir) = &args.save_inputs {
@@ -345,7 +345,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let embedding = model.info().sentence_embedding.is_some() || args.pooling.is_some();
     if embedding && !args.raw {
-        return embeddings(&mut model, &args, &texts);
+        return embeddings(&model, &args, &texts);
     }
     let encoded = model.encode(&texts, !args.no_truncate)?;
     let outputs = model.run(&encoded.inputs)?;

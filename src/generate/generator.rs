@@ -7,7 +7,7 @@ use super::detokenize::{Detokenize, IncrementalText};
 use super::sampler::{row_rng, sample};
 use super::stop::StopMatcher;
 use super::{FinishReason, Generation, GenerationStats, Sampling};
-use crate::model::{DecodeStep, Decoder};
+use crate::model::{DecodeStep, Decoder, DecoderState};
 use crate::{Error, Result};
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
@@ -32,7 +32,9 @@ struct Row {
 /// A batch of sequences advancing together (left-padded; finished rows keep feeding their last
 /// token, masked out).
 pub struct Generator<'a> {
-    decoder: &'a mut dyn Decoder,
+    decoder: &'a dyn Decoder,
+    /// The batch's KV cache (its own: other generations on the same model have theirs).
+    state: DecoderState,
     tokenizer: &'a dyn Detokenize,
     rows: Vec<Row>,
     /// The prompts, for an encoder–decoder model (they go to the encoder; the rows start from
@@ -50,7 +52,7 @@ impl<'a> Generator<'a> {
     /// Prepares generation for `prompts` (token ids; at least one token each). Row `i` samples
     /// from the seed's `i`-th stream, so a batch is one reproducible draw.
     pub fn new(
-        decoder: &'a mut dyn Decoder,
+        decoder: &'a dyn Decoder,
         tokenizer: &'a dyn Detokenize,
         prompts: &[Vec<u32>],
         sampling: Sampling,
@@ -67,7 +69,7 @@ impl<'a> Generator<'a> {
     /// own settings. Each row samples as it would alone (the seed's first stream), so a request
     /// gets the same tokens whichever requests share its batch.
     pub fn for_requests(
-        decoder: &'a mut dyn Decoder,
+        decoder: &'a dyn Decoder,
         tokenizer: &'a dyn Detokenize,
         requests: Vec<(Vec<u32>, Sampling)>,
     ) -> Result<Generator<'a>> {
@@ -77,7 +79,7 @@ impl<'a> Generator<'a> {
     }
 
     fn build(
-        decoder: &'a mut dyn Decoder,
+        decoder: &'a dyn Decoder,
         tokenizer: &'a dyn Detokenize,
         prompts: &[Vec<u32>],
         samplings: Vec<(Sampling, usize)>,
@@ -122,6 +124,7 @@ impl<'a> Generator<'a> {
             })
             .collect::<Vec<Row>>();
         Ok(Generator {
+            state: decoder.new_state(),
             decoder,
             tokenizer,
             rows,
@@ -231,15 +234,18 @@ impl<'a> Generator<'a> {
         }
         let flat_mask: Vec<u8> = self.mask.concat();
         let positions = crate::model::positions_from_mask(&flat_mask, batch, &[]);
-        self.decoder.reset();
+        self.state = self.decoder.new_state();
         let start = Instant::now();
-        let logits = self.decoder.step(&DecodeStep {
-            tokens: &tokens,
-            batch,
-            positions: &positions,
-            mask: &flat_mask,
-            all_positions: false,
-        })?;
+        let logits = self.decoder.step(
+            &mut self.state,
+            &DecodeStep {
+                tokens: &tokens,
+                batch,
+                positions: &positions,
+                mask: &flat_mask,
+                all_positions: false,
+            },
+        )?;
         self.stats.prompt_seconds = start.elapsed().as_secs_f64();
         finite(logits)
     }
@@ -259,16 +265,20 @@ impl<'a> Generator<'a> {
             mask.extend(std::iter::repeat_n(1u8, source.len()));
         }
         let start = Instant::now();
-        self.decoder.encode(&tokens, batch, &mask)?;
+        self.decoder
+            .encode(&mut self.state, &tokens, batch, &mask)?;
         self.mask = vec![vec![1]; batch];
         let first: Vec<u32> = self.rows.iter().map(|r| r.ids[0]).collect();
-        let logits = self.decoder.step(&DecodeStep {
-            tokens: &first,
-            batch,
-            positions: &vec![0; batch],
-            mask: &vec![1; batch],
-            all_positions: false,
-        })?;
+        let logits = self.decoder.step(
+            &mut self.state,
+            &DecodeStep {
+                tokens: &first,
+                batch,
+                positions: &vec![0; batch],
+                mask: &vec![1; batch],
+                all_positions: false,
+            },
+        )?;
         self.stats.prompt_seconds = start.elapsed().as_secs_f64();
         finite(logits)
     }
@@ -282,13 +292,16 @@ impl<'a> Generator<'a> {
         }
         let flat_mask: Vec<u8> = self.mask.concat();
         let next = std::mem::take(&mut self.next);
-        finite(self.decoder.step(&DecodeStep {
-            tokens: &next,
-            batch,
-            positions: &positions,
-            mask: &flat_mask,
-            all_positions: false,
-        })?)
+        finite(self.decoder.step(
+            &mut self.state,
+            &DecodeStep {
+                tokens: &next,
+                batch,
+                positions: &positions,
+                mask: &flat_mask,
+                all_positions: false,
+            },
+        )?)
     }
 
     /// Why row `row` finished, once it has.
@@ -352,7 +365,7 @@ impl<'a> Generator<'a> {
                 )));
             }
         }
-        self.decoder.add_rows(requests.len())?;
+        self.decoder.add_rows(&mut self.state, requests.len())?;
         for (prompt, sampling) in requests {
             self.rows.push(Row {
                 prompt_len: prompt.len(),
@@ -389,7 +402,7 @@ impl<'a> Generator<'a> {
             })
             .min()
             .unwrap_or(0);
-        self.decoder.retain_rows(&keep, from)?;
+        self.decoder.retain_rows(&mut self.state, &keep, from)?;
         let mut index = 0;
         let mut kept = keep.iter().peekable();
         self.rows.retain(|_| {
@@ -439,13 +452,16 @@ impl<'a> Generator<'a> {
             row.fresh = false;
         }
         let flat_mask: Vec<u8> = self.mask.concat();
-        finite(self.decoder.step(&DecodeStep {
-            tokens: &tokens,
-            batch,
-            positions: &positions,
-            mask: &flat_mask,
-            all_positions: false,
-        })?)
+        finite(self.decoder.step(
+            &mut self.state,
+            &DecodeStep {
+                tokens: &tokens,
+                batch,
+                positions: &positions,
+                mask: &flat_mask,
+                all_positions: false,
+            },
+        )?)
     }
 
     /// Ends every unfinished row with `reason`; returns the text each one still held.

@@ -40,17 +40,15 @@ use crate::{Error, Result};
 
 impl LoadedModel {
     /// The decoder and the tokenizer, for generation.
-    pub(crate) fn generation_parts(&mut self) -> Result<(&mut dyn Decoder, &mut TextPreprocessor)> {
-        if self.text.is_none() {
-            self.preprocessor()?;
-        }
+    pub(crate) fn generation_parts(&self) -> Result<(&dyn Decoder, &TextPreprocessor)> {
+        let text = self.preprocessor()?;
         let decoder = self.model.decoder().ok_or_else(|| {
             Error::Unsupported(format!(
                 "this `{}` package is not a text-generation model",
                 self.package.info().model_type
             ))
         })?;
-        Ok((decoder, self.text.as_mut().expect("set above")))
+        Ok((decoder, text))
     }
 
     pub(crate) fn sampling(&self, options: &GenerateOptions) -> Result<Sampling> {
@@ -58,13 +56,13 @@ impl LoadedModel {
     }
 
     /// The incremental-decoding interface, for text-generation packages.
-    pub fn decoder(&mut self) -> Option<&mut dyn Decoder> {
+    pub fn decoder(&self) -> Option<&dyn Decoder> {
         self.model.decoder()
     }
 
     /// Generates from token-id prompts, left-padded into one batch.
     pub fn generate_ids(
-        &mut self,
+        &self,
         prompts: &[Vec<u32>],
         options: &GenerateOptions,
     ) -> Result<Vec<Generation>> {
@@ -75,7 +73,7 @@ impl LoadedModel {
 
     /// Completes each prompt (encoded with the tokenizer's special tokens), batched.
     pub fn generate_batch(
-        &mut self,
+        &self,
         prompts: &[&str],
         options: &GenerateOptions,
     ) -> Result<Vec<Generation>> {
@@ -87,7 +85,7 @@ impl LoadedModel {
     }
 
     /// Completes `prompt`.
-    pub fn generate(&mut self, prompt: &str, options: &GenerateOptions) -> Result<Generation> {
+    pub fn generate(&self, prompt: &str, options: &GenerateOptions) -> Result<Generation> {
         let mut stream = self.stream(prompt, options)?;
         for piece in stream.by_ref() {
             piece?;
@@ -96,14 +94,14 @@ impl LoadedModel {
     }
 
     /// Completes `prompt`, streaming the text piece by piece.
-    pub fn stream(&mut self, prompt: &str, options: &GenerateOptions) -> Result<TextStream<'_>> {
+    pub fn stream(&self, prompt: &str, options: &GenerateOptions) -> Result<TextStream<'_>> {
         let ids = self.tokenize(prompt, true)?;
         self.stream_ids(ids, options)
     }
 
     /// Streams a completion of token ids.
     pub fn stream_ids(
-        &mut self,
+        &self,
         prompt: Vec<u32>,
         options: &GenerateOptions,
     ) -> Result<TextStream<'_>> {

@@ -1,7 +1,7 @@
 //! The generator end to end on a fake decoder and a fake tokenizer: no model, no tokenizer file.
 
 use super::*;
-use crate::model::{DecodeStep, Decoder};
+use crate::model::{Cache, DecodeStep, Decoder, DecoderState};
 use crate::{Error, Result};
 
 /// The fake vocabulary: id `i` is `WORDS[i]`; id 0 is the end token (a special token, so
@@ -41,18 +41,25 @@ impl Detokenize for Words {
 /// logits, which greedy decoding reads as the end token.
 struct FakeDecoder {
     max_positions: usize,
+}
+
+impl FakeDecoder {
+    fn new(max_positions: usize) -> Self {
+        FakeDecoder { max_positions }
+    }
+}
+
+/// The fake decoder's state.
+#[derive(Default)]
+struct FakeCache {
     /// The real (unmasked) tokens each row has seen.
     rows: Vec<Vec<u32>>,
     cached: usize,
 }
 
-impl FakeDecoder {
-    fn new(max_positions: usize) -> Self {
-        FakeDecoder {
-            max_positions,
-            rows: Vec::new(),
-            cached: 0,
-        }
+impl Cache for FakeCache {
+    fn cached(&self) -> usize {
+        self.cached
     }
 }
 
@@ -65,38 +72,36 @@ impl Decoder for FakeDecoder {
         self.max_positions
     }
 
-    fn cached(&self) -> usize {
-        self.cached
-    }
-
-    fn reset(&mut self) {
-        self.rows.clear();
-        self.cached = 0;
+    fn new_state(&self) -> DecoderState {
+        DecoderState::new(self, FakeCache::default())
     }
 
     fn resizable(&self) -> bool {
         true
     }
 
-    fn add_rows(&mut self, n: usize) -> Result<()> {
-        self.rows.extend(std::iter::repeat_n(Vec::new(), n));
+    fn add_rows(&self, state: &mut DecoderState, n: usize) -> Result<()> {
+        let cache = state.cache_mut::<FakeCache, _>(self)?;
+        cache.rows.extend(std::iter::repeat_n(Vec::new(), n));
         Ok(())
     }
 
-    fn retain_rows(&mut self, rows: &[usize], from: usize) -> Result<()> {
-        self.rows = rows.iter().map(|&i| self.rows[i].clone()).collect();
-        self.cached -= from;
+    fn retain_rows(&self, state: &mut DecoderState, rows: &[usize], from: usize) -> Result<()> {
+        let cache = state.cache_mut::<FakeCache, _>(self)?;
+        cache.rows = rows.iter().map(|&i| cache.rows[i].clone()).collect();
+        cache.cached -= from;
         Ok(())
     }
 
-    fn step(&mut self, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
+    fn step(&self, state: &mut DecoderState, step: &DecodeStep<'_>) -> Result<Vec<f32>> {
+        let cache = state.cache_mut::<FakeCache, _>(self)?;
         let (batch, seq, vocab) = (step.batch, step.seq(), WORDS.len());
-        if self.rows.is_empty() {
-            self.rows = vec![Vec::new(); batch];
+        if cache.rows.is_empty() {
+            cache.rows = vec![Vec::new(); batch];
         }
-        let width = self.cached + seq;
+        let width = cache.cached + seq;
         let bad = |m: String| Err(Error::InvalidArgument(m));
-        if self.rows.len() != batch
+        if cache.rows.len() != batch
             || step.tokens.len() != batch * seq
             || step.positions.len() != batch * seq
             || step.mask.len() != batch * width
@@ -106,12 +111,12 @@ impl Decoder for FakeDecoder {
                 step.tokens.len(),
                 step.positions.len(),
                 step.mask.len(),
-                self.cached
+                cache.cached
             ));
         }
         let mut logits = vec![0f32; batch * vocab];
-        for (b, row) in self.rows.iter_mut().enumerate() {
-            let mask = &step.mask[b * width + self.cached..(b + 1) * width];
+        for (b, row) in cache.rows.iter_mut().enumerate() {
+            let mask = &step.mask[b * width + cache.cached..(b + 1) * width];
             for (j, &m) in mask.iter().enumerate() {
                 if m == 0 {
                     continue;
@@ -130,7 +135,7 @@ impl Decoder for FakeDecoder {
                 logits[b * vocab + next as usize] = 10.0;
             }
         }
-        self.cached = width;
+        cache.cached = width;
         Ok(logits)
     }
 }
@@ -149,8 +154,8 @@ fn sampling(max_new_tokens: usize, stop: &[&str]) -> Sampling {
 }
 
 fn generate(prompts: &[Vec<u32>], sampling: Sampling) -> Vec<Generation> {
-    let mut decoder = FakeDecoder::new(64);
-    Generator::new(&mut decoder, &Words, prompts, sampling)
+    let decoder = FakeDecoder::new(64);
+    Generator::new(&decoder, &Words, prompts, sampling)
         .unwrap()
         .run()
         .unwrap()
@@ -191,16 +196,16 @@ fn max_new_tokens_ends_the_generation() {
 
 #[test]
 fn the_context_limit_ends_the_generation() {
-    let mut decoder = FakeDecoder::new(4);
-    let g = Generator::new(&mut decoder, &Words, &[vec![1]], sampling(32, &[]))
+    let decoder = FakeDecoder::new(4);
+    let g = Generator::new(&decoder, &Words, &[vec![1]], sampling(32, &[]))
         .unwrap()
         .run()
         .unwrap()
         .remove(0);
     assert_eq!(g.token_ids, [2, 3, 4]);
     assert_eq!(g.finish_reason, FinishReason::Context);
-    let mut decoder = FakeDecoder::new(2);
-    assert!(Generator::new(&mut decoder, &Words, &[vec![1, 2]], sampling(32, &[])).is_err());
+    let decoder = FakeDecoder::new(2);
+    assert!(Generator::new(&decoder, &Words, &[vec![1, 2]], sampling(32, &[])).is_err());
 }
 
 #[test]
@@ -241,8 +246,8 @@ fn a_left_padded_batch_gives_each_prompt_its_own_continuation() {
 
 #[test]
 fn streamed_pieces_concatenate_to_the_final_text() {
-    let mut decoder = FakeDecoder::new(64);
-    let generator = Generator::new(&mut decoder, &Words, &[vec![1]], sampling(32, &[])).unwrap();
+    let decoder = FakeDecoder::new(64);
+    let generator = Generator::new(&decoder, &Words, &[vec![1]], sampling(32, &[])).unwrap();
     let mut stream = TextStream::new(generator);
     let pieces: Vec<String> = stream.by_ref().collect::<Result<_>>().unwrap();
     assert_eq!(pieces, [" world", ",", " how", " are", " you", "?"]);
@@ -251,14 +256,9 @@ fn streamed_pieces_concatenate_to_the_final_text() {
     assert_eq!(g.finish_reason, FinishReason::Eos);
 
     // With a stop string, held-back text is streamed once it is known not to stop.
-    let mut decoder = FakeDecoder::new(64);
-    let generator = Generator::new(
-        &mut decoder,
-        &Words,
-        &[vec![1]],
-        sampling(32, &["how?", "you"]),
-    )
-    .unwrap();
+    let decoder = FakeDecoder::new(64);
+    let generator =
+        Generator::new(&decoder, &Words, &[vec![1]], sampling(32, &["how?", "you"])).unwrap();
     let mut stream = TextStream::new(generator);
     let pieces: Vec<String> = stream.by_ref().collect::<Result<_>>().unwrap();
     let g = stream.into_generation();
@@ -272,8 +272,8 @@ fn streamed_pieces_concatenate_to_the_final_text() {
 
 #[test]
 fn a_cancelled_stream_ends_without_text() {
-    let mut decoder = FakeDecoder::new(64);
-    let generator = Generator::new(&mut decoder, &Words, &[vec![1]], sampling(32, &[])).unwrap();
+    let decoder = FakeDecoder::new(64);
+    let generator = Generator::new(&decoder, &Words, &[vec![1]], sampling(32, &[])).unwrap();
     let mut stream = TextStream::new(generator);
     assert_eq!(stream.next().unwrap().unwrap(), " world");
     stream
@@ -292,9 +292,9 @@ fn a_cancelled_stream_ends_without_text() {
 /// request gets the text it gets alone (the fake decoder checks each step's positions and mask).
 #[test]
 fn requests_join_and_leave_a_running_batch() {
-    let mut decoder = FakeDecoder::new(64);
+    let decoder = FakeDecoder::new(64);
     let mut g =
-        Generator::for_requests(&mut decoder, &Words, vec![(vec![1], sampling(32, &[]))]).unwrap();
+        Generator::for_requests(&decoder, &Words, vec![(vec![1], sampling(32, &[]))]).unwrap();
     assert!(!g.joinable(), "not before the first step");
     let mut texts = vec![String::new()];
     let mut rows = vec![0];

@@ -88,7 +88,7 @@ impl LoadedModel {
     }
 
     /// Decodes the image files, preprocesses them as one batch and runs the model.
-    pub fn run_images(&mut self, paths: &[impl AsRef<Path>]) -> Result<NamedTensors> {
+    pub fn run_images(&self, paths: &[impl AsRef<Path>]) -> Result<NamedTensors> {
         let images = paths
             .iter()
             .map(|p| RgbImage::open(p.as_ref()))
@@ -103,7 +103,7 @@ impl LoadedModel {
     /// # fn main() -> inferox::Result<()> {
     /// use inferox::prelude::*;
     /// let package = Package::open(std::path::Path::new("vit.pkg"))?;
-    /// let mut model = package.load(&LoadOptions::default())?;
+    /// let model = package.load(&LoadOptions::default())?;
     /// let result = model.classify_images(&["cat.jpg", "dog.png"], 3)?;
     /// for p in &result.predictions[0] {
     ///     println!("{:.3} {}", p.score, p.label);
@@ -112,7 +112,7 @@ impl LoadedModel {
     /// # }
     /// ```
     pub fn classify_images(
-        &mut self,
+        &self,
         paths: &[impl AsRef<Path>],
         top_k: usize,
     ) -> Result<Classification> {

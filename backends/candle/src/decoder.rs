@@ -245,12 +245,15 @@ fn dequantize_row(
     }
 }
 
-/// Rotary position embedding tables, grown on demand up to the model's maximum.
+/// Rotary position embedding tables, grown on demand up to the model's maximum (shared by
+/// every thread that runs the model; growing takes a write lock, once per doubling).
 pub struct Rotary {
     inv_freq: Vec<f32>,
     limit: usize,
-    cos: Tensor,
-    sin: Tensor,
+    /// cos and sin, `[positions, inv_freq.len()]`.
+    tables: std::sync::RwLock<(Tensor, Tensor)>,
+    dtype: DType,
+    device: Device,
     /// Pairs adjacent dimensions (GGUF llama layout) instead of the two halves (HF layout).
     interleaved: bool,
     /// Factor on cos and sin (LongRoPE's attention factor; 1 otherwise).
@@ -266,11 +269,13 @@ impl Rotary {
         device: &Device,
         dtype: DType,
     ) -> candle::Result<Rotary> {
-        let mut r = Rotary {
+        let empty = Tensor::zeros((0, inv_freq.len()), dtype, device)?;
+        let r = Rotary {
             inv_freq: inv_freq.to_vec(),
             limit,
-            cos: Tensor::zeros((0, inv_freq.len()), dtype, device)?,
-            sin: Tensor::zeros((0, inv_freq.len()), dtype, device)?,
+            tables: std::sync::RwLock::new((empty.clone(), empty)),
+            dtype,
+            device: device.clone(),
             interleaved,
             scale: 1.0,
         };
@@ -280,17 +285,27 @@ impl Rotary {
 
     /// The same tables with cos and sin multiplied by `scale`.
     pub fn with_scale(mut self, scale: f32) -> candle::Result<Rotary> {
-        let have = self.cos.dim(0)?;
+        let have = self.positions();
         self.scale = scale;
-        self.cos = self.cos.narrow(0, 0, 0)?;
-        self.sin = self.sin.narrow(0, 0, 0)?;
+        let empty = Tensor::zeros((0, self.inv_freq.len()), self.dtype, &self.device)?;
+        self.tables = std::sync::RwLock::new((empty.clone(), empty));
         self.ensure(have)?;
         Ok(self)
     }
 
+    /// Positions the tables cover now.
+    fn positions(&self) -> usize {
+        self.read().0.dims().first().copied().unwrap_or(0)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, (Tensor, Tensor)> {
+        // The tables are replaced whole, so a panic elsewhere cannot leave them half-written.
+        self.tables.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Makes the tables cover positions below `n` (at most the limit).
-    pub fn ensure(&mut self, n: usize) -> candle::Result<()> {
-        let have = self.cos.dim(0)?;
+    pub fn ensure(&self, n: usize) -> candle::Result<()> {
+        let have = self.positions();
         if n <= have {
             return Ok(());
         }
@@ -300,10 +315,15 @@ impl Rotary {
         for p in 0..len {
             angles.extend(self.inv_freq.iter().map(|f| p as f32 * f));
         }
-        let angles = Tensor::from_vec(angles, (len, half), self.cos.device())?;
+        let angles = Tensor::from_vec(angles, (len, half), &self.device)?;
         let scale = f64::from(self.scale);
-        self.cos = (angles.cos()? * scale)?.to_dtype(self.cos.dtype())?;
-        self.sin = (angles.sin()? * scale)?.to_dtype(self.sin.dtype())?;
+        let cos = (angles.cos()? * scale)?.to_dtype(self.dtype)?;
+        let sin = (angles.sin()? * scale)?.to_dtype(self.dtype)?;
+        let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
+        // Another thread may have grown them further meanwhile.
+        if tables.0.dim(0)? < len {
+            *tables = (cos, sin);
+        }
         Ok(())
     }
 
@@ -311,8 +331,9 @@ impl Rotary {
     /// fewer frequencies than `dim / 2`, only the first dimensions rotate (partial rotary).
     pub fn apply(&self, x: &Tensor, positions: &Tensor) -> candle::Result<Tensor> {
         let (b, _, s, dim) = x.dims4()?;
-        let cos = self.cos.index_select(positions, 0)?.reshape((b, s, ()))?;
-        let sin = self.sin.index_select(positions, 0)?.reshape((b, s, ()))?;
+        let (cos, sin) = self.read().clone();
+        let cos = cos.index_select(positions, 0)?.reshape((b, s, ()))?;
+        let sin = sin.index_select(positions, 0)?.reshape((b, s, ()))?;
         let rot = 2 * self.inv_freq.len();
         let rotate = |x: &Tensor| {
             let x = x.contiguous()?;
@@ -456,9 +477,47 @@ impl RmsNorm {
     }
 }
 
-/// Adds `n` empty rows after the batch a KV cache holds (for continuous batching: the rows are
-/// masked out until they are fed). An empty cache stays empty.
-pub fn add_cache_rows(cache: &mut candle_nn::kv_cache::KvCache, n: usize) -> candle::Result<()> {
+/// A decoder's KV cache, one per layer: the per-request state of a decoder-only model.
+pub struct LayerCaches(pub Vec<candle_nn::kv_cache::KvCache>);
+
+impl LayerCaches {
+    /// Empty caches for `layers` layers, with room for `size` positions before they grow.
+    pub fn new(layers: usize, size: usize) -> LayerCaches {
+        LayerCaches(
+            (0..layers)
+                .map(|_| candle_nn::kv_cache::KvCache::new(2, size))
+                .collect(),
+        )
+    }
+
+    /// Adds `n` empty rows after the batch the caches hold (for continuous batching: the rows
+    /// are masked out until they are fed).
+    pub fn add_rows(&mut self, n: usize) -> crate::Result<()> {
+        for cache in &mut self.0 {
+            add_cache_rows(cache, n)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the cached rows `rows` (ascending), from sequence position `from` on.
+    pub fn retain_rows(&mut self, rows: &[usize], from: usize) -> crate::Result<()> {
+        for cache in &mut self.0 {
+            retain_cache_rows(cache, rows, from)?;
+        }
+        Ok(())
+    }
+}
+
+impl inferox_core::model::Cache for LayerCaches {
+    fn cached(&self) -> usize {
+        self.0
+            .first()
+            .map_or(0, candle_nn::kv_cache::KvCache::current_seq_len)
+    }
+}
+
+/// Adds `n` empty rows after the batch a KV cache holds. An empty cache stays empty.
+fn add_cache_rows(cache: &mut candle_nn::kv_cache::KvCache, n: usize) -> candle::Result<()> {
     let (Some(k), Some(v)) = (cache.k()?, cache.v()?) else {
         return Ok(());
     };
@@ -471,7 +530,7 @@ pub fn add_cache_rows(cache: &mut candle_nn::kv_cache::KvCache, n: usize) -> can
 }
 
 /// Keeps the cached rows `rows` (ascending) from sequence position `from` on.
-pub fn retain_cache_rows(
+fn retain_cache_rows(
     cache: &mut candle_nn::kv_cache::KvCache,
     rows: &[usize],
     from: usize,

@@ -218,8 +218,12 @@ pub fn describe(path: &Path) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>)> {
 }
 
 /// A TensorFlow Lite model ready to run.
+///
+/// A TensorFlow Lite interpreter holds its input and output buffers, so one call runs at a
+/// time: calls from several threads on one model wait for each other (load the package once
+/// per thread to run them side by side).
 pub struct TfLite {
-    graph: Graph,
+    graph: std::sync::Mutex<Graph>,
     path: PathBuf,
     inputs: Vec<Port>,
     outputs: Vec<Port>,
@@ -239,7 +243,7 @@ pub fn load(req: &LoadRequest<'_>) -> Result<Box<dyn Model>> {
     let path = file.path().to_path_buf();
     let (inputs, outputs) = ports(&path, graph.borrow_dependent())?;
     Ok(Box::new(TfLite {
-        graph,
+        graph: std::sync::Mutex::new(graph),
         path,
         inputs,
         outputs,
@@ -260,8 +264,7 @@ fn quantize<T: TryFrom<i64>>(values: &[f32], q: Quantization, lo: i64, hi: i64) 
 }
 
 impl TfLite {
-    fn set_input(&self, port: &Port, t: &HostTensor) -> Result<()> {
-        let interp = self.graph.borrow_dependent();
+    fn set_input(&self, interp: &Interp<'_>, port: &Port, t: &HostTensor) -> Result<()> {
         let copy = |r: tflitec::Result<()>| {
             r.map_err(|e| Error::Input {
                 name: port.name.clone(),
@@ -291,8 +294,8 @@ impl TfLite {
         }
     }
 
-    fn get_output(&self, port: &Port) -> Result<HostTensor> {
-        let t = tensor(&self.path, self.graph.borrow_dependent(), false, port.index)?;
+    fn get_output(&self, interp: &Interp<'_>, port: &Port) -> Result<HostTensor> {
+        let t = tensor(&self.path, interp, false, port.index)?;
         let shape = t.shape().dimensions().clone();
         let dq = |q: Quantization, v: Vec<i64>| {
             TensorData::Float32(v.into_iter().map(|x| q.dequantize(x)).collect())
@@ -314,21 +317,24 @@ impl TfLite {
 }
 
 impl Model for TfLite {
-    fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
+    fn forward(&self, inputs: &NamedTensors) -> Result<NamedTensors> {
+        // A call that panicked left nothing half-done that the next one reads: every input is
+        // set again before each run.
+        let graph = self.graph.lock().unwrap_or_else(|e| e.into_inner());
+        let interp = graph.borrow_dependent();
         for port in &self.inputs {
             let t = inputs.get(&port.name).ok_or_else(|| Error::Input {
                 name: port.name.clone(),
                 message: "missing (every input of a TensorFlow Lite model is required)".into(),
             })?;
-            self.set_input(port, t)?;
+            self.set_input(interp, port, t)?;
         }
-        self.graph
-            .borrow_dependent()
+        interp
             .invoke()
             .map_err(|e| err(&self.path, "running the model", e))?;
         let mut out = NamedTensors::new();
         for port in &self.outputs {
-            out.insert(port.name.clone(), self.get_output(port)?);
+            out.insert(port.name.clone(), self.get_output(interp, port)?);
         }
         Ok(out)
     }

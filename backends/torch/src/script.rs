@@ -133,7 +133,7 @@ impl Script {
     }
 
     /// Runs the module: errors are the backend's, converted once by [`Model::forward`].
-    fn run(&mut self, inputs: &NamedTensors) -> crate::Result<NamedTensors> {
+    fn run(&self, inputs: &NamedTensors) -> crate::Result<NamedTensors> {
         let _guard = tch::no_grad_guard();
         let args = self
             .inputs
@@ -157,7 +157,7 @@ impl Script {
 }
 
 impl Model for Script {
-    fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
+    fn forward(&self, inputs: &NamedTensors) -> Result<NamedTensors> {
         self.run(inputs).map_err(Into::into)
     }
 }

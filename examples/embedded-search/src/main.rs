@@ -53,7 +53,7 @@ fn package() -> inferox::Result<Package> {
 /// The sentences with their cosine similarity to `query`, closest first.
 fn rank<'a>(query: &str, sentences: &'a [String]) -> inferox::Result<Vec<(f32, &'a str)>> {
     let package = package()?;
-    let mut model = package.load(&LoadOptions::default())?;
+    let model = package.load(&LoadOptions::default())?;
     let mut texts = vec![query];
     texts.extend(sentences.iter().map(String::as_str));
     let embeddings = model.embed(&texts)?;

@@ -422,7 +422,7 @@ impl SileroVad {
 }
 
 impl Model for SileroVad {
-    fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
+    fn forward(&self, inputs: &NamedTensors) -> Result<NamedTensors> {
         let audio = inputs.get("audio").expect("checked against the schema");
         Ok(self.outputs(audio, inputs.get("state"))?)
     }

@@ -63,7 +63,7 @@ fn streams_speech_and_silence_as_the_packages_own_runtime_does() {
         check_detector(detector, &format!("{dtype}"));
     }
     // A batch of two streams, the second a copy of the first, row for row.
-    let mut model = package.load(&LoadOptions::default()).unwrap();
+    let model = package.load(&LoadOptions::default()).unwrap();
     let speech = silero_vad::read_wav(&fixtures().join("speech_16k.wav")).unwrap();
     let chunk = &speech[60 * CHUNK - silero_vad::CONTEXT..61 * CHUNK];
     let audio = inferox::HostTensor::from_f32(vec![2, chunk.len()], [chunk, chunk].concat());
