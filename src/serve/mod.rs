@@ -7,9 +7,9 @@
 //!   `/v1/chat/completions` (with server-sent-event streaming), and TEI's `/embed`;
 //! * `/metrics` (Prometheus) and `/health`.
 //!
-//! Each model runs on a worker thread of its own behind a bounded queue (429 with `Retry-After`
-//! when it is full), which batches embedding requests and decodes concurrent generations
-//! together. docs/serving.md documents every endpoint.
+//! Each model is loaded once and shared by two worker threads, one for forward passes and
+//! embeddings and one for generation, each behind a bounded queue (429 with `Retry-After` when
+//! it is full); they batch embedding requests and decode concurrent generations together. docs/serving.md documents every endpoint.
 
 mod kserve;
 mod metrics;
@@ -288,9 +288,11 @@ pub async fn serve(
             .as_ref()
             .is_some_and(|g| g.chat_template.is_some());
         let embeds = info.sentence_embedding.as_ref().map(|s| s.normalize);
-        let (queue, thread) = worker::spawn(&name, model, config.batching.clone(), metrics.clone())
-            .map_err(|e| Error::Unsupported(format!("starting the worker of `{name}`: {e}")))?;
-        threads.push(thread);
+        let (queue, workers) =
+            worker::spawn(&name, model, config.batching.clone(), metrics.clone()).map_err(|e| {
+                Error::Unsupported(format!("starting the workers of `{name}`: {e}"))
+            })?;
+        threads.extend(workers);
         order.push(name.clone());
         served.insert(
             name.clone(),

@@ -1,8 +1,11 @@
-//! One worker thread per served model. It owns the [`LoadedModel`] (so requests need no lock
-//! around it), takes jobs from a bounded queue, and runs together what can share a forward pass:
-//! embedding requests that arrive within `max_wait` of each other form one batch of at most
-//! `max_batch_tokens` tokens, and generation requests waiting together decode as one batch, each
-//! row with its own sampling settings, and each row stopped on its own when its client leaves.
+//! Two worker threads per served model, sharing its [`LoadedModel`] (a model runs through
+//! `&self`, so they need no lock around it): one for forward passes and embeddings, one for
+//! generation, so that a long generation never holds up an embedding request on the same model.
+//! Each takes jobs from a bounded queue of its own and runs together what can share a forward
+//! pass: embedding requests that arrive within `max_wait` of each other form one batch of at
+//! most `max_batch_tokens` tokens, and generation requests waiting together decode as one
+//! batch, each row with its own sampling settings, and each row stopped on its own when its
+//! client leaves.
 
 use super::metrics::Metrics;
 use crate::chat::ChatMessage;
@@ -89,9 +92,10 @@ pub(crate) enum Event {
     Failed(Error),
 }
 
-/// The queue of one model's worker, and whether the worker still runs.
+/// The queues of one model's workers (forward passes and embeddings; generation), and whether
+/// both still run.
 pub(crate) struct Queue {
-    tx: Mutex<Option<SyncSender<Job>>>,
+    lanes: [Mutex<Option<SyncSender<Job>>>; 2],
     alive: Arc<AtomicBool>,
     model: String,
     metrics: Arc<Metrics>,
@@ -104,9 +108,10 @@ pub(crate) enum Refused {
 }
 
 impl Queue {
-    /// Queues `job` without waiting.
+    /// Queues `job` on its worker without waiting.
     pub fn submit(&self, job: Job) -> std::result::Result<(), Refused> {
-        let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let lane = usize::from(matches!(job, Job::Generate(_)));
+        let guard = self.lanes[lane].lock().unwrap_or_else(|e| e.into_inner());
         let tx = guard.as_ref().ok_or(Refused::Stopped)?;
         match tx.try_send(job) {
             Ok(()) => {
@@ -118,58 +123,69 @@ impl Queue {
         }
     }
 
-    /// Whether the worker is running.
+    /// Whether both workers are running.
     pub fn alive(&self) -> bool {
         self.alive.load(Ordering::Relaxed)
     }
 
-    /// Stops taking jobs; the worker ends once the queued ones are done.
+    /// Stops taking jobs; the workers end once the queued ones are done.
     pub fn close(&self) {
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        for lane in &self.lanes {
+            lane.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
     }
 }
 
-/// Starts the worker thread of `model`.
+/// Starts the worker threads of `model`: forward passes and embeddings on one, generation on
+/// the other, both on the same weights.
 pub(crate) fn spawn(
     name: &str,
     model: LoadedModel,
     batching: Batching,
     metrics: Arc<Metrics>,
-) -> std::io::Result<(Queue, std::thread::JoinHandle<()>)> {
-    let (tx, rx) = sync_channel(batching.queue.max(1));
+) -> std::io::Result<(Queue, Vec<std::thread::JoinHandle<()>>)> {
+    let model = Arc::new(model);
     let alive = Arc::new(AtomicBool::new(true));
-    let mut worker = Worker {
-        model,
-        inbox: Inbox {
-            rx,
-            held: None,
-            name: name.to_string(),
-            metrics: metrics.clone(),
-        },
-        batching,
-        prompter: None,
-    };
-    let flag = alive.clone();
-    let handle = std::thread::Builder::new()
-        .name(format!("model {name}"))
-        .spawn(move || {
-            struct Down(Arc<AtomicBool>);
-            impl Drop for Down {
-                fn drop(&mut self) {
-                    self.0.store(false, Ordering::Relaxed);
+    let mut lanes = Vec::new();
+    let mut handles = Vec::new();
+    for lane in ["infer", "generate"] {
+        let (tx, rx) = sync_channel(batching.queue.max(1));
+        lanes.push(Mutex::new(Some(tx)));
+        let mut worker = Worker {
+            model: model.clone(),
+            inbox: Inbox {
+                rx,
+                held: None,
+                name: name.to_string(),
+                metrics: metrics.clone(),
+            },
+            batching: batching.clone(),
+            prompter: None,
+        };
+        let flag = alive.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("model {name} ({lane})"))
+            .spawn(move || {
+                struct Down(Arc<AtomicBool>);
+                impl Drop for Down {
+                    fn drop(&mut self) {
+                        self.0.store(false, Ordering::Relaxed);
+                    }
                 }
-            }
-            let _down = Down(flag);
-            worker.run();
-        })?;
+                let _down = Down(flag);
+                worker.run();
+            })?;
+        handles.push(handle);
+    }
+    let lanes = <[_; 2]>::try_from(lanes).unwrap_or_else(|_| unreachable!("two lanes"));
     Ok((
         Queue {
-            tx: Mutex::new(Some(tx)),
+            lanes,
             alive,
             model: name.to_string(),
             metrics,
         },
-        handle,
+        handles,
     ))
 }
 
@@ -216,38 +232,33 @@ impl Inbox {
     }
 }
 
-/// Turns generation requests into token ids and settings with its own copy of the tokenizer,
-/// so that requests can be prepared while the model decodes.
+/// Turns generation requests into token ids and settings (with the model's tokenizer, which
+/// may run while the model decodes) and the chat template, read once.
 struct Prompter {
-    text: crate::preprocess::TextPreprocessor,
+    model: Arc<LoadedModel>,
     chat: Option<crate::chat::ChatTemplate>,
-    generation: Option<crate::manifest::GenerationInfo>,
 }
 
 impl Prompter {
-    fn new(model: &mut LoadedModel) -> Result<Prompter> {
-        Ok(Prompter {
-            text: model.preprocessor()?.clone(),
+    fn new(model: &Arc<LoadedModel>) -> Prompter {
+        Prompter {
+            model: model.clone(),
             chat: model.chat_template().ok(),
-            generation: model.info().generation.clone(),
-        })
+        }
     }
 
-    fn prepare(&mut self, job: &GenerateJob) -> Result<(Vec<u32>, Sampling)> {
+    fn prepare(&self, job: &GenerateJob) -> Result<(Vec<u32>, Sampling)> {
         let ids = match &job.prompt {
-            Prompt::Text(text) => self.text.encode_ids(text, true)?,
+            Prompt::Text(text) => self.model.tokenize(text, true)?,
             Prompt::Chat(messages) => {
                 let chat = self.chat.as_ref().ok_or_else(|| {
                     Error::Unsupported("this package has no chat template".into())
                 })?;
                 // The template already holds the special tokens.
-                self.text.encode_ids(&chat.prompt(messages)?, false)?
+                self.model.tokenize(&chat.prompt(messages)?, false)?
             }
         };
-        Ok((
-            ids,
-            Sampling::resolve(&job.options, self.generation.as_ref())?,
-        ))
+        Ok((ids, self.model.sampling(&job.options)?))
     }
 }
 
@@ -259,7 +270,7 @@ struct Stream {
 }
 
 struct Worker {
-    model: LoadedModel,
+    model: Arc<LoadedModel>,
     inbox: Inbox,
     batching: Batching,
     /// Made on the first generation request.
@@ -280,7 +291,7 @@ impl Worker {
         }
     }
 
-    fn infer(&mut self, input: InferInput) -> Result<NamedTensors> {
+    fn infer(&self, input: InferInput) -> Result<NamedTensors> {
         match input {
             InferInput::Tensors(tensors) => self.model.run(&tensors),
             InferInput::Texts(texts) => {
@@ -380,7 +391,7 @@ impl Worker {
         }
     }
 
-    fn count_tokens(&mut self, texts: &[String]) -> Result<usize> {
+    fn count_tokens(&self, texts: &[String]) -> Result<usize> {
         if texts.is_empty() {
             return Err(Error::InvalidArgument("input: no texts given".into()));
         }
@@ -395,16 +406,9 @@ impl Worker {
     /// `max_wait`) start the batch; while it runs, requests that arrive join it at the next step
     /// (continuous batching, where the model's cache can grow), and finished rows leave it.
     fn generate(&mut self, first: GenerateJob) {
-        if self.prompter.is_none() {
-            match Prompter::new(&mut self.model) {
-                Ok(p) => self.prompter = Some(p),
-                Err(e) => {
-                    let _ = first.events.send(Event::Failed(e));
-                    return;
-                }
-            }
-        }
-        let prompter = self.prompter.as_mut().expect("set above");
+        let prompter = &*self
+            .prompter
+            .get_or_insert_with(|| Prompter::new(&self.model));
         let inbox = &mut self.inbox;
         let max_streams = self.batching.max_streams.max(1);
         let deadline = Instant::now() + self.batching.max_wait;
@@ -468,7 +472,7 @@ fn decode(
     mut generator: Generator<'_>,
     streams: &mut Vec<Stream>,
     inbox: &mut Inbox,
-    prompter: &mut Prompter,
+    prompter: &Prompter,
     max_streams: usize,
 ) -> Result<()> {
     let started = Instant::now();
