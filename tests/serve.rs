@@ -695,6 +695,13 @@ fn requests_join_a_running_generation() {
             .unwrap();
         assert!(!text.is_empty(), "{q}: {reply:?}");
     }
+    // A forward pass on the same model runs beside the generation (the model is shared by
+    // its two workers), not after it.
+    let infer = json!({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["Hello"]}],
+                       "outputs": [{"name": "logits"}]});
+    let reply = server.call("POST", "/v2/models/smollm2/infer", Some(&infer));
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body["outputs"][0]["name"], "logits", "{reply:?}");
     let text = match server.call("GET", "/metrics", None).body {
         Value::String(t) => t,
         other => panic!("{other}"),
@@ -708,8 +715,8 @@ fn requests_join_a_running_generation() {
         joined >= 1.0,
         "no request joined the running batch:\n{text}"
     );
-    // The long stream was still going when they were answered: it had 400 tokens to make, and
-    // its tokens are counted when it ends.
+    // The long stream was still going when they (and the forward pass) were answered: it had
+    // 400 tokens to make, and its tokens are counted when it ends.
     let generated = metric(&server, "inferox_generated_tokens_total");
     assert!(
         generated < 400.0,
