@@ -262,22 +262,26 @@ fn smollm2_answers_paris() {
     );
 }
 
-/// Continuous batching at the model level: a row added to a running cache, fed its prompt beside
-/// another row's next token, then decoded, gives the logits it gives alone; rows dropped from
-/// the cache (with the positions nobody attends to) leave the others' logits unchanged.
+/// Continuous batching at the model level: prompts run on states of their own and appended to
+/// a running cache (aligned at the last position, the shorter side padded in front) then decode
+/// with the others and give the logits they give alone; rows dropped from the cache (with the
+/// positions nobody attends to) leave the others' logits unchanged.
 #[test]
 fn rows_join_and_leave_a_running_cache() {
     let model = smollm2().load(&LoadOptions::default()).unwrap();
-    let a: Vec<u32> = model.tokenize("The capital of France is", true).unwrap();
-    let b: Vec<u32> = model
-        .tokenize("Once upon a time, in a land far away", true)
-        .unwrap();
+    let prompt = |text: &str| model.tokenize(text, true).unwrap();
+    // A runs first; B (longer than A's cache) and C (shorter) join it.
+    let (a, b, c) = (
+        prompt("The capital of France is"),
+        prompt("Once upon a time, in a land far away, there lived"),
+        prompt("Hi"),
+    );
     let decoder = model.decoder().unwrap();
     assert!(decoder.resizable());
     let vocab = decoder.vocab_size();
     let step = |state: &mut inferox::model::DecoderState,
                 tokens: &[u32],
-                batch,
+                batch: usize,
                 positions: &[u32],
                 mask: &[u8]| {
         decoder
@@ -300,92 +304,84 @@ fn rows_join_and_leave_a_running_cache() {
             .fold(0f32, f32::max)
     };
     let seq = |n: usize| (0..n as u32).collect::<Vec<u32>>();
+    let ones = |n: usize| vec![1u8; n];
+    // A sequence alone: its prompt, then `more` tokens one at a time; the last logits.
+    let alone = |ids: &[u32], more: &[u32]| {
+        let mut state = decoder.new_state();
+        let mut logits = step(&mut state, ids, 1, &seq(ids.len()), &ones(ids.len()));
+        for (i, &t) in more.iter().enumerate() {
+            let n = ids.len() + i;
+            logits = step(&mut state, &[t], 1, &[n as u32], &ones(n + 1));
+        }
+        logits
+    };
 
-    // B alone: its prompt, then one token.
+    // A: its prompt and three tokens.
     let mut state = decoder.new_state();
-    let alone_prompt = step(&mut state, &b, 1, &seq(b.len()), &vec![1; b.len()]);
-    let alone_next = step(
-        &mut state,
-        &[42],
-        1,
-        &[b.len() as u32],
-        &vec![1; b.len() + 1],
-    );
-
-    // A alone for its prompt, then B joins: A feeds one token (left-padded to B's length, the
-    // padding masked), B its prompt.
-    let mut state = decoder.new_state();
-    step(&mut state, &a, 1, &seq(a.len()), &vec![1; a.len()]);
-    // A decodes a few tokens alone first.
-    let mut a_len = a.len();
-    for t in [5u32, 6, 7] {
-        step(&mut state, &[t], 1, &[a_len as u32], &vec![1; a_len + 1]);
-        a_len += 1;
+    step(&mut state, &a, 1, &seq(a.len()), &ones(a.len()));
+    for (i, t) in [5u32, 6, 7].into_iter().enumerate() {
+        let n = a.len() + i;
+        step(&mut state, &[t], 1, &[n as u32], &ones(n + 1));
     }
-    let a = vec![0u32; a_len];
-    decoder.add_rows(&mut state, 1).unwrap();
-    let n = b.len();
-    let mut tokens = vec![7; n - 1];
-    tokens.push(7);
-    tokens.extend(&b);
-    let mut positions = vec![0; n - 1];
-    positions.push(a.len() as u32);
-    positions.extend(seq(n));
-    let mut mask_a = vec![1u8; a.len()];
-    mask_a.extend(std::iter::repeat_n(0, n - 1));
-    mask_a.push(1);
-    let mut mask_b = vec![0u8; a.len()];
-    mask_b.extend(std::iter::repeat_n(1, n));
-    let joined = step(
-        &mut state,
-        &tokens,
-        2,
-        &positions,
-        &[mask_a.clone(), mask_b.clone()].concat(),
+    let a_len = a.len() + 3;
+    // B and C run their prompts on their own and join.
+    for joining in [&b, &c] {
+        let mut own = decoder.new_state();
+        step(
+            &mut own,
+            joining,
+            1,
+            &seq(joining.len()),
+            &ones(joining.len()),
+        );
+        decoder.append_rows(&mut state, own).unwrap();
+    }
+    let len = a_len.max(b.len()).max(c.len());
+    assert!(
+        b.len() > a_len && c.len() < a_len,
+        "both paddings are tested"
     );
-    let d = max_diff(&joined[vocab..], &alone_prompt);
-    assert!(d < 1e-3, "B's prompt beside A: logits differ by {d}");
-    // One more token each.
-    mask_a.push(1);
-    mask_b.push(1);
+    assert_eq!(state.cached(), len);
+    // One token each: the masks hide the padding in front of each row.
+    let masks = |extra: usize| {
+        [a_len, b.len(), c.len()]
+            .iter()
+            .flat_map(|&n| {
+                let mut m = vec![0u8; len - n];
+                m.extend(ones(n + extra));
+                m
+            })
+            .collect::<Vec<u8>>()
+    };
     let next = step(
         &mut state,
-        &[9, 42],
-        2,
-        &[a.len() as u32 + 1, b.len() as u32],
-        &[mask_a.clone(), mask_b.clone()].concat(),
+        &[9, 42, 11],
+        3,
+        &[a_len as u32, b.len() as u32, c.len() as u32],
+        &masks(1),
     );
-    let d = max_diff(&next[vocab..], &alone_next);
-    assert!(d < 1e-3, "B's next token beside A: logits differ by {d}");
+    for (row, want, name) in [
+        (0, alone(&a, &[5, 6, 7, 9]), "A"),
+        (1, alone(&b, &[42]), "B"),
+        (2, alone(&c, &[11]), "C"),
+    ] {
+        let d = max_diff(&next[row * vocab..(row + 1) * vocab], &want);
+        assert!(d < 1e-3, "{name} in the joined batch: logits differ by {d}");
+    }
 
-    // A leaves; B keeps its logits, with the positions only A attended to dropped.
-    let from = mask_b.iter().position(|&m| m != 0).unwrap();
+    // A and C leave; B keeps its logits, with the positions only they attended to dropped.
+    let from = len - b.len();
     decoder.retain_rows(&mut state, &[1], from).unwrap();
+    assert_eq!(state.cached(), b.len() + 1);
     let again = step(
         &mut state,
         &[42],
         1,
         &[b.len() as u32 + 1],
-        &vec![1; b.len() + 2],
+        &ones(b.len() + 2),
     );
-    let mut state = decoder.new_state();
-    step(&mut state, &b, 1, &seq(b.len()), &vec![1; b.len()]);
-    step(
-        &mut state,
-        &[42],
-        1,
-        &[b.len() as u32],
-        &vec![1; b.len() + 1],
-    );
-    let expected = step(
-        &mut state,
-        &[42],
-        1,
-        &[b.len() as u32 + 1],
-        &vec![1; b.len() + 2],
-    );
-    let d = max_diff(&again, &expected);
-    assert!(d < 1e-3, "B after A left: logits differ by {d}");
+    let d = max_diff(&again, &alone(&b, &[42, 42]));
+    assert!(d < 1e-3, "B after the others left: logits differ by {d}");
 }
 
 /// One loaded model serves several threads at once through `&self`: concurrent generations

@@ -661,13 +661,12 @@ fn a_request_over_the_timeout_is_408_and_its_generation_stops() {
     assert!(generated > 0.0 && generated < 1000.0, "{generated}");
 }
 
-/// Continuous batching (`--continuous-batching`): requests that arrive while a generation
-/// decodes join it at the next step rather than waiting for it to end. (Their greedy answers are
-/// not compared with the serial ones: on a model with quantized activations another shape of
-/// computation can change them; tests/gguf.rs checks the joined rows' logits.)
+/// Continuous batching (the default): requests that arrive while a generation decodes join it at
+/// the next step rather than waiting for it to end, and answer what they answer alone (their
+/// prompts run on their own; tests/gguf.rs checks the joined rows' logits).
 #[test]
 fn requests_join_a_running_generation() {
-    let server = Server::start(&["--continuous-batching"]);
+    let server = Server::start(&[]);
     let questions = ["What is 2+2?", "Name a colour.", "Say hello."];
     // A long stream holds a batch open...
     let mut long = post_raw(
@@ -687,14 +686,18 @@ fn requests_join_a_running_generation() {
             std::thread::spawn(move || Reply::from(ureq::post(&url).send_json(body).unwrap()))
         })
         .collect();
-    for (thread, q) in threads.into_iter().zip(questions) {
-        let reply = thread.join().unwrap();
-        assert_eq!(reply.status, 200, "{q}: {reply:?}");
-        let text = reply.body["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap();
-        assert!(!text.is_empty(), "{q}: {reply:?}");
-    }
+    let answers: Vec<String> = threads
+        .into_iter()
+        .zip(questions)
+        .map(|(thread, q)| {
+            let reply = thread.join().unwrap();
+            assert_eq!(reply.status, 200, "{q}: {reply:?}");
+            reply.body["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     // A forward pass on the same model runs beside the generation (the model is shared by
     // its two workers), not after it.
     let infer = json!({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["Hello"]}],
@@ -723,4 +726,11 @@ fn requests_join_a_running_generation() {
         "the long generation had ended ({generated} tokens)"
     );
     drop(long);
+    for (q, text) in questions.iter().zip(&answers) {
+        let alone = server.call("POST", "/v1/chat/completions", Some(&chat(q, 8)));
+        assert_eq!(
+            alone.body["choices"][0]["message"]["content"], *text,
+            "{q}: joined, then alone"
+        );
+    }
 }

@@ -185,9 +185,17 @@ impl Decoder for Gpt2 {
         true
     }
 
-    fn add_rows(&self, state: &mut DecoderState, n: usize) -> inferox_core::Result<()> {
+    fn append_rows(
+        &self,
+        state: &mut DecoderState,
+        mut rows: DecoderState,
+    ) -> inferox_core::Result<()> {
+        let more = std::mem::replace(
+            rows.cache_mut::<LayerCaches, _>(self)?,
+            LayerCaches(Vec::new()),
+        );
         let cache = state.cache_mut::<LayerCaches, _>(self)?;
-        cache.add_rows(n).map_err(Into::into)
+        cache.append(more).map_err(Into::into)
     }
 
     fn retain_rows(

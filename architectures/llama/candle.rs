@@ -635,9 +635,17 @@ impl Decoder for Llama {
         self.long_rotary.is_none()
     }
 
-    fn add_rows(&self, state: &mut DecoderState, n: usize) -> inferox_core::Result<()> {
+    fn append_rows(
+        &self,
+        state: &mut DecoderState,
+        mut rows: DecoderState,
+    ) -> inferox_core::Result<()> {
+        let more = std::mem::replace(
+            &mut rows.cache_mut::<LlamaCache, _>(self)?.layers,
+            LayerCaches(Vec::new()),
+        );
         let cache = state.cache_mut::<LlamaCache, _>(self)?;
-        cache.layers.add_rows(n).map_err(Into::into)
+        cache.layers.append(more).map_err(Into::into)
     }
 
     fn retain_rows(

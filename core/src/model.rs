@@ -133,16 +133,19 @@ pub trait Decoder: Sync {
         ))
     }
 
-    /// Whether the batch in the cache can change between steps ([`add_rows`](Decoder::add_rows),
-    /// [`retain_rows`](Decoder::retain_rows)): what continuous batching needs.
+    /// Whether the batch in a state can change between steps
+    /// ([`append_rows`](Decoder::append_rows), [`retain_rows`](Decoder::retain_rows)): what
+    /// continuous batching needs.
     fn resizable(&self) -> bool {
         false
     }
 
-    /// Adds `n` rows after the cached ones in `state`, holding nothing yet: the steps that
-    /// follow mask their cached positions out until they are fed.
-    fn add_rows(&self, state: &mut DecoderState, n: usize) -> Result<()> {
-        let _ = (state, n);
+    /// Appends the sequences of `rows` (another state of this decoder, its prompts run on their
+    /// own) after those of `state`, the two caches aligned at their last position: the shorter
+    /// one is padded at the start, and the steps that follow mask the padding out. This is how
+    /// a request joins a running batch without the batch computing its prompt.
+    fn append_rows(&self, state: &mut DecoderState, rows: DecoderState) -> Result<()> {
+        let _ = (state, rows);
         Err(Error::Unsupported(
             "this model's cache cannot take new rows".into(),
         ))

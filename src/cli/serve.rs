@@ -52,12 +52,12 @@ pub struct Args {
     /// Most generations decoded together.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     max_streams: u32,
-    /// Let generation requests join a batch that is already decoding, at its next step, instead
-    /// of waiting for it to end (Llama-family and GPT-2 models on candle). Faster under load;
-    /// a joined request's greedy answer can differ from its answer alone on models with
-    /// quantized activations (GGUF), as in llama.cpp's server.
+    /// Decode each generation batch to its end before starting the next: requests that arrive
+    /// meanwhile wait. By default they join the running batch at its next step (continuous
+    /// batching: Llama-family and GPT-2 models on candle; other models always wait), their
+    /// prompts run on their own, and finished rows leave it.
     #[arg(long)]
-    continuous_batching: bool,
+    static_batching: bool,
     /// Largest request body in MiB (413 beyond it).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     max_body_mib: u32,
@@ -126,7 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             max_batch_tokens: args.max_batch_tokens as usize,
             max_wait: Duration::from_millis(args.max_wait_ms),
             max_streams: args.max_streams as usize,
-            continuous: args.continuous_batching,
+            continuous: !args.static_batching,
         },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -25,7 +25,8 @@ struct Row {
     finish: Option<FinishReason>,
     /// This row's settings: every row of a batch of requests may sample differently.
     sampling: Sampling,
-    /// Joined a running batch and not fed yet: the next step runs its prompt.
+    /// Joined a running batch and not fed yet: the next step runs its prompt on its own and
+    /// appends its cache to the batch's. Fresh rows are always the last ones.
     fresh: bool,
 }
 
@@ -166,9 +167,9 @@ impl<'a> Generator<'a> {
         let logits = if self.mask.is_empty() {
             self.prefill()?
         } else if self.rows.iter().any(|r| r.fresh) {
-            self.mixed()?
+            self.join_step()?
         } else {
-            self.decode()?
+            self.decode(batch)?
         };
         let vocab = self.decoder.vocab_size();
         let mut pieces = Vec::with_capacity(batch);
@@ -283,19 +284,18 @@ impl<'a> Generator<'a> {
         finite(logits)
     }
 
-    fn decode(&mut self) -> Result<Vec<f32>> {
-        let batch = self.rows.len();
+    /// One token for each of the first `batch` rows (the others are fresh: not in the cache).
+    fn decode(&mut self, batch: usize) -> Result<Vec<f32>> {
         let mut positions = Vec::with_capacity(batch);
-        for (row, mask) in self.rows.iter().zip(self.mask.iter_mut()) {
+        for (row, mask) in self.rows.iter().zip(self.mask.iter_mut()).take(batch) {
             positions.push(mask.iter().filter(|&&m| m != 0).count() as u32);
             mask.push(u8::from(row.finish.is_none()));
         }
-        let flat_mask: Vec<u8> = self.mask.concat();
-        let next = std::mem::take(&mut self.next);
+        let flat_mask: Vec<u8> = self.mask[..batch].concat();
         finite(self.decoder.step(
             &mut self.state,
             &DecodeStep {
-                tokens: &next,
+                tokens: &self.next[..batch],
                 batch,
                 positions: &positions,
                 mask: &flat_mask,
@@ -335,9 +335,10 @@ impl<'a> Generator<'a> {
         self.sources.is_empty() && !self.mask.is_empty() && self.decoder.resizable()
     }
 
-    /// Adds requests to the running batch (continuous batching): the next step runs their
-    /// prompts beside the other rows' next tokens, and from then on they decode with the rest.
-    /// Each samples as it would alone (see [`Generator::for_requests`]).
+    /// Adds requests to the running batch (continuous batching): the next step decodes the
+    /// other rows' next tokens, runs the new prompts on their own (as they would run alone) and
+    /// appends their caches to the batch's; from then on they decode with the rest. Each
+    /// samples as it would alone (see [`Generator::for_requests`]).
     pub fn join(&mut self, requests: Vec<(Vec<u32>, Sampling)>) -> Result<()> {
         if !self.joinable() {
             return Err(Error::Unsupported(
@@ -347,7 +348,6 @@ impl<'a> Generator<'a> {
             ));
         }
         let vocab = self.decoder.vocab_size();
-        let cached = self.mask.first().map_or(0, Vec::len);
         for (i, (prompt, _)) in requests.iter().enumerate() {
             if prompt.is_empty() {
                 return Err(Error::InvalidArgument(format!("prompt {i} has no tokens")));
@@ -365,7 +365,6 @@ impl<'a> Generator<'a> {
                 )));
             }
         }
-        self.decoder.add_rows(&mut self.state, requests.len())?;
         for (prompt, sampling) in requests {
             self.rows.push(Row {
                 prompt_len: prompt.len(),
@@ -375,10 +374,11 @@ impl<'a> Generator<'a> {
                 output: String::new(),
                 rng: row_rng(sampling.seed, 0),
                 finish: (sampling.max_new_tokens == 0).then_some(FinishReason::Length),
-                fresh: sampling.max_new_tokens > 0,
+                // Even with nothing to generate, its prompt runs: the cache holds every row.
+                fresh: true,
                 sampling,
             });
-            self.mask.push(vec![0; cached]);
+            self.mask.push(Vec::new());
             self.next.push(0);
         }
         Ok(())
@@ -391,7 +391,8 @@ impl<'a> Generator<'a> {
         let keep: Vec<usize> = (0..self.rows.len())
             .filter(|&i| self.rows[i].finish.is_none())
             .collect();
-        if keep.len() == self.rows.len() || keep.is_empty() || !self.joinable() {
+        let fresh = self.rows.iter().any(|r| r.fresh);
+        if keep.len() == self.rows.len() || keep.is_empty() || fresh || !self.joinable() {
             return Ok((0..self.rows.len()).collect());
         }
         let from = keep
@@ -418,50 +419,57 @@ impl<'a> Generator<'a> {
         Ok(keep)
     }
 
-    /// A step with rows that just joined: their prompts (left-padded to the longest) beside the
-    /// other rows' next tokens (each padded on the left to the same length, the padding masked).
-    fn mixed(&mut self) -> Result<Vec<f32>> {
-        let batch = self.rows.len();
-        let seq = self
+    /// A step with rows that just joined (the last ones): the other rows decode their next
+    /// token; the new prompts run on a state of their own, left-padded to the longest of them,
+    /// exactly as they would alone; then their cache is appended to the batch's, aligned at
+    /// the last position, and the masks follow.
+    fn join_step(&mut self) -> Result<Vec<f32>> {
+        let old = self
             .rows
             .iter()
-            .filter(|r| r.fresh)
-            .map(|r| r.ids.len())
-            .max()
-            .unwrap_or(1);
-        let mut tokens = Vec::with_capacity(batch * seq);
-        let mut positions = Vec::with_capacity(batch * seq);
-        for (i, (row, mask)) in self.rows.iter_mut().zip(self.mask.iter_mut()).enumerate() {
-            let real = if row.fresh {
-                row.ids.clone()
-            } else {
-                vec![self.next[i]]
-            };
-            let live = row.fresh || row.finish.is_none();
-            let mut next = mask.iter().filter(|&&m| m != 0).count() as u32;
-            let pad = seq - real.len();
-            tokens.extend(std::iter::repeat_n(real[0], pad));
-            positions.extend(std::iter::repeat_n(0, pad));
-            mask.extend(std::iter::repeat_n(0u8, pad));
-            for &t in &real {
-                tokens.push(t);
-                positions.push(if live { next } else { 0 });
-                mask.push(u8::from(live));
-                next += u32::from(live);
-            }
-            row.fresh = false;
+            .position(|r| r.fresh)
+            .unwrap_or(self.rows.len());
+        let mut logits = self.decode(old)?;
+        let fresh = &self.rows[old..];
+        let longest = fresh.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+        let mut tokens = Vec::with_capacity(fresh.len() * longest);
+        let mut masks = Vec::with_capacity(fresh.len());
+        for row in fresh {
+            let pad = longest - row.ids.len();
+            tokens.extend(std::iter::repeat_n(row.ids[0], pad));
+            tokens.extend_from_slice(&row.ids);
+            let mut m = vec![0u8; pad];
+            m.extend(std::iter::repeat_n(1u8, row.ids.len()));
+            masks.push(m);
         }
-        let flat_mask: Vec<u8> = self.mask.concat();
-        finite(self.decoder.step(
-            &mut self.state,
+        let flat_mask: Vec<u8> = masks.concat();
+        let positions = crate::model::positions_from_mask(&flat_mask, fresh.len(), &[]);
+        let mut state = self.decoder.new_state();
+        let joined = self.decoder.step(
+            &mut state,
             &DecodeStep {
                 tokens: &tokens,
-                batch,
+                batch: fresh.len(),
                 positions: &positions,
                 mask: &flat_mask,
                 all_positions: false,
             },
-        )?)
+        )?;
+        self.decoder.append_rows(&mut self.state, state)?;
+        let cached = self.mask.first().map_or(0, Vec::len);
+        let len = cached.max(longest);
+        for mask in &mut self.mask[..old] {
+            mask.splice(0..0, std::iter::repeat_n(0, len - cached));
+        }
+        for (mask, mut m) in self.mask[old..].iter_mut().zip(masks) {
+            m.splice(0..0, std::iter::repeat_n(0, len - longest));
+            *mask = m;
+        }
+        for row in &mut self.rows[old..] {
+            row.fresh = false;
+        }
+        logits.extend(finite(joined)?);
+        Ok(logits)
     }
 
     /// Ends every unfinished row with `reason`; returns the text each one still held.

@@ -80,9 +80,11 @@ impl Decoder for FakeDecoder {
         true
     }
 
-    fn add_rows(&self, state: &mut DecoderState, n: usize) -> Result<()> {
+    fn append_rows(&self, state: &mut DecoderState, mut rows: DecoderState) -> Result<()> {
+        let more = std::mem::take(rows.cache_mut::<FakeCache, _>(self)?);
         let cache = state.cache_mut::<FakeCache, _>(self)?;
-        cache.rows.extend(std::iter::repeat_n(Vec::new(), n));
+        cache.rows.extend(more.rows);
+        cache.cached = cache.cached.max(more.cached);
         Ok(())
     }
 
@@ -296,11 +298,16 @@ fn requests_join_and_leave_a_running_batch() {
     let mut g =
         Generator::for_requests(&decoder, &Words, vec![(vec![1], sampling(32, &[]))]).unwrap();
     assert!(!g.joinable(), "not before the first step");
-    let mut texts = vec![String::new()];
+    let mut texts = vec![String::new(); 5];
     let mut rows = vec![0];
     let mut steps = 0;
     while !g.finished() {
         match steps {
+            // A prompt longer than the cache: the running row is padded in front.
+            1 => {
+                g.join(vec![(vec![2, 3, 4], sampling(32, &[]))]).unwrap();
+                rows.push(4);
+            }
             2 => {
                 g.join(vec![
                     (vec![3, 4], sampling(32, &[])),
@@ -308,14 +315,12 @@ fn requests_join_and_leave_a_running_batch() {
                 ])
                 .unwrap();
                 rows.extend([1, 2]);
-                texts.extend([String::new(), String::new()]);
             }
             // After the third request has finished and left.
             5 => {
-                assert_eq!(rows, [0, 1], "the finished row left");
+                assert_eq!(rows, [0, 1], "the finished rows left");
                 g.join(vec![(vec![2], sampling(32, &[]))]).unwrap();
                 rows.push(3);
-                texts.push(String::new());
             }
             _ => {}
         }
@@ -331,13 +336,15 @@ fn requests_join_and_leave_a_running_batch() {
     assert_eq!(texts[1], alone(vec![3, 4], sampling(32, &[])));
     assert_eq!(texts[2], alone(vec![5], sampling(2, &[])));
     assert_eq!(texts[3], alone(vec![2], sampling(32, &[])));
+    assert_eq!(texts[4], alone(vec![2, 3, 4], sampling(32, &[])));
     assert_eq!(
         texts,
         [
             " world, how are you?",
             " are you?",
             " you?",
-            ", how are you?"
+            ", how are you?",
+            " are you?"
         ]
     );
 }

@@ -65,7 +65,7 @@ impl Default for ServeConfig {
                 max_batch_tokens: 16_384,
                 max_wait: Duration::from_millis(5),
                 max_streams: 16,
-                continuous: false,
+                continuous: true,
             },
         }
     }

@@ -32,8 +32,7 @@ pub struct Batching {
     /// The most generation requests decoded together.
     pub max_streams: usize,
     /// Let generation requests join a batch that is already decoding (for models whose cache
-    /// can grow). Their answers then come from other shapes of computation than alone, which
-    /// for models with quantized activations can change a greedy answer (docs/serving.md).
+    /// can grow): their prompts run on their own, then they decode with the batch.
     pub continuous: bool,
 }
 

@@ -196,9 +196,10 @@ def load_round():
     return mismatches, time.time() - started
 
 
-# Round 1 warms every batch shape up; rounds 3 and 4 must not grow the server's memory past
-# what round 2 left (the allocator keeps what earlier rounds took, so a leak shows as growth in
-# every round; one round's larger batches, which depend on arrival times, show in one only).
+# Round 1 warms every batch shape up. A leak grows the server's memory every round; the
+# allocator's high-water mark grows only while rounds meet batch mixes (which depend on arrival
+# times) bigger than any before. So round 4 must end within a small margin of the most that
+# rounds 2 and 3 left.
 rounds = [load_round() for _ in range(2)]
 after_two = rss_kib()
 rounds.append(load_round())
@@ -212,4 +213,4 @@ print(f"load: {total} requests from {clients} clients in "
       f"from the serial ones; RSS {after_two / 1024:.1f} MiB after round 2, "
       f"{after_three / 1024:.1f} after round 3, {after_four / 1024:.1f} after round 4")
 check(mismatches == 0, "concurrent answers equal the serial ones")
-check(min(after_three, after_four) <= after_two * 1.05 + 16 * 1024, "RSS stays flat")
+check(after_four <= max(after_two, after_three) * 1.03 + 16 * 1024, "RSS reaches a plateau")

@@ -490,11 +490,19 @@ impl LayerCaches {
         )
     }
 
-    /// Adds `n` empty rows after the batch the caches hold (for continuous batching: the rows
-    /// are masked out until they are fed).
-    pub fn add_rows(&mut self, n: usize) -> crate::Result<()> {
-        for cache in &mut self.0 {
-            add_cache_rows(cache, n)?;
+    /// Appends the rows of `other` after these, the caches aligned at their last position:
+    /// the shorter side is padded with zeros at the start (the steps that follow mask them).
+    pub fn append(&mut self, other: LayerCaches) -> crate::Result<()> {
+        if self.0.len() != other.0.len() {
+            return Err(candle::Error::Msg(format!(
+                "appending the caches of {} layers to {}",
+                other.0.len(),
+                self.0.len()
+            ))
+            .into());
+        }
+        for (cache, more) in self.0.iter_mut().zip(other.0) {
+            append_cache_rows(cache, &more)?;
         }
         Ok(())
     }
@@ -516,17 +524,30 @@ impl inferox_core::model::Cache for LayerCaches {
     }
 }
 
-/// Adds `n` empty rows after the batch a KV cache holds. An empty cache stays empty.
-fn add_cache_rows(cache: &mut candle_nn::kv_cache::KvCache, n: usize) -> candle::Result<()> {
-    let (Some(k), Some(v)) = (cache.k()?, cache.v()?) else {
+/// Appends the rows of `more` after those of `cache`, aligned at the last position.
+fn append_cache_rows(
+    cache: &mut candle_nn::kv_cache::KvCache,
+    more: &candle_nn::kv_cache::KvCache,
+) -> candle::Result<()> {
+    let (Some(k2), Some(v2)) = (more.k()?, more.v()?) else {
         return Ok(());
     };
-    let grow = |t: &Tensor| {
-        let mut shape = t.dims().to_vec();
-        shape[0] = n;
-        Tensor::cat(&[t, &Tensor::zeros(shape, t.dtype(), t.device())?], 0)
+    let (Some(k1), Some(v1)) = (cache.k()?, cache.v()?) else {
+        return refill(cache, &k2, &v2);
     };
-    refill(cache, &grow(&k)?, &grow(&v)?)
+    let len = k1.dim(2)?.max(k2.dim(2)?);
+    // `[batch, heads, seq, head_dim]` with `len - seq` zero positions in front.
+    let pad = |t: &Tensor| -> candle::Result<Tensor> {
+        let have = t.dim(2)?;
+        if have == len {
+            return Ok(t.clone());
+        }
+        let mut shape = t.dims().to_vec();
+        shape[2] = len - have;
+        Tensor::cat(&[&Tensor::zeros(shape, t.dtype(), t.device())?, t], 2)
+    };
+    let join = |a: &Tensor, b: &Tensor| Tensor::cat(&[&pad(a)?, &pad(b)?], 0);
+    refill(cache, &join(&k1, &k2)?, &join(&v1, &v2)?)
 }
 
 /// Keeps the cached rows `rows` (ascending) from sequence position `from` on.
