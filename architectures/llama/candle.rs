@@ -105,6 +105,15 @@ enum Projections {
 }
 
 impl Projections {
+    /// Separate matrices, fused into one where our quantized kernels allow it
+    /// ([`Linear::fuse`]).
+    fn new(parts: Vec<Linear>) -> Projections {
+        match Linear::fuse(parts) {
+            Ok((l, sizes)) => Projections::Fused(l, sizes),
+            Err(parts) => Projections::Separate(parts),
+        }
+    }
+
     fn forward(&self, x: &Tensor) -> candle::Result<Vec<Tensor>> {
         match self {
             Projections::Separate(ls) => ls.iter().map(|l| l.forward(x)).collect(),
@@ -339,7 +348,7 @@ impl Llama {
                 let l = p.linear(&hf("self_attn.qkv_proj"), &gg("attn_qkv"), rows, h, bias)?;
                 Projections::Fused(l, sizes)
             } else {
-                Projections::Separate(vec![
+                Projections::new(vec![
                     p.linear(&hf("self_attn.q_proj"), &gg("attn_q"), heads * hd, h, bias)?,
                     p.linear(&hf("self_attn.k_proj"), &gg("attn_k"), kv * hd, h, bias)?,
                     p.linear(&hf("self_attn.v_proj"), &gg("attn_v"), kv * hd, h, bias)?,
@@ -350,7 +359,7 @@ impl Llama {
                 let l = p.linear(&hf("mlp.gate_up_proj"), &gg("ffn_up"), 2 * ff, h, false)?;
                 Projections::Fused(l, vec![ff, ff])
             } else {
-                Projections::Separate(vec![
+                Projections::new(vec![
                     p.linear(&hf("mlp.gate_proj"), &gg("ffn_gate"), ff, h, false)?,
                     p.linear(&hf("mlp.up_proj"), &gg("ffn_up"), ff, h, false)?,
                 ])

@@ -76,6 +76,73 @@ impl Linear {
         Ok(Linear::from_qtensor(g.qtensor(name, &shape)?, bias)?)
     }
 
+    /// One layer computing `parts` (which take the same input) side by side, their outputs
+    /// concatenated, and the output size of each: when they are all weights of one of our
+    /// quantized kernels, of one type and width, with biases all or none. The input is then
+    /// quantized once and the worker pool runs once, instead of once per part (q, k and v;
+    /// gate and up). Otherwise the parts come back unchanged.
+    pub fn fuse(parts: Vec<Linear>) -> Result<(Linear, Vec<usize>), Vec<Linear>> {
+        let same = |a: &Packed, b: &Packed| match (a, b) {
+            (Packed::Blocks(a), Packed::Blocks(b)) => a.kind() == b.kind() && a.cols() == b.cols(),
+            (Packed::Super(a), Packed::Super(b)) => a.kind() == b.kind() && a.cols() == b.cols(),
+            _ => false,
+        };
+        let fusable = match parts.first() {
+            Some(Linear::Packed {
+                weight: first,
+                bias,
+            }) => parts.iter().all(|p| match p {
+                Linear::Packed { weight, bias: b } => {
+                    same(first, weight) && b.is_some() == bias.is_some()
+                }
+                _ => false,
+            }),
+            _ => false,
+        };
+        if !fusable || parts.len() < 2 {
+            return Err(parts);
+        }
+        let biases: Vec<&Tensor> = parts
+            .iter()
+            .filter_map(|p| match p {
+                Linear::Packed { bias, .. } => bias.as_ref(),
+                _ => None,
+            })
+            .collect();
+        let bias = if biases.is_empty() {
+            None
+        } else {
+            match Tensor::cat(&biases, 0) {
+                Ok(b) => Some(b),
+                Err(_) => return Err(parts),
+            }
+        };
+        let mut sizes = Vec::with_capacity(parts.len());
+        let mut fused: Option<Packed> = None;
+        for part in parts {
+            let Linear::Packed { weight, .. } = part else {
+                unreachable!("checked above")
+            };
+            sizes.push(weight.rows());
+            fused = Some(match (fused, weight) {
+                (None, w) => w,
+                (Some(Packed::Blocks(mut a)), Packed::Blocks(b)) => {
+                    a.append(b)
+                        .unwrap_or_else(|_| unreachable!("checked above"));
+                    Packed::Blocks(a)
+                }
+                (Some(Packed::Super(mut a)), Packed::Super(b)) => {
+                    a.append(b)
+                        .unwrap_or_else(|_| unreachable!("checked above"));
+                    Packed::Super(a)
+                }
+                _ => unreachable!("checked above"),
+            });
+        }
+        let weight = fused.unwrap_or_else(|| unreachable!("two parts at least"));
+        Ok((Linear::Packed { weight, bias }, sizes))
+    }
+
     /// `x` is `[tokens, in]`; the result is `[tokens, out]`.
     pub fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
         let (y, bias) = match self {
@@ -415,6 +482,21 @@ pub fn attention(
     scale: f64,
     softcap: Option<f64>,
 ) -> candle::Result<Tensor> {
+    match decode_attention(q, k, v, bias, scale, softcap)? {
+        Some(out) => Ok(out),
+        None => batched_attention(q, k, v, bias, scale, softcap),
+    }
+}
+
+/// [`attention`] as batched GEMMs, for any dtype and device.
+fn batched_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+    scale: f64,
+    softcap: Option<f64>,
+) -> candle::Result<Tensor> {
     let (b, heads, seq, dim) = q.dims4()?;
     let (_, kv_heads, total, _) = k.dims4()?;
     let group = heads / kv_heads;
@@ -437,6 +519,204 @@ pub fn attention(
         .transpose(1, 2)?
         .contiguous()?
         .reshape((b * seq, heads * dim))
+}
+
+/// New positions per sequence up to which [`decode_attention`] serves.
+const DECODE_QUERIES: usize = 4;
+
+/// [`attention`] for a few new positions over an f32 KV cache on the CPU (decoding): read in
+/// place from the cache's storage, whatever its strides, one task per sequence and key head on
+/// candle's worker pool. Batched GEMMs spend more on packing and dispatch than on these
+/// products, single-threaded, and copy the values to make them contiguous. `None` where it
+/// does not apply (other dtypes or devices, longer queries, no AVX-512 here).
+fn decode_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+    scale: f64,
+    softcap: Option<f64>,
+) -> candle::Result<Option<Tensor>> {
+    use candle::{CpuStorage, Storage};
+    let (b, heads, seq, dim) = q.dims4()?;
+    let (_, kv_heads, total, _) = k.dims4()?;
+    #[cfg(target_arch = "x86_64")]
+    let fast = std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    let fast = false;
+    if !fast
+        || seq > DECODE_QUERIES
+        || !q.device().is_cpu()
+        || [q.dtype(), k.dtype(), v.dtype()] != [DType::F32; 3]
+        || bias.is_some_and(|t| t.dtype() != DType::F32)
+        || kv_heads == 0
+        || heads % kv_heads != 0
+    {
+        return Ok(None);
+    }
+    let q = q.contiguous()?;
+    let bias = bias.map(Tensor::contiguous).transpose()?;
+    let (qs, ql) = q.storage_and_layout();
+    let (ks, kl) = k.storage_and_layout();
+    let (vs, vl) = v.storage_and_layout();
+    let bs = bias.as_ref().map(|t| t.storage_and_layout());
+    fn f32s(s: &Storage) -> Option<&[f32]> {
+        match s {
+            Storage::Cpu(CpuStorage::F32(data)) => Some(data.as_slice()),
+            _ => None,
+        }
+    }
+    let (Some(qd), Some(kd), Some(vd)) = (f32s(&qs), f32s(&ks), f32s(&vs)) else {
+        return Ok(None);
+    };
+    let bd = match &bs {
+        Some((s, l)) => match f32s(s) {
+            Some(d) => Some(&d[l.start_offset()..]),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    let (kst, vst) = (kl.stride(), vl.stride());
+    if kst[3] != 1 || vst[3] != 1 {
+        return Ok(None);
+    }
+    let qd = &qd[ql.start_offset()..];
+    let keys = Strided {
+        data: kd,
+        offset: kl.start_offset(),
+        stride: [kst[0], kst[1], kst[2]],
+    };
+    let values = Strided {
+        data: vd,
+        offset: vl.start_offset(),
+        stride: [vst[0], vst[1], vst[2]],
+    };
+    let group = heads / kv_heads;
+    // `[b, seq, heads, dim]`: already the `[b * seq, heads * dim]` the output projection takes.
+    let mut out = vec![0f32; b * seq * heads * dim];
+    let dst = crate::DisjointOut::new(&mut out);
+    let (scale, softcap) = (scale as f32, softcap.map(|c| c as f32));
+    candle::utils::barrier_pool().execute_chunked(b * kv_heads, |range| {
+        let mut scores = vec![0f32; total];
+        for task in range {
+            let (bi, g) = (task / kv_heads, task % kv_heads);
+            for h in g * group..(g + 1) * group {
+                for s in 0..seq {
+                    let at = ((bi * heads + h) * seq + s) * dim;
+                    let bias_row = bd.map(|d| &d[(bi * seq + s) * total..][..total]);
+                    let at_out = ((bi * seq + s) * heads + h) * dim;
+                    // SAFETY: each (sequence, head, position) row of `out` belongs to one task
+                    // (tasks are disjoint (sequence, key head) pairs); `out` outlives the call.
+                    let row = unsafe { dst.slice(at_out..at_out + dim) };
+                    // SAFETY: AVX-512F and FMA were detected above.
+                    unsafe {
+                        attend_row(
+                            &qd[at..at + dim],
+                            (&keys, &values, bi, g, total),
+                            bias_row,
+                            (scale, softcap),
+                            &mut scores,
+                            row,
+                        )
+                    };
+                }
+            }
+        }
+    });
+    drop((qs, ks, vs, bs));
+    Tensor::from_vec(out, (b * seq, heads * dim), q.device()).map(Some)
+}
+
+/// A `[batch, heads, positions, dim]` f32 tensor read in place: the start and the strides of
+/// its first three dimensions (the last is contiguous).
+struct Strided<'a> {
+    data: &'a [f32],
+    offset: usize,
+    stride: [usize; 3],
+}
+
+impl Strided<'_> {
+    fn row(&self, b: usize, h: usize, j: usize, dim: usize) -> &[f32] {
+        let at = self.offset + b * self.stride[0] + h * self.stride[1] + j * self.stride[2];
+        &self.data[at..at + dim]
+    }
+}
+
+/// One query row against `total` keys and values of sequence `b`, key head `g`: scaled
+/// (soft-capped) scores plus the bias row, softmax, and the weighted sum of the values into
+/// `out`.
+///
+/// # Safety
+/// AVX-512F and FMA are available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn attend_row(
+    q: &[f32],
+    (keys, values, b, g, total): (&Strided<'_>, &Strided<'_>, usize, usize, usize),
+    bias: Option<&[f32]>,
+    (scale, softcap): (f32, Option<f32>),
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let dim = q.len();
+    let mut max = f32::NEG_INFINITY;
+    for (j, score) in scores.iter_mut().enumerate().take(total) {
+        let k = keys.row(b, g, j, dim);
+        let whole = dim / 16 * 16;
+        let tail: f32 = q[whole..].iter().zip(&k[whole..]).map(|(x, y)| x * y).sum();
+        // SAFETY: every load reads 16 floats inside `q` or `k` (below `whole`); AVX-512F is
+        // enabled on this function.
+        let dot = unsafe {
+            use std::arch::x86_64::*;
+            let mut acc = _mm512_setzero_ps();
+            for c in (0..whole).step_by(16) {
+                let x = _mm512_loadu_ps(q.as_ptr().add(c));
+                let y = _mm512_loadu_ps(k.as_ptr().add(c));
+                acc = _mm512_fmadd_ps(x, y, acc);
+            }
+            _mm512_reduce_add_ps(acc)
+        };
+        let mut x = (dot + tail) * scale;
+        if let Some(cap) = softcap {
+            x = (x / cap).tanh() * cap;
+        }
+        if let Some(bias) = bias {
+            x += bias[j];
+        }
+        *score = x;
+        max = max.max(x);
+    }
+    let mut sum = 0f32;
+    for x in scores.iter_mut().take(total) {
+        *x = super::fused::exp(*x - max);
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    out.fill(0.0);
+    for (j, &p) in scores.iter().enumerate().take(total) {
+        // A masked key's weight is exactly 0: it adds nothing.
+        if p == 0.0 {
+            continue;
+        }
+        let p = p * inv;
+        for (o, &x) in out.iter_mut().zip(values.row(b, g, j, dim)) {
+            *o = p.mul_add(x, *o);
+        }
+    }
+}
+
+/// Never called: [`decode_attention`] applies only where AVX-512 was detected.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn attend_row(
+    _: &[f32],
+    _: (&Strided<'_>, &Strided<'_>, usize, usize, usize),
+    _: Option<&[f32]>,
+    _: (f32, Option<f32>),
+    _: &mut [f32],
+    _: &mut [f32],
+) {
+    unreachable!("decode_attention checks for AVX-512")
 }
 
 /// Rows of `x` (`[batch * seq, hidden]`) at the last position of every sequence: `[batch, hidden]`.
@@ -578,4 +858,68 @@ fn refill(cache: &mut candle_nn::kv_cache::KvCache, k: &Tensor, v: &Tensor) -> c
         cache.append(&k.contiguous()?, &v.contiguous()?)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(shape: &[usize], seed: u64) -> Tensor {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % 2000) as f32 / 1000.0 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+    }
+
+    /// The in-place decoding kernel gives what the batched GEMMs give: grouped heads, keys and
+    /// values read from a KV cache (strided views), padding masked, soft-capping, one to four
+    /// new positions.
+    #[test]
+    fn decode_attention_matches_the_batched_path() {
+        let (b, heads, kv, dim) = (3, 6, 2, 64);
+        for (seq, cached, softcap) in [(1, 37, None), (2, 20, Some(30.0)), (4, 0, None)] {
+            let mut cache = candle_nn::kv_cache::KvCache::new(2, 64);
+            if cached > 0 {
+                let k = random(&[b, kv, cached, dim], 1);
+                let v = random(&[b, kv, cached, dim], 2);
+                cache.append(&k, &v).unwrap();
+            }
+            let (k, v) = cache
+                .append(
+                    &random(&[b, kv, seq, dim], 3),
+                    &random(&[b, kv, seq, dim], 4),
+                )
+                .unwrap();
+            let q = random(&[b, heads, seq, dim], 5);
+            let total = cached + seq;
+            // Row 1 left-padded by 5 positions, row 2 by one.
+            let mut mask = vec![1u8; b * total];
+            mask[total..total + 5].fill(0);
+            mask[2 * total] = 0;
+            let bias = causal_bias(&mask, b, seq, None, &Device::Cpu, DType::F32).unwrap();
+            let fast = decode_attention(&q, &k, &v, bias.as_ref(), 0.125, softcap).unwrap();
+            let Some(fast) = fast else {
+                eprintln!("no AVX-512 here: the kernel is not used");
+                return;
+            };
+            let want = batched_attention(&q, &k, &v, bias.as_ref(), 0.125, softcap).unwrap();
+            assert_eq!(fast.dims(), want.dims());
+            let diff = (fast - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "seq {seq}, cached {cached}: {diff}");
+        }
+    }
 }

@@ -556,6 +556,16 @@ mod x86 {
 }
 
 impl KMatrix {
+    /// Appends the rows of `other`, of the same type and width (given back otherwise).
+    pub(crate) fn append(&mut self, other: KMatrix) -> Result<(), KMatrix> {
+        if other.kind != self.kind || other.cols != self.cols {
+            return Err(other);
+        }
+        self.data.extend(other.data);
+        self.rows += other.rows;
+        Ok(())
+    }
+
     /// Repacks raw GGUF super-blocks of a `[rows, cols]` matrix; `None` when the sizes disagree.
     pub fn new(kind: KKind, rows: usize, cols: usize, data: &[u8]) -> Option<KMatrix> {
         let bb = kind.block_bytes();
@@ -573,6 +583,11 @@ impl KMatrix {
             cols,
             data: packed,
         })
+    }
+
+    /// The quantization type.
+    pub(crate) fn kind(&self) -> KKind {
+        self.kind
     }
 
     /// Output rows.

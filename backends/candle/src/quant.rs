@@ -163,14 +163,32 @@ fn quantize_acts(kind: Kind, x: &[f32], cols: usize) -> QActs {
 /// One row of [`quantize_acts`]: per block of 32, int8 values, the scale and the bias factor.
 #[inline(always)]
 fn quantize_row(kind: Kind, x: &[f32], q: &mut [i8], d: &mut [f32], c: &mut [f32]) {
+    // Written as lanes of fixed-size arrays with comparisons rather than `f32::max` and a
+    // saturating `as`, so that it vectorises; the values are the same (NaN aside).
     for (b, (xs, qs)) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let mut lanes = [0f32; 8];
+        for chunk in xs.chunks_exact(8) {
+            for (m, &v) in lanes.iter_mut().zip(chunk) {
+                let a = v.abs();
+                *m = if a > *m { a } else { *m };
+            }
+        }
+        let amax = lanes.iter().fold(0f32, |m, &v| if v > m { v } else { m });
         let scale = amax / 127.0;
         let id = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+        let mut ints = [0i32; QK];
+        for (i, &v) in ints.iter_mut().zip(xs) {
+            let r = (v * id).round();
+            // In range already (|v| ≤ amax); the bounds also send NaN to a number.
+            let r = if r > -128.0 { r } else { -128.0 };
+            let r = if r < 127.0 { r } else { 127.0 };
+            // SAFETY: `r` is finite and within i32 after the two bounds above.
+            *i = unsafe { r.to_int_unchecked::<i32>() };
+        }
         let mut sum = 0i32;
-        for (q, &v) in qs.iter_mut().zip(xs) {
-            *q = (v * id).round() as i8;
-            sum += *q as i32;
+        for (q, &i) in qs.iter_mut().zip(&ints) {
+            *q = i as i8;
+            sum += i;
         }
         let d16 = round_f16(scale);
         d[b] = d16;
@@ -569,6 +587,20 @@ pub(crate) mod x86 {
 }
 
 impl QMatrix {
+    /// Appends the rows of `other`, of the same type and width (given back otherwise).
+    pub(crate) fn append(&mut self, other: QMatrix) -> Result<(), QMatrix> {
+        if other.kind != self.kind || other.cols != self.cols {
+            return Err(other);
+        }
+        // Every array is row-major with a fixed length per row.
+        self.values.extend(other.values);
+        self.scales.extend(other.scales);
+        self.mins.extend(other.mins);
+        self.high.extend(other.high);
+        self.rows += other.rows;
+        Ok(())
+    }
+
     /// Repacks raw GGUF block data of a `[rows, cols]` matrix.
     pub fn new(kind: Kind, rows: usize, cols: usize, data: &[u8]) -> Option<QMatrix> {
         let bb = kind.block_bytes();
@@ -602,6 +634,11 @@ impl QMatrix {
             m.values.extend_from_slice(&blk[bb - vb..]);
         }
         Some(m)
+    }
+
+    /// The quantization type.
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// Output rows.
