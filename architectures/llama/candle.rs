@@ -601,7 +601,11 @@ impl Llama {
             let h = layer.ffn_norm.forward(&x)?;
             let [gate, up] = <[Tensor; 2]>::try_from(layer.gate_up.forward(&h)?)
                 .map_err(|_| candle::Error::Msg("gate, up projections".into()))?;
-            let mut ff = layer.down.forward(&(self.activation.apply(&gate)? * up)?)?;
+            let hidden = match self.activation {
+                Activation::Silu => inferox_candle::fused::silu_mul(&gate, &up)?,
+                other => (other.apply(&gate)? * up)?,
+            };
+            let mut ff = layer.down.forward(&hidden)?;
             if let Some(n) = &layer.ffn_out_norm {
                 ff = n.forward(&ff)?;
             }
