@@ -3,9 +3,10 @@
 
   bench_serve.py embed URL MODEL CLIENTS REQUESTS_PER_CLIENT
       one sentence per request to /v1/embeddings; prints JSON: requests/s, p50/p99 latency (ms)
-  bench_serve.py chat URL MODEL STREAMS TOKENS
-      STREAMS concurrent /v1/completions of exactly TOKENS tokens each (`ignore_eos`); prints
-      JSON: aggregate and per-stream tokens/s
+  bench_serve.py chat URL MODEL STREAMS TOKENS [ROUNDS]
+      STREAMS concurrent /v1/completions of exactly TOKENS tokens each (`ignore_eos`), ROUNDS
+      times (default 1); prints JSON: the median round's aggregate and per-stream tokens/s, and
+      every round's aggregate
 """
 
 import json
@@ -74,7 +75,7 @@ def embed(url, model, clients, per_client):
                       "p50_ms": pick(0.50), "p99_ms": pick(0.99)}))
 
 
-def chat(url, model, streams, tokens):
+def chat(url, model, streams, tokens, rounds=1):
     prompt = "Write a long story about a dragon who learns to cook. Once upon a time"
 
     def one(_):
@@ -87,17 +88,24 @@ def chat(url, model, streams, tokens):
             return body["usage"]["completion_tokens"], seconds
 
     one(0)
-    started = time.perf_counter()
-    with ThreadPoolExecutor(streams) as pool:
-        results = list(pool.map(one, range(streams)))
-    seconds = time.perf_counter() - started
-    generated = sum(n for n, _ in results)
-    assert generated == streams * tokens, f"streams ended early: {results}"
-    print(json.dumps({"streams": streams, "generated": generated,
-                      "aggregate_tokens_per_s": generated / seconds,
-                      "per_stream_tokens_per_s": sum(n / s for n, s in results) / streams}))
+    measured = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        with ThreadPoolExecutor(streams) as pool:
+            results = list(pool.map(one, range(streams)))
+        seconds = time.perf_counter() - started
+        generated = sum(n for n, _ in results)
+        assert generated == streams * tokens, f"streams ended early: {results}"
+        measured.append((generated / seconds, sum(n / s for n, s in results) / streams))
+    measured.sort()
+    aggregate, per_stream = measured[len(measured) // 2]
+    print(json.dumps({"streams": streams, "generated": streams * tokens, "rounds": rounds,
+                      "aggregate_tokens_per_s": aggregate,
+                      "per_stream_tokens_per_s": per_stream,
+                      "every_round": [round(a, 1) for a, _ in measured]}))
 
 
 if __name__ == "__main__":
     kind, url, model, a, b = sys.argv[1:6]
-    {"embed": embed, "chat": chat}[kind](url, model, int(a), int(b))
+    extra = [int(x) for x in sys.argv[6:7]]
+    {"embed": embed, "chat": chat}[kind](url, model, int(a), int(b), *extra)
