@@ -105,7 +105,7 @@ impl Gpt2 {
         } else {
             wte.clone()
         };
-        let cache_size = cfg.n_positions.min(512);
+        let cache_size = cfg.n_positions.min(inferox_candle::decoder::CACHE_CHUNK);
         Ok(Gpt2 {
             wpe: t.get((cfg.n_positions, e), "wpe.weight")?,
             blocks: (0..cfg.n_layer)

@@ -312,7 +312,7 @@ impl Llama {
         let offset = if cfg.gemma() { 1.0 } else { 0.0 };
         let norm = |hf: &str, gguf: &str, size: usize| p.norm(hf, gguf, size, eps, offset);
         let ff = cfg.intermediate_size;
-        let cache_size = cfg.max_sequence().min(512);
+        let cache_size = cfg.max_sequence().min(inferox_candle::decoder::CACHE_CHUNK);
         let inv_freq = |local: bool| {
             cfg.inv_freq(local).map_err(|message| Error::Config {
                 path: Default::default(),

@@ -757,6 +757,11 @@ impl RmsNorm {
     }
 }
 
+/// Positions a new KV cache has room for, and grows by: a short chat holds a fraction of a
+/// model's context, and every row of a batch pays for the room (zeroed) whether it is used
+/// or not.
+pub const CACHE_CHUNK: usize = 128;
+
 /// A decoder's KV cache, one per layer: the per-request state of a decoder-only model.
 pub struct LayerCaches(pub Vec<candle_nn::kv_cache::KvCache>);
 
@@ -911,14 +916,7 @@ mod tests {
             };
             let want = batched_attention(&q, &k, &v, bias.as_ref(), 0.125, softcap).unwrap();
             assert_eq!(fast.dims(), want.dims());
-            let diff = (fast - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = crate::max_abs_diff(&fast, &want);
             assert!(diff < 1e-5, "seq {seq}, cached {cached}: {diff}");
         }
     }

@@ -492,14 +492,7 @@ mod tests {
         );
         let got = silu_mul(&gate, &up).unwrap();
         let want = (gate.silu().unwrap() * &up).unwrap();
-        let diff = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = crate::max_abs_diff(&got, &want);
         assert!(diff < 1e-5, "{diff}");
     }
 

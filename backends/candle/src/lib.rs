@@ -43,6 +43,16 @@ pub use error::{Error, Result};
 pub use candle_core;
 pub use candle_nn;
 
+/// The largest absolute difference between two f32 tensors of one shape (for the tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.max_all())
+        .and_then(|d| d.to_scalar::<f32>())
+        .expect("two f32 tensors of one shape")
+}
+
 use candle_core as candle;
 use inferox_core::load::Device;
 use inferox_core::source::{Bytes, FileRef};
