@@ -61,13 +61,20 @@ fn check_header(path: &Path, file: &mut std::fs::File, end: Option<u64>) -> Resu
             .split(',')
             .map(str::trim)
             .filter(|d| !d.is_empty())
-            .map(|d| d.parse::<u64>().ok())
+            // Python 2's NumPy wrote longs as `3L`.
+            .map(|d| d.trim_end_matches('L').parse::<u64>().ok())
             .collect();
-        let overflows = parsed.is_some_and(|d| {
-            d.iter()
-                .try_fold(1u64, |acc, &n| acc.checked_mul(n))
-                .is_none()
-        });
+        // NumPy writes plain integers; npyz reads more (signs, spaces) and then multiplies.
+        let Some(parsed) = parsed else {
+            return Err(npy_error(
+                path,
+                format!("the shape ({}) is not a tuple of integers", dims.0.trim()),
+            ));
+        };
+        let overflows = parsed
+            .iter()
+            .try_fold(1u64, |acc, &n| acc.checked_mul(n))
+            .is_none();
         if overflows {
             return Err(npy_error(
                 path,
@@ -275,5 +282,18 @@ mod tests {
         let err = read_npy(&path).unwrap_err();
         assert!(matches!(err, Error::Npy { .. }), "{err}");
         assert!(err.to_string().contains("bad.npy"));
+        // Regression (fuzz/npy): dimensions whose product overflows a usize.
+        let mut overflow = b"\x93NUMPY\x01\x00v\x00".to_vec();
+        let header =
+            "{'descr': '|i1', 'fortran_order': False, 'shape': (4294967296, 4294967296, 3), }";
+        overflow.extend(format!("{header:<117}\n").bytes());
+        std::fs::write(&path, &overflow).unwrap();
+        assert!(read_npy(&path).is_err());
+        std::fs::write(
+            &path,
+            include_bytes!("../fuzz/seeds/npy/overflowing-shape.npy"),
+        )
+        .unwrap();
+        assert!(read_npy(&path).is_err());
     }
 }

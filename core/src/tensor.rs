@@ -219,10 +219,12 @@ pub struct HostTensor {
 impl HostTensor {
     /// Builds a tensor, checking that the data has as many elements as the shape.
     pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Self> {
-        let expected: usize = shape.iter().product();
-        if expected != data.len() {
+        // Checked: a shape read from a file can name more elements than a usize counts.
+        let expected = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if expected != Some(data.len()) {
+            let needs = expected.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string());
             return Err(Error::InvalidArgument(format!(
-                "tensor of shape {shape:?} needs {expected} elements, got {}",
+                "tensor of shape {shape:?} needs {needs} elements, got {}",
                 data.len()
             )));
         }
@@ -364,6 +366,9 @@ mod tests {
         assert!(HostTensor::from_f32(vec![2, 3], vec![0.0; 6]).is_ok());
         let err = HostTensor::from_f32(vec![2, 3], vec![0.0; 5]).unwrap_err();
         assert!(err.to_string().contains("needs 6 elements, got 5"), "{err}");
+        // Regression (fuzz/npy): a shape whose product overflows is an error, not a panic.
+        let err = HostTensor::from_f32(vec![usize::MAX, 3], vec![0.0; 3]).unwrap_err();
+        assert!(err.to_string().contains("more than 2^64"), "{err}");
     }
 
     #[test]
