@@ -178,7 +178,12 @@ impl Decoder for Gpt2 {
     }
 
     fn new_state(&self) -> DecoderState {
-        DecoderState::new(self, LayerCaches::new(self.blocks.len(), self.cache_size))
+        self.new_state_with_room(self.cache_size)
+    }
+
+    fn new_state_with_room(&self, positions: usize) -> DecoderState {
+        let room = positions.clamp(1, self.max_positions());
+        DecoderState::new(self, LayerCaches::new(self.blocks.len(), room))
     }
 
     fn resizable(&self) -> bool {

@@ -635,8 +635,12 @@ impl Decoder for Llama {
     }
 
     fn new_state(&self) -> DecoderState {
+        self.new_state_with_room(self.cache_size)
+    }
+
+    fn new_state_with_room(&self, positions: usize) -> DecoderState {
         let cache = LlamaCache {
-            layers: self.empty_caches(),
+            layers: LayerCaches::new(self.layers.len(), positions.clamp(1, self.positions)),
             history: Vec::new(),
             long: false,
         };

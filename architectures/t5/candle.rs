@@ -387,8 +387,12 @@ impl Decoder for T5 {
     }
 
     fn new_state(&self) -> DecoderState {
+        self.new_state_with_room(64)
+    }
+
+    fn new_state_with_room(&self, positions: usize) -> DecoderState {
         let cache = T5Cache {
-            layers: LayerCaches::new(self.decoder.len(), 64),
+            layers: LayerCaches::new(self.decoder.len(), positions.clamp(1, super::MAX_TOKENS)),
             cross: Vec::new(),
             source_bias: None,
             batch: 0,

@@ -107,6 +107,14 @@ pub trait Decoder: Sync {
     fn max_positions(&self) -> usize;
     /// An empty cache: the first step on it starts new sequences.
     fn new_state(&self) -> DecoderState;
+    /// An empty cache with room for `positions` positions per sequence (prompt and generated
+    /// tokens) before it grows: a generation knows how long it may run, and a cache sized once
+    /// never holds the copies that growing leaves behind. Decoders whose caches do not
+    /// preallocate make [`new_state`](Decoder::new_state).
+    fn new_state_with_room(&self, positions: usize) -> DecoderState {
+        let _ = positions;
+        self.new_state()
+    }
     /// Runs `step` after what `state` holds, and appends it to `state`. Returns float32
     /// logits, `[batch, vocab]` or, with `all_positions`, `[batch, seq, vocab]`.
     fn step(&self, state: &mut DecoderState, step: &DecodeStep<'_>) -> Result<Vec<f32>>;

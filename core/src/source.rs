@@ -113,7 +113,7 @@ impl FileRef {
                 .map(&file)
         }
         .map_err(|e| Error::io(&self.name, e))?;
-        Ok(Bytes(Inner::Map(map)))
+        Ok(Bytes(Inner::Map { map, file, offset }))
     }
 
     /// Its bytes, read into memory (for small files: manifests, configs, tokenizers).
@@ -161,7 +161,12 @@ impl From<&FileRef> for FileRef {
 pub struct Bytes(Inner);
 
 enum Inner {
-    Map(memmap2::Mmap),
+    /// The mapping of `file` from byte `offset` on.
+    Map {
+        map: memmap2::Mmap,
+        file: std::fs::File,
+        offset: u64,
+    },
     Static(&'static [u8]),
 }
 
@@ -170,7 +175,7 @@ impl std::ops::Deref for Bytes {
 
     fn deref(&self) -> &[u8] {
         match &self.0 {
-            Inner::Map(map) => map,
+            Inner::Map { map, .. } => map,
             Inner::Static(bytes) => bytes,
         }
     }
@@ -188,7 +193,7 @@ impl Bytes {
     /// They are read again from the file if touched later. Does nothing for static bytes.
     pub fn release(&self, range: std::ops::Range<usize>) {
         #[cfg(unix)]
-        if let Inner::Map(map) = &self.0 {
+        if let Inner::Map { map, .. } = &self.0 {
             // The mapping's start is page-aligned only when its offset in the file is; round
             // inwards from the real addresses so that no byte outside `range` is dropped.
             const PAGE: usize = 4096;
@@ -210,6 +215,37 @@ impl Bytes {
         #[cfg(not(unix))]
         let _ = range;
     }
+
+    /// Copies the bytes at `start..start + buf.len()` into `buf`, for scattered small reads
+    /// (a token embedding's rows): read from the file rather than through the mapping, so that
+    /// the pages stay in the page cache and out of this process's resident memory, where a
+    /// fault would map whole large folios (megabytes) for one row.
+    pub fn copy_range(&self, start: usize, buf: &mut [u8]) -> std::io::Result<()> {
+        let end = start
+            .checked_add(buf.len())
+            .filter(|&end| end <= self.len());
+        let Some(end) = end else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "bytes {start}..+{} lie past the end ({} bytes)",
+                    buf.len(),
+                    self.len()
+                ),
+            ));
+        };
+        match &self.0 {
+            #[cfg(unix)]
+            Inner::Map { file, offset, .. } => {
+                use std::os::unix::fs::FileExt;
+                file.read_exact_at(buf, offset + start as u64)
+            }
+            _ => {
+                buf.copy_from_slice(&self[start..end]);
+                Ok(())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -227,6 +263,13 @@ mod tests {
         assert_eq!(&bytes[..], &data[5000..14000]);
         bytes.release(0..9000);
         assert_eq!(&bytes[..], &data[5000..14000], "released pages read back");
+        let mut row = [0u8; 700];
+        bytes.copy_range(8000, &mut row).unwrap();
+        assert_eq!(&row[..], &data[13000..13700], "read through the file");
+        assert!(
+            bytes.copy_range(8500, &mut row).is_err(),
+            "past the end of the range"
+        );
         assert_eq!(FileRef::file(&p).map().unwrap().len(), 20000);
         let empty = FileRef::range("f#e".into(), p.clone(), 20000, 0);
         assert!(empty.map().unwrap().is_empty());

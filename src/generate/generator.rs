@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// One sequence being generated.
-struct Row {
+pub(super) struct Row {
     ids: Vec<u32>,
     prompt_len: usize,
     text: IncrementalText,
@@ -28,6 +28,25 @@ struct Row {
     /// Joined a running batch and not fed yet: the next step runs its prompt on its own and
     /// appends its cache to the batch's. Fresh rows are always the last ones.
     fresh: bool,
+}
+
+impl Row {
+    /// A row continuing `ids`, sampling with the `stream`-th generator of its seed; `fresh` when
+    /// it joins a running batch.
+    pub(super) fn new(ids: Vec<u32>, sampling: Sampling, stream: usize, fresh: bool) -> Row {
+        Row {
+            prompt_len: ids.len(),
+            text: IncrementalText::new(ids.len()),
+            ids,
+            stop: StopMatcher::new(sampling.stop.clone()),
+            output: String::new(),
+            rng: row_rng(sampling.seed, stream),
+            // With nothing to generate, a row is done before the model runs.
+            finish: (sampling.max_new_tokens == 0).then_some(FinishReason::Length),
+            sampling,
+            fresh,
+        }
+    }
 }
 
 /// A batch of sequences advancing together (left-padded; finished rows keep feeding their last
@@ -110,18 +129,7 @@ impl<'a> Generator<'a> {
             .zip(samplings)
             .map(|(p, (sampling, stream))| {
                 let ids = start.map_or_else(|| p.clone(), |s| vec![s]);
-                Row {
-                    prompt_len: ids.len(),
-                    text: IncrementalText::new(ids.len()),
-                    ids,
-                    stop: StopMatcher::new(sampling.stop.clone()),
-                    output: String::new(),
-                    rng: row_rng(sampling.seed, stream),
-                    // With nothing to generate, a row is done before the model runs.
-                    finish: (sampling.max_new_tokens == 0).then_some(FinishReason::Length),
-                    sampling,
-                    fresh: false,
-                }
+                Row::new(ids, sampling, stream, false)
             })
             .collect::<Vec<Row>>();
         Ok(Generator {
@@ -235,7 +243,7 @@ impl<'a> Generator<'a> {
         }
         let flat_mask: Vec<u8> = self.mask.concat();
         let positions = crate::model::positions_from_mask(&flat_mask, batch, &[]);
-        self.state = self.decoder.new_state();
+        self.state = self.decoder.new_state_with_room(room(&self.rows, 0));
         let start = Instant::now();
         let logits = self.decoder.step(
             &mut self.state,
@@ -366,18 +374,8 @@ impl<'a> Generator<'a> {
             }
         }
         for (prompt, sampling) in requests {
-            self.rows.push(Row {
-                prompt_len: prompt.len(),
-                text: IncrementalText::new(prompt.len()),
-                ids: prompt,
-                stop: StopMatcher::new(sampling.stop.clone()),
-                output: String::new(),
-                rng: row_rng(sampling.seed, 0),
-                finish: (sampling.max_new_tokens == 0).then_some(FinishReason::Length),
-                // Even with nothing to generate, its prompt runs: the cache holds every row.
-                fresh: true,
-                sampling,
-            });
+            // Even with nothing to generate, its prompt runs: the cache holds every row.
+            self.rows.push(Row::new(prompt, sampling, 0, true));
             self.mask.push(Vec::new());
             self.next.push(0);
         }
@@ -444,7 +442,8 @@ impl<'a> Generator<'a> {
         }
         let flat_mask: Vec<u8> = masks.concat();
         let positions = crate::model::positions_from_mask(&flat_mask, fresh.len(), &[]);
-        let mut state = self.decoder.new_state();
+        let cached = self.mask.first().map_or(0, Vec::len);
+        let mut state = self.decoder.new_state_with_room(room(fresh, cached));
         let joined = self.decoder.step(
             &mut state,
             &DecodeStep {
@@ -456,7 +455,6 @@ impl<'a> Generator<'a> {
             },
         )?;
         self.decoder.append_rows(&mut self.state, state)?;
-        let cached = self.mask.first().map_or(0, Vec::len);
         let len = cached.max(longest);
         for mask in &mut self.mask[..old] {
             mask.splice(0..0, std::iter::repeat_n(0, len - cached));
@@ -517,4 +515,16 @@ fn finite(logits: Vec<f32>) -> Result<Vec<f32>> {
             value: logits[index].to_string(),
         }),
     }
+}
+
+/// Generated tokens a new cache makes room for at most: beyond them it grows, so that a request
+/// asking for a huge `max_new_tokens` does not reserve the model's whole context up front.
+const ROOM_AHEAD: usize = 4096;
+
+/// Positions a new cache for `rows` makes room for: their longest prompt (or `cached`, the
+/// positions of the batch they join, when longer) and the most tokens any of them may generate.
+pub(super) fn room(rows: &[Row], cached: usize) -> usize {
+    let prompt = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+    let ahead = rows.iter().map(|r| r.sampling.max_new_tokens).max();
+    prompt.max(cached) + ahead.unwrap_or(0).min(ROOM_AHEAD)
 }

@@ -55,6 +55,9 @@ struct FakeCache {
     /// The real (unmasked) tokens each row has seen.
     rows: Vec<Vec<u32>>,
     cached: usize,
+    /// The positions it was made with room for (0: not said); a step past them is an error,
+    /// so that every test checks the generator sizes caches for the whole generation.
+    room: usize,
 }
 
 impl Cache for FakeCache {
@@ -76,6 +79,17 @@ impl Decoder for FakeDecoder {
         DecoderState::new(self, FakeCache::default())
     }
 
+    fn new_state_with_room(&self, positions: usize) -> DecoderState {
+        let room = positions.min(self.max_positions);
+        DecoderState::new(
+            self,
+            FakeCache {
+                room,
+                ..Default::default()
+            },
+        )
+    }
+
     fn resizable(&self) -> bool {
         true
     }
@@ -85,6 +99,7 @@ impl Decoder for FakeDecoder {
         let cache = state.cache_mut::<FakeCache, _>(self)?;
         cache.rows.extend(more.rows);
         cache.cached = cache.cached.max(more.cached);
+        cache.room = cache.room.max(more.room);
         Ok(())
     }
 
@@ -103,6 +118,12 @@ impl Decoder for FakeDecoder {
         }
         let width = cache.cached + seq;
         let bad = |m: String| Err(Error::InvalidArgument(m));
+        if cache.room != 0 && width > cache.room {
+            return bad(format!(
+                "{width} positions in a cache made with room for {}",
+                cache.room
+            ));
+        }
         if cache.rows.len() != batch
             || step.tokens.len() != batch * seq
             || step.positions.len() != batch * seq
@@ -140,6 +161,22 @@ impl Decoder for FakeDecoder {
         cache.cached = width;
         Ok(logits)
     }
+}
+
+/// A new cache has room for the longest prompt (or the batch it joins) and the longest
+/// generation, up to a bound past which it grows instead.
+#[test]
+fn caches_are_sized_for_the_whole_generation() {
+    let rows = |lens: &[(usize, usize)]| -> Vec<generator::Row> {
+        lens.iter()
+            .map(|&(prompt, max_new)| {
+                generator::Row::new(vec![1; prompt], sampling(max_new, &[]), 0, false)
+            })
+            .collect()
+    };
+    assert_eq!(generator::room(&rows(&[(5, 100), (9, 20)]), 0), 109);
+    assert_eq!(generator::room(&rows(&[(5, 100)]), 30), 130);
+    assert_eq!(generator::room(&rows(&[(9, usize::MAX)]), 0), 9 + 4096);
 }
 
 fn sampling(max_new_tokens: usize, stop: &[&str]) -> Sampling {

@@ -259,14 +259,22 @@ impl Embedding {
         let (rows, cols) = (raw.shape[0], raw.shape[1]);
         let ids = ids.flatten_all()?.to_vec1::<u32>()?;
         let row_bytes = cols / raw.dtype.block_size() * raw.dtype.type_size();
-        let data = raw.bytes();
+        // Rows are read from the file, not touched through the mapping: a fault there maps
+        // whole large folios, and the table would creep into resident memory a few megabytes
+        // at a time. The buffer is u64s so that every block type is aligned in it.
+        let mut words = vec![0u64; row_bytes.div_ceil(8)];
+        // SAFETY: the bytes of initialised u64s, within the vector, borrowed while it lives.
+        let row =
+            unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), row_bytes) };
         let mut out = vec![0f32; ids.len() * cols];
         for (&id, y) in ids.iter().zip(out.chunks_exact_mut(cols)) {
             let id = id as usize;
             if id >= rows {
                 candle::bail!("token id {id} is outside the embedding table's {rows} rows");
             }
-            dequantize_row(raw.dtype, &data[id * row_bytes..(id + 1) * row_bytes], y)?;
+            raw.copy_range(id * row_bytes, row)
+                .map_err(|e| candle::Error::Msg(format!("reading embedding row {id}: {e}")))?;
+            dequantize_row(raw.dtype, row, y)?;
         }
         Tensor::from_vec(out, (ids.len(), cols), &Device::Cpu)?.to_dtype(dtype)
     }
@@ -817,8 +825,10 @@ fn append_cache_rows(
     let (Some(k2), Some(v2)) = (more.k()?, more.v()?) else {
         return Ok(());
     };
+    // The room the rows that join asked for, if more than this cache has.
+    let room = more.k_cache().max_seq_len();
     let (Some(k1), Some(v1)) = (cache.k()?, cache.v()?) else {
-        return refill(cache, &k2, &v2);
+        return refill(cache, &k2, &v2, room);
     };
     let len = k1.dim(2)?.max(k2.dim(2)?);
     // `[batch, heads, seq, head_dim]` with `len - seq` zero positions in front.
@@ -832,7 +842,7 @@ fn append_cache_rows(
         Tensor::cat(&[&Tensor::zeros(shape, t.dtype(), t.device())?, t], 2)
     };
     let join = |a: &Tensor, b: &Tensor| Tensor::cat(&[&pad(a)?, &pad(b)?], 0);
-    refill(cache, &join(&k1, &k2)?, &join(&v1, &v2)?)
+    refill(cache, &join(&k1, &k2)?, &join(&v1, &v2)?, room)
 }
 
 /// Keeps the cached rows `rows` (ascending) from sequence position `from` on.
@@ -852,12 +862,23 @@ fn retain_cache_rows(
             .index_select(&index, 0)?
             .narrow(2, from.min(len), len - from.min(len))
     };
-    refill(cache, &keep(&k)?, &keep(&v)?)
+    refill(cache, &keep(&k)?, &keep(&v)?, 0)
 }
 
-/// Replaces a cache's contents with `k`, `v` (`[batch, heads, seq, head_dim]`).
-fn refill(cache: &mut candle_nn::kv_cache::KvCache, k: &Tensor, v: &Tensor) -> candle::Result<()> {
-    let room = cache.k_cache().max_seq_len().max(k.dim(2)?).max(1);
+/// Replaces a cache's contents with `k`, `v` (`[batch, heads, seq, head_dim]`), with room for
+/// as many positions as it had, or `room` if more.
+fn refill(
+    cache: &mut candle_nn::kv_cache::KvCache,
+    k: &Tensor,
+    v: &Tensor,
+    room: usize,
+) -> candle::Result<()> {
+    let room = cache
+        .k_cache()
+        .max_seq_len()
+        .max(room)
+        .max(k.dim(2)?)
+        .max(1);
     *cache = candle_nn::kv_cache::KvCache::new(2, room);
     if k.dim(2)? > 0 && k.dim(0)? > 0 {
         cache.append(&k.contiguous()?, &v.contiguous()?)?;
@@ -881,6 +902,24 @@ mod tests {
             })
             .collect();
         Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+    }
+
+    /// Rows that join keep the room their cache was made with: a batch whose cache is smaller
+    /// takes the larger room, so that the joiner's generation does not grow it.
+    #[test]
+    fn appended_rows_keep_the_larger_room() {
+        let mut batch = LayerCaches::new(1, 16);
+        batch.0[0]
+            .append(&random(&[1, 2, 4, 8], 1), &random(&[1, 2, 4, 8], 2))
+            .unwrap();
+        let mut joiner = LayerCaches::new(1, 64);
+        joiner.0[0]
+            .append(&random(&[1, 2, 2, 8], 3), &random(&[1, 2, 2, 8], 4))
+            .unwrap();
+        batch.append(joiner).unwrap();
+        let cache = &batch.0[0];
+        assert_eq!(cache.k().unwrap().unwrap().dims(), &[2, 2, 4, 8]);
+        assert_eq!(cache.k_cache().max_seq_len(), 64);
     }
 
     /// The in-place decoding kernel gives what the batched GEMMs give: grouped heads, keys and

@@ -34,6 +34,18 @@ impl RawTensor {
         &self.map[self.range.clone()]
     }
 
+    /// Copies `buf.len()` bytes from byte `start` of the tensor into `buf`, read from the file
+    /// rather than through the mapping (see [`Bytes::copy_range`]).
+    pub fn copy_range(&self, start: usize, buf: &mut [u8]) -> std::io::Result<()> {
+        if start.saturating_add(buf.len()) > self.range.len() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("bytes past the tensor's {}", self.range.len()),
+            ));
+        }
+        self.map.copy_range(self.range.start + start, buf)
+    }
+
     /// Drops the mapped pages from this process once the bytes have been copied (they are read
     /// again from the file if touched later).
     pub fn release(&self) {
@@ -50,10 +62,13 @@ impl GgufWeights {
             path: path.to_path_buf(),
             message: format!("unreadable GGUF: {e}"),
         })?;
+        let map = reader.into_inner();
+        // The header (the vocabulary, megabytes of it) is parsed: its pages are not needed.
+        map.release(0..usize::try_from(content.tensor_data_offset).unwrap_or(usize::MAX));
         Ok(GgufWeights {
             path: path.to_path_buf(),
             content,
-            map: Arc::new(reader.into_inner()),
+            map: Arc::new(map),
             device: device.clone(),
         })
     }
