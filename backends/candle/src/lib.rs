@@ -73,14 +73,25 @@ impl<T> DisjointOut<T> {
         DisjointOut(buffer.as_mut_ptr())
     }
 
+    /// Wraps the spare capacity of `buffer`, at least `len` elements, for one parallel call
+    /// that writes all of them (the caller then sets the length).
+    pub(crate) fn spare(buffer: &mut Vec<T>, len: usize) -> DisjointOut<T> {
+        assert!(
+            buffer.capacity() - buffer.len() >= len,
+            "room for {len} elements"
+        );
+        DisjointOut(buffer.spare_capacity_mut().as_mut_ptr().cast())
+    }
+
     /// Writes `v` at `index`.
     ///
     /// # Safety
     /// `index` lies inside the buffer, no other thread reads or writes it during the call, and
     /// the buffer outlives it.
     pub(crate) unsafe fn write(&self, index: usize, v: T) {
-        // SAFETY: as the caller promises.
-        unsafe { *self.0.add(index) = v }
+        // SAFETY: as the caller promises; `write` neither reads nor drops what was there, which
+        // may be uninitialised.
+        unsafe { self.0.add(index).write(v) }
     }
 
     /// The part `range` of the buffer.

@@ -726,8 +726,10 @@ pub(crate) fn tiled(
     plan: Plan,
     tile: impl Fn((usize, usize), (usize, usize), &mut [[f32; 4]; 2]) + Sync,
 ) -> Vec<f32> {
-    let mut out = vec![0f32; n * rows];
-    let dst = DisjointOut::new(&mut out);
+    // Not zeroed: the tiles write every element once (a zero-fill of the output was 1.5-2.5% of
+    // the time of a batched step, on the calling thread alone).
+    let mut out: Vec<f32> = Vec::with_capacity(n * rows);
+    let dst = DisjointOut::spare(&mut out, n * rows);
     barrier_pool().execute_chunked(rows.div_ceil(plan.rw), |range| {
         let first = range.start * plan.rw;
         let last = (range.end * plan.rw).min(rows);
@@ -752,6 +754,9 @@ pub(crate) fn tiled(
             row += rw;
         }
     });
+    // SAFETY: the row ranges of the tasks cover 0..rows, and each task wrote every activation
+    // row of its weight rows: all n * rows elements are initialised.
+    unsafe { out.set_len(n * rows) };
     out
 }
 
