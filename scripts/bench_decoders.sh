@@ -55,13 +55,26 @@ for model in "smollm2:$SMOLLM2:SmolLM2-135M Q4_1" "qwen:$QWEN:Qwen2.5-Coder-0.5B
   done
 done
 echo
-echo "| model | GGUF file (MiB) | peak RSS after a 512-token run, 2 threads (MiB) | RSS / file |"
-echo "|---|---|---|---|"
+# Peak RSS (KiB) of a command, which must succeed.
+peak() {
+  /usr/bin/time -o /tmp/bench-decoders-rss -f "%M" "$@" >/dev/null 2>/tmp/bench-decoders-rss.err \
+    || { cat /tmp/bench-decoders-rss.err >&2; echo "error: $* failed" >&2; exit 1; }
+  tail -1 /tmp/bench-decoders-rss
+}
+echo "Peak RSS, 2 threads: a 512-token run as llama-bench makes it (448 prompt tokens, then 64"
+echo "generated), and a chat (a 12-token prompt, then 500 generated with inferox generate)."
+echo
+echo "| model | GGUF file (MiB) | 448 + 64: inferox (MiB) | 448 + 64: llama-bench (MiB) | chat 12 + 500: inferox (MiB) | inferox / file: 448 + 64, chat |"
+echo "|---|---|---|---|---|---|"
 for model in "smollm2:$SMOLLM2:SmolLM2-135M Q4_1" "qwen:$QWEN:Qwen2.5-Coder-0.5B Q4_K_M"; do
   IFS=: read -r pkg gguf name <<< "$model"
-  rss=$( { /usr/bin/time -f "%M" "$inferox" --threads 2 bench "$WORK/$pkg.pkg" -p 448 -n 64 -r 1 --warmup 0 >/dev/null; } 2>&1 | tail -1)
+  run=$(peak "$inferox" --threads 2 bench "$WORK/$pkg.pkg" -p 448 -n 64 -r 1 --warmup 0)
+  theirs=$(peak "$LLAMA_BENCH" -m "$gguf" -p 448 -n 64 -t 2 -r 1)
+  chat=$(peak "$inferox" --threads 2 generate "$WORK/$pkg.pkg" --max-tokens 500 --ignore-eos \
+    --prompt "Write a long story about a robot who learns to paint.")
   file=$(stat -c %s "$gguf")
-  awk -v n="$name" -v r="$rss" -v f="$file" 'BEGIN {printf "| %s | %.0f | %.0f | %.2fx |\n", n, f/1048576, r/1024, r*1024/f}'
+  awk -v n="$name" -v r="$run" -v t="$theirs" -v c="$chat" -v f="$file" 'BEGIN {
+    printf "| %s | %.1f | %.1f | %.1f | %.1f | %.2fx, %.2fx |\n", n, f/1048576, r/1024, t/1024, c/1024, r*1024/f, c*1024/f }'
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 if ! python3 -c "import torch, transformers" 2>/dev/null; then

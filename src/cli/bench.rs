@@ -185,7 +185,7 @@ fn bench_decoder(
         let positions: Vec<u32> = (0..prompt.len() as u32).collect();
         let mask = vec![1u8; prompt.len()];
         let seconds = time(args.warmup, args.repetitions, || {
-            let mut state = decoder.new_state();
+            let mut state = decoder.new_state_with_room(prompt.len());
             let logits = match start {
                 Some(start) => {
                     decoder.encode(&mut state, &prompt, 1, &source_mask)?;
@@ -220,7 +220,7 @@ fn bench_decoder(
     if !generated.is_empty() {
         let mask = vec![1u8; generated.len()];
         let seconds = time(args.warmup, args.repetitions, || {
-            let mut state = decoder.new_state();
+            let mut state = decoder.new_state_with_room(generated.len());
             if start.is_some() {
                 decoder.encode(&mut state, &prompt, 1, &source_mask)?;
             }
