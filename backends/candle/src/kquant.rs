@@ -17,7 +17,7 @@
 //! across candle's CPU worker pool.
 
 use super::DisjointOut;
-use super::quant::{Plan, per_row, tiled, vectorised};
+use super::quant::{Plan, TileOut, per_row, tiled, vectorised};
 use half::f16;
 
 /// Values per super-block.
@@ -308,8 +308,8 @@ fn dot_portable(m: &KMatrix, a: &KActs, row: usize, act: usize) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{
-        KActs, KMatrix, Q2K, Q3K, Q4K, Q5K, Q6K, QK_K, has_mins, mins_at, n_scales, packed_bytes,
-        scales_at, values_at,
+        KActs, KMatrix, Q2K, Q3K, Q4K, Q5K, Q6K, QK_K, TileOut, has_mins, mins_at, n_scales,
+        packed_bytes, scales_at, values_at,
     };
     use std::arch::x86_64::*;
 
@@ -392,7 +392,7 @@ mod x86 {
         a: &KActs,
         row: usize,
         act: usize,
-        out: &mut [[f32; 4]; 2],
+        out: &mut TileOut,
     ) {
         let nb = m.cols / QK_K;
         let pb = packed_bytes(K);
@@ -500,7 +500,7 @@ mod x86 {
                 a: &KActs,
                 row: usize,
                 act: usize,
-                out: &mut [[f32; 4]; 2],
+                out: &mut TileOut,
             ) {
                 // SAFETY: forwarded from `dot`, whose caller detected the features.
                 unsafe { body::<K, RW, RA, $vnni>(m, a, row, act, out) }
@@ -522,7 +522,7 @@ mod x86 {
         a: &KActs,
         (row, rw): (usize, usize),
         (act, ra): (usize, usize),
-        out: &mut [[f32; 4]; 2],
+        out: &mut TileOut,
     ) {
         macro_rules! shapes {
             ($f:ident, $k:ident) => {
@@ -769,6 +769,7 @@ mod tests {
                 isa: None,
                 rw: 2,
                 ra: 4,
+                lanes: false,
             }];
             #[cfg(target_arch = "x86_64")]
             if let Some(best) = crate::quant::x86::detect() {
@@ -778,6 +779,7 @@ mod tests {
                             isa: Some(isa),
                             rw,
                             ra,
+                            lanes: false,
                         });
                     }
                 }

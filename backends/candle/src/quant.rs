@@ -94,7 +94,14 @@ struct QActs {
     /// values), laid
     /// out as `d`.
     c: Vec<f32>,
+    /// The values again, one block per 32-bit lane (empty unless asked for): per row, per group
+    /// of 16 blocks, per slice `s` of four values (`4s..4s + 4`), 16 lanes of four bytes, lane
+    /// `i` from block `16 g + i`; a last, partial group is padded with zeros.
+    lanes: Vec<i8>,
 }
+
+/// Blocks per group of the lane layout: one per 32-bit lane of a 512-bit register.
+const LANES: usize = 16;
 
 fn round_f16(x: f32) -> f32 {
     f16::from_f32(x).to_f32()
@@ -127,19 +134,28 @@ pub(crate) fn per_row(rows: usize, f: impl Fn(usize) + Sync) {
 }
 
 /// Quantizes rows of `x` (`cols` values each) as llama.cpp quantizes activations for `kind`.
-fn quantize_acts(kind: Kind, x: &[f32], cols: usize) -> QActs {
+/// With `lanes`, the values are also laid out one block per lane (see [`QActs::lanes`]).
+fn quantize_acts(kind: Kind, x: &[f32], cols: usize, lanes: bool) -> QActs {
     let nb = cols / QK;
     let nbp = padded(nb);
     let rows = x.len() / cols;
+    // Bytes per row in the lane layout.
+    let per_row_lanes = if lanes {
+        nb.div_ceil(LANES) * LANES * QK
+    } else {
+        0
+    };
     let mut a = QActs {
         q: vec![0; x.len()],
         d: vec![0.0; rows * nbp],
         c: vec![0.0; rows * nbp],
+        lanes: vec![0; rows * per_row_lanes],
     };
-    let (q, d, c) = (
+    let (q, d, c, l) = (
         DisjointOut::new(&mut a.q),
         DisjointOut::new(&mut a.d),
         DisjointOut::new(&mut a.c),
+        DisjointOut::new(&mut a.lanes),
     );
     per_row(rows, |r| {
         // SAFETY: each row writes only its own ranges of the three buffers, which outlive the
@@ -155,7 +171,18 @@ fn quantize_acts(kind: Kind, x: &[f32], cols: usize) -> QActs {
         vectorised(
             #[inline(always)]
             || quantize_row(kind, xs, q, d, c),
-        )
+        );
+        if per_row_lanes > 0 {
+            // SAFETY: as above, this row's own range.
+            let l = unsafe { l.slice(r * per_row_lanes..(r + 1) * per_row_lanes) };
+            for (b, block) in q.chunks_exact(QK).enumerate() {
+                let (g, i) = (b / LANES, b % LANES);
+                for (s, four) in block.chunks_exact(4).enumerate() {
+                    let at = ((g * (QK / 4) + s) * LANES + i) * 4;
+                    l[at..at + 4].copy_from_slice(four);
+                }
+            }
+        }
     });
     a
 }
@@ -201,13 +228,15 @@ fn quantize_row(kind: Kind, x: &[f32], q: &mut [i8], d: &mut [f32], c: &mut [f32
     }
 }
 
-/// The inputs of one kernel call: weight rows starting at `row` against activation row `act`.
+/// The inputs of one kernel call: weight rows starting at `row` against activation row `act`,
+/// over their blocks from `from` on.
 #[derive(Clone, Copy)]
 struct Tile<'a> {
     m: &'a QMatrix,
     a: &'a QActs,
     row: usize,
     act: usize,
+    from: usize,
 }
 
 impl Tile<'_> {
@@ -224,7 +253,7 @@ fn dot_portable(t: &Tile<'_>, r: usize) -> f32 {
     let vb = m.kind.value_bytes();
     let row = t.row + r;
     let mut total = 0f32;
-    for b in 0..nb {
+    for b in t.from..nb {
         let w = &m.values[(row * nb + b) * vb..(row * nb + b + 1) * vb];
         let x = &a.q[(t.act * nb + b) * QK..(t.act * nb + b + 1) * QK];
         let si: i32 = match m.kind {
@@ -262,7 +291,7 @@ fn dot_portable(t: &Tile<'_>, r: usize) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
-    use super::{Kind, QK, Tile, padded};
+    use super::{Kind, LANES, QK, Tile, TileOut, padded};
     use std::arch::x86_64::*;
 
     const Q4_0: u8 = 0;
@@ -309,7 +338,7 @@ pub(crate) mod x86 {
         let nb = t.blocks();
         let nbp = padded(nb);
         let vb = m.kind.value_bytes();
-        assert!(RW <= 2 && RA <= 4);
+        assert!(RW <= 2 && RA <= 8 && t.from <= nb && t.from.is_multiple_of(8));
         assert!((t.row + RW) * nb * vb <= m.values.len() && (t.row + RW) * nbp <= m.scales.len());
         assert!(
             (t.act + RA) * nb * QK <= a.q.len()
@@ -328,10 +357,7 @@ pub(crate) mod x86 {
     /// `out[r][c]` on AVX2. Each weight block is unpacked once for the `RA` activation rows.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[allow(clippy::needless_range_loop)] // r and c index several arrays at once
-    unsafe fn avx2<const K: u8, const RW: usize, const RA: usize>(
-        t: &Tile<'_>,
-        out: &mut [[f32; 4]; 2],
-    ) {
+    unsafe fn avx2<const K: u8, const RW: usize, const RA: usize>(t: &Tile<'_>, out: &mut TileOut) {
         let (m, a) = (t.m, t.a);
         let nb = t.blocks();
         let nbp = padded(nb);
@@ -346,7 +372,7 @@ pub(crate) mod x86 {
             // same accumulators: only their total is wanted.
             let mut acc = [[_mm256_setzero_ps(); RA]; RW];
             let f16x8 = |p: *const u16| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-            let mut g = 0;
+            let mut g = t.from;
             while g < nb {
                 let n = (nb - g).min(8);
                 // Scales are padded with zeros to whole groups of 8.
@@ -422,7 +448,7 @@ pub(crate) mod x86 {
     #[allow(clippy::needless_range_loop)] // r and c index several arrays at once
     unsafe fn vnni512<const K: u8, const RW: usize, const RA: usize>(
         t: &Tile<'_>,
-        out: &mut [[f32; 4]; 2],
+        out: &mut TileOut,
     ) {
         let (m, a) = (t.m, t.a);
         let nb = t.blocks();
@@ -441,7 +467,7 @@ pub(crate) mod x86 {
             let mut acc = [[_mm512_setzero_ps(); RA]; RW];
             let f16x8 = |p: *const u16| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
             let zext = |v: __m256| _mm512_zextps256_ps512(v);
-            let mut g = 0;
+            let mut g = t.from;
             while g < nb {
                 let n = (nb - g).min(8);
                 let mut scale = [[_mm256_setzero_ps(); RA]; RW];
@@ -520,6 +546,169 @@ pub(crate) mod x86 {
         }
     }
 
+    /// Whether [`dot_lanes`] runs here: AVX-512 VNNI, and BITALG for the fifth bits.
+    pub fn has_lanes() -> bool {
+        matches!(detect(), Some(Isa::Vnni)) && is_x86_feature_detected!("avx512bitalg")
+    }
+
+    /// Control bytes of `vpshufbitqmb` for slice `s` (values `4s..4s + 4` of every block): in
+    /// each 64-bit lane, the fifth bits of those values in its two blocks' 32-bit masks.
+    const fn fifth_bits_of_slice(s: usize) -> i64 {
+        let mut control = 0i64;
+        let mut b = 0;
+        while b < 8 {
+            let bit = (b / 4) * 32 + 4 * s + b % 4;
+            control |= (bit as i64) << (8 * b);
+            b += 1;
+        }
+        control
+    }
+
+    /// One weight row against `RA` activation rows, for the types with unsigned values (Q4_0,
+    /// Q4_1, Q5_0, Q5_1), with one block per 32-bit lane: 16 blocks of the row are transposed
+    /// in registers (a lane's four bytes are four consecutive values of its block), the
+    /// activations come laid out the same way, and eight `vpdpbusd` per 16 blocks give each
+    /// lane its block's exact integer dot product. The scale, conversion and FMA then come
+    /// once per 16 blocks, where [`vnni512`] pays them once per two.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni,avx512bitalg")]
+    #[allow(clippy::needless_range_loop)] // c indexes several arrays at once
+    unsafe fn lanes512<const K: u8, const RA: usize>(t: &Tile<'_>, out: &mut TileOut) {
+        let (m, a) = (t.m, t.a);
+        let nb = t.blocks();
+        let nbp = padded(nb);
+        // The activations' layout has every group; a last group of up to 8 blocks goes through
+        // `vnni512` instead (one pair of blocks per instruction), which costs less than a
+        // mostly empty group of 16 lanes.
+        let groups = nb.div_ceil(LANES);
+        let lane_groups = if nb % LANES <= 8 { nb / LANES } else { groups };
+        let row = t.row;
+        assert!(RA <= 8 && K != Q8_0 && m.kind.value_bytes() == 16);
+        assert!((row + 1) * nb * 16 <= m.values.len() && (row + 1) * nbp <= m.scales.len());
+        assert!(
+            (t.act + RA) * groups * LANES * QK <= a.lanes.len()
+                && (t.act + RA) * nbp <= a.d.len()
+                && (t.act + RA) * nbp <= a.c.len()
+        );
+        if K == Q4_1 || K == Q5_1 {
+            assert!((row + 1) * nbp <= m.mins.len());
+        }
+        if K == Q5_0 || K == Q5_1 {
+            assert!((row + 1) * nb <= m.high.len());
+        }
+        // SAFETY: every unmasked access is within the bounds asserted above (masked lanes past
+        // a row's last block are neither read nor faulted); the caller detected the features.
+        unsafe {
+            let nibble = _mm512_set1_epi8(0x0F);
+            let sixteen = _mm512_set1_epi8(0x10);
+            // Dword 4i + j of four blocks' bytes, for i < 8: dword j of block i.
+            let fours = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 28, 24, 20, 16, 12, 8, 4, 0);
+            let mut acc = [_mm512_setzero_ps(); RA];
+            for g in 0..lane_groups {
+                let first = g * LANES;
+                let count = (nb - first).min(LANES);
+                let blocks: u16 = if count == LANES { !0 } else { (1 << count) - 1 };
+                // The group's packed values, 16 bytes a block: four registers of four blocks.
+                let base = m.values.as_ptr().wrapping_add((row * nb + first) * 16);
+                let z: [__m512i; 4] = std::array::from_fn(|k| {
+                    let n = (count * 16).saturating_sub(k * 64).min(64);
+                    let mask = if n == 64 { !0u64 } else { (1u64 << n) - 1 };
+                    _mm512_maskz_loadu_epi8(mask, base.wrapping_add(k * 64) as *const i8)
+                });
+                let high = if K == Q5_0 || K == Q5_1 {
+                    let at = m.high.as_ptr().wrapping_add(row * nb + first);
+                    _mm512_maskz_loadu_epi32(blocks, at as *const i32)
+                } else {
+                    _mm512_setzero_si512()
+                };
+                let mut dots = [_mm512_setzero_si512(); RA];
+                for j in 0..4 {
+                    // Dword j of the 16 blocks: values 4j..4j+4 in the low nibbles, 16 + 4j..
+                    // in the high ones.
+                    let pick = _mm512_add_epi32(fours, _mm512_set1_epi32(j as i32));
+                    let lo = _mm512_permutex2var_epi32(z[0], pick, z[1]);
+                    let hi = _mm512_permutex2var_epi32(z[2], pick, z[3]);
+                    let d = _mm512_shuffle_i64x2::<0b0100_0100>(lo, hi);
+                    let mut first_half = _mm512_and_si512(d, nibble);
+                    let mut second_half = _mm512_and_si512(_mm512_srli_epi16::<4>(d), nibble);
+                    if K == Q5_0 || K == Q5_1 {
+                        let k = _mm512_bitshuffle_epi64_mask(
+                            high,
+                            _mm512_set1_epi64(fifth_bits_of_slice(j)),
+                        );
+                        first_half = _mm512_mask_add_epi8(first_half, k, first_half, sixteen);
+                        let k = _mm512_bitshuffle_epi64_mask(
+                            high,
+                            _mm512_set1_epi64(fifth_bits_of_slice(j + 4)),
+                        );
+                        second_half = _mm512_mask_add_epi8(second_half, k, second_half, sixteen);
+                    }
+                    for c in 0..RA {
+                        let xs = a
+                            .lanes
+                            .as_ptr()
+                            .add(((t.act + c) * groups + g) * LANES * QK);
+                        let x1 = _mm512_loadu_si512(xs.add(j * 64) as *const _);
+                        let x2 = _mm512_loadu_si512(xs.add((j + 4) * 64) as *const _);
+                        dots[c] = _mm512_dpbusd_epi32(dots[c], first_half, x1);
+                        dots[c] = _mm512_dpbusd_epi32(dots[c], second_half, x2);
+                    }
+                }
+                let f16s = |p: *const u16| {
+                    _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(blocks, p as *const i16))
+                };
+                let dw = f16s(m.scales.as_ptr().add(row * nbp + first));
+                let bias = if K == Q4_1 || K == Q5_1 {
+                    f16s(m.mins.as_ptr().add(row * nbp + first))
+                } else {
+                    dw
+                };
+                for c in 0..RA {
+                    let at = (t.act + c) * nbp + first;
+                    let dx = _mm512_maskz_loadu_ps(blocks, a.d.as_ptr().add(at));
+                    let cx = _mm512_maskz_loadu_ps(blocks, a.c.as_ptr().add(at));
+                    let scale = _mm512_mul_ps(dw, dx);
+                    acc[c] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dots[c]), acc[c]);
+                    acc[c] = _mm512_fmadd_ps(bias, cx, acc[c]);
+                }
+            }
+            let from = lane_groups * LANES;
+            if from < nb {
+                vnni512::<K, 1, RA>(&Tile { from, ..*t }, out);
+            } else {
+                out[0][..RA].fill(0.0);
+            }
+            for c in 0..RA {
+                out[0][c] += _mm512_reduce_add_ps(acc[c]);
+            }
+        }
+    }
+
+    /// A tile of one weight row against `ra` (1 or 4) activation rows with [`lanes512`].
+    ///
+    /// # Safety
+    /// [`has_lanes`] is true here, and the tile's activations have their lane layout.
+    pub(super) unsafe fn dot_lanes(t: &Tile<'_>, ra: usize, out: &mut TileOut) {
+        macro_rules! go {
+            ($k:ident) => {
+                match ra {
+                    8 => lanes512::<$k, 8>(t, out),
+                    4 => lanes512::<$k, 4>(t, out),
+                    _ => lanes512::<$k, 1>(t, out),
+                }
+            };
+        }
+        // SAFETY: the caller checked the features.
+        unsafe {
+            match t.m.kind {
+                Kind::Q4_0 => go!(Q4_0),
+                Kind::Q4_1 => go!(Q4_1),
+                Kind::Q5_0 => go!(Q5_0),
+                Kind::Q5_1 => go!(Q5_1),
+                Kind::Q8_0 => unreachable!("Q8_0 takes the other kernel"),
+            }
+        }
+    }
+
     /// The best kernel this CPU has.
     #[derive(Clone, Copy)]
     pub enum Isa {
@@ -548,13 +737,7 @@ pub(crate) mod x86 {
     ///
     /// # Safety
     /// `isa` must come from [`detect`] on this CPU.
-    pub(super) unsafe fn dot(
-        isa: Isa,
-        t: &Tile<'_>,
-        rw: usize,
-        ra: usize,
-        out: &mut [[f32; 4]; 2],
-    ) {
+    pub(super) unsafe fn dot(isa: Isa, t: &Tile<'_>, rw: usize, ra: usize, out: &mut TileOut) {
         macro_rules! shapes {
             ($f:ident, $k:ident) => {
                 match (rw, ra) {
@@ -654,11 +837,25 @@ impl QMatrix {
     /// `x · selfᵀ` for `x` of `n` rows of `cols` values: `n` rows of `rows` values.
     pub fn matmul(&self, x: &[f32]) -> Vec<f32> {
         let n = x.len() / self.cols;
-        self.matmul_with(x, Plan::new(n))
+        #[allow(unused_mut)] // set on x86 only
+        let mut plan = Plan::new(n);
+        // Several tokens of a type with unsigned values, in rows of at least 16 blocks: one
+        // block per lane, one weight row by eight (or four) tokens, the float work paid once
+        // per 16 blocks instead of once per 2.
+        #[cfg(target_arch = "x86_64")]
+        if n >= 4 && self.kind != Kind::Q8_0 && self.cols >= LANES * QK && x86::has_lanes() {
+            plan = Plan {
+                rw: 1,
+                ra: if n >= 8 { 8 } else { 4 },
+                lanes: true,
+                ..plan
+            };
+        }
+        self.matmul_with(x, plan)
     }
 
     fn matmul_with(&self, x: &[f32], plan: Plan) -> Vec<f32> {
-        let acts = quantize_acts(self.kind, x, self.cols);
+        let acts = quantize_acts(self.kind, x, self.cols, plan.lanes);
         tiled(
             self.rows,
             x.len() / self.cols,
@@ -669,7 +866,15 @@ impl QMatrix {
                     a: &acts,
                     row,
                     act,
+                    from: 0,
                 };
+                #[cfg(target_arch = "x86_64")]
+                if plan.lanes {
+                    // SAFETY: `lanes` is only set where `has_lanes` found the features, and
+                    // then the activations were laid out in lanes.
+                    unsafe { x86::dot_lanes(&tile, ra, res) };
+                    return;
+                }
                 #[cfg(target_arch = "x86_64")]
                 if let Some(isa) = plan.isa {
                     // SAFETY: `isa` was detected on this CPU.
@@ -692,6 +897,9 @@ impl QMatrix {
     }
 }
 
+/// What a tile computes: `out[r][c]` for weight row `r` and activation row `c` of the tile.
+pub(crate) type TileOut = [[f32; 8]; 2];
+
 /// How a quantized product is computed: which kernel, with how many rows of each side per tile.
 #[derive(Clone, Copy)]
 pub(crate) struct Plan {
@@ -701,6 +909,8 @@ pub(crate) struct Plan {
     pub(crate) rw: usize,
     /// Activation rows per tile (1 or 4).
     pub(crate) ra: usize,
+    /// The blocks-of-32 kernel with one block per lane (x86: AVX-512 VNNI and BITALG).
+    pub(crate) lanes: bool,
 }
 
 impl Plan {
@@ -714,6 +924,7 @@ impl Plan {
             isa: x86::detect(),
             rw,
             ra,
+            lanes: false,
         }
     }
 }
@@ -724,7 +935,7 @@ pub(crate) fn tiled(
     rows: usize,
     n: usize,
     plan: Plan,
-    tile: impl Fn((usize, usize), (usize, usize), &mut [[f32; 4]; 2]) + Sync,
+    tile: impl Fn((usize, usize), (usize, usize), &mut TileOut) + Sync,
 ) -> Vec<f32> {
     // Not zeroed: the tiles write every element once (a zero-fill of the output was 1.5-2.5% of
     // the time of a batched step, on the calling thread alone).
@@ -738,8 +949,12 @@ pub(crate) fn tiled(
             let rw = (last - row).min(plan.rw);
             let mut act = 0;
             while act < n {
-                let ra = if n - act >= plan.ra { plan.ra } else { 1 };
-                let mut res = [[0f32; 4]; 2];
+                // Whole tiles, then the rest in fours and ones.
+                let ra = [plan.ra, 4, 1]
+                    .into_iter()
+                    .find(|&ra| ra <= plan.ra && ra <= n - act)
+                    .unwrap_or(1);
+                let mut res = [[0f32; 8]; 2];
                 tile((row, rw), (act, ra), &mut res);
                 for (r, res) in res.iter().enumerate().take(rw) {
                     for (c, &v) in res.iter().enumerate().take(ra) {
@@ -874,7 +1089,7 @@ mod tests {
         // 37 rows: pairs and a remainder; 9 blocks: a group of 8 and a tail; 6 activation rows:
         // a tile of 4 and two single rows.
         for cols in [288usize, 576, 1536, 64] {
-            let (rows, n) = (37, 6);
+            let (rows, n) = (37, 13);
             let w: Vec<f32> = (0..rows * cols)
                 .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.3)
                 .collect();
@@ -885,13 +1100,14 @@ mod tests {
                 let data = quantize_weights(kind, &w);
                 let dq = dequantize(kind, &data);
                 let m = QMatrix::new(kind, rows, cols, &data).unwrap();
-                let acts = quantize_acts(kind, &x, cols);
+                let acts = quantize_acts(kind, &x, cols, false);
                 // Every kernel and tile shape.
                 let mut plans = vec![Plan {
                     #[cfg(target_arch = "x86_64")]
                     isa: None,
                     rw: 2,
                     ra: 4,
+                    lanes: false,
                 }];
                 #[cfg(target_arch = "x86_64")]
                 if let Some(best) = x86::detect() {
@@ -901,6 +1117,17 @@ mod tests {
                                 isa: Some(isa),
                                 rw,
                                 ra,
+                                lanes: false,
+                            });
+                        }
+                    }
+                    if x86::has_lanes() && kind != Kind::Q8_0 {
+                        for ra in [1, 4, 8] {
+                            plans.push(Plan {
+                                isa: Some(best),
+                                rw: 1,
+                                ra,
+                                lanes: true,
                             });
                         }
                     }
@@ -922,13 +1149,15 @@ mod tests {
                                 a: &acts,
                                 row: r,
                                 act: i,
+                                from: 0,
                             };
                             let portable = dot_portable(&tile, 0);
                             assert!(
                                 (got - portable).abs() <= 1e-4 * portable.abs().max(1.0),
-                                "{kind:?} cols {cols} rw {} ra {}: SIMD {got} vs portable {portable}",
+                                "{kind:?} cols {cols} rw {} ra {} lanes {}: SIMD {got} vs portable {portable}",
                                 plan.rw,
-                                plan.ra
+                                plan.ra,
+                                plan.lanes
                             );
                         }
                     }
