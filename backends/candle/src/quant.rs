@@ -839,14 +839,21 @@ impl QMatrix {
         let n = x.len() / self.cols;
         #[allow(unused_mut)] // set on x86 only
         let mut plan = Plan::new(n);
-        // Several tokens of a type with unsigned values, in rows of at least 16 blocks: one
-        // block per lane, one weight row by eight (or four) tokens, the float work paid once
-        // per 16 blocks instead of once per 2.
+        // Types with unsigned values, in rows of at least 16 blocks: one block per lane, one
+        // weight row by eight (four, one) tokens, the float work paid once per 16 blocks
+        // instead of once per 2. For every number of tokens, decoding included: a token's
+        // result must not depend on how many others share its batch (a served request
+        // answers what it answers alone), and each (row, token) product is computed the same
+        // way whatever the tile.
         #[cfg(target_arch = "x86_64")]
-        if n >= 4 && self.kind != Kind::Q8_0 && self.cols >= LANES * QK && x86::has_lanes() {
+        if self.kind != Kind::Q8_0 && self.cols >= LANES * QK && x86::has_lanes() {
             plan = Plan {
                 rw: 1,
-                ra: if n >= 8 { 8 } else { 4 },
+                ra: match n {
+                    8.. => 8,
+                    4.. => 4,
+                    _ => 1,
+                },
                 lanes: true,
                 ..plan
             };
