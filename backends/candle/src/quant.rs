@@ -683,7 +683,7 @@ pub(crate) mod x86 {
         }
     }
 
-    /// A tile of one weight row against `ra` (1 or 4) activation rows with [`lanes512`].
+    /// A tile of one weight row against `ra` (1, 4 or 8) activation rows with [`lanes512`].
     ///
     /// # Safety
     /// [`has_lanes`] is true here, and the tile's activations have their lane layout.
@@ -914,7 +914,7 @@ pub(crate) struct Plan {
     pub(crate) isa: Option<x86::Isa>,
     /// Weight rows per tile (1 or 2).
     pub(crate) rw: usize,
-    /// Activation rows per tile (1 or 4).
+    /// Activation rows per tile (1 or 4; 1, 4 or 8 with `lanes`).
     pub(crate) ra: usize,
     /// The blocks-of-32 kernel with one block per lane (x86: AVX-512 VNNI and BITALG).
     pub(crate) lanes: bool,
@@ -1093,8 +1093,8 @@ mod tests {
 
     #[test]
     fn matches_the_dequantized_product() {
-        // 37 rows: pairs and a remainder; 9 blocks: a group of 8 and a tail; 6 activation rows:
-        // a tile of 4 and two single rows.
+        // 37 rows: pairs and a remainder; widths of 2 to 48 blocks (no lane group, a partial
+        // one, one and a tail of 2, three); 13 activation rows: tiles of 8 (or 4), 4 and 1.
         for cols in [288usize, 576, 1536, 64] {
             let (rows, n) = (37, 13);
             let w: Vec<f32> = (0..rows * cols)
