@@ -5,7 +5,7 @@
 use super::{Activation, LayerNames};
 use inferox_candle::candle_core::{self as candle, Module, Tensor};
 use inferox_candle::candle_nn::VarBuilder;
-use inferox_candle::packed::{self, Bf16Scope, PackedWeight};
+use inferox_candle::packed::{self, Bf16Scope, PackedWeight, Then};
 
 /// A dense layer with its weight stored transposed (`[in, out]`, contiguous): the layout the
 /// GEMM kernel reads without repacking, which halves the cost of small batches.
@@ -37,15 +37,6 @@ impl Dense {
         Ok(Dense { weight, bias })
     }
 
-    /// `x · Wᵀ` without the bias, or with it where the kernel adds it for free (`None` then
-    /// says it is already in).
-    fn product<'a>(&'a self, x: &Tensor) -> candle::Result<(Tensor, Option<&'a Tensor>)> {
-        match &self.weight {
-            DenseWeight::Transposed(w) => Ok((x.matmul(w)?, self.bias.as_ref())),
-            DenseWeight::Packed(p) => Ok((p.matmul(x, self.bias.as_ref())?, None)),
-        }
-    }
-
     /// `weight` and `bias` under `vb`.
     pub fn load(vb: VarBuilder, input: usize, output: usize) -> candle::Result<Dense> {
         let weight = vb.get((output, input), "weight")?;
@@ -59,27 +50,34 @@ impl Dense {
 
     /// `x` is `[tokens, in]`.
     pub fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
-        match self.product(x)? {
-            (y, Some(b)) => y.broadcast_add(b),
-            (y, None) => Ok(y),
+        match (&self.weight, &self.bias) {
+            (DenseWeight::Packed(p), bias) => p.matmul(x, bias.as_ref()),
+            (DenseWeight::Transposed(w), Some(b)) => x.matmul(w)?.broadcast_add(b),
+            (DenseWeight::Transposed(w), None) => x.matmul(w),
         }
     }
 
     /// `activation(forward(x))`, with the bias add and GELU in one pass where they fuse.
     pub fn forward_activated(&self, x: &Tensor, activation: Activation) -> candle::Result<Tensor> {
         match activation {
-            Activation::Gelu => {
-                let (y, bias) = self.product(x)?;
-                inferox_candle::fused::bias_gelu(y, bias)
-            }
+            Activation::Gelu => match &self.weight {
+                DenseWeight::Packed(p) => p.matmul_then(x, self.bias.as_ref(), Then::Gelu),
+                DenseWeight::Transposed(w) => {
+                    inferox_candle::fused::bias_gelu(x.matmul(w)?, self.bias.as_ref())
+                }
+            },
             _ => activation.apply(&self.forward(x)?),
         }
     }
 
     /// `forward(x) + residual`, with the bias and the residual added in one pass.
     pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> candle::Result<Tensor> {
-        let (y, bias) = self.product(x)?;
-        inferox_candle::fused::bias_residual(y, bias, residual)
+        match &self.weight {
+            DenseWeight::Packed(p) => p.matmul_then(x, self.bias.as_ref(), Then::Add(residual)),
+            DenseWeight::Transposed(w) => {
+                inferox_candle::fused::bias_residual(x.matmul(w)?, self.bias.as_ref(), residual)
+            }
+        }
     }
 }
 
@@ -148,22 +146,7 @@ pub fn self_attention(
     (batch, seq): (usize, usize),
     heads: usize,
 ) -> candle::Result<Tensor> {
-    let hidden = x.dim(1)?;
-    let hd = hidden / heads;
-    let qkv = qkv
-        .forward(x)?
-        .reshape((batch, seq, 3, heads, hd))?
-        .permute((2, 0, 3, 1, 4))?;
-    let scale = 1.0 / (hd as f64).sqrt();
-    let q = (qkv.get(0)? * scale)?.contiguous()?;
-    let k = qkv.get(1)?.contiguous()?;
-    let v = qkv.get(2)?.contiguous()?;
-    let probs = inferox_candle::fused::masked_softmax(q.matmul(&k.t()?)?, bias)?;
-    probs
-        .matmul(&v)?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((batch * seq, hidden))
+    inferox_candle::fused::qkv_attention(&qkv.forward(x)?, (batch, seq), heads, bias)
 }
 
 /// `x + attn(norm1(x))`, then `x + fc2(act(fc1(norm2(x))))`.

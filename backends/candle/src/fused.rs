@@ -94,6 +94,18 @@ fn bias_gelu_rows(y: &mut [f32], bias: &[f32]) {
 
 crate::multiversion!(bias_gelu_simd(y: &mut [f32], bias: &[f32]) => bias_gelu_rows);
 
+/// `y = gelu(y)` on each of `rows` (a block of a product, still in cache).
+#[inline(always)]
+fn gelu_each(rows: &mut [&mut [f32]]) {
+    for row in rows.iter_mut() {
+        for v in row.iter_mut() {
+            *v = gelu(*v);
+        }
+    }
+}
+
+crate::multiversion!(pub(crate) gelu_rows(rows: &mut [&mut [f32]]) => gelu_each);
+
 /// `y += bias + residual` row by row (`bias` is one row).
 #[inline(always)]
 fn bias_residual_rows(y: &mut [f32], bias: &[f32], residual: &[f32]) {
@@ -468,6 +480,127 @@ pub fn masked_softmax(scores: Tensor, bias: Option<&Tensor>) -> candle::Result<T
     Ok(scores)
 }
 
+/// Multi-head self-attention straight from a fused projection `qkv` (`[batch × seq, 3 ×
+/// hidden]`: queries, keys, values, each `heads` heads of `hidden / heads`), with an optional
+/// additive `bias` of `[batch, 1, seq or 1, seq]` (a padding or causal mask):
+/// `softmax(q · kᵀ / √d + bias) · v` per head, the heads merged back into `[batch × seq,
+/// hidden]`. On the CPU in f32 each (sequence, head) is one task on candle's pool that reads
+/// its head in place (no split or merge copies), keeps its scores in cache and writes its
+/// columns of the output; elsewhere candle's ops.
+pub fn qkv_attention(
+    qkv: &Tensor,
+    (batch, seq): (usize, usize),
+    heads: usize,
+    bias: Option<&Tensor>,
+) -> candle::Result<Tensor> {
+    let hidden = qkv.dim(1)? / 3;
+    let hd = hidden / heads.max(1);
+    if heads == 0 || hd * heads != hidden || qkv.dims() != [batch * seq, 3 * hidden] {
+        candle::bail!(
+            "attention: qkv of shape {:?} does not hold {heads} heads for {batch} x {seq} tokens",
+            qkv.dims()
+        );
+    }
+    let scale = 1.0 / (hd as f64).sqrt();
+    let bias_q = match bias.map(|b| (b.dtype(), b.dims())) {
+        None => Some(0),
+        Some((DType::F32, &[bb, 1, bq, bk]))
+            if bb == batch && (bq == seq || bq == 1) && bk == seq =>
+        {
+            Some(bq)
+        }
+        Some(_) => None,
+    };
+    let bias_values = match bias {
+        Some(b) => with_f32(b, <[f32]>::to_vec),
+        None => Some(Vec::new()),
+    };
+    let fast = seq > 0 && cpu_f32_contiguous(qkv);
+    let (Some(bias_q), Some(bias_values), true) = (bias_q, bias_values, fast) else {
+        let qkv = qkv
+            .reshape((batch, seq, 3, heads, hd))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q = (qkv.get(0)? * scale)?.contiguous()?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let probs = masked_softmax(q.matmul(&k.t()?)?, bias)?;
+        return probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((batch * seq, hidden));
+    };
+    let mut out = vec![0f32; batch * seq * hidden];
+    let shared = DisjointOut::new(&mut out);
+    let scale = scale as f32;
+    with_f32(qkv, |qkv| {
+        barrier_pool().execute_chunked(batch * heads, |range| {
+            let mut scores = vec![0f32; seq * seq];
+            for task in range {
+                let (b, h) = (task / heads, task % heads);
+                let base = b * seq * 3 * hidden + h * hd;
+                let row = 3 * hidden as isize;
+                // SAFETY: every pointer and stride stays inside `qkv` (rows b·seq..(b+1)·seq,
+                // the head's columns of q, k and v) or `scores`; no parallelism inside.
+                unsafe {
+                    gemm::gemm(
+                        seq,
+                        seq,
+                        hd,
+                        scores.as_mut_ptr(),
+                        1,
+                        seq as isize,
+                        false,
+                        qkv.as_ptr().add(base),
+                        1,
+                        row,
+                        qkv.as_ptr().add(base + hidden),
+                        row,
+                        1,
+                        0.0,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                };
+                let bias_row = |i: usize| b * bias_q + if bias_q == seq { i } else { 0 };
+                softmax_rows_simd(&mut scores, seq, 0, &bias_values, &bias_row);
+                // SAFETY: this task alone writes rows b·seq..(b+1)·seq, columns of head h;
+                // `out` outlives the pool call.
+                let dst = unsafe { shared.ptr_mut(b * seq * hidden + h * hd) };
+                // SAFETY: as above, for `v` and the output's head block.
+                unsafe {
+                    gemm::gemm(
+                        seq,
+                        hd,
+                        seq,
+                        dst,
+                        1,
+                        hidden as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        seq as isize,
+                        qkv.as_ptr().add(base + 2 * hidden),
+                        1,
+                        row,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                };
+            }
+        })
+    })
+    .ok_or_else(|| candle::Error::Msg("attention: qkv is not a CPU f32 tensor".into()))?;
+    Tensor::from_vec(out, (batch * seq, hidden), qkv.device())
+}
+
 fn candle_nn_softmax(x: &Tensor) -> candle::Result<Tensor> {
     super::candle_nn::ops::softmax_last_dim(x)
 }
@@ -642,5 +775,69 @@ mod tests {
             };
             assert!(max_diff(&got, &want) < 1e-6);
         }
+    }
+
+    #[test]
+    fn attention_from_a_fused_projection_matches_candles_ops() {
+        let dev = candle::Device::Cpu;
+        let (batch, seq, heads, hd) = (2, 19, 3, 8);
+        let hidden = heads * hd;
+        let values: Vec<f32> = (0..batch * seq * 3 * hidden)
+            .map(|i| ((i * 7919) % 1000) as f32 * 0.004 - 2.0)
+            .collect();
+        let qkv = Tensor::from_vec(values, (batch * seq, 3 * hidden), &dev).unwrap();
+        let pad: Vec<f32> = (0..batch * seq)
+            .map(|i| {
+                if i % seq > 12 + i / seq {
+                    f32::MIN
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let causal: Vec<f32> = (0..batch * seq * seq)
+            .map(|i| {
+                if i % seq > (i / seq) % seq {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let masks = [
+            None,
+            Some(Tensor::from_vec(pad, (batch, 1, 1, seq), &dev).unwrap()),
+            Some(Tensor::from_vec(causal, (batch, 1, seq, seq), &dev).unwrap()),
+        ];
+        for mask in &masks {
+            let got = qkv_attention(&qkv, (batch, seq), heads, mask.as_ref()).unwrap();
+            let split = qkv
+                .reshape((batch, seq, 3, heads, hd))
+                .unwrap()
+                .permute((2, 0, 3, 1, 4))
+                .unwrap();
+            let part = |i| split.get(i).unwrap().contiguous().unwrap();
+            let scores =
+                (part(0).matmul(&part(1).t().unwrap()).unwrap() / (hd as f64).sqrt()).unwrap();
+            let scores = match mask {
+                Some(m) => scores.broadcast_add(m).unwrap(),
+                None => scores,
+            };
+            let want = candle_nn_softmax(&scores)
+                .unwrap()
+                .matmul(&part(2))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .reshape((batch * seq, hidden))
+                .unwrap();
+            assert!(
+                max_diff(&got, &want) < 1e-5,
+                "mask {:?}",
+                mask.as_ref().map(|m| m.dims().to_vec())
+            );
+        }
+        let err = qkv_attention(&qkv, (batch, seq), 5, None).unwrap_err();
+        assert!(err.to_string().contains("5 heads"), "{err}");
     }
 }

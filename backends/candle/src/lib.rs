@@ -5,8 +5,8 @@
 /// `fn $name(args)` running `$body(args)` compiled for AVX-512, for AVX2 + FMA, or for the
 /// baseline, whichever the CPU has (checked at run time); `$body` is `#[inline(always)]`.
 macro_rules! multiversion {
-    ($name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
-        fn $name($($arg: $ty),*) {
+    ($vis:vis $name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
+        $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx2,fma")]
@@ -81,6 +81,16 @@ impl<T> DisjointOut<T> {
             "room for {len} elements"
         );
         DisjointOut(buffer.spare_capacity_mut().as_mut_ptr().cast())
+    }
+
+    /// A raw pointer to element `index`, for a writer that takes pointers (a GEMM).
+    ///
+    /// # Safety
+    /// As for [`slice`](Self::slice): what is written through it lies inside the buffer and
+    /// belongs to the caller alone while the buffer lives.
+    pub(crate) unsafe fn ptr_mut(&self, index: usize) -> *mut T {
+        // SAFETY: in bounds, as the caller promises.
+        unsafe { self.0.add(index) }
     }
 
     /// Writes `v` at `index`.

@@ -173,6 +173,17 @@ impl PackedWeight {
 
     /// `x · W (+ bias)` for `x` of shape `[..., k]` (CPU); the result is `[..., n]` f32.
     pub fn matmul(&self, x: &Tensor, bias: Option<&Tensor>) -> candle::Result<Tensor> {
+        self.matmul_then(x, bias, Then::Nothing)
+    }
+
+    /// [`matmul`](Self::matmul), then `then` on each block of the output while the block is
+    /// still in cache: no second pass over memory for an activation or a residual add.
+    pub fn matmul_then(
+        &self,
+        x: &Tensor,
+        bias: Option<&Tensor>,
+        then: Then<'_>,
+    ) -> candle::Result<Tensor> {
         let dims = x.dims();
         let Some((&k, lead)) = dims.split_last() else {
             return Err(candle::Error::Msg("packed matmul of a scalar".into()));
@@ -189,9 +200,29 @@ impl PackedWeight {
             None => None,
         };
         let x = x.to_dtype(candle::DType::F32)?.contiguous()?;
+        let add = match then {
+            Then::Add(r) if r.dims().iter().product::<usize>() == m * self.n => {
+                Some(r.to_dtype(candle::DType::F32)?.contiguous()?)
+            }
+            Then::Add(r) => {
+                return Err(candle::Error::Msg(format!(
+                    "packed matmul: the added tensor is {:?}, the product {m} x {}",
+                    r.dims(),
+                    self.n
+                )));
+            }
+            _ => None,
+        };
+        let run = |xs: &[f32], bias: Option<&[f32]>| match (&add, then) {
+            (Some(r), _) => crate::dense::with_f32(r, |rs| {
+                self.matmul_slices_then(xs, m, bias, Epilogue::Add(rs))
+            }),
+            (None, Then::Gelu) => Some(self.matmul_slices_then(xs, m, bias, Epilogue::Gelu)),
+            (None, _) => Some(self.matmul_slices_then(xs, m, bias, Epilogue::Nothing)),
+        };
         let y = crate::dense::with_f32(&x, |xs| match &bias {
-            Some(b) => crate::dense::with_f32(b, |bs| self.matmul_slices(xs, m, Some(bs))),
-            None => Some(self.matmul_slices(xs, m, None)),
+            Some(b) => crate::dense::with_f32(b, |bs| run(xs, Some(bs))).flatten(),
+            None => run(xs, None),
         })
         .flatten()
         .ok_or_else(|| candle::Error::Msg("packed matmul needs CPU tensors".into()))?;
@@ -202,6 +233,16 @@ impl PackedWeight {
 
     /// `x · W (+ bias)` for `m` rows of `x` (row-major `[m, k]`): `[m, n]` row-major.
     pub fn matmul_slices(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
+        self.matmul_slices_then(x, m, bias, Epilogue::Nothing)
+    }
+
+    fn matmul_slices_then(
+        &self,
+        x: &[f32],
+        m: usize,
+        bias: Option<&[f32]>,
+        then: Epilogue<'_>,
+    ) -> Vec<f32> {
         if let Some(b) = bias {
             assert_eq!(b.len(), self.n, "packed matmul: bias size");
         }
@@ -209,7 +250,7 @@ impl PackedWeight {
         {
             // SAFETY: `run` writes every element of the `m × n` output before reading any.
             let out = unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr(), m * self.n) };
-            self.run(x, m, Start::Bias(bias), out);
+            self.run(x, m, Start::Bias(bias), then, out);
         }
         // SAFETY: every element was written above.
         unsafe { y.set_len(m * self.n) };
@@ -220,7 +261,7 @@ impl PackedWeight {
     /// product added to what is there, as a recurrent step adds `h · W_hh` to its gates.
     pub fn matmul_add(&self, x: &[f32], m: usize, y: &mut [f32]) {
         assert_eq!(y.len(), m * self.n, "packed matmul: output size");
-        self.run(x, m, Start::Accumulate, y);
+        self.run(x, m, Start::Accumulate, Epilogue::Nothing, y);
     }
 
     /// [`matmul_slices`](Self::matmul_slices) on the calling thread only, for callers that
@@ -230,26 +271,30 @@ impl PackedWeight {
             assert_eq!(b.len(), self.n, "packed matmul: bias size");
         }
         let mut y = vec![0f32; m * self.n];
-        self.run_here(x, m, Start::Bias(bias), &mut y);
+        self.run_here(x, m, Start::Bias(bias), Epilogue::Nothing, &mut y);
         y
     }
 
     /// [`matmul_add`](Self::matmul_add) on the calling thread only.
     pub fn matmul_add_here(&self, x: &[f32], m: usize, y: &mut [f32]) {
         assert_eq!(y.len(), m * self.n, "packed matmul: output size");
-        self.run_here(x, m, Start::Accumulate, y);
+        self.run_here(x, m, Start::Accumulate, Epilogue::Nothing, y);
     }
 
     /// The whole product on the calling thread.
-    fn run_here(&self, x: &[f32], m: usize, first: Start<'_>, y: &mut [f32]) {
+    fn run_here(&self, x: &[f32], m: usize, first: Start<'_>, then: Epilogue, y: &mut [f32]) {
         assert_eq!(x.len(), m * self.k, "packed matmul: shapes do not agree");
         let out = DisjointOut::new(y);
-        self.block(x, 0..m, 0..self.n.div_ceil(NR), first, &out);
+        self.block(x, 0..m, 0..self.n.div_ceil(NR), (first, then), &out);
     }
 
-    /// The product into `y`, its first depth block starting from `first`, on candle's pool.
-    fn run(&self, x: &[f32], m: usize, first: Start<'_>, y: &mut [f32]) {
+    /// The product into `y`, its first depth block starting from `first` and its last followed
+    /// by `then`, on candle's pool.
+    fn run(&self, x: &[f32], m: usize, first: Start<'_>, then: Epilogue, y: &mut [f32]) {
         assert_eq!(x.len(), m * self.k, "packed matmul: shapes do not agree");
+        if let Epilogue::Add(r) = then {
+            assert_eq!(r.len(), m * self.n, "packed matmul: added tensor size");
+        }
         let blocks = m.div_ceil(ROWS_PER_TASK);
         let per_task = blocks.clamp(1, PANELS_PER_TASK);
         let groups = self.n.div_ceil(NR).div_ceil(per_task);
@@ -262,19 +307,19 @@ impl PackedWeight {
                 let rows = b * ROWS_PER_TASK..((b + 1) * ROWS_PER_TASK).min(m);
                 let panels =
                     g * PANELS_PER_TASK..((g + 1) * PANELS_PER_TASK).min(self.n.div_ceil(NR));
-                self.block(x, rows, panels, first, out);
+                self.block(x, rows, panels, (first, then), out);
             }
         });
     }
 
     /// Rows `rows` of the output, columns of panels `panels`, a depth block at a time (the
-    /// first starts from `first`, the others add to what is stored).
+    /// first starts from `first`, the others add to what is stored; `then` follows the last).
     fn block(
         &self,
         x: &[f32],
         rows: std::ops::Range<usize>,
         panels: std::ops::Range<usize>,
-        first: Start<'_>,
+        (first, then): (Start<'_>, Epilogue<'_>),
         out: &DisjointOut,
     ) {
         let k = self.k;
@@ -291,7 +336,7 @@ impl PackedWeight {
                         _ => Start::Accumulate,
                     };
                     // SAFETY: this task owns rows r..r + mr of columns `cols`.
-                    let dst: Vec<&mut [f32]> = (r..r + mr)
+                    let mut dst: Vec<&mut [f32]> = (r..r + mr)
                         .map(|row| unsafe {
                             out.slice(row * self.n + cols.start..row * self.n + cols.end)
                         })
@@ -299,11 +344,25 @@ impl PackedWeight {
                     match &self.panels {
                         Panels::F32(p) => {
                             let panel = F32Rows(&p[j * k * NR..(j + 1) * k * NR]);
-                            kernel(x_rows, k, ks.clone(), panel, start, dst)
+                            kernel(x_rows, k, ks.clone(), panel, start, &mut dst)
                         }
                         Panels::Bf16(p) => {
                             let panel = Bf16Rows(&p[j * k * LANES..(j + 1) * k * LANES]);
-                            kernel(x_rows, k, ks.clone(), panel, start, dst)
+                            kernel(x_rows, k, ks.clone(), panel, start, &mut dst)
+                        }
+                    }
+                    if ks.end == k {
+                        match then {
+                            Epilogue::Nothing => {}
+                            Epilogue::Gelu => crate::fused::gelu_rows(&mut dst),
+                            Epilogue::Add(add) => {
+                                for (row, y) in (r..).zip(dst.iter_mut()) {
+                                    let from = row * self.n + cols.start;
+                                    for (y, a) in y.iter_mut().zip(&add[from..]) {
+                                        *y += a;
+                                    }
+                                }
+                            }
                         }
                     }
                 }
@@ -311,6 +370,26 @@ impl PackedWeight {
             }
         }
     }
+}
+
+/// What [`PackedWeight::matmul_then`] does to each block of the product.
+#[derive(Clone, Copy)]
+pub enum Then<'a> {
+    /// Nothing: the product (and bias) alone.
+    Nothing,
+    /// The exact (erf) GELU, as `nn.GELU()` computes it.
+    Gelu,
+    /// Adds a tensor of the product's size (a residual connection).
+    Add(&'a Tensor),
+}
+
+/// [`Then`] on the product's storage.
+#[derive(Clone, Copy)]
+enum Epilogue<'a> {
+    Nothing,
+    Gelu,
+    /// The `[m, n]` values to add.
+    Add(&'a [f32]),
 }
 
 /// What a kernel call's sums start from.
@@ -425,7 +504,7 @@ fn kernel<P: PanelRows>(
     ks: std::ops::Range<usize>,
     panel: P,
     start: Start<'_>,
-    dst: Vec<&mut [f32]>,
+    dst: &mut [&mut [f32]],
 ) {
     assert!(panel.rows() >= ks.end && ks.end <= k && x.len() >= dst.len() * k);
     #[cfg(target_arch = "x86_64")]
@@ -455,9 +534,9 @@ fn kernel_scalar<P: PanelRows>(
     ks: std::ops::Range<usize>,
     panel: P,
     start: Start<'_>,
-    dst: Vec<&mut [f32]>,
+    dst: &mut [&mut [f32]],
 ) {
-    for (r, row) in dst.into_iter().enumerate() {
+    for (r, row) in dst.iter_mut().enumerate() {
         for (c, y) in row.iter_mut().enumerate() {
             let mut acc = match start {
                 Start::Bias(bias) => bias.map_or(0.0, |b| b[c]),
@@ -490,7 +569,7 @@ mod avx512 {
         ks: std::ops::Range<usize>,
         panel: P,
         start: Start<'_>,
-        mut dst: Vec<&mut [f32]>,
+        dst: &mut [&mut [f32]],
     ) {
         assert!(x.len() >= R * k && ks.end <= k && panel.rows() >= ks.end && dst.len() == R);
         let width = dst[0].len();
@@ -625,7 +704,7 @@ mod tests {
                 // The portable kernel computes the same sums.
                 let cols = n.min(NR);
                 let mut y = vec![0f32; cols];
-                let dst = vec![&mut y[..]];
+                let mut dst = vec![&mut y[..]];
                 match &packed.panels {
                     Panels::F32(p) => kernel_scalar(
                         &x[..k],
@@ -633,7 +712,7 @@ mod tests {
                         0..k,
                         F32Rows(&p[..k * NR]),
                         Start::Bias(None),
-                        dst,
+                        &mut dst,
                     ),
                     Panels::Bf16(p) => kernel_scalar(
                         &x[..k],
@@ -641,7 +720,7 @@ mod tests {
                         0..k,
                         Bf16Rows(&p[..k * LANES]),
                         Start::Bias(None),
-                        dst,
+                        &mut dst,
                     ),
                 }
                 for (c, v) in y.iter().enumerate() {
@@ -649,6 +728,47 @@ mod tests {
                     assert!(d < 1e-5, "scalar kernel, column {c}: {v} vs {}", want[c]);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn epilogues_act_on_the_whole_product() {
+        let dev = candle::Device::Cpu;
+        // k = 700 spans three depth blocks: the epilogue must follow the last one only.
+        for &(m, k, n) in &[(1, 7, 5), (30, 700, 70), (130, 64, 96)] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            let w: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 104729) % 997) as f32 / 997.0 - 0.5)
+                .collect();
+            let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01 - 0.3).collect();
+            let add: Vec<f32> = (0..m * n).map(|i| (i % 17) as f32 - 8.0).collect();
+            let packed = PackedWeight::pack(&w, k, n, false);
+            let x = Tensor::from_vec(x, (m, k), &dev).unwrap();
+            let bias = Tensor::from_vec(bias, n, &dev).unwrap();
+            let add = Tensor::from_vec(add, (m, n), &dev).unwrap();
+            let plain = packed.matmul(&x, Some(&bias)).unwrap();
+            let diff = |a: &Tensor, b: &Tensor| {
+                let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
+                d.max(0).unwrap().to_scalar::<f32>().unwrap()
+            };
+            let gelu = packed.matmul_then(&x, Some(&bias), Then::Gelu).unwrap();
+            assert!(
+                diff(&gelu, &plain.gelu_erf().unwrap()) < 1e-6,
+                "{m}x{k}x{n} gelu"
+            );
+            let sum = packed
+                .matmul_then(&x, Some(&bias), Then::Add(&add))
+                .unwrap();
+            assert_eq!(
+                diff(&sum, &(&plain + &add).unwrap()),
+                0.0,
+                "{m}x{k}x{n} add"
+            );
+            let wrong = Tensor::zeros((m + 1, n), candle::DType::F32, &dev).unwrap();
+            let err = packed.matmul_then(&x, None, Then::Add(&wrong)).unwrap_err();
+            assert!(err.to_string().contains("added tensor"), "{err}");
         }
     }
 }
