@@ -336,25 +336,28 @@ impl PackedWeight {
                         _ => Start::Accumulate,
                     };
                     // SAFETY: this task owns rows r..r + mr of columns `cols`.
-                    let mut dst: Vec<&mut [f32]> = (r..r + mr)
-                        .map(|row| unsafe {
-                            out.slice(row * self.n + cols.start..row * self.n + cols.end)
-                        })
-                        .collect();
+                    let mut tile: [&mut [f32]; MR] = std::array::from_fn(|i| match i < mr {
+                        true => unsafe {
+                            let row = (r + i) * self.n;
+                            out.slice(row + cols.start..row + cols.end)
+                        },
+                        false => &mut [],
+                    });
+                    let dst = &mut tile[..mr];
                     match &self.panels {
                         Panels::F32(p) => {
                             let panel = F32Rows(&p[j * k * NR..(j + 1) * k * NR]);
-                            kernel(x_rows, k, ks.clone(), panel, start, &mut dst)
+                            kernel(x_rows, k, ks.clone(), panel, start, dst)
                         }
                         Panels::Bf16(p) => {
                             let panel = Bf16Rows(&p[j * k * LANES..(j + 1) * k * LANES]);
-                            kernel(x_rows, k, ks.clone(), panel, start, &mut dst)
+                            kernel(x_rows, k, ks.clone(), panel, start, dst)
                         }
                     }
                     if ks.end == k {
                         match then {
                             Epilogue::Nothing => {}
-                            Epilogue::Gelu => crate::fused::gelu_rows(&mut dst),
+                            Epilogue::Gelu => crate::fused::gelu_rows(dst),
                             Epilogue::Add(add) => {
                                 for (row, y) in (r..).zip(dst.iter_mut()) {
                                     let from = row * self.n + cols.start;
