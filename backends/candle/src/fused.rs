@@ -44,30 +44,39 @@ pub(crate) fn exp(x: f32) -> f32 {
     if below { 0.0 } else { e }
 }
 
-/// `erf(x)` in f32 through the complementary error function of Numerical Recipes' `erfcc`
-/// (a Chebyshev fit with fractional error below 1.2 × 10⁻⁷).
+/// `erf(x)` in f32 as `x · P(x²) / Q(x²)` on |x| < 3.92 (beyond it erf is ±1 in f32): a
+/// rational fit of degree 5 over 5 in x², made by `scripts/fit_erf.py` (largest error
+/// 4.3 × 10⁻⁷ evaluated in f32). Ten FMAs and one division, where the erfc form it replaced
+/// took nineteen operations, a division and an `exp`: GELU was 6% of an encoder's time.
 #[inline(always)]
-// The coefficients as published, rounded by the compiler.
+// The coefficients as the script prints them, rounded by the compiler.
 #[allow(clippy::excessive_precision)]
 fn erf(x: f32) -> f32 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let mut p = 0.170_872_77;
-    for c in [
-        -0.822_152_23,
-        1.488_515_87,
-        -1.135_203_98,
-        0.278_868_07,
-        -0.186_288_06,
-        0.096_784_18,
-        0.374_091_96,
-        1.000_023_68,
-        -1.265_512_23,
-    ] {
-        p = p * t + c;
+    const P: [f32; 6] = [
+        1.128_379_161_116_340_7,
+        0.188_709_643_161_936_7,
+        0.052_530_226_802_881_476,
+        0.003_695_041_332_336_687_3,
+        0.000_283_679_847_240_349_2,
+        2.067_788_516_936_364_6e-6,
+    ];
+    const Q: [f32; 6] = [
+        1.0,
+        0.500_572_571_855_307_3,
+        0.113_413_241_597_670_06,
+        0.014_826_843_245_580_14,
+        0.001_146_184_023_454_452_5,
+        3.821_305_734_437_461e-5,
+    ];
+    let u = x * x;
+    let horner = |c: &[f32; 6]| c.iter().rev().fold(0.0f32, |acc, &k| acc.mul_add(u, k));
+    let fit = x * horner(&P) / horner(&Q);
+    // Exactly ±1 past the fit's range, so that GELU's negative tail is exactly 0 there.
+    if x.abs() < 3.92 {
+        fit
+    } else {
+        1f32.copysign(x)
     }
-    let erfc = t * exp(-z * z + p);
-    (1.0 - erfc).copysign(x)
 }
 
 /// GELU with the exact (erf) form, as `nn.GELU()` computes it.
@@ -666,7 +675,8 @@ mod tests {
                 .zip(&want)
                 .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
                 .fold(0f32, f32::max);
-            assert!(worst < 1e-6, "max error {worst:e}");
+            // erf's fit is within 4.3e-7 in f32; GELU multiplies that by x / 2.
+            assert!(worst < 1.5e-6, "max error {worst:e}");
         }
         // Other dtypes go through candle.
         let h = x.to_dtype(DType::F64).unwrap();
