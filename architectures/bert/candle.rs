@@ -216,11 +216,11 @@ impl Bert {
         let attn = self_attention(&layer.qkv, x, bias, (batch, seq), self.heads)?;
         let x = layer
             .attention_norm
-            .forward(&layer.attention_out.forward_residual(&attn, x)?)?;
+            .forward_owned(layer.attention_out.forward_residual(&attn, x)?)?;
         let inter = layer.intermediate.forward_activated(&x, self.activation)?;
         layer
             .output_norm
-            .forward(&layer.output.forward_residual(&inter, &x)?)
+            .forward_owned(layer.output.forward_residual(&inter, &x)?)
     }
 
     /// The model's outputs for `inputs`.

@@ -115,6 +115,14 @@ impl Module for LayerNorm {
     }
 }
 
+impl LayerNorm {
+    /// [`forward`](Module::forward) in place of `x`, for a tensor nothing else reads (a
+    /// residual sum just computed): no output to allocate.
+    pub fn forward_owned(&self, x: Tensor) -> candle::Result<Tensor> {
+        inferox_candle::fused::layer_norm_owned(x, &self.weight, &self.bias, self.eps)
+    }
+}
+
 /// A layer norm of `size` under `vb` (`weight`, `bias`).
 pub fn layer_norm(vb: VarBuilder, size: usize, eps: f64) -> candle::Result<LayerNorm> {
     Ok(LayerNorm {

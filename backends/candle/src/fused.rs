@@ -311,31 +311,73 @@ pub fn bias_residual(
 fn layer_norm_rows(x: &[f32], y: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let n = gamma.len();
     for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
-        // Sixteen partial sums, so the reductions vectorise.
-        let mut acc = [0f32; 16];
-        let (body, tail) = xr.split_at(n - n % 16);
-        for c in body.chunks_exact(16) {
-            for (a, &v) in acc.iter_mut().zip(c) {
-                *a += v;
-            }
-        }
-        let mean = (acc.iter().sum::<f32>() + tail.iter().sum::<f32>()) / n as f32;
-        let mut acc = [0f32; 16];
-        for c in body.chunks_exact(16) {
-            for (a, &v) in acc.iter_mut().zip(c) {
-                *a += (v - mean) * (v - mean);
-            }
-        }
-        let tail_sq: f32 = tail.iter().map(|&v| (v - mean) * (v - mean)).sum();
-        let var = (acc.iter().sum::<f32>() + tail_sq) / n as f32;
-        let rstd = 1.0 / (var + eps).sqrt();
+        let (mean, rstd) = mean_rstd(xr, eps);
         for (((o, &v), &g), &b) in yr.iter_mut().zip(xr).zip(gamma).zip(beta) {
             *o = (v - mean) * rstd * g + b;
         }
     }
 }
 
+/// [`layer_norm_rows`] in place: the same arithmetic, each row overwritten.
+#[inline(always)]
+fn layer_norm_rows_in_place(y: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    for yr in y.chunks_exact_mut(gamma.len()) {
+        let (mean, rstd) = mean_rstd(yr, eps);
+        for ((o, &g), &b) in yr.iter_mut().zip(gamma).zip(beta) {
+            *o = (*o - mean) * rstd * g + b;
+        }
+    }
+}
+
+/// A row's mean and `1 / sqrt(var + eps)`.
+#[inline(always)]
+fn mean_rstd(xr: &[f32], eps: f32) -> (f32, f32) {
+    let n = xr.len();
+    // Sixteen partial sums, so the reductions vectorise.
+    let mut acc = [0f32; 16];
+    let (body, tail) = xr.split_at(n - n % 16);
+    for c in body.chunks_exact(16) {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    let mean = (acc.iter().sum::<f32>() + tail.iter().sum::<f32>()) / n as f32;
+    let mut acc = [0f32; 16];
+    for c in body.chunks_exact(16) {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += (v - mean) * (v - mean);
+        }
+    }
+    let tail_sq: f32 = tail.iter().map(|&v| (v - mean) * (v - mean)).sum();
+    let var = (acc.iter().sum::<f32>() + tail_sq) / n as f32;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
 crate::multiversion!(layer_norm_simd(x: &[f32], y: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) => layer_norm_rows);
+crate::multiversion!(layer_norm_in_place_simd(y: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) => layer_norm_rows_in_place);
+
+/// [`layer_norm`] of `x` in place of `x` (see the module docs: give it a tensor nothing else
+/// reads, such as a residual sum just computed), without allocating an output.
+pub fn layer_norm_owned(
+    x: Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> candle::Result<Tensor> {
+    let n = x.dims().last().copied().unwrap_or(0);
+    let fast = n > 0 && gamma.dims() == [n] && beta.dims() == [n] && cpu_f32_contiguous(&x);
+    let values = |t: &Tensor| with_f32(t, <[f32]>::to_vec).filter(|_| fast);
+    let (Some(gamma_values), Some(beta_values)) = (values(gamma), values(beta)) else {
+        return layer_norm(&x, gamma, Some(beta), eps);
+    };
+    let f = |y: &mut [f32]| {
+        par_rows(y, n, &|rows, _| {
+            layer_norm_in_place_simd(rows, &gamma_values, &beta_values, eps as f32)
+        })
+    };
+    x.inplace_op1(&InPlace(&f))?;
+    Ok(x)
+}
 
 /// Layer norm over the last dimension of `x` (`[..., n]`) with `gamma` and `beta` of `[n]`
 /// (`beta` absent: zero), into a new tensor, split over candle's worker pool on the CPU for
@@ -539,8 +581,11 @@ pub fn qkv_attention(
             .contiguous()?
             .reshape((batch * seq, hidden));
     };
-    let mut out = vec![0f32; batch * seq * hidden];
-    let shared = DisjointOut::new(&mut out);
+    let len = batch * seq * hidden;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    // The tasks write every element (each (sequence, head) its block; `gemm` with `read_dst`
+    // false stores without reading), so the output is not zero-filled first.
+    let shared = DisjointOut::spare(&mut out, len);
     let scale = scale as f32;
     with_f32(qkv, |qkv| {
         barrier_pool().execute_chunked(batch * heads, |range| {
@@ -607,6 +652,8 @@ pub fn qkv_attention(
         })
     })
     .ok_or_else(|| candle::Error::Msg("attention: qkv is not a CPU f32 tensor".into()))?;
+    // SAFETY: every element was written by the tasks above (`qkv` was CPU f32, checked).
+    unsafe { out.set_len(len) };
     Tensor::from_vec(out, (batch * seq, hidden), qkv.device())
 }
 
@@ -731,6 +778,9 @@ mod tests {
             let got = layer_norm(&x, &g, Some(&b), 1e-12).unwrap();
             let d = max_diff(&got, &reference(true, 1e-12));
             assert!(d < 2e-6, "n = {n}: {d}");
+            // In place: the same arithmetic, so the same values.
+            let owned = layer_norm_owned(x.copy().unwrap(), &g, &b, 1e-12).unwrap();
+            assert_eq!(max_diff(&owned, &got), 0.0, "n = {n}, in place");
             let got = layer_norm(&x, &g, None, 1e-5).unwrap();
             let d = max_diff(&got, &reference(false, 1e-5));
             assert!(d < 2e-6, "n = {n}, no beta: {d}");
