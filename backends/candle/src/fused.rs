@@ -665,6 +665,29 @@ fn candle_nn_softmax(x: &Tensor) -> candle::Result<Tensor> {
 mod tests {
     use super::*;
 
+    /// No mask, a padding mask of `[batch, 1, 1, k]` (key `j` of sequence `b` masked with
+    /// `pad` past `from + b`) and a causal mask of `[batch, 1, q, k]`.
+    fn masks((batch, q, k): (usize, usize, usize), from: usize, pad: f32) -> [Option<Tensor>; 3] {
+        let dev = candle::Device::Cpu;
+        let padding: Vec<f32> = (0..batch * k)
+            .map(|i| if i % k > from + i / k { pad } else { 0.0 })
+            .collect();
+        let causal: Vec<f32> = (0..batch * q * k)
+            .map(|i| {
+                if i % k > (i / k) % q {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        [
+            None,
+            Some(Tensor::from_vec(padding, (batch, 1, 1, k), &dev).unwrap()),
+            Some(Tensor::from_vec(causal, (batch, 1, q, k), &dev).unwrap()),
+        ]
+    }
+
     /// The largest absolute difference between two tensors of one shape.
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
@@ -810,23 +833,7 @@ mod tests {
             .map(|i| ((i * 7919) % 1000) as f32 * 0.02 - 10.0)
             .collect();
         let x = Tensor::from_vec(xs, (b, h, q, k), &dev).unwrap();
-        let pad: Vec<f32> = (0..b * k)
-            .map(|i| if i % k > 30 + i / k { -1e30 } else { 0.0 })
-            .collect();
-        let causal: Vec<f32> = (0..b * q * k)
-            .map(|i| {
-                if i % k > (i / k) % q {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let masks = [
-            None,
-            Some(Tensor::from_vec(pad, (b, 1, 1, k), &dev).unwrap()),
-            Some(Tensor::from_vec(causal, (b, 1, q, k), &dev).unwrap()),
-        ];
+        let masks = masks((b, q, k), 30, -1e30);
         for mask in &masks {
             let got = masked_softmax(x.copy().unwrap(), mask.as_ref()).unwrap();
             let want = match mask {
@@ -846,29 +853,7 @@ mod tests {
             .map(|i| ((i * 7919) % 1000) as f32 * 0.004 - 2.0)
             .collect();
         let qkv = Tensor::from_vec(values, (batch * seq, 3 * hidden), &dev).unwrap();
-        let pad: Vec<f32> = (0..batch * seq)
-            .map(|i| {
-                if i % seq > 12 + i / seq {
-                    f32::MIN
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let causal: Vec<f32> = (0..batch * seq * seq)
-            .map(|i| {
-                if i % seq > (i / seq) % seq {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let masks = [
-            None,
-            Some(Tensor::from_vec(pad, (batch, 1, 1, seq), &dev).unwrap()),
-            Some(Tensor::from_vec(causal, (batch, 1, seq, seq), &dev).unwrap()),
-        ];
+        let masks = masks((batch, seq, seq), 12, f32::MIN);
         for mask in &masks {
             let got = qkv_attention(&qkv, (batch, seq), heads, mask.as_ref()).unwrap();
             let split = qkv

@@ -646,6 +646,17 @@ mod tests {
             .collect()
     }
 
+    /// Activations `[m, k]` and a weight `[k, n]` with spread-out values.
+    fn operands(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+        let x = (0..m * k)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let w = (0..k * n)
+            .map(|i| ((i * 104729) % 997) as f32 / 997.0 - 0.5)
+            .collect();
+        (x, w)
+    }
+
     #[test]
     fn packed_products_match_the_stored_weights() {
         // Odd k, n not a multiple of NR, m crossing kernel and task boundaries.
@@ -656,12 +667,7 @@ mod tests {
             (25, 384, 1152),
             (100, 700, 300),
         ] {
-            let x: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-                .collect();
-            let w: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 104729) % 997) as f32 / 997.0 - 0.5)
-                .collect();
+            let (x, w) = operands(m, k, n);
             let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
             // The same matrix given as its transpose packs to the same panels.
             let wt: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
@@ -739,12 +745,7 @@ mod tests {
         let dev = candle::Device::Cpu;
         // k = 700 spans three depth blocks: the epilogue must follow the last one only.
         for &(m, k, n) in &[(1, 7, 5), (30, 700, 70), (130, 64, 96)] {
-            let x: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-                .collect();
-            let w: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 104729) % 997) as f32 / 997.0 - 0.5)
-                .collect();
+            let (x, w) = operands(m, k, n);
             let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01 - 0.3).collect();
             let add: Vec<f32> = (0..m * n).map(|i| (i % 17) as f32 - 8.0).collect();
             let packed = PackedWeight::pack(&w, k, n, false);
