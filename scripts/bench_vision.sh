@@ -12,6 +12,13 @@ cd "$(dirname "$0")/.."
 THREADS=("${@:-1}")
 [ $# -eq 0 ] && THREADS=(1 2)
 scripts/fetch-models.sh images >&2
+cargo build --release --quiet --bin inferox
+if ! target/release/inferox doctor --json |
+  python3 -c "import json, sys; sys.exit(0 if json.load(sys.stdin)['jpeg_simd'] else 1)"; then
+  echo "warning: this build decodes JPEG without libjpeg-turbo's SIMD (nasm was missing when it" \
+    "was built), so preprocessing measures slower than a build with it: install nasm, run" \
+    "'cargo clean -p mozjpeg-sys --release' and rerun" >&2
+fi
 PHOTOS_DIR="${INFEROX_MODELS:-$HOME/.cache/inferox/models}/images/skimage/data"
 PHOTOS=(astronaut.png chelsea.png coffee.png camera.png rocket.jpg retina.jpg logo.png
         no_time_for_that_tiny.gif)

@@ -111,11 +111,13 @@ fn doctor_reports_the_build() {
         .find(|b| b["name"] == "torch")
         .unwrap();
     assert_eq!(torch["compiled"], cfg!(feature = "torch"));
+    // libjpeg-turbo's own answer, from the library this test links too.
+    assert_eq!(report["jpeg_simd"], inferox::image::jpeg_simd());
     let threads = json(&ok(&["--threads", "1", "doctor", "--json"]))["threads"].clone();
     assert_eq!(threads, 1);
     let text = ok(&["doctor"]);
     assert!(
-        text.contains("backends") && text.contains("cpu features"),
+        text.contains("backends") && text.contains("cpu features") && text.contains("jpeg"),
         "{text}"
     );
 }

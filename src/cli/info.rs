@@ -376,6 +376,7 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
             "threads_from": threads_from,
             "cpus": cpus,
             "cpu_features": features,
+            "jpeg_simd": inferox::image::jpeg_simd(),
         }));
     }
     println!(
@@ -409,6 +410,14 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
     }
     println!("threads       {threads} ({threads_from}); {cpus} CPUs available");
     println!("cpu features  {}", features.join(" "));
+    if inferox::image::jpeg_simd() {
+        println!("jpeg          libjpeg-turbo with its SIMD");
+    } else {
+        println!(
+            "jpeg          libjpeg-turbo without its SIMD (built without nasm): install nasm, run \
+             `cargo clean -p mozjpeg-sys --release` and rebuild for faster JPEG decoding"
+        );
+    }
     registry_ok?;
     Ok(())
 }

@@ -25,6 +25,20 @@ use rayon::prelude::*;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
+/// Whether JPEG decoding runs libjpeg-turbo's SIMD code. It is built only when `nasm` was
+/// found at build time (x86); without it the decoder falls back to C: the same pixels, but a
+/// fifth more time for the benchmark photos of docs/benchmarks.md on one thread. `inferox
+/// doctor` reports it.
+pub fn jpeg_simd() -> bool {
+    // libjpeg-turbo's own query, present in every build of it (`jsimd_none.c` answers 0).
+    unsafe extern "C" {
+        fn jsimd_can_idct_islow() -> std::ffi::c_int;
+    }
+    // SAFETY: a query without arguments into the statically linked libjpeg-turbo; it reads
+    // the CPU's features and its own thread-local state only.
+    unsafe { jsimd_can_idct_islow() != 0 }
+}
+
 /// Largest image decoded, in pixels: Pillow's decompression-bomb limit (`MAX_IMAGE_PIXELS`,
 /// 89,478,485, about a quarter gigabyte of RGBA). Larger images are refused before decoding.
 pub const MAX_PIXELS: u64 = 89_478_485;
