@@ -200,15 +200,16 @@ impl PackedWeight {
             None => None,
         };
         let x = x.to_dtype(candle::DType::F32)?.contiguous()?;
+        let mut shape = lead.to_vec();
+        shape.push(self.n);
         let add = match then {
-            Then::Add(r) if r.dims().iter().product::<usize>() == m * self.n => {
+            Then::Add(r) if r.dims() == shape => {
                 Some(r.to_dtype(candle::DType::F32)?.contiguous()?)
             }
             Then::Add(r) => {
                 return Err(candle::Error::Msg(format!(
-                    "packed matmul: the added tensor is {:?}, the product {m} x {}",
-                    r.dims(),
-                    self.n
+                    "packed matmul: the added tensor is {:?}, the product {shape:?}",
+                    r.dims()
                 )));
             }
             _ => None,
@@ -226,8 +227,6 @@ impl PackedWeight {
         })
         .flatten()
         .ok_or_else(|| candle::Error::Msg("packed matmul needs CPU tensors".into()))?;
-        let mut shape = lead.to_vec();
-        shape.push(self.n);
         Tensor::from_vec(y, shape, x.device())
     }
 
@@ -770,9 +769,12 @@ mod tests {
                 0.0,
                 "{m}x{k}x{n} add"
             );
-            let wrong = Tensor::zeros((m + 1, n), candle::DType::F32, &dev).unwrap();
-            let err = packed.matmul_then(&x, None, Then::Add(&wrong)).unwrap_err();
-            assert!(err.to_string().contains("added tensor"), "{err}");
+            // A tensor of another shape is refused, even with as many elements.
+            for wrong in [(m + 1, n), (n, m)] {
+                let wrong = Tensor::zeros(wrong, candle::DType::F32, &dev).unwrap();
+                let err = packed.matmul_then(&x, None, Then::Add(&wrong)).unwrap_err();
+                assert!(err.to_string().contains("added tensor"), "{err}");
+            }
         }
     }
 }
