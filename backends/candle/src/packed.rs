@@ -4,7 +4,7 @@
 //! product is the stored weight times the f32 activation, summed in f32 with AVX-512 FMAs.
 //!
 //! Packing: the `[k, n]` weight is cut into panels of [`NR`] columns, each panel stored row
-//! after row, so the kernel streams a slice of 256 rows of a panel while it keeps 12 rows of
+//! after row, so the kernel streams a slice of 384 rows of a panel while it keeps 12 rows of
 //! output in registers. An f32 row is two vectors; a bf16 row is 16 32-bit lanes, lane `c`
 //! carrying column `c` in its low half and column `c + 16` in its high half, so one load and a
 //! shift / a mask give the two f32 vectors. Bias is written into the accumulators first: the
@@ -28,13 +28,19 @@ const LANES: usize = NR / 2;
 const MR: usize = 12;
 /// Rows per task.
 const ROWS_PER_TASK: usize = 8 * MR;
-/// Most panels per task: the columns one task sweeps with the same rows (8 panels of
-/// [`KC`] rows are 256 KiB of f32, in L2). Products of few rows take fewer, so that there
+/// Most panels per task: the columns one task sweeps with the same rows (12 panels of
+/// [`KC`] rows are 576 KiB of f32, in L2). Products of few rows take fewer, so that there
 /// are tasks for every thread.
-const PANELS_PER_TASK: usize = 8;
-/// Depth of a block: [`MR`] rows of activations (12 KiB) stay in L1 while the kernel passes
-/// over the task's panels, whose `KC`-row slices (32 KiB each in f32) come from L2.
-const KC: usize = 256;
+const PANELS_PER_TASK: usize = 12;
+/// Depth of a block: [`MR`] rows of activations (19 KiB) stay in L1 while the kernel passes
+/// over the task's panels, whose `KC`-row slices (48 KiB each in f32) come from L2. 384 is
+/// the hidden size of the small encoders: their k = 384 products take one block, not two.
+const KC: usize = 384;
+/// Row stride of the copy of an [`MR`] × [`KC`] block of activations that the kernel reads:
+/// a compile-time stride lets every row's broadcast address be one register plus a constant
+/// (the strided rows of `x` took a dozen integer ops per depth step), and the extra 16 floats
+/// put the rows in different L1 sets (rows 3072 floats apart all fell in one set).
+const A_STRIDE: usize = KC + 16;
 
 /// Whether this CPU runs the packed kernels (AVX-512F).
 pub fn supported() -> bool {
@@ -295,8 +301,14 @@ impl PackedWeight {
             assert_eq!(r.len(), m * self.n, "packed matmul: added tensor size");
         }
         let blocks = m.div_ceil(ROWS_PER_TASK);
-        let per_task = blocks.clamp(1, PANELS_PER_TASK);
-        let groups = self.n.div_ceil(NR).div_ceil(per_task);
+        let panels = self.n.div_ceil(NR);
+        // Up to PANELS_PER_TASK panels per task, fewer when that would leave fewer than four
+        // tasks per thread (a product of a few rows), spread evenly over the groups (36
+        // panels in 3 x 12, not 4 x 8 + 4). Each task copies its rows' activations once.
+        let threads = barrier_pool().n_workers() + 1;
+        let most = (blocks * panels / (4 * threads)).clamp(1, PANELS_PER_TASK);
+        let groups = panels.div_ceil(most);
+        let per_task = panels.div_ceil(groups);
         // SAFETY (of every write through `out`): tasks write disjoint blocks of rows × columns.
         let out = DisjointOut::new(y);
         let out = &out;
@@ -304,8 +316,7 @@ impl PackedWeight {
             for task in range {
                 let (g, b) = (task / blocks, task % blocks);
                 let rows = b * ROWS_PER_TASK..((b + 1) * ROWS_PER_TASK).min(m);
-                let panels =
-                    g * PANELS_PER_TASK..((g + 1) * PANELS_PER_TASK).min(self.n.div_ceil(NR));
+                let panels = g * per_task..((g + 1) * per_task).min(panels);
                 self.block(x, rows, panels, (first, then), out);
             }
         });
@@ -322,12 +333,16 @@ impl PackedWeight {
         out: &DisjointOut,
     ) {
         let k = self.k;
+        let mut a = [0f32; MR * A_STRIDE];
         for k0 in (0..k).step_by(KC) {
             let ks = k0..(k0 + KC).min(k);
             let mut r = rows.start;
             while r < rows.end {
                 let mr = (rows.end - r).min(MR);
-                let x_rows = &x[r * k..(r + mr) * k];
+                for (i, a) in a.chunks_exact_mut(A_STRIDE).take(mr).enumerate() {
+                    let from = (r + i) * k;
+                    a[..ks.len()].copy_from_slice(&x[from + ks.start..from + ks.end]);
+                }
                 for j in panels.clone() {
                     let cols = j * NR..((j + 1) * NR).min(self.n);
                     let start = match (k0, first) {
@@ -346,11 +361,11 @@ impl PackedWeight {
                     match &self.panels {
                         Panels::F32(p) => {
                             let panel = F32Rows(&p[j * k * NR..(j + 1) * k * NR]);
-                            kernel(x_rows, k, ks.clone(), panel, start, dst)
+                            kernel(&a, ks.clone(), panel, start, dst)
                         }
                         Panels::Bf16(p) => {
                             let panel = Bf16Rows(&p[j * k * LANES..(j + 1) * k * LANES]);
-                            kernel(x_rows, k, ks.clone(), panel, start, dst)
+                            kernel(&a, ks.clone(), panel, start, dst)
                         }
                     }
                     if ks.end == k {
@@ -498,17 +513,16 @@ impl PanelRows for Bf16Rows<'_> {
     }
 }
 
-/// `dst[r][c] = start + Σ_{t in ks} x[r][t] · w[t][c]` for up to [`MR`] rows of `x` (rows
-/// of `k` values), where `start` is the bias or what `dst` holds.
+/// `dst[r][c] = start + Σ_{t in ks} a[r][t - ks.start] · w[t][c]` for up to [`MR`] rows of
+/// `a` (rows [`A_STRIDE`] apart), where `start` is the bias or what `dst` holds.
 fn kernel<P: PanelRows>(
-    x: &[f32],
-    k: usize,
+    a: &[f32; MR * A_STRIDE],
     ks: std::ops::Range<usize>,
     panel: P,
     start: Start<'_>,
     dst: &mut [&mut [f32]],
 ) {
-    assert!(panel.rows() >= ks.end && ks.end <= k && x.len() >= dst.len() * k);
+    assert!(panel.rows() >= ks.end && ks.len() <= KC);
     #[cfg(target_arch = "x86_64")]
     {
         if supported() {
@@ -517,7 +531,7 @@ fn kernel<P: PanelRows>(
                     match dst.len() {
                         // SAFETY: the features were checked; the slices have the sizes the
                         // kernel reads (asserted inside).
-                        $($n => unsafe { avx512::kernel::<$n, P>(x, k, ks, panel, start, dst) },)*
+                        $($n => unsafe { avx512::kernel::<$n, P>(a, ks, panel, start, dst) },)*
                         _ => unreachable!("at most MR rows"),
                     }
                 };
@@ -526,13 +540,12 @@ fn kernel<P: PanelRows>(
             return;
         }
     }
-    kernel_scalar(x, k, ks, panel, start, dst);
+    kernel_scalar(a, ks, panel, start, dst);
 }
 
 /// The portable kernel: the same products and sums, in the same order per output.
 fn kernel_scalar<P: PanelRows>(
-    x: &[f32],
-    k: usize,
+    a: &[f32; MR * A_STRIDE],
     ks: std::ops::Range<usize>,
     panel: P,
     start: Start<'_>,
@@ -544,8 +557,8 @@ fn kernel_scalar<P: PanelRows>(
                 Start::Bias(bias) => bias.map_or(0.0, |b| b[c]),
                 Start::Accumulate => *y,
             };
-            for t in ks.clone() {
-                acc = x[r * k + t].mul_add(panel.get(t, c), acc);
+            for (i, t) in ks.clone().enumerate() {
+                acc = a[r * A_STRIDE + i].mul_add(panel.get(t, c), acc);
             }
             *y = acc;
         }
@@ -554,7 +567,7 @@ fn kernel_scalar<P: PanelRows>(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{LANES, NR, PanelRows, Start};
+    use super::{A_STRIDE, KC, LANES, MR, NR, PanelRows, Start};
 
     /// How far ahead of the kernel the panel is fetched, in rows (about 1 KiB of f32).
     const PREFETCH_ROWS: usize = 8;
@@ -566,14 +579,13 @@ mod avx512 {
     /// The CPU has AVX-512F.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn kernel<const R: usize, P: PanelRows>(
-        x: &[f32],
-        k: usize,
+        a: &[f32; MR * A_STRIDE],
         ks: std::ops::Range<usize>,
         panel: P,
         start: Start<'_>,
         dst: &mut [&mut [f32]],
     ) {
-        assert!(x.len() >= R * k && ks.end <= k && panel.rows() >= ks.end && dst.len() == R);
+        assert!(R <= MR && ks.len() <= KC && panel.rows() >= ks.end && dst.len() == R);
         let width = dst[0].len();
         assert!(width <= NR && dst.iter().all(|d| d.len() == width));
         // Columns past `width` (the last panel of an n that is not a multiple of NR).
@@ -599,14 +611,14 @@ mod avx512 {
                 }
             }
         }
-        let xs = x.as_ptr();
-        for t in ks {
+        let xs = a.as_ptr();
+        for (i, t) in ks.enumerate() {
             panel.prefetch(t + PREFETCH_ROWS);
             // SAFETY: t < ks.end <= panel rows (asserted above); AVX-512F is on.
             let (b0, b1) = unsafe { panel.load(t) };
             for (r, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: r < R and t < k (asserted above).
-                let a = _mm512_set1_ps(unsafe { *xs.add(r * k + t) });
+                // SAFETY: r < R <= MR and i < KC < A_STRIDE (asserted above).
+                let a = _mm512_set1_ps(unsafe { *xs.add(r * A_STRIDE + i) });
                 acc[0] = _mm512_fmadd_ps(a, b0, acc[0]);
                 acc[1] = _mm512_fmadd_ps(a, b1, acc[1]);
             }
@@ -665,6 +677,7 @@ mod tests {
             (130, 64, 96),
             (25, 384, 1152),
             (100, 700, 300),
+            (1200, 40, 1000),
         ] {
             let (x, w) = operands(m, k, n);
             let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
@@ -713,23 +726,22 @@ mod tests {
                 let cols = n.min(NR);
                 let mut y = vec![0f32; cols];
                 let mut dst = vec![&mut y[..]];
-                match &packed.panels {
-                    Panels::F32(p) => kernel_scalar(
-                        &x[..k],
-                        k,
-                        0..k,
-                        F32Rows(&p[..k * NR]),
-                        Start::Bias(None),
-                        &mut dst,
-                    ),
-                    Panels::Bf16(p) => kernel_scalar(
-                        &x[..k],
-                        k,
-                        0..k,
-                        Bf16Rows(&p[..k * LANES]),
-                        Start::Bias(None),
-                        &mut dst,
-                    ),
+                let mut a = [0f32; MR * A_STRIDE];
+                for k0 in (0..k).step_by(KC) {
+                    let ks = k0..(k0 + KC).min(k);
+                    a[..ks.len()].copy_from_slice(&x[ks.clone()]);
+                    let start = match k0 {
+                        0 => Start::Bias(None),
+                        _ => Start::Accumulate,
+                    };
+                    match &packed.panels {
+                        Panels::F32(p) => {
+                            kernel_scalar(&a, ks, F32Rows(&p[..k * NR]), start, &mut dst)
+                        }
+                        Panels::Bf16(p) => {
+                            kernel_scalar(&a, ks, Bf16Rows(&p[..k * LANES]), start, &mut dst)
+                        }
+                    }
                 }
                 for (c, v) in y.iter().enumerate() {
                     let d = (*v as f64 - want[c]).abs() / (1.0 + want[c].abs());
@@ -742,7 +754,7 @@ mod tests {
     #[test]
     fn epilogues_act_on_the_whole_product() {
         let dev = candle::Device::Cpu;
-        // k = 700 spans three depth blocks: the epilogue must follow the last one only.
+        // k = 700 spans two depth blocks: the epilogue must follow the last one only.
         for &(m, k, n) in &[(1, 7, 5), (30, 700, 70), (130, 64, 96)] {
             let (x, w) = operands(m, k, n);
             let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01 - 0.3).collect();
