@@ -344,6 +344,13 @@ impl PackedWeight {
                     a[..ks.len()].copy_from_slice(&x[from + ks.start..from + ks.end]);
                 }
                 for j in panels.clone() {
+                    // One row of the next activation block, fetched into L2 while the kernel
+                    // runs (the copy above otherwise waits on memory for every row).
+                    let next = r + mr + (j - panels.start);
+                    let ahead = match next < rows.end && j - panels.start < MR {
+                        true => x[next * k + ks.start..].as_ptr(),
+                        false => std::ptr::null(),
+                    };
                     let cols = j * NR..((j + 1) * NR).min(self.n);
                     let start = match (k0, first) {
                         (0, Start::Bias(bias)) => Start::Bias(bias.map(|b| &b[cols.clone()])),
@@ -361,11 +368,11 @@ impl PackedWeight {
                     match &self.panels {
                         Panels::F32(p) => {
                             let panel = F32Rows(&p[j * k * NR..(j + 1) * k * NR]);
-                            kernel(&a, ks.clone(), panel, start, dst)
+                            kernel(&a, ks.clone(), panel, (start, ahead), dst)
                         }
                         Panels::Bf16(p) => {
                             let panel = Bf16Rows(&p[j * k * LANES..(j + 1) * k * LANES]);
-                            kernel(&a, ks.clone(), panel, start, dst)
+                            kernel(&a, ks.clone(), panel, (start, ahead), dst)
                         }
                     }
                     if ks.end == k {
@@ -514,12 +521,13 @@ impl PanelRows for Bf16Rows<'_> {
 }
 
 /// `dst[r][c] = start + Σ_{t in ks} a[r][t - ks.start] · w[t][c]` for up to [`MR`] rows of
-/// `a` (rows [`A_STRIDE`] apart), where `start` is the bias or what `dst` holds.
+/// `a` (rows [`A_STRIDE`] apart), where `start` is the bias or what `dst` holds; `ahead`
+/// (or null) is a row of `ks.len()` floats to bring into L2 meanwhile.
 fn kernel<P: PanelRows>(
     a: &[f32; MR * A_STRIDE],
     ks: std::ops::Range<usize>,
     panel: P,
-    start: Start<'_>,
+    (start, ahead): (Start<'_>, *const f32),
     dst: &mut [&mut [f32]],
 ) {
     assert!(panel.rows() >= ks.end && ks.len() <= KC);
@@ -531,7 +539,7 @@ fn kernel<P: PanelRows>(
                     match dst.len() {
                         // SAFETY: the features were checked; the slices have the sizes the
                         // kernel reads (asserted inside).
-                        $($n => unsafe { avx512::kernel::<$n, P>(a, ks, panel, start, dst) },)*
+                        $($n => unsafe { avx512::kernel::<$n, P>(a, ks, panel, (start, ahead), dst) },)*
                         _ => unreachable!("at most MR rows"),
                     }
                 };
@@ -582,7 +590,7 @@ mod avx512 {
         a: &[f32; MR * A_STRIDE],
         ks: std::ops::Range<usize>,
         panel: P,
-        start: Start<'_>,
+        (start, ahead): (Start<'_>, *const f32),
         dst: &mut [&mut [f32]],
     ) {
         assert!(R <= MR && ks.len() <= KC && panel.rows() >= ks.end && dst.len() == R);
@@ -614,6 +622,10 @@ mod avx512 {
         let xs = a.as_ptr();
         for (i, t) in ks.enumerate() {
             panel.prefetch(t + PREFETCH_ROWS);
+            if i % 16 == 0 && !ahead.is_null() {
+                // A prefetch never faults; the address is computed, not dereferenced.
+                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(i).cast());
+            }
             // SAFETY: t < ks.end <= panel rows (asserted above); AVX-512F is on.
             let (b0, b1) = unsafe { panel.load(t) };
             for (r, acc) in acc.iter_mut().enumerate() {
