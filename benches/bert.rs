@@ -16,9 +16,9 @@ use inferox::{HostTensor, ImportOptions, LoadOptions, NamedTensors};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The same allocator as the inferox binary, so the numbers are what its users see.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// The inferox binary's allocator and its settings, so the numbers are what its users see.
+#[path = "../src/allocator.rs"]
+mod allocator;
 
 fn minilm_dir() -> PathBuf {
     let models = std::env::var_os("INFEROX_MODELS")
@@ -71,6 +71,7 @@ fn batch(rows: usize, seq: usize) -> NamedTensors {
 }
 
 fn main() {
+    allocator::keep_freed_memory();
     let threads = std::env::var("INFEROX_BENCH_THREADS").unwrap_or_else(|_| "1".into());
     // SAFETY: single-threaded here; candle and rayon read these when their pools start.
     unsafe {

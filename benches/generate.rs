@@ -14,10 +14,12 @@ use inferox::{ImportOptions, LoadOptions};
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// The inferox binary's allocator and its settings, so the numbers are what its users see.
+#[path = "../src/allocator.rs"]
+mod allocator;
 
 fn main() {
+    allocator::keep_freed_memory();
     let threads = std::env::var("INFEROX_BENCH_THREADS").unwrap_or_else(|_| "1".into());
     // SAFETY: single-threaded here; candle and rayon read these when their pools start.
     unsafe {

@@ -11,10 +11,12 @@ use inferox::{ImportOptions, LoadOptions, NamedTensors};
 use std::path::Path;
 use std::time::Duration;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// The inferox binary's allocator and its settings, so the numbers are what its users see.
+#[path = "../src/allocator.rs"]
+mod allocator;
 
 fn main() {
+    allocator::keep_freed_memory();
     let threads: usize = std::env::var("INFEROX_BENCH_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())

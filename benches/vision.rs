@@ -14,9 +14,9 @@ use inferox::{ImportOptions, LoadOptions, LoadPackage, NamedTensors};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The same allocator as the inferox binary, so the numbers are what its users see.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// The inferox binary's allocator and its settings, so the numbers are what its users see.
+#[path = "../src/allocator.rs"]
+mod allocator;
 
 /// The photographs of the vision tests (eight files, JPEG, PNG and GIF).
 pub const PHOTOS: &[&str] = &[
@@ -31,6 +31,7 @@ pub const PHOTOS: &[&str] = &[
 ];
 
 fn main() {
+    allocator::keep_freed_memory();
     let threads = std::env::var("INFEROX_BENCH_THREADS").unwrap_or_else(|_| "1".into());
     // SAFETY: single-threaded here; candle and rayon read these when their pools start.
     unsafe {
