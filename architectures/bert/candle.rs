@@ -215,12 +215,12 @@ impl Bert {
     ) -> candle::Result<Tensor> {
         let attn = self_attention(&layer.qkv, x, bias, (batch, seq), self.heads)?;
         let x = layer
-            .attention_norm
-            .forward_owned(layer.attention_out.forward_residual(&attn, x)?)?;
+            .attention_out
+            .forward_residual_norm(&attn, x, &layer.attention_norm)?;
         let inter = layer.intermediate.forward_activated(&x, self.activation)?;
         layer
-            .output_norm
-            .forward_owned(layer.output.forward_residual(&inter, &x)?)
+            .output
+            .forward_residual_norm(&inter, &x, &layer.output_norm)
     }
 
     /// The model's outputs for `inputs`.

@@ -79,6 +79,29 @@ impl Dense {
             }
         }
     }
+
+    /// `norm(forward(x) + residual)`, a post-norm block's end: with packed weights the rows
+    /// are normalised as the product finishes them, while they are in cache.
+    pub fn forward_residual_norm(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        norm: &LayerNorm,
+    ) -> candle::Result<Tensor> {
+        match &self.weight {
+            DenseWeight::Packed(p) => p.matmul_then(
+                x,
+                self.bias.as_ref(),
+                Then::AddNorm {
+                    residual,
+                    weight: &norm.weight,
+                    bias: &norm.bias,
+                    eps: norm.eps,
+                },
+            ),
+            DenseWeight::Transposed(_) => norm.forward_owned(self.forward_residual(x, residual)?),
+        }
+    }
 }
 
 /// The device and the floating-point compute dtype a candle loader runs with, and the scope

@@ -354,7 +354,7 @@ fn mean_rstd(xr: &[f32], eps: f32) -> (f32, f32) {
 }
 
 crate::multiversion!(layer_norm_simd(x: &[f32], y: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) => layer_norm_rows);
-crate::multiversion!(layer_norm_in_place_simd(y: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) => layer_norm_rows_in_place);
+crate::multiversion!(pub(crate) layer_norm_in_place_simd(y: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) => layer_norm_rows_in_place);
 
 /// [`layer_norm`] of `x` in place of `x` (see the module docs: give it a tensor nothing else
 /// reads, such as a residual sum just computed), without allocating an output.

@@ -209,10 +209,10 @@ impl PackedWeight {
         let mut shape = lead.to_vec();
         shape.push(self.n);
         let add = match then {
-            Then::Add(r) if r.dims() == shape => {
+            Then::Add(r) | Then::AddNorm { residual: r, .. } if r.dims() == shape => {
                 Some(r.to_dtype(candle::DType::F32)?.contiguous()?)
             }
-            Then::Add(r) => {
+            Then::Add(r) | Then::AddNorm { residual: r, .. } => {
                 return Err(candle::Error::Msg(format!(
                     "packed matmul: the added tensor is {:?}, the product {shape:?}",
                     r.dims()
@@ -220,25 +220,58 @@ impl PackedWeight {
             }
             _ => None,
         };
-        let run = |xs: &[f32], bias: Option<&[f32]>| match (&add, then) {
-            (Some(r), _) => crate::dense::with_f32(r, |rs| {
+        let norm = match then {
+            Then::AddNorm {
+                weight, bias, eps, ..
+            } => {
+                let values = |t: &Tensor, what: &str| match t.dims() == [self.n] {
+                    true => crate::dense::with_f32(t, <[f32]>::to_vec).ok_or_else(|| {
+                        candle::Error::Msg(format!("packed matmul: norm {what} not on the CPU"))
+                    }),
+                    false => Err(candle::Error::Msg(format!(
+                        "packed matmul: norm {what} is {:?}, the product's rows {}",
+                        t.dims(),
+                        self.n
+                    ))),
+                };
+                Some((values(weight, "weight")?, values(bias, "bias")?, eps))
+            }
+            _ => None,
+        };
+        let run = |xs: &[f32], bias: Option<&[f32]>| match (&add, &norm, then) {
+            (Some(r), Some((gamma, beta, eps)), _) => crate::dense::with_f32(r, |rs| {
+                let norm = Norm {
+                    gamma,
+                    beta,
+                    eps: *eps as f32,
+                };
+                self.matmul_slices_then(xs, m, bias, Epilogue::AddNorm(rs, norm))
+            }),
+            (Some(r), None, _) => crate::dense::with_f32(r, |rs| {
                 self.matmul_slices_then(xs, m, bias, Epilogue::Add(rs))
             }),
-            (None, Then::Gelu) => Some(self.matmul_slices_then(xs, m, bias, Epilogue::Gelu)),
-            (None, _) => Some(self.matmul_slices_then(xs, m, bias, Epilogue::Nothing)),
+            (None, _, Then::Gelu) => Some(self.matmul_slices_then(xs, m, bias, Epilogue::Gelu)),
+            (None, _, _) => Some(self.matmul_slices_then(xs, m, bias, Epilogue::Nothing)),
         };
-        let y = crate::dense::with_f32(&x, |xs| match &bias {
+        let (y, whole_rows) = crate::dense::with_f32(&x, |xs| match &bias {
             Some(b) => crate::dense::with_f32(b, |bs| run(xs, Some(bs))).flatten(),
             None => run(xs, None),
         })
         .flatten()
         .ok_or_else(|| candle::Error::Msg("packed matmul needs CPU tensors".into()))?;
-        Tensor::from_vec(y, shape, x.device())
+        let y = Tensor::from_vec(y, shape, x.device())?;
+        match then {
+            // Tasks that held only some of a row's columns could not normalise it: one pass.
+            Then::AddNorm {
+                weight, bias, eps, ..
+            } if !whole_rows => crate::fused::layer_norm_owned(y, weight, bias, eps),
+            _ => Ok(y),
+        }
     }
 
     /// `x · W (+ bias)` for `m` rows of `x` (row-major `[m, k]`): `[m, n]` row-major.
     pub fn matmul_slices(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
-        self.matmul_slices_then(x, m, bias, Epilogue::Nothing)
+        self.matmul_slices_then(x, m, bias, Epilogue::Nothing).0
     }
 
     fn matmul_slices_then(
@@ -247,19 +280,20 @@ impl PackedWeight {
         m: usize,
         bias: Option<&[f32]>,
         then: Epilogue<'_>,
-    ) -> Vec<f32> {
+    ) -> (Vec<f32>, bool) {
         if let Some(b) = bias {
             assert_eq!(b.len(), self.n, "packed matmul: bias size");
         }
         let mut y: Vec<f32> = Vec::with_capacity(m * self.n);
+        let whole_rows;
         {
             // SAFETY: `run` writes every element of the `m × n` output before reading any.
             let out = unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr(), m * self.n) };
-            self.run(x, m, Start::Bias(bias), then, out);
+            whole_rows = self.run(x, m, Start::Bias(bias), then, out);
         }
         // SAFETY: every element was written above.
         unsafe { y.set_len(m * self.n) };
-        y
+        (y, whole_rows)
     }
 
     /// `y += x · W` for `m` rows of `x` (row-major `[m, k]`) and of `y` (`[m, n]`): a
@@ -294,10 +328,11 @@ impl PackedWeight {
     }
 
     /// The product into `y`, its first depth block starting from `first` and its last followed
-    /// by `then`, on candle's pool.
-    fn run(&self, x: &[f32], m: usize, first: Start<'_>, then: Epilogue, y: &mut [f32]) {
+    /// by `then`, on candle's pool. Whether each task held whole rows (all the columns), so
+    /// that a norm in `then` was applied.
+    fn run(&self, x: &[f32], m: usize, first: Start<'_>, then: Epilogue, y: &mut [f32]) -> bool {
         assert_eq!(x.len(), m * self.k, "packed matmul: shapes do not agree");
-        if let Epilogue::Add(r) = then {
+        if let Epilogue::Add(r) | Epilogue::AddNorm(r, _) = then {
             assert_eq!(r.len(), m * self.n, "packed matmul: added tensor size");
         }
         let blocks = m.div_ceil(ROWS_PER_TASK);
@@ -320,6 +355,7 @@ impl PackedWeight {
                 self.block(x, rows, panels, (first, then), out);
             }
         });
+        groups == 1
     }
 
     /// Rows `rows` of the output, columns of panels `panels`, a depth block at a time (the
@@ -379,7 +415,7 @@ impl PackedWeight {
                         match then {
                             Epilogue::Nothing => {}
                             Epilogue::Gelu => crate::fused::gelu_rows(dst),
-                            Epilogue::Add(add) => {
+                            Epilogue::Add(add) | Epilogue::AddNorm(add, _) => {
                                 for (row, y) in (r..).zip(dst.iter_mut()) {
                                     let from = row * self.n + cols.start;
                                     for (y, a) in y.iter_mut().zip(&add[from..]) {
@@ -389,6 +425,14 @@ impl PackedWeight {
                             }
                         }
                     }
+                }
+                if let (true, Epilogue::AddNorm(_, norm)) = (ks.end == k, then)
+                    && panels == (0..self.n.div_ceil(NR))
+                {
+                    // SAFETY: this task owns rows r..r + mr, and with every panel their whole
+                    // width, complete now.
+                    let done = unsafe { out.slice(r * self.n..(r + mr) * self.n) };
+                    crate::fused::layer_norm_in_place_simd(done, norm.gamma, norm.beta, norm.eps);
                 }
                 r += mr;
             }
@@ -405,6 +449,22 @@ pub enum Then<'a> {
     Gelu,
     /// Adds a tensor of the product's size (a residual connection).
     Add(&'a Tensor),
+    /// Adds `residual`, then layer-normalises each row with `weight`, `bias` and `eps` (a
+    /// post-norm block, as BERT's): while the rows are in cache when a task holds whole rows.
+    AddNorm {
+        residual: &'a Tensor,
+        weight: &'a Tensor,
+        bias: &'a Tensor,
+        eps: f64,
+    },
+}
+
+/// A layer norm's parameters, each of the product's width.
+#[derive(Clone, Copy)]
+struct Norm<'a> {
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    eps: f32,
 }
 
 /// [`Then`] on the product's storage.
@@ -414,6 +474,8 @@ enum Epilogue<'a> {
     Gelu,
     /// The `[m, n]` values to add.
     Add(&'a [f32]),
+    /// The `[m, n]` values to add, then the rows normalised.
+    AddNorm(&'a [f32], Norm<'a>),
 }
 
 /// What a kernel call's sums start from.
@@ -766,8 +828,10 @@ mod tests {
     #[test]
     fn epilogues_act_on_the_whole_product() {
         let dev = candle::Device::Cpu;
-        // k = 700 spans two depth blocks: the epilogue must follow the last one only.
-        for &(m, k, n) in &[(1, 7, 5), (30, 700, 70), (130, 64, 96)] {
+        // k = 700 spans two depth blocks: the epilogue must follow the last one only. The
+        // norm: 800 rows give tasks of whole rows (normalised in the kernel's loop), 30 and 130
+        // rows tasks of some columns (normalised in a pass after).
+        for &(m, k, n) in &[(1, 7, 5), (30, 700, 70), (130, 64, 96), (800, 40, 70)] {
             let (x, w) = operands(m, k, n);
             let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01 - 0.3).collect();
             let add: Vec<f32> = (0..m * n).map(|i| (i % 17) as f32 - 8.0).collect();
@@ -793,6 +857,20 @@ mod tests {
                 0.0,
                 "{m}x{k}x{n} add"
             );
+            let gamma =
+                Tensor::from_vec((0..n).map(|i| 1.0 + i as f32 * 0.02).collect(), n, &dev).unwrap();
+            let beta = (&gamma * 0.1).unwrap();
+            let then = Then::AddNorm {
+                residual: &add,
+                weight: &gamma,
+                bias: &beta,
+                eps: 1e-5,
+            };
+            let normed = packed.matmul_then(&x, Some(&bias), then).unwrap();
+            let want =
+                crate::fused::layer_norm(&(&plain + &add).unwrap(), &gamma, Some(&beta), 1e-5)
+                    .unwrap();
+            assert!(diff(&normed, &want) < 1e-5, "{m}x{k}x{n} add + norm");
             // A tensor of another shape is refused, even with as many elements.
             for wrong in [(m + 1, n), (n, m)] {
                 let wrong = Tensor::zeros(wrong, candle::DType::F32, &dev).unwrap();
