@@ -155,11 +155,17 @@ macro_rules! each_variant {
 impl TensorData {
     /// The first element that is NaN or infinite, with its index (floating-point data only).
     pub fn first_non_finite(&self) -> Option<(usize, f64)> {
+        // Blocks checked without a branch per element, so that the check vectorises (an
+        // element-wise search was 2% of an LSTM's run); the block that fails is then searched.
+        const BLOCK: usize = 1024;
         fn find<T: Copy + Into<f64>>(v: &[T]) -> Option<(usize, f64)> {
-            v.iter()
-                .map(|&x| x.into())
-                .enumerate()
-                .find(|(_, x): &(usize, f64)| !x.is_finite())
+            v.chunks(BLOCK).enumerate().find_map(|(b, c)| {
+                if c.iter().fold(true, |ok, &x| ok & x.into().is_finite()) {
+                    return None;
+                }
+                let i = c.iter().position(|&x| !x.into().is_finite())?;
+                Some((b * BLOCK + i, c[i].into()))
+            })
         }
         match self {
             TensorData::Float32(v) => find(v),
@@ -360,6 +366,38 @@ impl<S: Into<String>> FromIterator<(S, HostTensor)> for NamedTensors {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_non_finite_value_is_found_in_any_block() {
+        let n = 3000;
+        assert_eq!(TensorData::Float32(vec![1.0; n]).first_non_finite(), None);
+        for (at, bad) in [
+            (0, f32::NAN),
+            (1023, f32::INFINITY),
+            (1024, f32::NEG_INFINITY),
+            (2999, f32::NAN),
+        ] {
+            let mut v = vec![1.0f32; n];
+            v[at] = bad;
+            // A later one does not hide it.
+            if at < n - 1 {
+                v[n - 1] = f32::INFINITY;
+            }
+            let (i, value) = TensorData::Float32(v.clone()).first_non_finite().unwrap();
+            assert_eq!(i, at);
+            assert_eq!(value.is_nan(), bad.is_nan());
+            let halves = v.iter().map(|&x| f16::from_f32(x)).collect();
+            assert_eq!(
+                TensorData::Float16(halves).first_non_finite().unwrap().0,
+                at
+            );
+            let brains = v.iter().map(|&x| bf16::from_f32(x)).collect();
+            assert_eq!(
+                TensorData::BFloat16(brains).first_non_finite().unwrap().0,
+                at
+            );
+        }
+    }
 
     #[test]
     fn shape_must_match_data() {
