@@ -373,11 +373,10 @@ fn input_error(name: &str, message: String) -> inferox_candle::Error {
 
 /// `[a, b, n]` row-major to `[b, a, n]`.
 fn swap_leading(x: &[f32], (a, b, n): (usize, usize, usize)) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
-    for i in 0..a {
-        for j in 0..b {
-            y[(j * a + i) * n..(j * a + i + 1) * n]
-                .copy_from_slice(&x[(i * b + j) * n..(i * b + j + 1) * n]);
+    let mut y = Vec::with_capacity(x.len());
+    for j in 0..b {
+        for i in 0..a {
+            y.extend_from_slice(&x[(i * b + j) * n..(i * b + j + 1) * n]);
         }
     }
     y
