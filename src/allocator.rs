@@ -21,8 +21,10 @@ unsafe extern "C" {
 /// An encoder allocates and frees the same tens of megabytes at every layer: with the one
 /// second delay (ten for its arenas) much of it was purged between uses all the same, and ops
 /// faulted their outputs back in (79 000 page faults and 5% of the time for three all-MiniLM
-/// 32 × 128 batches; 47 000, the first batch's, with ten seconds; 58 000 with three). Peak
-/// RSS does not change: the memory kept is what is reused.
+/// 32 × 128 batches; 47 000, the first batch's, with ten seconds; 58 000 with three). A run's
+/// peak RSS does not change: the memory kept is what is reused. `inferox serve` does not call
+/// this: under many clients on many threads the kept memory added up (RSS 336 -> 365 MiB over
+/// a fourth round of tests/serve.rs's load, against a plateau before).
 pub fn keep_freed_memory() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: mimalloc's option setter, linked with the allocator above; any value is valid.

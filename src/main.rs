@@ -107,7 +107,6 @@ const EXAMPLES: &str = "Examples:
 `inferox COMMAND --help` explains each command.";
 
 fn main() -> ExitCode {
-    allocator::keep_freed_memory();
     std::panic::set_hook(Box::new(|info| {
         // A panic in third-party code that the library catches becomes an ordinary error.
         if inferox::panic_is_guarded() {
@@ -134,6 +133,10 @@ fn main() -> ExitCode {
         }
     };
     if !matches!(cli.command, Command::Serve(_)) {
+        // A command that runs a model and ends keeps freed memory for reuse; the server keeps
+        // mimalloc's default, so that its RSS under hours of load follows what it uses
+        // (tests/serve.rs checks that it levels off).
+        allocator::keep_freed_memory();
         // Rust ignores SIGPIPE, so printing into a closed pipe (`inferox run ... | head`) was
         // a panic; a command-line tool should end quietly as others do. The server keeps
         // ignoring it: a closed log pipe must not kill it.
