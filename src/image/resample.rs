@@ -161,24 +161,40 @@ mod simd {
     use std::arch::x86_64::*;
 
     /// Weights laid out for the kernels: per output pixel, `stride` lanes of four per tap
-    /// (`[w, w, w, 0]`), zero beyond its taps (padded to a multiple of four taps).
+    /// (`[w, w, w, 0]`), zero beyond its taps (padded to a multiple of four taps); and per
+    /// output pixel the byte offset of its first tap in a row and its count of four-tap groups.
     pub struct Lanes {
         stride: usize,
         lanes: Vec<i32>,
+        groups: Vec<(usize, usize)>,
+        /// How far past a row's start the four-row kernel reads: 16 bytes per group load.
+        pub reach: usize,
     }
 
     impl Lanes {
         pub fn new(c: &Coefficients, out: usize) -> Lanes {
             let stride = c.ksize.div_ceil(4) * 16;
             let mut lanes = vec![0i32; out * stride];
+            let mut groups = Vec::with_capacity(out);
             for xx in 0..out {
-                let (_, k) = c.row(xx);
+                let (min, k) = c.row(xx);
                 for (t, &w) in k.iter().enumerate() {
                     let at = xx * stride + t * 4;
                     lanes[at..at + 3].fill(w);
                 }
+                groups.push((min * 3, k.len().div_ceil(4)));
             }
-            Lanes { stride, lanes }
+            let reach = groups
+                .iter()
+                .map(|&(at, n)| at + 12 * n.saturating_sub(1) + 16)
+                .max()
+                .unwrap_or(0);
+            Lanes {
+                stride,
+                lanes,
+                groups,
+                reach,
+            }
         }
 
         fn of(&self, xx: usize) -> &[i32] {
@@ -278,6 +294,67 @@ mod simd {
             store(_mm_add_epi32(lo, _mm256_extracti128_si256(half, 1)), px);
         }
     }
+
+    /// Four rows at once (`line` bytes apart in `src`, the first at its start) into the four
+    /// rows of `dst`: each pixel's four taps are one 16-byte load broadcast to the four 128-bit
+    /// lanes and one byte shuffle that widens tap `j`'s three bytes in lane `j`; the weights
+    /// are loaded once for the four rows, and the four sums are folded and stored together.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX-512BW, and `src` must hold `3 * line + l.reach`
+    /// bytes.
+    #[target_feature(enable = "avx512f,avx512bw,avx2")]
+    pub unsafe fn rows4_avx512(src: &[u8], line: usize, dst: &mut [u8], l: &Lanes) {
+        assert!(src.len() >= 3 * line + l.reach && dst.len().is_multiple_of(12));
+        let out_line = dst.len() / 4;
+        let spread: [i8; 64] = std::array::from_fn(|i| {
+            let (lane, at) = (i / 16, i % 16);
+            if at % 4 != 0 || at >= 12 {
+                -1
+            } else {
+                (3 * lane + at / 4) as i8
+            }
+        });
+        // SAFETY: `spread` is 64 bytes.
+        let spread = unsafe { _mm512_loadu_si512(spread.as_ptr().cast()) };
+        let half = _mm512_set1_epi32(1 << (PRECISION_BITS - 1));
+        let rows = src.as_ptr();
+        for (xx, &(at, groups)) in l.groups.iter().enumerate() {
+            let weights = l.of(xx).as_ptr();
+            let mut acc = [_mm512_setzero_si512(); 4];
+            for g in 0..groups {
+                // SAFETY: `of(xx)` holds 16 lanes per group.
+                let w = unsafe { _mm512_loadu_si512(weights.add(16 * g).cast()) };
+                for (r, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: the read ends by `r * line + reach`, within `src` (asserted).
+                    let b = unsafe { _mm_loadu_si128(rows.add(r * line + at + 12 * g).cast()) };
+                    let pixels = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(b), spread);
+                    *a = _mm512_add_epi32(*a, _mm512_mullo_epi32(pixels, w));
+                }
+            }
+            // Lane sums: [a0 a1 a2 a3] with each row's four lanes added.
+            let fold = |x: __m512i, y: __m512i| {
+                _mm512_add_epi32(
+                    _mm512_shuffle_i32x4::<0b01_00_01_00>(x, y),
+                    _mm512_shuffle_i32x4::<0b11_10_11_10>(x, y),
+                )
+            };
+            let (a01, a23) = (fold(acc[0], acc[1]), fold(acc[2], acc[3]));
+            let sums = _mm512_add_epi32(
+                _mm512_shuffle_i32x4::<0b10_00_10_00>(a01, a23),
+                _mm512_shuffle_i32x4::<0b11_01_11_01>(a01, a23),
+            );
+            let shifted = _mm512_srai_epi32::<PRECISION_BITS>(_mm512_add_epi32(sums, half));
+            let bytes = _mm512_cvtusepi32_epi8(_mm512_max_epi32(shifted, _mm512_setzero_si512()));
+            let mut px = [0u8; 16];
+            // SAFETY: `px` is 16 bytes.
+            unsafe { _mm_storeu_si128(px.as_mut_ptr().cast(), bytes) };
+            for r in 0..4 {
+                let d = r * out_line + xx * 3;
+                dst[d..d + 3].copy_from_slice(&px[4 * r..4 * r + 3]);
+            }
+        }
+    }
 }
 
 /// A vector kernel for one row of the horizontal pass.
@@ -297,28 +374,51 @@ fn row_kernels() -> Vec<RowKernel> {
     kernels
 }
 
+/// Whether this CPU runs [`simd::rows4_avx512`].
+#[cfg(target_arch = "x86_64")]
+fn four_rows() -> bool {
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
+}
+
 fn horizontal(src: &RgbImage, out_width: usize, c: &Coefficients) -> RgbImage {
     #[cfg(target_arch = "x86_64")]
     if let Some(&kernel) = row_kernels().first() {
-        // SAFETY: the kernel's CPU features were detected.
-        return unsafe { horizontal_with(src, out_width, c, kernel) };
+        // SAFETY: the kernel's CPU features were detected, and those of the four-row kernel.
+        return unsafe { horizontal_with(src, out_width, c, kernel, four_rows()) };
     }
     horizontal_scalar(src, out_width, c)
 }
 
+/// The horizontal pass with `kernel`, four rows at a time where `quad` says so and the rows
+/// are far enough from the end of the image for its wide reads.
+///
 /// # Safety
-/// The CPU must have `kernel`'s features.
+/// The CPU must have `kernel`'s features, and those of [`simd::rows4_avx512`] if `quad`.
 #[cfg(target_arch = "x86_64")]
 unsafe fn horizontal_with(
     src: &RgbImage,
     out_width: usize,
     c: &Coefficients,
     kernel: RowKernel,
+    quad: bool,
 ) -> RgbImage {
     let line = src.width * 3;
-    let mut out = vec![0u8; out_width * src.height * 3];
+    let out_line = out_width * 3;
+    let mut out = vec![0u8; out_line * src.height];
     let lanes = simd::Lanes::new(c, out_width);
-    for (y, dst) in out.chunks_exact_mut(out_width * 3).enumerate() {
+    let mut done = 0;
+    if quad {
+        let fits = |y: usize| (y + 3) * line + lanes.reach <= src.data.len();
+        for (q, dst) in out.chunks_exact_mut(4 * out_line).enumerate() {
+            if !fits(4 * q) {
+                break;
+            }
+            // SAFETY: the caller checked the CPU; `fits` checked the reads.
+            unsafe { simd::rows4_avx512(&src.data[4 * q * line..], line, dst, &lanes) };
+            done = 4 * (q + 1);
+        }
+    }
+    for (y, dst) in out.chunks_exact_mut(out_line).enumerate().skip(done) {
         // SAFETY: the caller checked the CPU; the row starts at `y * line`.
         unsafe { kernel(&src.data[y * line..], dst, c, &lanes) };
     }
@@ -505,16 +605,25 @@ mod tests {
             Resample::Lanczos,
         ];
         for filter in filters {
-            for (w, h, to) in [(451, 7, 224), (37, 5, 224), (1000, 3, 13), (9, 2, 1)] {
+            for (w, h, to) in [
+                (451, 7, 224),
+                (451, 4, 224),
+                (37, 9, 224),
+                (1000, 3, 13),
+                (1411, 8, 224),
+                (9, 2, 1),
+            ] {
                 let img = image(w, h);
                 let c = Coefficients::new(w, to, filter);
                 let scalar = horizontal_scalar(&img, to, &c);
                 assert_eq!(horizontal(&img, to, &c), scalar, "{filter:?} {w}->{to}");
                 #[cfg(target_arch = "x86_64")]
                 for kernel in row_kernels() {
-                    // SAFETY: row_kernels lists what this CPU runs.
-                    let vector = unsafe { horizontal_with(&img, to, &c, kernel) };
-                    assert_eq!(vector, scalar, "{filter:?} {w}->{to}");
+                    for quad in [false, four_rows()] {
+                        // SAFETY: row_kernels and four_rows say what this CPU runs.
+                        let vector = unsafe { horizontal_with(&img, to, &c, kernel, quad) };
+                        assert_eq!(vector, scalar, "{filter:?} {w}->{to} {quad}");
+                    }
                 }
             }
         }
