@@ -74,7 +74,10 @@ fn to_rgb<T>(samples: &[T], step: usize, f: impl Fn(&[T]) -> [u8; 3]) -> Vec<u8>
 /// IDCT and chroma upsampling, so the same pixels. A stream that stops before its end-of-image
 /// marker is refused (libjpeg would fill the rest with gray; Pillow refuses it too).
 fn decode_jpeg(bytes: &[u8], name: &Path, limit: u64) -> Result<RgbImage> {
-    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xff, marker]);
+    // Entropy-coded data has no 0xff but before 0x00 or a restart marker: every match is a
+    // marker, and memchr finds the 0xff bytes from the end without reading the rest byte-wise.
+    let last =
+        |marker: u8| memchr::memrchr_iter(0xff, bytes).find(|&i| bytes.get(i + 1) == Some(&marker));
     if last(0xd9) < last(0xda) || last(0xd9).is_none() {
         return Err(image_error(
             name,
@@ -316,61 +319,80 @@ impl ImagePreprocessor {
     /// out at the same size (the steps fix it for all the processors inferox reads). Images are
     /// processed in parallel on rayon's pool (`--threads`, `RAYON_NUM_THREADS`).
     pub fn preprocess(&self, images: &[RgbImage]) -> Result<HostTensor> {
-        self.batch(images.par_iter().map(|i| self.to_planes(i)).collect())
+        self.batch(images.par_iter().map(|i| self.resize_and_crop(i)).collect())
     }
 
     /// Decodes the image files at `paths` and preprocesses them as one batch, each file decoded
     /// and preprocessed in parallel with the others.
     pub fn preprocess_files(&self, paths: &[PathBuf]) -> Result<HostTensor> {
-        let planes = paths
+        let images = paths
             .par_iter()
-            .map(|p| Ok(self.to_planes(&RgbImage::open(p)?)))
+            .map(|p| Ok(self.resize_and_crop(&RgbImage::open(p)?)))
             .collect::<Result<Vec<_>>>()?;
-        self.batch(planes)
+        self.batch(images)
     }
 
-    /// One image resized, cropped, rescaled and normalised: its size and its `[3, height,
-    /// width]` values.
-    fn to_planes(&self, image: &RgbImage) -> ((usize, usize), Vec<f32>) {
-        let s = &self.steps;
-        let image = self.resize_and_crop(image);
-        let channel = |v: &[f64], c: usize| v.get(c).or(v.first()).copied().unwrap_or(0.0);
-        let mut data = vec![0f32; image.data.len()];
-        let plane = image.height * image.width;
-        for c in 0..3 {
-            // transformers: float64 rescale cast to float32, then float32 (x - mean) / std; one
-            // table per channel computes exactly that for each of the 256 values.
-            let (m, d) = (channel(&s.mean, c) as f32, channel(&s.std, c) as f32);
-            let table: [f32; 256] =
-                std::array::from_fn(|v| ((v as f64 * s.rescale_factor) as f32 - m) / d);
-            let out = &mut data[c * plane..(c + 1) * plane];
-            for (o, px) in out.iter_mut().zip(image.data.chunks_exact(3)) {
-                *o = table[px[c] as usize];
-            }
-        }
-        ((image.height, image.width), data)
-    }
-
-    /// Images of one size into one `[batch, 3, height, width]` tensor.
-    fn batch(&self, planes: Vec<((usize, usize), Vec<f32>)>) -> Result<HostTensor> {
-        let Some(&(size, _)) = planes.first() else {
+    /// Resized and cropped images of one size, rescaled and normalised into one `[batch, 3,
+    /// height, width]` tensor, each image written in place by one task.
+    fn batch(&self, images: Vec<RgbImage>) -> Result<HostTensor> {
+        let Some(first) = images.first() else {
             return Err(Error::InvalidArgument("no images given".into()));
         };
-        if let Some((i, (hw, _))) = planes.iter().enumerate().find(|(_, (hw, _))| *hw != size) {
+        let size = (first.height, first.width);
+        if let Some((i, img)) = images
+            .iter()
+            .enumerate()
+            .find(|(_, img)| (img.height, img.width) != size)
+        {
             return Err(Error::Input {
                 name: self.input.clone(),
                 message: format!(
                     "image {i} comes out at {}×{} but image 0 at {}×{}; this package's \
                      preprocessing does not fix the size, so give images of one size",
-                    hw.1, hw.0, size.1, size.0
+                    img.width, img.height, size.1, size.0
                 ),
             });
         }
-        let n = planes.len();
-        let mut data = Vec::with_capacity(n * planes[0].1.len());
-        for (_, d) in planes {
-            data.extend_from_slice(&d);
+        if let Some(i) = images
+            .iter()
+            .position(|img| img.data.len() != img.height * img.width * 3)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "image {i} holds {} bytes, not the {} of {}×{} RGB pixels",
+                images[i].data.len(),
+                images[i].height * images[i].width * 3,
+                images[i].width,
+                images[i].height
+            )));
         }
+        let tables = self.tables();
+        let plane = size.0 * size.1;
+        let n = images.len();
+        let mut data: Vec<f32> = Vec::with_capacity(n * 3 * plane);
+        data.spare_capacity_mut()[..n * 3 * plane]
+            .par_chunks_mut(3 * plane)
+            .zip(&images)
+            .for_each(|(out, image)| {
+                for (c, table) in tables.iter().enumerate() {
+                    let out = &mut out[c * plane..(c + 1) * plane];
+                    for (o, px) in out.iter_mut().zip(image.data.chunks_exact(3)) {
+                        o.write(table[px[c] as usize]);
+                    }
+                }
+            });
+        // SAFETY: every image's chunk of 3 × plane values was written above.
+        unsafe { data.set_len(n * 3 * plane) };
         HostTensor::from_f32(vec![n, 3, size.0, size.1], data)
+    }
+
+    /// Per channel, the rescaled and normalised value of each of the 256 byte values:
+    /// transformers' float64 rescale cast to float32, then float32 (x - mean) / std.
+    fn tables(&self) -> [[f32; 256]; 3] {
+        let s = &self.steps;
+        let channel = |v: &[f64], c: usize| v.get(c).or(v.first()).copied().unwrap_or(0.0);
+        std::array::from_fn(|c| {
+            let (m, d) = (channel(&s.mean, c) as f32, channel(&s.std, c) as f32);
+            std::array::from_fn(|v| ((v as f64 * s.rescale_factor) as f32 - m) / d)
+        })
     }
 }
