@@ -373,11 +373,13 @@ impl ImagePreprocessor {
             .par_chunks_mut(3 * plane)
             .zip(&images)
             .for_each(|(out, image)| {
-                for (c, table) in tables.iter().enumerate() {
-                    let out = &mut out[c * plane..(c + 1) * plane];
-                    for (o, px) in out.iter_mut().zip(image.data.chunks_exact(3)) {
-                        o.write(table[px[c] as usize]);
-                    }
+                let (r, gb) = out.split_at_mut(plane);
+                let (g, b) = gb.split_at_mut(plane);
+                let planes = r.iter_mut().zip(g).zip(b);
+                for (((r, g), b), px) in planes.zip(image.data.chunks_exact(3)) {
+                    r.write(tables[0][px[0] as usize]);
+                    g.write(tables[1][px[1] as usize]);
+                    b.write(tables[2][px[2] as usize]);
                 }
             });
         // SAFETY: every image's chunk of 3 × plane values was written above.
