@@ -98,6 +98,45 @@ fn labels_and_tasks_are_recorded() {
     assert_eq!(pre.steps().output_size(300, 451), (48, 48));
 }
 
+/// The library's image pipeline, `classify_images`: the photographs' logits are transformers',
+/// and the predictions are its softmax, best first, with the package's labels.
+#[test]
+fn classify_images_gives_transformers_logits_and_its_softmax_ranking() {
+    let case = common::fixtures().join("vision/vit_classifier");
+    let (_dir, package) = import(&case.join("model"));
+    let model = package.load(&LoadOptions::default()).unwrap();
+    let photos: Vec<String> =
+        serde_json::from_slice(&std::fs::read(case.join("photos.json")).unwrap()).unwrap();
+    let files: Vec<PathBuf> = photos
+        .iter()
+        .map(|p| common::images_dir().join(p))
+        .collect();
+    let result = model.classify_images(&files, 3).unwrap();
+    let expected = read_npy_dir(&case.join("expected"));
+    let (_, want) = expected.iter().find(|(n, _)| n == "logits").unwrap();
+    assert!(max_abs_diff(&result.logits, want) <= TOLERANCE);
+    let labels = &package.info().labels;
+    let want = want.as_f32().unwrap();
+    let classes = want.len() / files.len();
+    assert_eq!(result.predictions.len(), files.len());
+    for (row, predictions) in want.chunks(classes).zip(&result.predictions) {
+        assert_eq!(predictions.len(), 3);
+        let sum: f32 = row.iter().map(|v| v.exp()).sum();
+        let mut order: Vec<usize> = (0..classes).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+        for (p, &id) in predictions.iter().zip(&order) {
+            assert_eq!(p.id, id);
+            assert_eq!(&p.label, &labels[&(id as u32)]);
+            assert!((p.score - row[id].exp() / sum).abs() < 1e-4, "{p:?}");
+        }
+    }
+    // A model without a classification head says so.
+    let (_dir, pooler) = import(&common::fixtures().join("vision/vit_pooler/model"));
+    let pooler = pooler.load(&LoadOptions::default()).unwrap();
+    let err = pooler.classify_images(&files, 3).unwrap_err().to_string();
+    assert!(err.contains("no classification head"), "{err}");
+}
+
 /// CLIP: text and image towers, projections and logit scale against transformers' CLIPModel,
 /// from the saved inputs and from the labels and photos through the package's preprocessing.
 #[test]
