@@ -9,7 +9,6 @@ use common::{assert_matches_json_schemas, import, max_abs_diff, read_npy_dir};
 use inferox::image::ImagePreprocessor;
 use inferox::schema::Preprocessing;
 use inferox::{LoadOptions, LoadPackage, NamedTensors};
-use std::path::PathBuf;
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -26,7 +25,6 @@ fn check(case: &str, outputs: &NamedTensors, expected: &[(String, inferox::HostT
 
 #[test]
 fn vision_models_match_transformers_from_pixels_and_from_photos() {
-    let photos_dir = common::images_dir();
     for (name, model_type) in [
         ("vit_classifier", "vit"),
         ("vit_pooler", "vit"),
@@ -47,9 +45,7 @@ fn vision_models_match_transformers_from_pixels_and_from_photos() {
         check(name, &model.run(&inputs).unwrap(), &expected);
 
         // The same batch from the photographs, through the package's own preprocessing.
-        let photos: Vec<String> =
-            serde_json::from_slice(&std::fs::read(case.join("photos.json")).unwrap()).unwrap();
-        let files: Vec<PathBuf> = photos.iter().map(|p| photos_dir.join(p)).collect();
+        let files = common::photos(&case);
         let pre = ImagePreprocessor::from_schema(&info.io).unwrap().unwrap();
         let pixels = pre.preprocess_files(&files).unwrap();
         assert_eq!(
@@ -105,12 +101,7 @@ fn classify_images_gives_transformers_logits_and_its_softmax_ranking() {
     let case = common::fixtures().join("vision/vit_classifier");
     let (_dir, package) = import(&case.join("model"));
     let model = package.load(&LoadOptions::default()).unwrap();
-    let photos: Vec<String> =
-        serde_json::from_slice(&std::fs::read(case.join("photos.json")).unwrap()).unwrap();
-    let files: Vec<PathBuf> = photos
-        .iter()
-        .map(|p| common::images_dir().join(p))
-        .collect();
+    let files = common::photos(&case);
     let result = model.classify_images(&files, 3).unwrap();
     let expected = read_npy_dir(&case.join("expected"));
     let (_, want) = expected.iter().find(|(n, _)| n == "logits").unwrap();
@@ -154,12 +145,7 @@ fn clip_matches_transformers() {
     let labels: Vec<String> =
         serde_json::from_slice(&std::fs::read(case.join("labels.json")).unwrap()).unwrap();
     let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
-    let photos: Vec<String> =
-        serde_json::from_slice(&std::fs::read(case.join("photos.json")).unwrap()).unwrap();
-    let files: Vec<PathBuf> = photos
-        .iter()
-        .map(|p| common::images_dir().join(p))
-        .collect();
+    let files = common::photos(&case);
     let mut made = model.encode(&labels, false).unwrap().inputs;
     for name in ["input_ids", "attention_mask"] {
         assert_eq!(

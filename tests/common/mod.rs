@@ -158,3 +158,10 @@ pub fn images_dir() -> PathBuf {
     );
     dir
 }
+
+/// The photographs a vision fixture names in its `photos.json`, in the images directory.
+pub fn photos(case: &Path) -> Vec<PathBuf> {
+    let names: Vec<String> =
+        serde_json::from_slice(&std::fs::read(case.join("photos.json")).unwrap()).unwrap();
+    names.iter().map(|p| images_dir().join(p)).collect()
+}
