@@ -139,9 +139,14 @@ fn greedy_generations_match_generate() {
 
 #[test]
 fn kv_cache_matches_a_full_recompute() {
-    for case in CASES {
+    let dtypes = [inferox::DType::Float32, inferox::DType::BFloat16];
+    for (case, dtype) in CASES.iter().flat_map(|c| dtypes.map(|d| (c, d))) {
         let (_d, package) = import(&model_dir(case));
-        let model = package.load(&LoadOptions::default()).unwrap();
+        let options = LoadOptions {
+            dtype: Some(dtype),
+            ..Default::default()
+        };
+        let model = package.load(&options).unwrap();
         let decoder = model.decoder().unwrap();
         let vocab = decoder.vocab_size();
         // Two sources, the second padded; 24 target tokens, past the buckets' max distance.
@@ -197,7 +202,7 @@ fn kv_cache_matches_a_full_recompute() {
             .fold(0f32, f32::max);
         assert!(
             worst <= 1e-4,
-            "{case}: cached and full logits differ by {worst}"
+            "{case} ({dtype}): cached and full logits differ by {worst}"
         );
     }
 }
@@ -330,4 +335,33 @@ fn bad_inputs_and_configs_are_named_errors() {
         "relative_attention_num_buckets",
     );
     bad(&|c| c["d_model"] = 0.into(), "d_model");
+}
+
+/// `--dtype bf16` rounds every dense weight (the output layer's too) to bf16 and keeps
+/// activations and sums in f32: the logits are transformers' with its `nn.Linear` weights
+/// rounded the same way, to f32 rounding. (`kv_cache_matches_a_full_recompute` runs the
+/// decoding steps in bf16 too.)
+#[test]
+fn bf16_weights_match_transformers_with_the_same_rounding() {
+    for case in CASES {
+        let (_d, package) = import(&model_dir(case));
+        let options = LoadOptions {
+            dtype: Some(inferox::DType::BFloat16),
+            ..Default::default()
+        };
+        let model = package.load(&options).unwrap();
+        let r = reference(case);
+        let dir = fixtures().join("t5").join(case).join("reference");
+        let want = inferox::npy::read_npy(&dir.join("logits_bf16_weights.npy")).unwrap();
+        let out = model.run(&r.inputs).unwrap();
+        let logits = out.get("logits").unwrap();
+        assert_eq!(logits.dtype(), inferox::DType::Float32);
+        let mask = r.inputs.get("decoder_attention_mask").unwrap();
+        let worst = worst_logit_error(logits, &want, mask);
+        eprintln!("{case}: bf16 weights, max abs logit error {worst:.1e}");
+        assert!(worst <= 1e-4, "{case}: bf16 max abs logit error {worst}");
+        // Rounding the weights moves the logits far more than the tolerance: the check above
+        // could not pass on f32 weights.
+        assert!(worst_logit_error(logits, &r.logits, mask) > 1e-2, "{case}");
+    }
 }

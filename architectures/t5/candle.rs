@@ -12,7 +12,7 @@ use candle_nn::VarBuilder;
 use inferox_candle::decoder::{
     LayerCaches, RmsNorm, causal_bias, key_bias, last_positions, output_logits,
 };
-use inferox_candle::{Result, Weights, candle_core as candle, candle_nn};
+use inferox_candle::{Result, Weights, candle_core as candle, candle_nn, packed};
 use inferox_core::load::LoadRequest;
 use inferox_core::manifest::ArtifactRole;
 use inferox_core::model::{Cache, DecodeStep, Decoder, DecoderState, Model, decoder_forward};
@@ -195,11 +195,20 @@ pub struct T5 {
     decoder: Vec<DecoderLayer>,
     decoder_buckets: Tensor,
     decoder_norm: RmsNorm,
-    /// `[vocab, d_model]`.
-    lm_head: Tensor,
+    lm_head: Head,
     cfg: T5Config,
     dtype: DType,
     device: Device,
+}
+
+/// The output layer, `[vocab, d_model]`.
+enum Head {
+    /// In f32, read by the matrix-vector kernel when one position is decoded.
+    Matrix(Tensor),
+    /// In a bf16 load, a dense layer with bf16 weights: decoding one token streams the whole
+    /// matrix (66 MB in f32 at t5-small's size, more than the decoder's layers), so half the
+    /// bytes is close to half the time of this layer.
+    Packed(Dense),
 }
 
 /// The registry's loader for the candle backend.
@@ -223,6 +232,10 @@ impl T5 {
             vb.get((cfg.vocab_size, d), "lm_head.weight")?
         } else {
             embed.clone()
+        };
+        let lm_head = match packed::bf16_requested() {
+            true => Head::Packed(Dense::new(&lm_head, None)?),
+            false => Head::Matrix(lm_head),
         };
         let buckets = |stack: &str| {
             vb.get(
@@ -373,7 +386,10 @@ impl T5 {
         } else {
             last_positions(&x, b, s)?
         };
-        Ok(output_logits(&x, &self.lm_head)?)
+        Ok(match &self.lm_head {
+            Head::Matrix(w) => output_logits(&x, w)?,
+            Head::Packed(p) => p.forward(&x)?.flatten_all()?.to_vec1()?,
+        })
     }
 }
 

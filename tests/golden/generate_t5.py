@@ -28,6 +28,10 @@ For each case, transformers gives, in reference/:
     decoder_start_token_id (0) followed by the target's tokens (ending in </s>);
   * logits.npy: teacher-forced logits [4, T_dec, vocab] (float32; padded rows are as transformers
     computes them, compare under decoder_attention_mask);
+  * logits_bf16_weights.npy: the same logits with every nn.Linear weight (the lm_head included,
+    untied from the embedding first) rounded to bfloat16, computed in float64: the model that
+    inferox's `--dtype bf16` runs (bf16 weights, float32 activations and sums) up to float32
+    rounding;
   * greedy.json: `model.generate(..., max_new_tokens=20, do_sample=False)` on the padded batch,
     without the leading decoder start token, cut after the first </s> (inclusive), plus the decoded
     text; each row is checked against generating that prompt alone and against a cache-free
@@ -209,6 +213,20 @@ def manual_logits(case, model, enc_ids, enc_mask, dec_ids, dec_mask):
     return h @ model.lm_head.weight.T
 
 
+def bf16_weights_logits(case, root, ids, mask, dec_ids, dec_mask):
+    """Teacher-forced logits in float64 with each nn.Linear weight rounded to bfloat16."""
+    model = getattr(transformers, case["cls"]).from_pretrained(root, dtype=torch.float64).eval()
+    # A tied head is the embedding matrix itself: the input embedding stays unrounded.
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.bias is None for m in linears)
+    for m in linears:
+        m.weight.data = m.weight.data.to(torch.bfloat16).to(torch.float64)
+    assert not torch.equal(model.shared.weight, model.lm_head.weight)
+    return model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec_ids,
+                 decoder_attention_mask=dec_mask).logits
+
+
 def greedy_generate(model, ids, mask):
     # An explicit, lazily grown cache: the one `generate` builds from the config has num_layers
     # (encoder) layers, too few when num_decoder_layers is larger (transformers 5.23).
@@ -268,6 +286,8 @@ def main():
                 input_ids=ids, attention_mask=mask, decoder_input_ids=dec_ids, decoder_attention_mask=dec_mask).logits
             f32_err = float((logits.double() - exact).abs().max())
             assert f32_err < 2e-5, f32_err  # float32 rounding stays well under the tests' tolerance
+            bf16w = bf16_weights_logits(case, root / "model", ids, mask, dec_ids, dec_mask)
+            bf16_shift = float((bf16w - exact).abs().max())
 
             greedy = [cut(row[1:]) for row in greedy_generate(model, ids, mask).tolist()]
             for j, row in enumerate(greedy):
@@ -295,11 +315,12 @@ def main():
         np.save(ref / "decoder_input_ids.npy", dec_ids.numpy().astype(np.int64))
         np.save(ref / "decoder_attention_mask.npy", dec_mask.numpy().astype(np.int64))
         np.save(ref / "logits.npy", logits.numpy().astype(np.float32))
+        np.save(ref / "logits_bf16_weights.npy", bf16w.numpy().astype(np.float32))
         (ref / "greedy.json").write_text(json.dumps({"prompts": PROMPTS, "greedy": greedy, "text": text},
                                                     indent=1, ensure_ascii=False) + "\n")
         print(f"{case['name']}: {model.num_parameters()} parameters; greedy lengths {[len(g) for g in greedy]}; "
               f"distinct tokens {[len(set(g)) for g in greedy]}; min top-1/top-2 gap {gap:.4f}; "
-              f"float32 vs float64 logits {f32_err:.1e}")
+              f"float32 vs float64 logits {f32_err:.1e}; bf16 weights move them by {bf16_shift:.1e}")
     tok_path.unlink()
     (OUT / "VERSIONS").write_text(f"torch {torch.__version__}\ntransformers {transformers.__version__}\n"
                                   f"tokenizers {tokenizers.__version__}\n")
