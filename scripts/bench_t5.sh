@@ -5,7 +5,9 @@
 # tokens/s with the encoder pass included on both sides. inferox: `inferox bench -p 32 -n 64`
 # (release build; every run encodes the source, then decodes 64 tokens one at a time), mean of
 # 5 runs; transformers: scripts/bench_t5.py, median of 5 runs; three rounds alternating, the
-# median of each side's rounds reported. Needs: python3 with torch and transformers.
+# median of each side's rounds reported. Then the same with bf16 weights on both sides:
+# `inferox bench --dtype bf16` (weights rounded to bf16, activations and sums in f32) against
+# transformers with `dtype=torch.bfloat16`. Needs: python3 with torch and transformers.
 #
 # usage: scripts/bench_t5.sh [THREADS...]   (default: 1 2)
 set -euo pipefail
@@ -19,20 +21,23 @@ cargo build --release --quiet --bin inferox
 [ -f "$PKG/model_info.json" ] || target/release/inferox import "$SRC" --output "$PKG" >&2
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| threads | T5 (t5-small size), 32-token source, 64 new tokens (tokens/s) | inferox (candle) | transformers generate | inferox / transformers |"
-echo "|---|---|---|---|---|"
+echo "| threads | weights | T5 (t5-small size), 32-token source, 64 new tokens (tokens/s) | inferox (candle) | transformers generate | inferox / transformers |"
+echo "|---|---|---|---|---|---|"
 median() { tr ' ' '\n' | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+for run in "f32 float32" "bf16 bfloat16"; do
+read -r ours_dtype theirs_dtype <<< "$run"
 for n in "${THREADS[@]}"; do
   ours=() theirs=()
   for _ in 1 2 3; do
-    ours+=("$(target/release/inferox --threads "$n" bench "$PKG" -p 32 -n 64 -r 5 --json |
-      python3 -c "import json,sys; r=json.load(sys.stdin); assert r['prompt_tokens'] == 32 and r['gen_tokens'] == 64, r; print(r['decode_tokens_per_s']['mean'])")")
-    theirs+=("$(python3 scripts/bench_t5.py run "$SRC" --threads "$n" |
-      python3 -c "import json,sys; print(json.load(sys.stdin)['tokens_per_s'])")")
+    ours+=("$(target/release/inferox --threads "$n" bench "$PKG" -p 32 -n 64 -r 5 --dtype "$ours_dtype" --json |
+      python3 -c "import json,sys; r=json.load(sys.stdin); assert r['prompt_tokens'] == 32 and r['gen_tokens'] == 64 and r['dtype'] == '$ours_dtype', r; print(r['decode_tokens_per_s']['mean'])")")
+    theirs+=("$(python3 scripts/bench_t5.py run "$SRC" --threads "$n" --dtype "$theirs_dtype" |
+      python3 -c "import json,sys; r=json.load(sys.stdin); assert r['dtype'] == '$theirs_dtype', r; print(r['tokens_per_s'])")")
   done
   a=$(echo "${ours[*]}" | median)
   b=$(echo "${theirs[*]}" | median)
-  awk -v n="$n" -v a="$a" -v b="$b" 'BEGIN {printf "| %s | | %.1f | %.1f | %.2fx |\n", n, a, b, a/b}'
-  echo "   rounds: inferox ${ours[*]}; transformers ${theirs[*]}" >&2
+  awk -v n="$n" -v d="$ours_dtype" -v a="$a" -v b="$b" 'BEGIN {printf "| %s | %s | | %.1f | %.1f | %.2fx |\n", n, d, a, b, a/b}'
+  echo "   rounds ($ours_dtype): inferox ${ours[*]}; transformers ${theirs[*]}" >&2
+done
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
