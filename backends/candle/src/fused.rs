@@ -29,9 +29,17 @@ pub(crate) fn exp(x: f32) -> f32 {
     let t = x.mul_add(LOG2E, ROUND);
     let n = t - ROUND;
     let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
-    let p = [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0]
-        .iter()
-        .fold(1.0 / 5040.0f32, |p, &c| p.mul_add(r, c));
+    let p = [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ]
+    .iter()
+    .fold(1.0 / 5040.0f32, |p, &c| p.mul_add(r, c));
     // 2ⁿ from the integer in `t`'s low mantissa bits (no float-to-int conversion, which does
     // not vectorise).
     let e = p * f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
