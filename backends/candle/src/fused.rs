@@ -613,67 +613,65 @@ pub fn qkv_attention(
     let shared = DisjointOut::spare(&mut out, len);
     let scale = scale as f32;
     with_f32(qkv, |qkv| {
-        barrier_pool().execute_chunked(batch * heads, |range| {
-            let mut scores = vec![0f32; seq * seq];
-            for task in range {
-                let (b, h) = (task / heads, task % heads);
-                let base = b * seq * 3 * hidden + h * hd;
-                let row = 3 * hidden as isize;
-                // SAFETY: every pointer and stride stays inside `qkv` (rows b·seq..(b+1)·seq,
-                // the head's columns of q, k and v) or `scores`; no parallelism inside.
-                unsafe {
-                    gemm::gemm(
-                        seq,
-                        seq,
-                        hd,
-                        scores.as_mut_ptr(),
-                        1,
-                        seq as isize,
-                        false,
-                        qkv.as_ptr().add(base),
-                        1,
-                        row,
-                        qkv.as_ptr().add(base + hidden),
-                        row,
-                        1,
-                        0.0,
-                        scale,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    )
-                };
-                let bias_row = |i: usize| b * bias_q + if bias_q == seq { i } else { 0 };
-                softmax_rows_simd(&mut scores, seq, 0, &bias_values, &bias_row);
-                // SAFETY: this task alone writes rows b·seq..(b+1)·seq, columns of head h;
-                // `out` outlives the pool call.
-                let dst = unsafe { shared.ptr_mut(b * seq * hidden + h * hd) };
-                // SAFETY: as above, for `v` and the output's head block.
-                unsafe {
-                    gemm::gemm(
-                        seq,
-                        hd,
-                        seq,
-                        dst,
-                        1,
-                        hidden as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        seq as isize,
-                        qkv.as_ptr().add(base + 2 * hidden),
-                        1,
-                        row,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    )
-                };
-            }
+        let scratch = || vec![0f32; seq * seq];
+        crate::for_each_task(batch * heads, scratch, |scores, task| {
+            let (b, h) = (task / heads, task % heads);
+            let base = b * seq * 3 * hidden + h * hd;
+            let row = 3 * hidden as isize;
+            // SAFETY: every pointer and stride stays inside `qkv` (rows b·seq..(b+1)·seq,
+            // the head's columns of q, k and v) or `scores`; no parallelism inside.
+            unsafe {
+                gemm::gemm(
+                    seq,
+                    seq,
+                    hd,
+                    scores.as_mut_ptr(),
+                    1,
+                    seq as isize,
+                    false,
+                    qkv.as_ptr().add(base),
+                    1,
+                    row,
+                    qkv.as_ptr().add(base + hidden),
+                    row,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                )
+            };
+            let bias_row = |i: usize| b * bias_q + if bias_q == seq { i } else { 0 };
+            softmax_rows_simd(scores, seq, 0, &bias_values, &bias_row);
+            // SAFETY: this task alone writes rows b·seq..(b+1)·seq, columns of head h;
+            // `out` outlives the pool call.
+            let dst = unsafe { shared.ptr_mut(b * seq * hidden + h * hd) };
+            // SAFETY: as above, for `v` and the output's head block.
+            unsafe {
+                gemm::gemm(
+                    seq,
+                    hd,
+                    seq,
+                    dst,
+                    1,
+                    hidden as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    seq as isize,
+                    qkv.as_ptr().add(base + 2 * hidden),
+                    1,
+                    row,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                )
+            };
         })
     })
     .ok_or_else(|| candle::Error::Msg("attention: qkv is not a CPU f32 tensor".into()))?;

@@ -117,6 +117,34 @@ impl<T> DisjointOut<T> {
     }
 }
 
+/// Runs `task(state, i)` for every `i < n` on candle's worker pool, each thread taking the next
+/// task when it finishes one, with a `state` of its own made by `init` when it takes its first
+/// (a scratch buffer). For coarse tasks (a GEMM's block of rows and panels, a head's
+/// attention): the pool's own `execute_chunked` hands out about eight chunks per thread, so up
+/// to a chunk of tasks (3 of the 43 of a 4096-row product) can be left to one thread at the end
+/// while the others wait. Nested in a pool task it runs every task on the calling thread.
+pub(crate) fn for_each_task<S>(
+    n: usize,
+    init: impl Fn() -> S + Sync,
+    task: impl Fn(&mut S, usize) + Sync,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let pool = candle::utils::barrier_pool();
+    let next = AtomicUsize::new(0);
+    // One item per thread (the pool gives one at a time when there are this few); each takes
+    // tasks from the shared counter until none are left.
+    pool.execute_chunked((pool.n_workers() + 1).min(n), |_| {
+        let mut state = None;
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= n {
+                break;
+            }
+            task(state.get_or_insert_with(&init), i);
+        }
+    });
+}
+
 /// Checks a thread count against candle's worker pools, which are sized once per process
 /// from `CANDLE_NUM_THREADS` (or `RAYON_NUM_THREADS`) when first used.
 pub fn threads(n: usize) -> inferox_core::Result<()> {

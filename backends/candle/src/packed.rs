@@ -347,14 +347,16 @@ impl PackedWeight {
         // SAFETY (of every write through `out`): tasks write disjoint blocks of rows × columns.
         let out = DisjointOut::new(y);
         let out = &out;
-        barrier_pool().execute_chunked(groups * blocks, |range| {
-            for task in range {
+        crate::for_each_task(
+            groups * blocks,
+            || (),
+            |_, task| {
                 let (g, b) = (task / blocks, task % blocks);
                 let rows = b * ROWS_PER_TASK..((b + 1) * ROWS_PER_TASK).min(m);
                 let panels = g * per_task..((g + 1) * per_task).min(panels);
                 self.block(x, rows, panels, (first, then), out);
-            }
-        });
+            },
+        );
         groups == 1
     }
 
