@@ -206,8 +206,8 @@ enum Head {
     /// In f32, read by the matrix-vector kernel when one position is decoded.
     Matrix(Tensor),
     /// In a bf16 load, a dense layer with bf16 weights: decoding one token streams the whole
-    /// matrix (66 MB in f32 at t5-small's size, more than the decoder's layers), so half the
-    /// bytes is close to half the time of this layer.
+    /// matrix (66 MB in f32 at t5-small's size, three quarters of what the decoder's layers
+    /// stream), so half the bytes is close to half the time of this layer.
     Packed(Dense),
 }
 
