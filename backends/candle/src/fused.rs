@@ -14,8 +14,8 @@ use super::candle_core::{
 use super::dense::with_f32;
 
 /// `eˣ` in f32: Cody–Waite reduction by ln 2 and a degree-7 Taylor polynomial on |r| ≤ ln 2 / 2
-/// (relative error below 2 × 10⁻⁷), in FMAs; 0 below -87 (where f32 leaves the normal range),
-/// and inputs above 88 are clamped there.
+/// (relative error below 2 × 10⁻⁷); 0 below -87 (where f32 leaves the normal range), and
+/// inputs above 88 are clamped there.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -26,20 +26,17 @@ pub(crate) fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let below = x < -87.0;
     let x = x.clamp(-87.0, 88.0);
-    let t = x.mul_add(LOG2E, ROUND);
+    let t = x * LOG2E + ROUND;
     let n = t - ROUND;
-    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
-    let p = [
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ]
-    .iter()
-    .fold(1.0 / 5040.0f32, |p, &c| p.mul_add(r, c));
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
     // 2ⁿ from the integer in `t`'s low mantissa bits (no float-to-int conversion, which does
     // not vectorise).
     let e = p * f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
