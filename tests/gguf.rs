@@ -262,6 +262,25 @@ fn smollm2_answers_paris() {
     );
 }
 
+/// One decoder step of `batch` rows (`mask` covers the cached and new positions); the logits
+/// at each row's last position.
+fn step(
+    decoder: &dyn inferox::model::Decoder,
+    state: &mut inferox::model::DecoderState,
+    (tokens, batch): (&[u32], usize),
+    positions: &[u32],
+    mask: &[u8],
+) -> Vec<f32> {
+    let step = DecodeStep {
+        tokens,
+        batch,
+        positions,
+        mask,
+        all_positions: false,
+    };
+    decoder.step(state, &step).unwrap()
+}
+
 /// Continuous batching at the model level: prompts run on states of their own and appended to
 /// a running cache (aligned at the last position, the shorter side padded in front) then decode
 /// with the others and give the logits they give alone; rows dropped from the cache (with the
@@ -283,20 +302,7 @@ fn rows_join_and_leave_a_running_cache() {
                 tokens: &[u32],
                 batch: usize,
                 positions: &[u32],
-                mask: &[u8]| {
-        decoder
-            .step(
-                state,
-                &DecodeStep {
-                    tokens,
-                    batch,
-                    positions,
-                    mask,
-                    all_positions: false,
-                },
-            )
-            .unwrap()
-    };
+                mask: &[u8]| step(decoder, state, (tokens, batch), positions, mask);
     let max_diff = |x: &[f32], y: &[f32]| {
         x.iter()
             .zip(y)
@@ -382,6 +388,81 @@ fn rows_join_and_leave_a_running_cache() {
     );
     let d = max_diff(&again, &alone(&b, &[42, 42]));
     assert!(d < 1e-3, "B after the others left: logits differ by {d}");
+}
+
+/// Prompts prefilled together as one left-padded batch (several requests joining a server's
+/// generation in the same step) give, bit for bit, the logits each gives alone, at the prompt
+/// and at the next step: a served answer does not depend on who else joined with it.
+#[test]
+fn a_padded_batch_of_prompts_computes_what_each_prompt_alone_does() {
+    let model = smollm2().load(&LoadOptions::default()).unwrap();
+    let decoder = model.decoder().unwrap();
+    let vocab = decoder.vocab_size();
+    let prompts: Vec<Vec<u32>> = [
+        "Once upon a time, in a land far away, there lived a",
+        "The capital of France is",
+        "Say hello.",
+    ]
+    .iter()
+    .map(|t| model.tokenize(t, true).unwrap())
+    .collect();
+    let len = prompts.iter().map(Vec::len).max().unwrap();
+    // Alone: the prompt, then token 42.
+    let alone: Vec<(Vec<f32>, Vec<f32>)> = prompts
+        .iter()
+        .map(|ids| {
+            let (n, mut state) = (ids.len(), decoder.new_state());
+            let positions: Vec<u32> = (0..n as u32).collect();
+            let first = step(decoder, &mut state, (ids, 1), &positions, &vec![1; n]);
+            let next = step(
+                decoder,
+                &mut state,
+                (&[42], 1),
+                &[n as u32],
+                &vec![1; n + 1],
+            );
+            (first, next)
+        })
+        .collect();
+    // Together: each row padded in front to the longest, then token 42 for each.
+    let (mut tokens, mut positions, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+    for ids in &prompts {
+        let pad = len - ids.len();
+        tokens.extend(std::iter::repeat_n(0, pad).chain(ids.iter().copied()));
+        positions.extend(std::iter::repeat_n(0, pad).chain(0..ids.len() as u32));
+        mask.extend(std::iter::repeat_n(0u8, pad).chain(std::iter::repeat_n(1, ids.len())));
+    }
+    let batch = prompts.len();
+    let mut state = decoder.new_state();
+    let first = step(decoder, &mut state, (&tokens, batch), &positions, &mask);
+    let mask: Vec<u8> = mask
+        .chunks(len)
+        .flat_map(|m| m.iter().copied().chain([1]))
+        .collect();
+    let positions: Vec<u32> = prompts.iter().map(|p| p.len() as u32).collect();
+    let next = step(
+        decoder,
+        &mut state,
+        (&vec![42; batch], batch),
+        &positions,
+        &mask,
+    );
+    for (row, (want_first, want_next)) in alone.iter().enumerate() {
+        let rows = row * vocab..(row + 1) * vocab;
+        assert!(
+            first[rows.clone()] == want_first[..],
+            "prompt {row} in the padded batch: its logits differ from its own by up to {}",
+            first[rows.clone()]
+                .iter()
+                .zip(want_first)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max)
+        );
+        assert!(
+            next[rows.clone()] == want_next[..],
+            "the step after prompt {row} in the padded batch: its logits differ from its own"
+        );
+    }
 }
 
 /// One loaded model serves several threads at once through `&self`: concurrent generations

@@ -85,6 +85,35 @@ fn logits_of_a_padded_batch_match_transformers() {
             }
         }
         assert!(worst <= 1e-4, "{case}: max abs logit error {worst}");
+        // Each prompt alone gives, bit for bit, the logits it gave in the padded batch (but
+        // where LongRoPE's table, chosen by a pass's furthest position, differs alone).
+        let seq = r.ids.shape()[1];
+        let prompts = unpadded(&r.ids, &r.mask);
+        for (row, prompt) in prompts.iter().enumerate().filter(|_| r.alone.is_empty()) {
+            let n = prompt.len();
+            let ids = prompt.iter().map(|&t| i64::from(t)).collect();
+            let inputs: NamedTensors = [
+                ("input_ids", HostTensor::from_i64(vec![1, n], ids).unwrap()),
+                (
+                    "attention_mask",
+                    HostTensor::from_i64(vec![1, n], vec![1; n]).unwrap(),
+                ),
+            ]
+            .into_iter()
+            .collect();
+            let alone = model.run(&inputs).unwrap();
+            let alone = alone.get("logits").unwrap().as_f32().unwrap();
+            let batched = &logits.as_f32().unwrap()[((row + 1) * seq - n) * vocab..][..n * vocab];
+            assert!(
+                alone == batched,
+                "{case}: prompt {row} alone differs from the padded batch by up to {}",
+                alone
+                    .iter()
+                    .zip(batched)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max)
+            );
+        }
     }
 }
 

@@ -418,9 +418,10 @@ impl<'a> Generator<'a> {
     }
 
     /// A step with rows that just joined (the last ones): the other rows decode their next
-    /// token; the new prompts run on a state of their own, left-padded to the longest of them,
-    /// exactly as they would alone; then their cache is appended to the batch's, aligned at
-    /// the last position, and the masks follow.
+    /// token; the new prompts run on a state of their own, left-padded to the longest of them
+    /// (the backend attends each over its own positions, so that each computes bit for bit
+    /// what it would alone: tests/gguf.rs and tests/golden_decoders.rs check it); then their
+    /// cache is appended to the batch's, aligned at the last position, and the masks follow.
     fn join_step(&mut self) -> Result<Vec<f32>> {
         let old = self
             .rows

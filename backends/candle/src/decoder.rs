@@ -490,10 +490,82 @@ pub fn attention(
     scale: f64,
     softcap: Option<f64>,
 ) -> candle::Result<Tensor> {
-    match decode_attention(q, k, v, bias, scale, softcap)? {
-        Some(out) => Ok(out),
-        None => batched_attention(q, k, v, bias, scale, softcap),
+    if let Some(out) = decode_attention(q, k, v, bias, scale, softcap)? {
+        return Ok(out);
     }
+    if let Some(bias) = bias
+        && let Some(pads) = left_padding(bias, q.dim(2)?)?
+    {
+        return padded_attention(q, k, v, bias, scale, softcap, &pads);
+    }
+    batched_attention(q, k, v, bias, scale, softcap)
+}
+
+/// Each sequence's padding in front of a batch in `bias` (`[batch, 1, seq, total]`): its
+/// padding queries (the leading new positions that see no key, not even their own) and the
+/// leading keys that none of its queries sees. `None` for one sequence or when nothing is
+/// padded.
+fn left_padding(bias: &Tensor, seq: usize) -> candle::Result<Option<Vec<(usize, usize)>>> {
+    let (batch, _, _, total) = bias.dims4()?;
+    if batch < 2 || seq == 0 {
+        return Ok(None);
+    }
+    let values = bias.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let masked = |x: f32| x < masked_score(bias.dtype()) / 2.0;
+    let cached = total - seq;
+    let pads: Vec<(usize, usize)> = values
+        .chunks_exact(seq * total)
+        .map(|rows| {
+            let queries = (0..seq)
+                .take_while(|&i| masked(rows[i * total + cached + i]))
+                .count();
+            // The fewest leading keys a query does not see (a sliding window hides more from
+            // the later ones).
+            let keys = rows
+                .chunks_exact(total)
+                .skip(queries)
+                .map(|row| row.iter().take_while(|&&x| masked(x)).count())
+                .min()
+                .unwrap_or(0);
+            (queries, keys)
+        })
+        .collect();
+    Ok(pads.iter().any(|&p| p != (0, 0)).then_some(pads))
+}
+
+/// [`attention`] of a left-padded batch, one sequence at a time over its own queries and keys:
+/// each computes, bit for bit, what it computes alone (a product's blocking and a softmax's
+/// lanes would otherwise depend on the padding in front). Padding queries get zeros.
+fn padded_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: &Tensor,
+    scale: f64,
+    softcap: Option<f64>,
+    pads: &[(usize, usize)],
+) -> candle::Result<Tensor> {
+    let (_, heads, seq, dim) = q.dims4()?;
+    let total = k.dim(2)?;
+    let mut rows = Vec::with_capacity(2 * pads.len());
+    for (b, &(queries, keys)) in pads.iter().enumerate() {
+        let (n, m) = (seq - queries, total - keys);
+        if queries > 0 {
+            rows.push(Tensor::zeros(
+                (queries, heads * dim),
+                q.dtype(),
+                q.device(),
+            )?);
+        }
+        if n == 0 {
+            continue;
+        }
+        let one = |t: &Tensor, from: usize, len: usize| t.narrow(0, b, 1)?.narrow(2, from, len);
+        let bias = one(bias, queries, n)?.narrow(3, keys, m)?;
+        let (q, k, v) = (one(q, queries, n)?, one(k, keys, m)?, one(v, keys, m)?);
+        rows.push(attention(&q, &k, &v, Some(&bias), scale, softcap)?);
+    }
+    Tensor::cat(&rows, 0)
 }
 
 /// [`attention`] as batched GEMMs, for any dtype and device.
