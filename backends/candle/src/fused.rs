@@ -14,33 +14,11 @@ use super::candle_core::{
 use super::dense::with_f32;
 
 /// `eˣ` in f32: Cody–Waite reduction by ln 2 and a degree-7 Taylor polynomial on |r| ≤ ln 2 / 2
-/// (relative error below 2 × 10⁻⁷); 0 below -87 (where f32 leaves the normal range), and
-/// inputs above 88 are clamped there. Its multiply-adds are separate operations: see
-/// [`exp_fused`].
+/// (relative error below 2 × 10⁻⁷), each multiply-add one FMA (Rust does not contract
+/// `a * b + c`: separate, they took twice the instructions); 0 below -87 (where f32 leaves the
+/// normal range), and inputs above 88 are clamped there.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
-    exp_with::<false>(x)
-}
-
-/// [`exp`] with each multiply-add one FMA (one rounding, half the instructions): faster, and
-/// different from [`exp`] in the last bit. The recurrent cells use it (five exponentials a
-/// unit). The encoders and decoders keep [`exp`] for now: a left-padded batch of prompts that
-/// join a running generation is not bit-identical to each prompt alone, and with this form a
-/// greedy reply in tests/serve.rs's join test met a near-tie (0.04 in the logits) that the two
-/// paths resolved differently.
-#[inline(always)]
-pub(crate) fn exp_fused(x: f32) -> f32 {
-    exp_with::<true>(x)
-}
-
-/// `a · b + c`, fused into one FMA when `FUSED`.
-#[inline(always)]
-fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FUSED { a.mul_add(b, c) } else { a * b + c }
-}
-
-#[inline(always)]
-fn exp_with<const FUSED: bool>(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split so that n × LN2_HI is exact for |n| < 2⁸.
     const LN2_HI: f32 = 0.693_145_75;
@@ -49,9 +27,9 @@ fn exp_with<const FUSED: bool>(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let below = x < -87.0;
     let x = x.clamp(-87.0, 88.0);
-    let t = madd::<FUSED>(x, LOG2E, ROUND);
+    let t = x.mul_add(LOG2E, ROUND);
     let n = t - ROUND;
-    let r = madd::<FUSED>(-n, LN2_LO, madd::<FUSED>(-n, LN2_HI, x));
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
     let coefficients = [
         1.0 / 720.0,
         1.0 / 120.0,
@@ -63,7 +41,7 @@ fn exp_with<const FUSED: bool>(x: f32) -> f32 {
     ];
     let p = coefficients
         .iter()
-        .fold(1.0 / 5040.0f32, |p, &c| madd::<FUSED>(p, r, c));
+        .fold(1.0 / 5040.0f32, |p, &c| p.mul_add(r, c));
     // 2ⁿ from the integer in `t`'s low mantissa bits (no float-to-int conversion, which does
     // not vectorise).
     let e = p * f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
@@ -759,18 +737,14 @@ mod tests {
     fn exp_is_within_two_ulps_of_libm() {
         let mut x = -87.0f32;
         while x < 88.0 {
-            for got in [exp(x), exp_fused(x)] {
-                let want = (x as f64).exp();
-                let rel = ((got as f64 - want) / want).abs();
-                assert!(rel < 2.5e-7, "exp({x}) = {got}, libm {want}: {rel:e}");
-            }
+            let (got, want) = (exp(x), (x as f64).exp());
+            let rel = ((got as f64 - want) / want).abs();
+            assert!(rel < 2.5e-7, "exp({x}) = {got}, libm {want}: {rel:e}");
             x += 0.0137;
         }
-        for exp in [exp, exp_fused] {
-            assert_eq!(exp(-1000.0), 0.0);
-            assert_eq!(exp(f32::NEG_INFINITY), 0.0);
-            assert!(exp(1000.0).is_finite());
-        }
+        assert_eq!(exp(-1000.0), 0.0);
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert!(exp(1000.0).is_finite());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use crate::DisjointOut;
 use crate::candle_core::utils::barrier_pool;
-use crate::fused::exp_fused as exp;
+use crate::fused::exp;
 use crate::packed::PackedWeight;
 
 /// The element-wise part of a recurrent cell.
