@@ -506,8 +506,8 @@ pub fn attention(
 /// leading keys that none of its queries sees. `None` for one sequence or when nothing is
 /// padded.
 fn left_padding(bias: &Tensor, seq: usize) -> candle::Result<Option<Vec<(usize, usize)>>> {
-    let (batch, _, _, total) = bias.dims4()?;
-    if batch < 2 || seq == 0 {
+    let (batch, heads, queries, total) = bias.dims4()?;
+    if batch < 2 || seq == 0 || (heads, queries) != (1, seq) || total < seq {
         return Ok(None);
     }
     let values = bias.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
