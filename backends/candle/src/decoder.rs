@@ -43,7 +43,7 @@ impl Linear {
     pub fn from_qtensor(q: QTensor, bias: Option<Tensor>) -> candle::Result<Linear> {
         use candle::quantized::GgmlDType;
         if let (true, [rows, cols]) = (q.device().is_cpu(), q.shape().dims())
-            && let Some(weight) = Packed::new(q.dtype(), *rows, *cols, &q.data()?)
+            && let Some(weight) = Packed::repack(q.dtype(), [*rows, *cols], &q.data()?, |_| {})
         {
             return Ok(Linear::Packed { weight, bias });
         }
@@ -67,10 +67,15 @@ impl Linear {
         bias: Option<Tensor>,
     ) -> crate::Result<Linear> {
         let raw = g.raw(name, &shape)?;
+        // Each part's mapped pages go as soon as it is repacked. A page across two parts is
+        // kept by both (only whole pages are dropped): each part starts a little early, by
+        // the largest page size, so that the next one takes it.
+        let release = |part: std::ops::Range<usize>| {
+            raw.release(part.start.saturating_sub(64 << 10)..part.end)
+        };
         if g.device().is_cpu()
-            && let Some(weight) = Packed::new(raw.dtype, shape[0], shape[1], raw.bytes())
+            && let Some(weight) = Packed::repack(raw.dtype, shape, raw.bytes(), release)
         {
-            raw.release();
             return Ok(Linear::Packed { weight, bias });
         }
         Ok(Linear::from_qtensor(g.qtensor(name, &shape)?, bias)?)
@@ -175,12 +180,13 @@ pub enum Packed {
 
 impl Packed {
     /// Repacks the GGUF blocks `data` of a `[rows, cols]` matrix when its type has a kernel of
-    /// ours (`None` otherwise, or when the sizes disagree).
-    fn new(
+    /// ours (`None` otherwise, or when the sizes disagree), telling `consumed` of each part of
+    /// `data` once it has been read.
+    fn repack(
         dtype: candle::quantized::GgmlDType,
-        rows: usize,
-        cols: usize,
+        [rows, cols]: [usize; 2],
         data: &[u8],
+        consumed: impl FnMut(std::ops::Range<usize>),
     ) -> Option<Packed> {
         use super::kquant::{KKind, KMatrix};
         use super::quant::{Kind, QMatrix};
@@ -202,8 +208,10 @@ impl Packed {
             _ => None,
         };
         match (block, sup) {
-            (Some(kind), _) => QMatrix::new(kind, rows, cols, data).map(Packed::Blocks),
-            (_, Some(kind)) => KMatrix::new(kind, rows, cols, data).map(Packed::Super),
+            (Some(kind), _) => {
+                QMatrix::repack(kind, rows, cols, data, consumed).map(Packed::Blocks)
+            }
+            (_, Some(kind)) => KMatrix::repack(kind, rows, cols, data, consumed).map(Packed::Super),
             _ => None,
         }
     }

@@ -46,10 +46,13 @@ impl RawTensor {
         self.map.copy_range(self.range.start + start, buf)
     }
 
-    /// Drops the mapped pages from this process once the bytes have been copied (they are read
-    /// again from the file if touched later).
-    pub fn release(&self) {
-        self.map.release(self.range.clone());
+    /// Drops the mapped pages of bytes `part` of the tensor from this process once they have
+    /// been copied (they are read again from the file if touched later).
+    pub fn release(&self, part: Range<usize>) {
+        let end = part.end.min(self.range.len());
+        let start = part.start.min(end);
+        self.map
+            .release(self.range.start + start..self.range.start + end);
     }
 }
 
@@ -163,7 +166,7 @@ impl GgufWeights {
                 message: format!("tensor `{name}`: {e}"),
             })?;
         // The bytes are copied now: drop their mapped pages so that they do not count twice.
-        raw.release();
+        raw.release(0..usize::MAX);
         Ok(tensor)
     }
 

@@ -568,15 +568,27 @@ impl KMatrix {
 
     /// Repacks raw GGUF super-blocks of a `[rows, cols]` matrix; `None` when the sizes disagree.
     pub fn new(kind: KKind, rows: usize, cols: usize, data: &[u8]) -> Option<KMatrix> {
+        Self::repack(kind, rows, cols, data, |_| {})
+    }
+
+    /// [`KMatrix::new`], telling `consumed` of each part of `data` once it has been read (see
+    /// [`crate::quant::for_each_block`]).
+    pub(crate) fn repack(
+        kind: KKind,
+        rows: usize,
+        cols: usize,
+        data: &[u8],
+        consumed: impl FnMut(std::ops::Range<usize>),
+    ) -> Option<KMatrix> {
         let bb = kind.block_bytes();
         if !cols.is_multiple_of(QK_K) || data.len() != rows.checked_mul(cols / QK_K)? * bb {
             return None;
         }
         let pb = packed_bytes(kind.code());
         let mut packed = vec![0u8; data.len() / bb * pb];
-        for (src, dst) in data.chunks_exact(bb).zip(packed.chunks_exact_mut(pb)) {
-            repack_block(kind, src, dst);
-        }
+        crate::quant::for_each_block(data, bb, consumed, |i, src| {
+            repack_block(kind, src, &mut packed[i * pb..(i + 1) * pb]);
+        });
         Some(KMatrix {
             kind,
             rows,
