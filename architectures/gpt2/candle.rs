@@ -8,7 +8,7 @@ use crate::common::{Activation, ConfigCheck};
 use candle::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 use inferox_candle::decoder::{
-    LayerCaches, Linear, attention, causal_bias, last_positions, output_logits,
+    LayerCaches, Linear, Scores, attention, causal_bias, last_positions, output_logits,
 };
 use inferox_candle::{Result, Weights, candle_core as candle, candle_nn};
 use inferox_core::load::LoadRequest;
@@ -152,7 +152,7 @@ impl Gpt2 {
             if self.scale_by_layer {
                 scale /= (i + 1) as f64;
             }
-            let att = attention(&q, &k, &v, bias.as_ref(), scale, None)?;
+            let att = attention(&q, &k, &v, bias.as_ref(), Scores::scaled(scale))?;
             x = (x + block.c_proj.forward(&att)?)?;
             let h = block.ln_2.forward(&x)?;
             let m = self.activation.apply(&block.c_fc.forward(&h)?)?;

@@ -11,7 +11,7 @@ use super::{Flavor, LlamaConfig};
 use crate::common::{Activation, ConfigCheck};
 use candle::{DType, Device, Tensor};
 use inferox_candle::decoder::{
-    Embedding, LayerCaches, Linear, RmsNorm, Rotary, attention, causal_bias, last_positions,
+    Embedding, LayerCaches, Linear, RmsNorm, Rotary, Scores, attention, causal_bias, last_positions,
 };
 use inferox_candle::gguf::GgufWeights;
 use inferox_candle::{Result, Weights, candle_core as candle};
@@ -182,8 +182,7 @@ pub struct Llama {
     cache_size: usize,
     activation: Activation,
     embed_scale: Option<f64>,
-    attn_scale: f64,
-    attn_softcap: Option<f64>,
+    scores: Scores,
     final_softcap: Option<f64>,
     heads: usize,
     kv_heads: usize,
@@ -472,8 +471,10 @@ impl Llama {
             lm_head,
             activation: cfg.activation(),
             embed_scale: cfg.gemma().then(|| (h as f64).sqrt()),
-            attn_scale: cfg.attention_scale(),
-            attn_softcap: cfg.attn_logit_softcapping,
+            scores: Scores {
+                scale: cfg.attention_scale(),
+                softcap: cfg.attn_logit_softcapping,
+            },
             final_softcap: cfg.final_logit_softcapping,
             heads,
             kv_heads: kv,
@@ -592,7 +593,7 @@ impl Llama {
                 }
                 _ => bias.as_ref(),
             };
-            let att = attention(&q, &k, &v, bias, self.attn_scale, self.attn_softcap)?;
+            let att = attention(&q, &k, &v, bias, self.scores)?;
             let mut att = layer.o.forward(&att)?;
             if let Some(n) = &layer.attn_out_norm {
                 att = n.forward(&att)?;

@@ -486,27 +486,46 @@ pub fn key_bias(
         .map(Some)
 }
 
+/// How attention makes a score of a query-key product: `scale · q·k`, soft-capped to
+/// `c · tanh(s / c)` when `softcap` is `c` (Gemma 2).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scores {
+    /// The product's factor (usually `1 / √head_dim`).
+    pub scale: f64,
+    /// The soft cap `c`, if the model has one.
+    pub softcap: Option<f64>,
+}
+
+impl Scores {
+    /// Scores scaled by `scale`, not capped.
+    pub fn scaled(scale: f64) -> Scores {
+        Scores {
+            scale,
+            softcap: None,
+        }
+    }
+}
+
 /// Scaled dot-product attention of `q` (`[batch, heads, seq, dim]`) over `k`, `v`
-/// (`[batch, kv_heads, total, dim]`), with grouped-query heads sharing a KV head without copying
-/// it, scores soft-capped to `c · tanh(s / c)` when `softcap` is `c` (Gemma 2). Returns
-/// `[batch * seq, heads * dim]`.
+/// (`[batch, kv_heads, total, dim]`) with an additive `bias` (`[batch, 1, seq, total]`), the
+/// grouped-query heads sharing a KV head without copying it. Returns `[batch * seq, heads *
+/// dim]`.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     bias: Option<&Tensor>,
-    scale: f64,
-    softcap: Option<f64>,
+    scores: Scores,
 ) -> candle::Result<Tensor> {
-    if let Some(out) = decode_attention(q, k, v, bias, scale, softcap)? {
+    if let Some(out) = decode_attention(q, k, v, bias, scores)? {
         return Ok(out);
     }
     if let Some(bias) = bias
         && let Some(pads) = left_padding(bias, q.dim(2)?)?
     {
-        return padded_attention(q, k, v, bias, scale, softcap, &pads);
+        return padded_attention([q, k, v], bias, scores, &pads);
     }
-    batched_attention(q, k, v, bias, scale, softcap)
+    batched_attention(q, k, v, bias, scores)
 }
 
 /// Each sequence's padding in front of a batch in `bias` (`[batch, 1, seq, total]`): its
@@ -518,26 +537,33 @@ fn left_padding(bias: &Tensor, seq: usize) -> candle::Result<Option<Vec<(usize, 
     if batch < 2 || seq == 0 || (heads, queries) != (1, seq) || total < seq {
         return Ok(None);
     }
-    let values = bias.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let masked = |x: f32| x < masked_score(bias.dtype()) / 2.0;
     let cached = total - seq;
-    let pads: Vec<(usize, usize)> = values
-        .chunks_exact(seq * total)
-        .map(|rows| {
-            let queries = (0..seq)
-                .take_while(|&i| masked(rows[i * total + cached + i]))
-                .count();
-            // The fewest leading keys a query does not see (a sliding window hides more from
-            // the later ones).
-            let keys = rows
-                .chunks_exact(total)
-                .skip(queries)
-                .map(|row| row.iter().take_while(|&&x| masked(x)).count())
-                .min()
-                .unwrap_or(0);
-            (queries, keys)
-        })
-        .collect();
+    let pads = |values: &[f32]| -> Vec<(usize, usize)> {
+        values
+            .chunks_exact(seq * total)
+            .map(|rows| {
+                let queries = (0..seq)
+                    .take_while(|&i| masked(rows[i * total + cached + i]))
+                    .count();
+                // The fewest leading keys a query does not see (a sliding window hides more from
+                // the later ones).
+                let keys = rows
+                    .chunks_exact(total)
+                    .skip(queries)
+                    .map(|row| row.iter().take_while(|&&x| masked(x)).count())
+                    .min()
+                    .unwrap_or(0);
+                (queries, keys)
+            })
+            .collect()
+    };
+    // Read in place where the bias is CPU f32 (it is, for every decoder here): a copy would
+    // be made on every layer.
+    let pads = match crate::dense::with_f32(bias, pads) {
+        Some(pads) => pads,
+        None => pads(&bias.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+    };
     Ok(pads.iter().any(|&p| p != (0, 0)).then_some(pads))
 }
 
@@ -545,12 +571,9 @@ fn left_padding(bias: &Tensor, seq: usize) -> candle::Result<Option<Vec<(usize, 
 /// each computes, bit for bit, what it computes alone (a product's blocking and a softmax's
 /// lanes would otherwise depend on the padding in front). Padding queries get zeros.
 fn padded_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
+    [q, k, v]: [&Tensor; 3],
     bias: &Tensor,
-    scale: f64,
-    softcap: Option<f64>,
+    scores: Scores,
     pads: &[(usize, usize)],
 ) -> candle::Result<Tensor> {
     let (_, heads, seq, dim) = q.dims4()?;
@@ -571,7 +594,7 @@ fn padded_attention(
         let one = |t: &Tensor, from: usize, len: usize| t.narrow(0, b, 1)?.narrow(2, from, len);
         let bias = one(bias, queries, n)?.narrow(3, keys, m)?;
         let (q, k, v) = (one(q, queries, n)?, one(k, keys, m)?, one(v, keys, m)?);
-        rows.push(attention(&q, &k, &v, Some(&bias), scale, softcap)?);
+        rows.push(attention(&q, &k, &v, Some(&bias), scores)?);
     }
     Tensor::cat(&rows, 0)
 }
@@ -589,27 +612,19 @@ fn batched_attention(
     k: &Tensor,
     v: &Tensor,
     bias: Option<&Tensor>,
-    scale: f64,
-    softcap: Option<f64>,
+    scores: Scores,
 ) -> candle::Result<Tensor> {
     let (b, heads, seq, dim) = q.dims4()?;
     let per_query = bias.map(|t| t.dim(2)).transpose()? == Some(seq);
     if seq <= QUERY_BLOCK || (bias.is_some() && !per_query) {
-        return attention_block(q, k, v, bias, scale, softcap);
+        return attention_block(q, k, v, bias, scores);
     }
     let v = v.contiguous()?;
     let mut blocks = Vec::with_capacity(seq.div_ceil(QUERY_BLOCK));
     for start in (0..seq).step_by(QUERY_BLOCK) {
         let n = QUERY_BLOCK.min(seq - start);
         let bias = bias.map(|t| t.narrow(2, start, n)).transpose()?;
-        let out = attention_block(
-            &q.narrow(2, start, n)?,
-            k,
-            &v,
-            bias.as_ref(),
-            scale,
-            softcap,
-        )?;
+        let out = attention_block(&q.narrow(2, start, n)?, k, &v, bias.as_ref(), scores)?;
         blocks.push(out.reshape((b, n, heads * dim))?);
     }
     Tensor::cat(&blocks, 1)?.reshape((b * seq, heads * dim))
@@ -621,8 +636,7 @@ fn attention_block(
     k: &Tensor,
     v: &Tensor,
     bias: Option<&Tensor>,
-    scale: f64,
-    softcap: Option<f64>,
+    Scores { scale, softcap }: Scores,
 ) -> candle::Result<Tensor> {
     let (b, heads, seq, dim) = q.dims4()?;
     let (_, kv_heads, total, _) = k.dims4()?;
@@ -661,8 +675,7 @@ fn decode_attention(
     k: &Tensor,
     v: &Tensor,
     bias: Option<&Tensor>,
-    scale: f64,
-    softcap: Option<f64>,
+    Scores { scale, softcap }: Scores,
 ) -> candle::Result<Option<Tensor>> {
     use candle::{CpuStorage, Storage};
     let (b, heads, seq, dim) = q.dims4()?;
@@ -1067,12 +1080,16 @@ mod tests {
             mask[total..total + 5].fill(0);
             mask[2 * total] = 0;
             let bias = causal_bias(&mask, b, seq, None, &Device::Cpu, DType::F32).unwrap();
-            let fast = decode_attention(&q, &k, &v, bias.as_ref(), 0.125, softcap).unwrap();
+            let scores = Scores {
+                scale: 0.125,
+                softcap,
+            };
+            let fast = decode_attention(&q, &k, &v, bias.as_ref(), scores).unwrap();
             let Some(fast) = fast else {
                 eprintln!("no AVX-512 here: the kernel is not used");
                 return;
             };
-            let want = batched_attention(&q, &k, &v, bias.as_ref(), 0.125, softcap).unwrap();
+            let want = batched_attention(&q, &k, &v, bias.as_ref(), scores).unwrap();
             assert_eq!(fast.dims(), want.dims());
             let diff = crate::max_abs_diff(&fast, &want);
             assert!(diff < 1e-5, "seq {seq}, cached {cached}: {diff}");
@@ -1094,8 +1111,12 @@ mod tests {
         mask[seq..seq + 40].fill(0);
         for (window, softcap) in [(None, None), (Some(100), Some(20.0))] {
             let bias = causal_bias(&mask, b, seq, window, &Device::Cpu, DType::F32).unwrap();
-            let got = batched_attention(&q, &k, &v, bias.as_ref(), 0.25, softcap).unwrap();
-            let want = attention_block(&q, &k, &v, bias.as_ref(), 0.25, softcap).unwrap();
+            let scores = Scores {
+                scale: 0.25,
+                softcap,
+            };
+            let got = batched_attention(&q, &k, &v, bias.as_ref(), scores).unwrap();
+            let want = attention_block(&q, &k, &v, bias.as_ref(), scores).unwrap();
             assert_eq!(got.dims(), &[b * seq, heads * dim]);
             let diff = crate::max_abs_diff(&got, &want);
             assert!(diff < 1e-6, "window {window:?}: {diff}");
