@@ -214,46 +214,9 @@ inferox_core::register!(
     model_type("camembert"),
 );
 
-#[cfg(feature = "candle")]
-mod on_candle {
-    use inferox_core::ExecutionFormat::Safetensors;
-    use inferox_core::registry::Implementation;
-
-    const fn on_candle(name: &'static str) -> Implementation {
-        Implementation::new(
-            name,
-            inferox_candle::NAME,
-            &[Safetensors],
-            super::candle::load,
-        )
-    }
-
-    inferox_core::register!(
-        on_candle("bert"),
-        on_candle("roberta"),
-        on_candle("xlm-roberta"),
-        on_candle("camembert"),
-    );
-}
-
-#[cfg(feature = "torch")]
-mod on_torch {
-    use inferox_core::ExecutionFormat::{Safetensors, Torchscript};
-    use inferox_core::registry::Implementation;
-
-    const fn on_torch(name: &'static str) -> Implementation {
-        Implementation::new(
-            name,
-            inferox_torch::NAME,
-            &[Safetensors, Torchscript],
-            super::torch::load,
-        )
-    }
-
-    inferox_core::register!(
-        on_torch("bert"),
-        on_torch("roberta"),
-        on_torch("xlm-roberta"),
-        on_torch("camembert"),
-    );
+implementations! {
+    candle: "bert" [Safetensors], "roberta" [Safetensors], "xlm-roberta" [Safetensors],
+        "camembert" [Safetensors];
+    torch: "bert" [Safetensors, Torchscript], "roberta" [Safetensors, Torchscript],
+        "xlm-roberta" [Safetensors, Torchscript], "camembert" [Safetensors, Torchscript];
 }

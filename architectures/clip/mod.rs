@@ -415,30 +415,9 @@ inferox_core::register!(
         .reference(REFERENCE),
 );
 
-#[cfg(feature = "candle")]
-mod on_candle {
-    use inferox_core::ExecutionFormat::Safetensors;
-    use inferox_core::registry::Implementation;
-
-    inferox_core::register!(Implementation::new(
-        "clip",
-        inferox_candle::NAME,
-        &[Safetensors],
-        super::candle::load,
-    ));
-}
-
-#[cfg(feature = "torch")]
-mod on_torch {
-    use inferox_core::ExecutionFormat::Safetensors;
-    use inferox_core::registry::Implementation;
-
-    inferox_core::register!(Implementation::new(
-        "clip",
-        inferox_torch::NAME,
-        &[Safetensors],
-        super::torch::load,
-    ));
+implementations! {
+    candle: "clip" [Safetensors];
+    torch: "clip" [Safetensors];
 }
 
 #[cfg(test)]

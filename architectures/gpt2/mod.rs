@@ -65,10 +65,6 @@ inferox_core::register!(
         .reference(REFERENCE)
 );
 
-#[cfg(feature = "candle")]
-inferox_core::register!(inferox_core::registry::Implementation::new(
-    "gpt2",
-    inferox_candle::NAME,
-    &[inferox_core::ExecutionFormat::Safetensors],
-    candle::load
-));
+implementations! {
+    candle: "gpt2" [Safetensors];
+}

@@ -112,26 +112,8 @@ inferox_core::register!(
     model_type("phi3").gguf(&["phi3"]),
 );
 
-#[cfg(feature = "candle")]
-mod on_candle {
-    use inferox_core::ExecutionFormat::{Gguf, Safetensors};
-    use inferox_core::registry::Implementation;
-
-    const fn on_candle(
-        name: &'static str,
-        formats: &'static [inferox_core::ExecutionFormat],
-    ) -> Implementation {
-        Implementation::new(name, inferox_candle::NAME, formats, super::candle::load)
-    }
-
-    inferox_core::register!(
-        on_candle("llama", &[Safetensors, Gguf]),
-        on_candle("mistral", &[Safetensors]),
-        on_candle("qwen2", &[Safetensors, Gguf]),
-        on_candle("qwen3", &[Safetensors, Gguf]),
-        on_candle("gemma2", &[Safetensors, Gguf]),
-        on_candle("gemma3_text", &[Safetensors, Gguf]),
-        on_candle("gemma3", &[Safetensors]),
-        on_candle("phi3", &[Safetensors, Gguf]),
-    );
+implementations! {
+    candle: "llama" [Safetensors, Gguf], "mistral" [Safetensors], "qwen2" [Safetensors, Gguf],
+        "qwen3" [Safetensors, Gguf], "gemma2" [Safetensors, Gguf],
+        "gemma3_text" [Safetensors, Gguf], "gemma3" [Safetensors], "phi3" [Safetensors, Gguf];
 }

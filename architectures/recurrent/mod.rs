@@ -373,56 +373,7 @@ inferox_core::register!(
         .reference(REFERENCE),
 );
 
-#[cfg(feature = "candle")]
-mod on_candle {
-    use inferox_core::ExecutionFormat::Safetensors;
-    use inferox_core::registry::Implementation;
-
-    inferox_core::register!(
-        Implementation::new(
-            "lstm",
-            inferox_candle::NAME,
-            &[Safetensors],
-            super::candle::load
-        ),
-        Implementation::new(
-            "gru",
-            inferox_candle::NAME,
-            &[Safetensors],
-            super::candle::load
-        ),
-        Implementation::new(
-            "rnn",
-            inferox_candle::NAME,
-            &[Safetensors],
-            super::candle::load
-        ),
-    );
-}
-
-#[cfg(feature = "torch")]
-mod on_torch {
-    use inferox_core::ExecutionFormat::Safetensors;
-    use inferox_core::registry::Implementation;
-
-    inferox_core::register!(
-        Implementation::new(
-            "lstm",
-            inferox_torch::NAME,
-            &[Safetensors],
-            super::torch::load
-        ),
-        Implementation::new(
-            "gru",
-            inferox_torch::NAME,
-            &[Safetensors],
-            super::torch::load
-        ),
-        Implementation::new(
-            "rnn",
-            inferox_torch::NAME,
-            &[Safetensors],
-            super::torch::load
-        ),
-    );
+implementations! {
+    candle: "lstm" [Safetensors], "gru" [Safetensors], "rnn" [Safetensors];
+    torch: "lstm" [Safetensors], "gru" [Safetensors], "rnn" [Safetensors];
 }

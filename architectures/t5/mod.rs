@@ -138,34 +138,7 @@ const fn model_type(name: &'static str) -> ModelType {
 
 inferox_core::register!(model_type("t5"), model_type("mt5"));
 
-#[cfg(feature = "candle")]
-inferox_core::register!(
-    inferox_core::registry::Implementation::new(
-        "t5",
-        inferox_candle::NAME,
-        &[inferox_core::ExecutionFormat::Safetensors],
-        candle::load
-    ),
-    inferox_core::registry::Implementation::new(
-        "mt5",
-        inferox_candle::NAME,
-        &[inferox_core::ExecutionFormat::Safetensors],
-        candle::load
-    ),
-);
-
-#[cfg(feature = "torch")]
-inferox_core::register!(
-    inferox_core::registry::Implementation::new(
-        "t5",
-        inferox_torch::NAME,
-        &[inferox_core::ExecutionFormat::Safetensors],
-        torch::load
-    ),
-    inferox_core::registry::Implementation::new(
-        "mt5",
-        inferox_torch::NAME,
-        &[inferox_core::ExecutionFormat::Safetensors],
-        torch::load
-    ),
-);
+implementations! {
+    candle: "t5" [Safetensors], "mt5" [Safetensors];
+    torch: "t5" [Safetensors], "mt5" [Safetensors];
+}
